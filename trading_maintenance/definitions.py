@@ -1,0 +1,23 @@
+"""The one Definitions: `dagster dev`, `dagster job execute -m trading_maintenance.definitions`,
+`dg launch` and workspace.yaml all load this module.
+
+Settings are validated here, at load: a bad value fails loading with a message naming the file or
+variable and the key, instead of failing at the first run.
+"""
+
+import dagster as dg
+
+from trading_maintenance.defs import emergency, health
+from trading_maintenance.resources import build_resources
+from trading_maintenance.settings import get_settings
+
+# Each domain package exposes a resource-free `defs`; resources are bound once, below.
+DOMAINS = [
+    health,
+    emergency,
+]
+
+defs = dg.Definitions.merge(
+    *(domain.defs for domain in DOMAINS),
+    dg.Definitions(resources=build_resources(get_settings())),
+)

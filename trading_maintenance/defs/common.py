@@ -1,0 +1,87 @@
+"""What every domain's Dagster code shares: run tags, result publishing, atomic file writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from trading_maintenance.settings import get_settings
+
+TIMEZONE = "America/New_York"
+RESULT_KEY = "maintenance:result:{task}"
+HISTORY_KEY = "maintenance:history"
+HISTORY_MAX = 1000
+
+
+def job_tags(task: str, **extra: str) -> dict[str, str]:
+    """Tags for every job: the task name (CLI and history use it) and the run time limit."""
+    timeout = get_settings().tasks.task_timeout_minutes
+    return {"maintenance/task": task, "dagster/max_runtime": str(timeout * 60), **extra}
+
+
+def publish_result(redis_client, task: str, result: dict[str, Any], log=None) -> bool:
+    """Write maintenance:result:{task} and push a summary to maintenance:history.
+
+    Returns False (and logs) when Redis cannot be reached: publishing is a courtesy to the other
+    services and never the reason a maintenance run fails.
+    """
+    payload = {"task": task, "finished_at": datetime.now(timezone.utc).isoformat(), **result}
+    summary = {k: payload[k] for k in ("task", "finished_at", "status", "run_id", "score", "dry_run") if k in payload}
+    try:
+        pipe = redis_client.pipeline()
+        pipe.set(RESULT_KEY.format(task=task), json.dumps(payload, default=str))
+        pipe.lpush(HISTORY_KEY, json.dumps(summary, default=str))
+        pipe.ltrim(HISTORY_KEY, 0, HISTORY_MAX - 1)
+        pipe.execute()
+        return True
+    except Exception as exc:  # noqa: BLE001
+        if log is not None:
+            log.warning(f"could not publish {task} result to Redis: {type(exc).__name__}: {exc}")
+        return False
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, mode: int | None = None) -> Path:
+    """Write to a temporary name in the same folder, fsync, rename, fsync the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str, mode: int | None = None) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), mode)
+
+
+def md_table(rows: list[dict[str, Any]], columns: list[str] | None = None, limit: int = 50) -> str:
+    """A small Markdown table for MetadataValue.md."""
+    if not rows:
+        return "_none_"
+    columns = columns or list(rows[0].keys())
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows[:limit]:
+        lines.append("| " + " | ".join(str(row.get(c, "")).replace("|", "\\|") for c in columns) + " |")
+    if len(rows) > limit:
+        lines.append(f"\n_{len(rows) - limit} more rows not shown_")
+    return "\n".join(lines)

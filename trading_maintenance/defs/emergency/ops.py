@@ -1,0 +1,116 @@
+"""Emergency maintenance: re-check health, free what is safe to free, say what happened."""
+
+
+import time
+
+import dagster as dg
+
+from trading_maintenance.core.alerts import Alert
+from trading_maintenance.core.retention import apply_plan, plan_expired, verify_plan
+from trading_maintenance.defs.common import md_table, publish_result
+from trading_maintenance.defs.health.ops import HealthCheckConfig, run_health_check
+from trading_maintenance.resources import (
+    AlertsResource,
+    MaintenanceSettingsResource,
+    PlatformServicesResource,
+    RedisResource,
+    SystemProbeResource,
+    TradingDatabaseResource,
+)
+
+
+class TempCleanupConfig(dg.Config):
+    dry_run: bool = False
+
+
+@dg.op(description="Re-measure health at the start of emergency maintenance.")
+def recheck_system_health(
+    context: dg.OpExecutionContext,
+    settings: MaintenanceSettingsResource,
+    redis: RedisResource,
+    trading_db: TradingDatabaseResource,
+    system_probe: SystemProbeResource,
+    platform_services: PlatformServicesResource,
+    alerts: AlertsResource,
+) -> dict:
+    return run_health_check(
+        context, HealthCheckConfig(send_alerts=False), settings, redis, trading_db, system_probe, platform_services, alerts, "system_health_check"
+    )
+
+
+def clean_temp_files(context: dg.OpExecutionContext, config: TempCleanupConfig, settings: MaintenanceSettingsResource) -> dict:
+    cfg = settings.get()
+    retention_days = cfg.maintenance.data_retention.temp_files
+    plan = plan_expired(cfg.temp_dir, retention_days * 86400, time.time())
+    rows = [{"path": e.path, "bytes": e.size, "age_days": round(e.age_seconds / 86400, 2)} for e in plan.delete]
+    summary = {
+        "dry_run": config.dry_run,
+        "retention_days": retention_days,
+        "planned_files": len(plan.delete),
+        "planned_bytes": plan.bytes_to_free,
+        "kept_files": len(plan.keep),
+        "skipped": [f"{p}: {r}" for p, r in plan.skipped],
+    }
+    if config.dry_run:
+        context.log.info(f"dry run: would delete {len(plan.delete)} temp files ({plan.bytes_to_free} bytes)")
+        summary.update(deleted_files=0, bytes_freed=0, failed=[], problems=[])
+    else:
+        outcome = apply_plan(plan)
+        verify_plan(plan, outcome)
+        summary.update(
+            deleted_files=len(outcome.deleted),
+            bytes_freed=outcome.bytes_freed,
+            failed=[f"{p}: {r}" for p, r in outcome.failed],
+            problems=outcome.problems,
+        )
+    context.add_output_metadata(
+        {
+            "dry_run": config.dry_run,
+            "temp_files_planned": summary["planned_files"],
+            "temp_files_deleted": summary["deleted_files"],
+            "bytes_freed": summary["bytes_freed"],
+            "files_kept": summary["kept_files"],
+            "plan": dg.MetadataValue.md(md_table(rows)),
+        }
+    )
+    return summary
+
+
+@dg.op(description="Delete temp files past the temp retention (dry_run lists them instead).")
+def clean_expired_temp_files(context: dg.OpExecutionContext, config: TempCleanupConfig, settings: MaintenanceSettingsResource, health_before: dict) -> dict:
+    return clean_temp_files(context, config, settings)
+
+
+@dg.op(description="Publish the emergency run's result and raise an alert; fail when any step failed.")
+def report_emergency_maintenance(
+    context: dg.OpExecutionContext, redis: RedisResource, alerts: AlertsResource, health_before: dict, temp_cleanup: dict
+) -> dict:
+    failed = bool(temp_cleanup.get("failed") or temp_cleanup.get("problems"))
+    result = {
+        "status": "failed" if failed else "success",
+        "run_id": context.run_id,
+        "score": health_before.get("score"),
+        "health_status": health_before.get("health_status"),
+        "reasons": health_before.get("reasons", []),
+        "temp_cleanup": temp_cleanup,
+        "dry_run": temp_cleanup.get("dry_run", False),
+    }
+    client = redis.get_client()
+    published = publish_result(client, "emergency_maintenance", result, context.log)
+    alerts.send(
+        Alert(
+            key=f"emergency:{context.run_id}",
+            severity="critical",
+            title="Emergency maintenance ran",
+            message=f"health score {health_before.get('score')} ({health_before.get('health_status')}); "
+            f"freed {temp_cleanup.get('bytes_freed', 0)} bytes of temp files",
+            details={"reasons": "; ".join(health_before.get("reasons", [])) or "none", "run_id": context.run_id},
+        ),
+        client if published else None,
+    )
+    if failed:
+        raise dg.Failure(
+            description="emergency maintenance partly failed",
+            metadata={"failed": "\n".join(temp_cleanup.get("failed", [])), "problems": "\n".join(temp_cleanup.get("problems", []))},
+        )
+    return result

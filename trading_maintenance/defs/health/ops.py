@@ -1,0 +1,122 @@
+"""The health check op: measure, score, publish to Redis, record in Dagster, alert."""
+
+
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from trading_maintenance.core import health
+from trading_maintenance.core.alerts import Alert
+from trading_maintenance.defs.common import md_table, publish_result
+from trading_maintenance.defs.health.collect import collect_health
+from trading_maintenance.resources import (
+    AlertsResource,
+    MaintenanceSettingsResource,
+    PlatformServicesResource,
+    RedisResource,
+    SystemProbeResource,
+    TradingDatabaseResource,
+)
+
+SYSTEM_HEALTH_ASSET = dg.AssetKey("system_health")
+
+
+class HealthCheckConfig(dg.Config):
+    send_alerts: bool = True
+
+
+def alerts_for(report: health.HealthReport) -> list[Alert]:
+    """One alert per non-green component; red is critical, yellow a warning."""
+    alerts = []
+    for component in report.components:
+        if component.status in (health.RED, health.YELLOW) and component.reason:
+            severity = "critical" if component.status == health.RED else "warning"
+            alerts.append(
+                Alert(
+                    key=f"health:{component.name}",
+                    severity=severity,
+                    title=f"{component.name} is {component.status}",
+                    message=component.reason,
+                    details={"health_score": report.score, "status": report.status},
+                )
+            )
+    return alerts
+
+
+def run_health_check(
+    context: dg.OpExecutionContext,
+    config: HealthCheckConfig,
+    settings: MaintenanceSettingsResource,
+    redis: RedisResource,
+    trading_db: TradingDatabaseResource,
+    system_probe: SystemProbeResource,
+    platform_services: PlatformServicesResource,
+    alerts: AlertsResource,
+    task: str,
+) -> dict:
+    cfg = settings.get()
+    now = datetime.now(timezone.utc)
+    sample = system_probe.sample()
+    service_results = platform_services.check_all()
+    client = redis.get_client()
+    report, extra = collect_health(cfg, sample, client, trading_db.get_engine(), service_results, now)
+
+    result = {
+        "status": "success",
+        "run_id": context.run_id,
+        "checked_at": now.isoformat(),
+        "score": report.score,
+        "health_status": report.status,
+        "reasons": report.reasons,
+        "components": [c.as_dict() for c in report.components],
+        "system": sample.as_dict(),
+        "services": [s.as_dict() for s in service_results],
+        **extra,
+    }
+    published = publish_result(client, task, result, context.log)
+
+    dispatched = []
+    if config.send_alerts:
+        for alert in alerts_for(report):
+            dispatch = alerts.send(alert, client if published else None)
+            dispatched.append({"key": dispatch.alert_key, "sent": dispatch.sent, "suppressed_until": dispatch.suppressed_until or "", "channels": dispatch.channels})
+            for channel in dispatch.failed_channels:
+                context.log.warning(f"alert channel {channel} failed for {alert.key}: {dispatch.channels[channel]}")
+
+    rows = [{"component": c.name, "status": c.status, "score": c.score, "value": "" if c.value is None else f"{c.value} {c.unit}", "reason": c.reason} for c in report.components]
+    metadata = {
+        "health_score": dg.MetadataValue.float(report.score),
+        "health_status": dg.MetadataValue.text(report.status),
+        "cpu_percent": dg.MetadataValue.float(sample.cpu_percent),
+        "memory_percent": dg.MetadataValue.float(sample.memory_percent),
+        "disk_percent": dg.MetadataValue.float(sample.disk_percent),
+        "swap_percent": dg.MetadataValue.float(sample.swap_percent),
+        "load_1": dg.MetadataValue.float(round(sample.load_1, 2)),
+        "redis_latency_ms": dg.MetadataValue.float(float((report.component("redis").value or -1))),
+        "database_latency_ms": dg.MetadataValue.float(float((report.component("database").value or -1))),
+        "market_open": dg.MetadataValue.bool(bool(extra.get("market_open"))),
+        "published_to_redis": dg.MetadataValue.bool(published),
+        "alerts_sent": dg.MetadataValue.int(sum(1 for d in dispatched if d["sent"])),
+        "alerts_suppressed": dg.MetadataValue.int(sum(1 for d in dispatched if not d["sent"])),
+        "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in report.reasons) or "all components green"),
+        "components": dg.MetadataValue.md(md_table(rows)),
+    }
+    context.log_event(dg.AssetMaterialization(asset_key=SYSTEM_HEALTH_ASSET, description=f"health {report.score} ({report.status})", metadata=metadata))
+    context.add_output_metadata({"health_score": report.score, "health_status": report.status})
+    level = context.log.info if report.status == health.GREEN else context.log.warning
+    level(f"health score {report.score} ({report.status})" + (": " + "; ".join(report.reasons) if report.reasons else ""))
+    return result
+
+
+@dg.op(description="Measure CPU, memory, swap, disk, load, Redis, the database, services and market data; score 0-100.")
+def check_system_health(
+    context: dg.OpExecutionContext,
+    config: HealthCheckConfig,
+    settings: MaintenanceSettingsResource,
+    redis: RedisResource,
+    trading_db: TradingDatabaseResource,
+    system_probe: SystemProbeResource,
+    platform_services: PlatformServicesResource,
+    alerts: AlertsResource,
+) -> dict:
+    return run_health_check(context, config, settings, redis, trading_db, system_probe, platform_services, alerts, "system_health_check")

