@@ -162,6 +162,30 @@ class BrokerSettings(_Section):
     timeout_seconds: float = Field(10, gt=0)
 
 
+class HygieneSettings(_Section):
+    """Data hygiene: cleanup, log rotation, Redis caches, API rate limits, performance (issue 4)."""
+
+    compress_after_days: int = Field(7, ge=1, description="kept files (rotated logs, exports, reports) older than this are gzipped")
+    log_rotations_kept: int = Field(5, ge=1, le=100, description="rotated files kept per log")
+    cache_namespaces: list[str] = Field(
+        default_factory=lambda: ["price_cache:", "screener_cache:", "cache:", "temp:", "session:"]
+    )
+    cache_default_ttl_seconds: int = Field(3600, ge=1, description="TTL given to a cache key that has none")
+    cache_idle_delete_seconds: int = Field(7 * 86400, ge=1, description="a cache key without TTL idle longer than this is deleted")
+    scan_count: int = Field(500, ge=10, le=100000, description="COUNT hint for SCAN")
+    memory_purge_fragmentation: float = Field(1.5, gt=1, description="MEMORY PURGE when mem_fragmentation_ratio is above this")
+    memory_purge_min_excess_mb: float = Field(1.0, ge=0, description="... and RSS exceeds used memory by at least this much")
+    maintenance_list_caps: dict[str, int] = Field(
+        default_factory=lambda: {"maintenance:history": 1000, "maintenance:alerts": 1000}
+    )
+    maintenance_list_default_cap: int = Field(10000, ge=1, description="cap for other maintenance:* lists")
+    rate_limit_history_days: int = Field(120, ge=90, description="days of archived rate-limit counts kept (at least 90)")
+    rate_limit_warn_share: float = Field(0.8, gt=0, le=1, description="a day above this share of quota counts as high")
+    largest_keys_sample: int = Field(5000, ge=10, description="keys sampled with SCAN for MEMORY USAGE")
+    idle_in_transaction_minutes: int = Field(10, ge=1)
+    terminate_idle_in_transaction: bool = False
+
+
 class Settings(_Section):
     data_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -173,6 +197,7 @@ class Settings(_Section):
     tasks: TaskSettings = TaskSettings()
     services: list[ServiceEndpoint] = Field(default_factory=_default_services)
     broker: BrokerSettings = BrokerSettings()
+    hygiene: HygieneSettings = HygieneSettings()
     config_path: Path | None = None
 
     @field_validator("log_level", mode="before")
