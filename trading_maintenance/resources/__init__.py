@@ -11,6 +11,7 @@ import os
 import dagster as dg
 
 from trading_maintenance.resources.alerts import AlertsResource
+from trading_maintenance.resources.broker import AlpacaBrokerResource
 from trading_maintenance.resources.database import TradingDatabaseResource
 from trading_maintenance.resources.redis import RedisResource
 from trading_maintenance.resources.services import PlatformServicesResource
@@ -20,6 +21,7 @@ from trading_maintenance.settings import Settings
 
 __all__ = [
     "AlertsResource",
+    "AlpacaBrokerResource",
     "MaintenanceSettingsResource",
     "PlatformServicesResource",
     "RedisResource",
@@ -55,6 +57,12 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         ),
         "system_probe": SystemProbeResource(data_dir=data_dir, cpu_sample_seconds=alerts_cfg.cpu_sample_seconds),
         "platform_services": PlatformServicesResource(endpoints={s.name: s.url for s in settings.services}),
+        "broker": AlpacaBrokerResource(
+            base_url=settings.broker.base_url,
+            api_key=_secret("ALPACA_API_KEY", settings.broker.api_key),
+            secret_key=_secret("ALPACA_SECRET_KEY", settings.broker.secret_key),
+            timeout_seconds=settings.broker.timeout_seconds,
+        ),
         "alerts": AlertsResource(
             enabled=alerts_cfg.enable_notifications,
             slack_webhook_url=_secret("SLACK_WEBHOOK_URL", notifications.slack_webhook_url),
