@@ -186,6 +186,43 @@ class HygieneSettings(_Section):
     terminate_idle_in_transaction: bool = False
 
 
+class TradingIntegritySettings(_Section):
+    """Portfolio reconciliation, TradeNote exports and database maintenance (issue 5)."""
+
+    price_tolerance_pct: float = Field(0.01, ge=0, description="average entry / fill price difference allowed, percent")
+    quantity_tolerance: float = Field(0.000001, ge=0, description="share quantity difference allowed")
+    cash_tolerance: float = Field(1.0, ge=0, description="cash difference allowed, account currency")
+    stuck_order_minutes: int = Field(60, ge=1, description="minutes of market time an order may stay pending/submitted")
+    fills_lookback_days: int = Field(7, ge=1, le=366, description="days of fills compared with the broker")
+    critical_checks: list[str] = Field(
+        default_factory=lambda: ["position", "cash", "orphaned_order", "fill"],
+        description="checks whose discrepancies raise an alert and fail the run",
+    )
+    journal_timezone: str = "America/New_York"
+    tradenote_account: str = Field("trading-platform", min_length=1, description="TradeNote 'Account' column")
+    tradenote_url: str | None = Field(None, description="TRADENOTE_URL; empty = no upload")
+    tradenote_api_key: SecretStr | None = None
+    dead_tuple_threshold: int = Field(1000, ge=0, description="VACUUM a table with more dead tuples than this ...")
+    dead_tuple_ratio: float = Field(0.1, ge=0, le=1, description="... and a dead share above this")
+    index_bloat_threshold_pct: float = Field(30, ge=0, le=100, description="REINDEX CONCURRENTLY above this estimated bloat")
+    index_bloat_min_bytes: int = Field(1024 * 1024, ge=0, description="... for indexes at least this large")
+    purge_after_days: int = Field(365, ge=30, description="fills, orders and closed positions older than this are archived then deleted")
+    purge_batch_size: int = Field(5000, ge=1, le=1000000)
+    lock_timeout_ms: int = Field(5000, ge=1)
+    statement_timeout_ms: int = Field(300000, ge=1)
+
+    @field_validator("journal_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+
 class Settings(_Section):
     data_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -198,6 +235,7 @@ class Settings(_Section):
     services: list[ServiceEndpoint] = Field(default_factory=_default_services)
     broker: BrokerSettings = BrokerSettings()
     hygiene: HygieneSettings = HygieneSettings()
+    trading: TradingIntegritySettings = TradingIntegritySettings()
     config_path: Path | None = None
 
     @field_validator("log_level", mode="before")
@@ -265,6 +303,8 @@ ENV_OVERRIDES: dict[str, str] = {
     "ALPACA_BASE_URL": "broker.base_url",
     "ALPACA_API_KEY": "broker.api_key",
     "ALPACA_SECRET_KEY": "broker.secret_key",
+    "TRADENOTE_URL": "trading.tradenote_url",
+    "TRADENOTE_API_KEY": "trading.tradenote_api_key",
 }
 
 SECRET_KEYS = {
@@ -276,6 +316,7 @@ SECRET_KEYS = {
     "notifications.smtp_password",
     "broker.api_key",
     "broker.secret_key",
+    "trading.tradenote_api_key",
 }
 
 _TRUE = {"1", "true", "yes", "on"}
