@@ -8,6 +8,7 @@ variable and the key, instead of failing at the first run.
 import dagster as dg
 
 from trading_maintenance.defs import emergency, health
+from trading_maintenance.defs import hygiene
 from trading_maintenance.resources import build_resources
 from trading_maintenance.settings import get_settings
 
@@ -15,6 +16,7 @@ from trading_maintenance.settings import get_settings
 DOMAINS = [
     health,
     emergency,
+    hygiene,
 ]
 
 defs = dg.Definitions.merge(

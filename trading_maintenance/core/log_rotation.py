@@ -1,0 +1,250 @@
+"""Log rotation by rename: `x.log` -> `x.log.1` -> `x.log.2` ... kept per log, old ones gzipped.
+
+Why rename and never copy-and-truncate: a writer appending with O_APPEND keeps writing into the
+same inode after a rename, so nothing is lost whether it reopens its path (WatchedFileHandler: its
+next line goes to a fresh `x.log`) or never does (its lines keep landing in `x.log.1`). Copy-then-
+truncate loses whatever is written between the copy and the truncate.
+
+Rules
+- Only `*.log` files directly in the logs folder over `max_bytes` rotate; symlinks never.
+- The existing chain shifts from the highest index down (each rename has a vacant target), then
+  `x.log` becomes `x.log.1` and an empty `x.log` is created (O_APPEND, never truncating).
+- Per log at most `keep` rotated files stay; higher indices are deleted unless a process holds them.
+- Rotated files older than `compress_after` are gzipped, never the newest (`.1`) and never one a
+  process holds open; the gzip keeps the original mtime.
+The plan is a list of operations; applying re-checks each one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from trading_maintenance.core.cleanup import gzip_file
+
+_ROTATED = re.compile(r"^(?P<base>.+\.log)\.(?P<n>[1-9]\d*)(?P<gz>\.gz)?$")
+
+
+@dataclass
+class LogOp:
+    action: str  # rename / create / delete / compress / skip
+    path: str
+    target: str = ""
+    bytes: int = 0
+    reason: str = ""
+    log: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RotationPlan:
+    logs_dir: str
+    max_bytes: int
+    keep: int
+    ops: list[LogOp] = field(default_factory=list)
+    notes: list[LogOp] = field(default_factory=list)  # skipped with reasons
+
+    @property
+    def rotated_logs(self) -> list[str]:
+        return sorted({op.log for op in self.ops if op.action == "rename" and op.path.endswith(".log")})
+
+    def count(self, action: str) -> int:
+        return sum(1 for op in self.ops if op.action == action)
+
+    def bytes_of(self, action: str) -> int:
+        return sum(op.bytes for op in self.ops if op.action == action)
+
+
+def rotated_chain(log_path: str) -> dict[int, str]:
+    """Index -> path of `log.N` / `log.N.gz` beside the log (a plain file wins over its .gz twin)."""
+    folder, base = os.path.split(log_path)
+    chain: dict[int, str] = {}
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return chain
+    for name in names:
+        match = _ROTATED.match(name)
+        if not match or match["base"] != base:
+            continue
+        full = os.path.join(folder, name)
+        if os.path.islink(full):
+            continue
+        index = int(match["n"])
+        if index in chain and not match["gz"]:
+            chain[index] = full
+        chain.setdefault(index, full)
+    return chain
+
+
+def _with_index(log_path: str, index: int, gz: bool) -> str:
+    return f"{log_path}.{index}" + (".gz" if gz else "")
+
+
+def plan_rotation(
+    logs_dir: str | Path,
+    max_bytes: int,
+    keep: int,
+    now: float,
+    compress_after_seconds: float | None,
+    open_paths: set[str] | None = None,
+) -> RotationPlan:
+    logs_dir = Path(logs_dir)
+    plan = RotationPlan(str(logs_dir), max_bytes, keep)
+    if not logs_dir.is_dir() or os.path.islink(logs_dir):
+        if os.path.islink(logs_dir):
+            plan.notes.append(LogOp("skip", str(logs_dir), reason="logs folder is a symlink (never followed)"))
+        return plan
+    held = open_paths or set()
+    for name in sorted(os.listdir(logs_dir)):
+        if not name.endswith(".log"):
+            continue
+        log_path = str(logs_dir / name)
+        try:
+            st = os.lstat(log_path)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            plan.notes.append(LogOp("skip", log_path, reason="symlink (never followed)", log=name))
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        chain = rotated_chain(log_path)
+        # after: index -> (path after this run, size, mtime)
+        after: dict[int, tuple[str, int, float]] = {}
+        if st.st_size > max_bytes:
+            for index in sorted(chain, reverse=True):
+                src = chain[index]
+                dst = _with_index(log_path, index + 1, src.endswith(".gz"))
+                try:
+                    sst = os.lstat(src)
+                except FileNotFoundError:
+                    continue
+                plan.ops.append(LogOp("rename", src, dst, sst.st_size, "shift", name))
+                after[index + 1] = (dst, sst.st_size, sst.st_mtime)
+            plan.ops.append(LogOp("rename", log_path, _with_index(log_path, 1, False), st.st_size, f"over {max_bytes} bytes", name))
+            plan.ops.append(LogOp("create", log_path, reason="fresh empty log for writers that reopen", log=name))
+            after[1] = (_with_index(log_path, 1, False), st.st_size, st.st_mtime)
+        else:
+            for index, src in chain.items():
+                try:
+                    sst = os.lstat(src)
+                except FileNotFoundError:
+                    continue
+                after[index] = (src, sst.st_size, sst.st_mtime)
+        for index in sorted(after):
+            path, size, mtime = after[index]
+            # a file keeps its inode through renames, so "held" is checked against its current name
+            current = next((op.path for op in plan.ops if op.action == "rename" and op.target == path), path)
+            is_held = os.path.realpath(current) in held
+            if index > keep:
+                if is_held:
+                    plan.notes.append(LogOp("skip", path, reason=f"beyond {keep} kept but held open by a process; kept", log=name))
+                else:
+                    plan.ops.append(LogOp("delete", path, bytes=size, reason=f"beyond the {keep} rotated files kept", log=name))
+                continue
+            if compress_after_seconds is None or path.endswith(".gz") or index == 1:
+                continue
+            if now - mtime > compress_after_seconds:
+                if is_held:
+                    plan.notes.append(LogOp("skip", path, reason="held open by a process; not compressed", log=name))
+                else:
+                    plan.ops.append(LogOp("compress", path, path + ".gz", size, "older than the compression age", name))
+    return plan
+
+
+@dataclass
+class RotationOutcome:
+    done: list[LogOp] = field(default_factory=list)
+    failed: list[tuple[LogOp, str]] = field(default_factory=list)
+    bytes_freed: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def count(self, action: str) -> int:
+        return sum(1 for op in self.done if op.action == action)
+
+
+def apply_rotation(plan: RotationPlan, open_paths: set[str] | None = None) -> RotationOutcome:
+    """Apply the plan in order; a log whose step fails gets no further steps this run."""
+    outcome = RotationOutcome()
+    broken: set[str] = set()
+    for op in plan.ops:
+        if op.log in broken:
+            outcome.failed.append((op, "an earlier step for this log failed; not attempted"))
+            continue
+        try:
+            if op.action == "rename":
+                if os.path.lexists(op.target):
+                    raise FileExistsError(f"{os.path.basename(op.target)} already exists")
+                os.rename(op.path, op.target)
+            elif op.action == "create":
+                fd = os.open(op.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                os.close(fd)
+            elif op.action == "delete":
+                if open_paths is not None and os.path.realpath(op.path) in open_paths:
+                    raise RuntimeError("held open by a process; kept")
+                os.unlink(op.path)
+                outcome.bytes_freed += op.bytes
+            elif op.action == "compress":
+                result = gzip_file(op.path, None, open_paths)
+                if not result.ok:
+                    raise RuntimeError(result.reason)
+                outcome.bytes_freed += result.bytes_before - result.bytes_after
+            outcome.done.append(op)
+        except (OSError, RuntimeError) as exc:
+            outcome.failed.append((op, f"{type(exc).__name__}: {exc}"))
+            if op.action in ("rename", "create"):
+                broken.add(op.log)
+        if op.action == "rename":
+            folder = os.path.dirname(op.path)
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    return outcome
+
+
+def verify_rotation(plan: RotationPlan, outcome: RotationOutcome) -> list[str]:
+    """After acting: every rotated log exists again (empty or appended to), its `.1` holds the old
+    content, deleted files are gone, compressed files exist only as .gz."""
+    problems = []
+    for op in outcome.done:
+        if op.action == "rename" and not os.path.lexists(op.target):
+            problems.append(f"{op.target} missing after rename")
+        elif op.action == "create" and not os.path.lexists(op.path):
+            problems.append(f"{op.path} missing after rotation")
+        elif op.action == "delete" and os.path.lexists(op.path):
+            problems.append(f"{op.path} still present after delete")
+        elif op.action == "compress" and (not os.path.lexists(op.target) or os.path.lexists(op.path)):
+            problems.append(f"{op.path} not replaced by {op.target}")
+    return problems
+
+
+def load_state(path: str | Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def updated_state(state: dict, outcome: RotationOutcome, now_iso: str) -> dict:
+    """Per log: when it last rotated and how many times (written atomically by the caller)."""
+    new = {k: dict(v) for k, v in state.get("logs", {}).items() if isinstance(v, dict)}
+    for op in outcome.done:
+        if op.action == "rename" and op.path.endswith(".log"):
+            entry = new.setdefault(op.log, {"rotations": 0})
+            entry["rotations"] = int(entry.get("rotations", 0)) + 1
+            entry["last_rotated_at"] = now_iso
+            entry["last_rotated_bytes"] = op.bytes
+    return {"logs": new, "updated_at": now_iso}
