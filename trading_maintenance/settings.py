@@ -71,6 +71,13 @@ class Scheduling(_Section):
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
         return value
 
+    @field_validator("partitions_start_date", mode="before")
+    @classmethod
+    def _date_to_text(cls, value: Any) -> Any:
+        from datetime import date
+
+        return value.isoformat() if isinstance(value, date) else value
+
     @field_validator("partitions_start_date")
     @classmethod
     def _iso_date(cls, value: str) -> str:
@@ -380,6 +387,8 @@ def load_settings(
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             raise SettingsError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        except ValueError as exc:  # e.g. a date such as 2020-13-01 that YAML itself rejects
+            raise SettingsError(f"{path}: invalid value in YAML ({exc})") from None
         if not isinstance(loaded, dict):
             raise SettingsError(f"{path}: expected a mapping of sections at the top level, got {type(loaded).__name__}")
         raw = loaded

@@ -11,13 +11,15 @@ from trading_maintenance.resources import MaintenanceSettingsResource
 
 
 def latest_health_reading(instance: dg.DagsterInstance) -> HealthReading | None:
-    event = instance.get_latest_materialization_event(SYSTEM_HEALTH_ASSET)
-    if event is None or event.asset_materialization is None:
+    records = instance.fetch_materializations(SYSTEM_HEALTH_ASSET, limit=1, ascending=False).records
+    if not records:
         return None
-    score = event.asset_materialization.metadata.get("health_score")
+    record = records[0]
+    materialization = record.asset_materialization
+    score = materialization.metadata.get("health_score") if materialization else None
     if score is None:
         return None
-    return HealthReading(float(score.value), event.timestamp, event.storage_id or 0)
+    return HealthReading(float(score.value), record.timestamp, record.storage_id)
 
 
 @dg.sensor(

@@ -1,0 +1,58 @@
+"""The health schedule: every 5 minutes in NYSE regular hours, hourly otherwise (real calendar)."""
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pytest
+
+from trading_maintenance.core.cadence import health_check_due
+from trading_maintenance.core.market_hours import is_market_open, session_bounds
+from trading_maintenance.defs.health.schedules import system_health_check_schedule
+
+NY = ZoneInfo("America/New_York")
+
+
+def ny(*args) -> datetime:
+    return datetime(*args, tzinfo=NY)
+
+
+def test_early_close_and_holiday_from_the_calendar():
+    open_, close = session_bounds(ny(2026, 11, 27).date())
+    assert close.astimezone(NY).hour == 13  # day after Thanksgiving closes at 13:00
+    assert is_market_open(ny(2026, 11, 27, 12, 55)) and not is_market_open(ny(2026, 11, 27, 13, 0))
+    assert not is_market_open(ny(2026, 12, 25, 11, 0))  # Christmas
+    assert is_market_open(ny(2026, 12, 24, 11, 0))
+
+
+@pytest.mark.parametrize(
+    "when, due",
+    [
+        (ny(2026, 11, 30, 9, 30), True),  # Monday open
+        (ny(2026, 11, 30, 9, 35), True),
+        (ny(2026, 11, 30, 9, 25), False),  # pre-market, not on the hour
+        (ny(2026, 11, 30, 9, 0), True),  # off-hours hourly tick
+        (ny(2026, 11, 30, 15, 55), True),
+        (ny(2026, 11, 30, 16, 5), False),
+        (ny(2026, 11, 27, 12, 55), True),  # early close day, still open
+        (ny(2026, 11, 27, 13, 5), False),  # after the 13:00 early close
+        (ny(2026, 11, 27, 14, 0), True),  # hourly afterwards
+        (ny(2026, 12, 25, 10, 5), False),  # holiday
+        (ny(2026, 12, 25, 10, 0), True),
+        (ny(2026, 11, 28, 11, 35), False),  # Saturday
+    ],
+)
+def test_cadence(when, due):
+    assert health_check_due(when)[0] is due
+
+
+def test_schedule_evaluation_runs_and_skips_with_reason():
+    with dg.instance_for_test() as instance:
+        inside = dg.build_schedule_context(instance=instance, scheduled_execution_time=ny(2026, 11, 30, 10, 5))
+        request = system_health_check_schedule.evaluate_tick(inside)
+        assert len(request.run_requests) == 1 and request.run_requests[0].run_key
+        closed = dg.build_schedule_context(instance=instance, scheduled_execution_time=ny(2026, 11, 27, 13, 5))
+        skipped = system_health_check_schedule.evaluate_tick(closed)
+        assert not skipped.run_requests and "market closed" in skipped.skip_message
+    assert system_health_check_schedule.execution_timezone == "America/New_York"
+    assert system_health_check_schedule.description
