@@ -7,6 +7,7 @@ dotted key and what was expected. Values of secret fields are never echoed back.
 from __future__ import annotations
 
 import os
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -230,6 +231,28 @@ class TradingIntegritySettings(_Section):
         return value
 
 
+class ApiKeySpec(_Section):
+    name: str = Field(min_length=1)
+    created: date
+    env_var: str | None = Field(None, description="variable holding the key, e.g. ALPACA_API_KEY")
+    max_age_days: int | None = Field(None, ge=1, description="overrides security.max_key_age_days")
+
+
+class SecuritySettings(_Section):
+    """Security audit: secrets in logs, permissions, key age, exposed services (issue 7)."""
+
+    scan_dirs: list[str] = Field(default_factory=lambda: ["logs", "exports"], description="folders under the data root scanned for secrets")
+    allowlist_paths: list[str] = Field(default_factory=lambda: ["reports/security/**", "*.parquet"], description="globs never scanned")
+    baseline_file: str = Field("state/security_baseline.json", description="accepted fingerprints (relative to the data root)")
+    redact: bool = Field(False, description="rewrite rotated logs with secrets masked")
+    fix_permissions: bool = Field(False, description="tighten sensitive files to owner-only")
+    max_key_age_days: int = Field(90, ge=1)
+    api_keys: list[ApiKeySpec] = Field(default_factory=list)
+    check_broker_key: bool = Field(True, description="ask the broker (GET /v2/account) whether the key is still accepted")
+    service_ports: dict[str, int] = Field(default_factory=lambda: {"redis": 6379, "postgresql": 5432, "dagster_webserver": 3000})
+    extra_sensitive_roots: list[str] = Field(default_factory=list, description="other folders checked for key and .env files")
+
+
 class Settings(_Section):
     data_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -243,6 +266,7 @@ class Settings(_Section):
     broker: BrokerSettings = BrokerSettings()
     hygiene: HygieneSettings = HygieneSettings()
     trading: TradingIntegritySettings = TradingIntegritySettings()
+    security: SecuritySettings = SecuritySettings()
     config_path: Path | None = None
 
     @field_validator("log_level", mode="before")
