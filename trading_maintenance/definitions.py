@@ -9,6 +9,7 @@ import dagster as dg
 
 from trading_maintenance.defs import emergency, health
 from trading_maintenance.defs import hygiene
+from trading_maintenance.defs import reconciliation
 from trading_maintenance.resources import build_resources
 from trading_maintenance.settings import get_settings
 
@@ -17,6 +18,7 @@ DOMAINS = [
     health,
     emergency,
     hygiene,
+    reconciliation,
 ]
 
 defs = dg.Definitions.merge(

@@ -1,0 +1,129 @@
+"""Portfolio reconciliation op: broker vs database vs Redis; report; alert; optional Redis refresh."""
+
+import json
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import dagster as dg
+
+from trading_maintenance.core.alerts import Alert
+from trading_maintenance.core.masking import mask_text
+from trading_maintenance.core.reconciliation import Tolerances, plan_redis_fixes, reconcile, report_markdown, summarize
+from trading_maintenance.core.reconciliation_sources import (
+    apply_redis_fixes,
+    broker_view,
+    db_view,
+    market_minutes_between,
+    redis_view,
+)
+from trading_maintenance.defs.common import atomic_write_text, md_table, publish_result
+from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
+from trading_maintenance.resources.broker import AlpacaBrokerResource, BrokerError
+
+TASK = "portfolio_reconciliation"
+
+
+class ReconciliationConfig(dg.Config):
+    dry_run: bool = False  # with apply_fixes: list the Redis refreshes instead of making them
+    apply_fixes: bool = False  # refresh the Redis view from the broker's answer (never the broker, never the DB)
+    send_alerts: bool = True
+
+
+@dg.op(description="Compare broker, database and Redis positions, cash, orders and fills; report; alert on critical differences.")
+def reconcile_portfolio(
+    context: dg.OpExecutionContext,
+    config: ReconciliationConfig,
+    settings: MaintenanceSettingsResource,
+    redis: RedisResource,
+    trading_db: TradingDatabaseResource,
+    broker: AlpacaBrokerResource,
+    alerts: AlertsResource,
+) -> dict:
+    cfg = settings.get()
+    tcfg = cfg.trading
+    now = datetime.now(timezone.utc)
+    tol = Tolerances(Decimal(str(tcfg.price_tolerance_pct)), Decimal(str(tcfg.quantity_tolerance)),
+                     Decimal(str(tcfg.cash_tolerance)), tcfg.stuck_order_minutes, tuple(tcfg.critical_checks))
+    since = now - timedelta(days=tcfg.fills_lookback_days)
+    client = redis.get_client()
+    calendar_name = cfg.maintenance.scheduling.market_calendar
+    result: dict = {"run_id": context.run_id, "dry_run": config.dry_run, "apply_fixes": config.apply_fixes,
+                    "checked_at": now.isoformat(), "lookback_days": tcfg.fills_lookback_days}
+
+    try:
+        with broker.get_client() as api:
+            b_view = broker_view(api, since, now)
+    except BrokerError as exc:
+        message = mask_text(str(exc), broker.secrets())
+        result.update(status="failed", error=f"broker unavailable: {message}", discrepancies=[])
+        publish_result(client, TASK, result, context.log)
+        if config.send_alerts:
+            alerts.send(Alert(key="reconciliation:broker", severity="critical", title="Reconciliation could not read the broker",
+                              message=message), client)
+        raise dg.Failure(description=f"broker unavailable, nothing reconciled: {message}",
+                         metadata={"error": message, "broker": broker.base_url})
+
+    trading_db.ensure_schema()
+    d_view = db_view(trading_db.get_engine(), since, now, [o.broker_order_id for o in b_view.open_orders],
+                     [o.client_order_id for o in b_view.open_orders if o.client_order_id])
+    r_view = redis_view(client)
+    found = reconcile(b_view, d_view, r_view, now, tol, lambda s, e: market_minutes_between(s, e, calendar_name))
+    critical = [d for d in found if d.severity == "critical"]
+    problems = d_view.problems + r_view.problems
+
+    changes: list[str] = []
+    fixes = plan_redis_fixes(b_view, r_view, found, now.isoformat(), r_view.skipped_keys) if config.apply_fixes else []
+    if fixes and not config.dry_run:
+        changes = apply_redis_fixes(client, fixes)
+        after = redis_view(client)
+        still = [d for d in reconcile(b_view, d_view, after, now, tol, lambda s, e: 0.0)
+                 if d.view == "redis" and d.check in ("position", "cash") and f"positions:{d.symbol}" not in after.skipped_keys]
+        if still:
+            problems.append(f"{len(still)} Redis differences remain after the refresh")
+    elif fixes:
+        changes = [f"would {f.action} {f.key}: {f.reason}" for f in fixes]
+
+    counts = summarize(found)
+    result.update(
+        status="failed" if critical else "success",
+        discrepancies=[d.as_dict() for d in found],
+        discrepancy_counts=counts,
+        critical_count=len(critical),
+        broker_positions=len(b_view.positions), database_positions=len(d_view.positions), redis_positions=len(r_view.positions),
+        broker_fills=len(b_view.fills or []), database_fills=len(d_view.fills or []),
+        broker_cash=str(b_view.cash), database_cash=str(d_view.cash), redis_cash=str(r_view.cash),
+        problems=problems, redis_changes=changes,
+    )
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    out_dir = cfg.reports_dir / "reconciliation"
+    json_path = atomic_write_text(out_dir / f"reconciliation_{stamp}.json", json.dumps(result, indent=2, default=str))
+    md = report_markdown(found, {"checked_at": now.isoformat(), "broker": broker.base_url, "critical": len(critical),
+                                 "redis changes": len(changes) if not config.dry_run else 0})
+    atomic_write_text(out_dir / f"reconciliation_{stamp}.md", md)
+    result["report_path"] = str(json_path)
+    publish_result(client, TASK, result, context.log)
+
+    rows = [{"severity": d.severity, "check": d.check, "kind": d.kind, "view": d.view, "symbol": d.symbol, "detail": d.detail} for d in found]
+    metadata = {
+        "discrepancies": dg.MetadataValue.int(len(found)),
+        "critical_discrepancies": dg.MetadataValue.int(len(critical)),
+        **{f"{check}_discrepancies": dg.MetadataValue.int(counts.get(check, 0))
+           for check in ("position", "cash", "stuck_order", "orphaned_order", "vanished_order", "fill")},
+        "report": dg.MetadataValue.md(md_table(rows)),
+        "report_path": dg.MetadataValue.path(str(json_path)),
+        "redis_changes": dg.MetadataValue.md("\n".join(f"- {c}" for c in changes) or "none"),
+        "problems_skipped": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
+    }
+    context.add_output_metadata(metadata)
+    for d in found:
+        (context.log.warning if d.severity == "critical" else context.log.info)(f"[{d.check}/{d.kind}] {d.view} {d.symbol}: {d.detail}")
+    if critical:
+        if config.send_alerts:
+            alerts.send(Alert(key="reconciliation:critical", severity="critical",
+                              title=f"{len(critical)} critical portfolio discrepancies",
+                              message="; ".join(d.detail for d in critical[:5]),
+                              details={k: v for k, v in counts.items()}), client)
+        raise dg.Failure(description=f"{len(critical)} critical discrepancies between broker, database and Redis",
+                         metadata={"discrepancies": len(found), "critical": len(critical), "report_path": str(json_path),
+                                   "summary": dg.MetadataValue.md(md_table(rows))})
+    return result
