@@ -1,0 +1,232 @@
+"""One backup from start to finish, as plain functions the Dagster asset and the CLI both call.
+
+plan_backup() says what would go in (the dry run reports exactly this); create_backup() writes the
+archive; verify, upload and retention follow in the asset, in that order, so retention only ever
+runs after the new backup proved readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from trading_maintenance.core import backup_database as bdb
+from trading_maintenance.core.backup import ArchiveResult, ArchiveWriter, mask_config_text, new_backup_id
+from trading_maintenance.core.backup_redis import export_redis
+
+DAILY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
+PARTS = ("config", "redis", "database", "trading_data")
+
+
+def project_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("trading-maintenance")
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+@dataclass
+class PlannedFile:
+    member: str
+    path: str
+    size: int
+
+
+@dataclass
+class BackupPlan:
+    parts: list[str]
+    files: list[PlannedFile] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "path: reason"
+    excluded_old_daily: int = 0
+
+    @property
+    def trading_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def collect_trading_files(data_dir: Path, include: list[str], recent_days: int, now: datetime) -> tuple[list[PlannedFile], list[str], int]:
+    """Files under the configured folders of the data root; daily market files older than
+    `recent_days` are left out (the monthly archives beside them carry those days)."""
+    files: list[PlannedFile] = []
+    skipped: list[str] = []
+    excluded = 0
+    cutoff = (now - timedelta(days=recent_days)).date() if recent_days > 0 else None
+    data_dir = Path(data_dir)
+    for folder in include:
+        root = (data_dir / folder).resolve()
+        if not str(root).startswith(str(data_dir.resolve())) or not root.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames.sort()
+            for name in sorted(filenames):
+                full = Path(dirpath) / name
+                if name.startswith(".") and name.endswith((".tmp", ".partial")):
+                    continue
+                if full.is_symlink():
+                    skipped.append(f"{full}: symlink (not followed)")
+                    continue
+                match = DAILY_FILE.match(name)
+                if cutoff and match:
+                    try:
+                        if datetime.fromisoformat(match.group(1)).date() < cutoff:
+                            excluded += 1
+                            continue
+                    except ValueError:
+                        pass
+                try:
+                    size = full.stat().st_size
+                except OSError as exc:
+                    skipped.append(f"{full}: {exc.strerror}")
+                    continue
+                rel = full.relative_to(data_dir.resolve()).as_posix()
+                files.append(PlannedFile(f"data/{rel}", str(full), size))
+    return files, skipped, excluded
+
+
+def sqlite_file_for(db_url: str, data_dir: Path) -> Path:
+    if db_url.startswith("sqlite"):
+        return Path(db_url.split("///", 1)[1])
+    return Path(data_dir) / "db" / "trading.db"
+
+
+@dataclass
+class BackupOutcome:
+    archive: ArchiveResult
+    part_bytes: dict
+    redis: dict
+    database: dict
+    files: int
+    skipped: list[str]
+    warnings: list[str]
+
+    def summary(self) -> dict:
+        return {
+            "backup_id": self.archive.backup_id,
+            "archive": self.archive.path,
+            "archive_bytes": self.archive.size,
+            "archive_sha256": self.archive.sha256,
+            "uncompressed_bytes": self.archive.uncompressed_bytes,
+            "compression_ratio": self.archive.compression_ratio,
+            "seconds": round(self.archive.seconds, 3),
+            "part_bytes": self.part_bytes,
+            "redis_keys": self.redis.get("keys", 0),
+            "database_method": self.database.get("method"),
+            "database_tables": {t: s["rows"] for t, s in self.database.get("tables", {}).items()},
+            "trading_files": self.files,
+            "skipped": self.skipped,
+            "warnings": self.warnings,
+        }
+
+
+def create_backup(
+    *,
+    dest_dir: Path,
+    fmt: str,
+    secret: str | None,
+    parts: list[str],
+    config_path: Path | None,
+    effective_settings: dict,
+    secret_keys: set[str],
+    redis_client=None,
+    engine=None,
+    db_url: str = "",
+    data_dir: Path | None = None,
+    trading_files: list[PlannedFile] | None = None,
+    database_method: str = "auto",
+    now: datetime | None = None,
+    work_root: Path | None = None,
+) -> BackupOutcome:
+    """Write one archive holding the requested parts; raises on a store failure (nothing published)."""
+    now = now or datetime.now(timezone.utc)
+    backup_id = new_backup_id(now)
+    while list(Path(dest_dir).glob(f"backup-{backup_id}.*")):
+        backup_id = f"{new_backup_id(now)}-{int(time.time() * 1000) % 100000}"
+    part_bytes = {p: 0 for p in parts}
+    versions = {"project": project_version(), "python": platform.python_version()}
+    warnings: list[str] = []
+    redis_stats: dict = {}
+    db_info: dict = {}
+    work = Path(tempfile.mkdtemp(prefix="backup-work-", dir=work_root))
+    os.chmod(work, 0o700)
+    try:
+        with ArchiveWriter(dest_dir, backup_id, fmt, secret) as writer:
+            if "config" in parts:
+                if config_path and Path(config_path).exists():
+                    masked, _ = mask_config_text(Path(config_path).read_text(), secret_keys)
+                    part_bytes["config"] += writer.add_bytes("config/maintenance.yml", masked.encode(), "config", str(config_path)).size
+                eff = json.dumps(effective_settings, indent=1, sort_keys=True, default=str).encode()
+                part_bytes["config"] += writer.add_bytes("config/effective_settings.json", eff, "config").size
+            if "redis" in parts and redis_client is not None:
+                info = redis_client.info("server")
+                versions["redis"] = info.get("redis_version", "unknown")
+                export_path = work / "keys.jsonl"
+                stats = export_redis(redis_client, export_path)
+                redis_stats = {**stats.as_dict(), "db": redis_client.connection_pool.connection_kwargs.get("db", 0)}
+                part_bytes["redis"] += writer.add_file("redis/keys.jsonl", export_path, "redis").size
+                export_path.unlink()
+            if "database" in parts and engine is not None:
+                if engine.dialect.name == "postgresql":
+                    db_info = bdb.backup_postgres(engine, db_url, work, database_method)
+                else:
+                    source = sqlite_file_for(db_url, data_dir)
+                    if not source.exists():
+                        from trading_maintenance.core.trading_schema import metadata
+
+                        metadata.create_all(engine, checkfirst=True)
+                    snapshot = work / "trading.sqlite"
+                    tables = bdb.backup_sqlite(source, snapshot)
+                    db_info = {
+                        "dialect": "sqlite",
+                        "method": "sqlite_backup_api",
+                        "why": "embedded SQLite file",
+                        "files": [("database/trading.sqlite", snapshot)],
+                        "tables": tables,
+                        "versions": {"sqlite": bdb.sqlite3.sqlite_version},
+                    }
+                versions.update(db_info["versions"])
+                for member, path in db_info["files"]:
+                    part_bytes["database"] += writer.add_file(member, path, "database").size
+                    Path(path).unlink()
+            files_written = 0
+            if "trading_data" in parts:
+                for planned in trading_files or []:
+                    try:
+                        member = writer.add_file(planned.member, planned.path, "trading_data", planned.path)
+                    except FileNotFoundError:
+                        warnings.append(f"{planned.path}: deleted before it could be read; skipped")
+                        continue
+                    except PermissionError as exc:
+                        warnings.append(f"{planned.path}: {exc.strerror}; skipped")
+                        continue
+                    if member.note:
+                        warnings.append(f"{planned.path}: {member.note}")
+                    part_bytes["trading_data"] += member.size
+                    files_written += 1
+            manifest = {
+                "created_at": now.isoformat(),
+                "parts": parts,
+                "versions": versions,
+                "part_bytes": part_bytes,
+                "redis": redis_stats,
+                "database": {k: v for k, v in db_info.items() if k != "files"},
+                "trading_files": files_written,
+                "warnings": warnings,
+                "host": platform.node(),
+                "argv0": Path(sys.argv[0]).name,
+            }
+            result = writer.finish(manifest)
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    return BackupOutcome(result, part_bytes, redis_stats, {k: v for k, v in db_info.items() if k != "files"}, files_written, [], warnings)
