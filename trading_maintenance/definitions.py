@@ -10,6 +10,7 @@ import dagster as dg
 from trading_maintenance.defs import emergency, health
 from trading_maintenance.defs import hygiene
 from trading_maintenance.defs import reconciliation
+from trading_maintenance.defs import market_data
 from trading_maintenance.resources import build_resources
 from trading_maintenance.settings import get_settings
 
@@ -19,6 +20,7 @@ DOMAINS = [
     emergency,
     hygiene,
     reconciliation,
+    market_data,
 ]
 
 defs = dg.Definitions.merge(

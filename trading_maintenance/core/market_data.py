@@ -1,0 +1,878 @@
+"""Market data: consolidating the collector's daily parquet files into verified monthly archives.
+
+Pure logic, no Dagster. Layout (platform contract):
+
+    {market_data_dir}/{SYMBOL}/{timeframe}/{YYYY-MM-DD}.parquet    daily files (the collector's)
+    {archive_dir}/{SYMBOL}/{timeframe}/{YYYY-MM}.parquet           monthly archives (zstd)
+    {archive_dir}/{SYMBOL}/{timeframe}/{YYYY-MM}.manifest.json     what an archive was verified against
+    {quarantine_dir}/{SYMBOL}/{timeframe}/{YYYY-MM-DD}.parquet     unreadable files, with a .reason.txt
+
+Rules:
+- A duplicate is a repeated (symbol, timeframe, timestamp); the last written row wins, where the
+  order of writing is: the existing archive first, then daily files by date, then row order inside a
+  file. The result does not depend on the order in which files arrived on disk.
+- Old schemas are normalised (missing asset_type -> null, timestamps in ns or without zone -> us UTC,
+  numeric types cast); a file that cannot be read or normalised is quarantined, never fatal.
+- Bars failing sanity (OHLC, volume, prices, session, file date) are kept and counted, never changed.
+- An archive is written to a temporary name, fsynced, renamed, read back and compared with the
+  deduplicated sources before its manifest is written; only files listed in a verified manifest with
+  unchanged size and mtime can ever be deleted (see archived_daily_files).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import polars as pl
+
+from trading_maintenance.core.market_hours import session_bounds, trading_days
+
+NY = "America/New_York"
+KEY = ["symbol", "timeframe", "timestamp"]
+SCHEMA = pl.Schema(
+    {
+        "symbol": pl.String,
+        "timestamp": pl.Datetime("us", "UTC"),
+        "timeframe": pl.String,
+        "open": pl.Float64,
+        "high": pl.Float64,
+        "low": pl.Float64,
+        "close": pl.Float64,
+        "volume": pl.Int64,
+        "asset_type": pl.String,
+    }
+)
+COLUMNS = list(SCHEMA.names())
+INTRADAY_MINUTES = {"1min": 1, "5min": 5, "15min": 15, "30min": 30, "1h": 60, "4h": 240}
+DAILY_TIMEFRAMES = {"1day"}
+TIMEFRAMES = [*INTRADAY_MINUTES, "1day", "1week", "1month"]
+OHLC_TOLERANCE = 1e-6  # relative: high may sit this far below max(open, close) before it counts
+_DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
+_MONTH_FILE = re.compile(r"^(\d{4}-\d{2})\.parquet$")
+ANOMALIES = ("high_below_open_close", "low_above_open_close", "negative_volume", "non_positive_price", "outside_session", "outside_file_date")
+
+
+# ----------------------------------------------------------------------------------------------
+# Layout
+# ----------------------------------------------------------------------------------------------
+def archive_dir_for(market_data_dir: str | Path) -> Path:
+    """parquet/archive/market_data next to parquet/market_data."""
+    return Path(market_data_dir).parent / "archive" / "market_data"
+
+
+def quarantine_dir_for(market_data_dir: str | Path) -> Path:
+    return Path(market_data_dir).parent / "quarantine" / "market_data"
+
+
+def archive_path(archive_dir: str | Path, symbol: str, timeframe: str, month: str) -> Path:
+    return Path(archive_dir) / symbol / timeframe / f"{month}.parquet"
+
+
+def manifest_path(archive: Path) -> Path:
+    return archive.with_name(archive.name.removesuffix(".parquet") + ".manifest.json")
+
+
+def month_bounds(month: str) -> tuple[date, date]:
+    """First and last calendar day of 'YYYY-MM'."""
+    first = date.fromisoformat(month + "-01")
+    nxt = date(first.year + (first.month == 12), first.month % 12 + 1, 1)
+    return first, nxt - timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class DailyFile:
+    path: Path
+    symbol: str
+    timeframe: str
+    day: date
+
+    @property
+    def month(self) -> str:
+        return self.day.isoformat()[:7]
+
+
+def discover_daily_files(market_data_dir: str | Path, month: str | None = None) -> dict[tuple[str, str], list[DailyFile]]:
+    """Daily files grouped by (symbol, timeframe), each list sorted by date. Other names are ignored;
+    symlinks are never followed."""
+    root = Path(market_data_dir)
+    groups: dict[tuple[str, str], list[DailyFile]] = {}
+    if not root.is_dir():
+        return groups
+    prefix = f"{month}-" if month else ""
+    for sym_entry in os.scandir(root):
+        if not sym_entry.is_dir(follow_symlinks=False):
+            continue
+        for tf_entry in os.scandir(sym_entry.path):
+            if not tf_entry.is_dir(follow_symlinks=False):
+                continue
+            files = []
+            for entry in os.scandir(tf_entry.path):
+                m = _DAY_FILE.match(entry.name)
+                if not m or not m.group(1).startswith(prefix) or not entry.is_file(follow_symlinks=False):
+                    continue
+                try:
+                    day = date.fromisoformat(m.group(1))
+                except ValueError:
+                    continue
+                files.append(DailyFile(Path(entry.path), sym_entry.name, tf_entry.name, day))
+            if files:
+                files.sort(key=lambda f: f.day)
+                groups[(sym_entry.name, tf_entry.name)] = files
+    return groups
+
+
+def discover_archives(archive_dir: str | Path, month: str | None = None) -> dict[tuple[str, str, str], Path]:
+    """Monthly archives keyed by (symbol, timeframe, month)."""
+    root = Path(archive_dir)
+    found: dict[tuple[str, str, str], Path] = {}
+    if not root.is_dir():
+        return found
+    for sym_entry in os.scandir(root):
+        if not sym_entry.is_dir(follow_symlinks=False):
+            continue
+        for tf_entry in os.scandir(sym_entry.path):
+            if not tf_entry.is_dir(follow_symlinks=False):
+                continue
+            for entry in os.scandir(tf_entry.path):
+                m = _MONTH_FILE.match(entry.name)
+                if m and (month is None or m.group(1) == month) and entry.is_file(follow_symlinks=False):
+                    found[(sym_entry.name, tf_entry.name, m.group(1))] = Path(entry.path)
+    return found
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading and normalising
+# ----------------------------------------------------------------------------------------------
+class UnreadableFile(Exception):
+    """A file that cannot be read or normalised; the message is the quarantine reason."""
+
+
+def normalise(df: pl.DataFrame, symbol: str | None = None, timeframe: str | None = None) -> tuple[pl.DataFrame, list[str]]:
+    """The contract's columns and types. Returns (frame, notes on what was normalised).
+
+    Fixes only representation (types, zone, a missing optional column); never values. Raises
+    UnreadableFile when a required column is missing or a value cannot be converted.
+    """
+    if df.schema == SCHEMA:
+        return df, []
+    notes: list[str] = []
+    missing = [c for c in ("timestamp", "open", "high", "low", "close") if c not in df.columns]
+    if missing:
+        raise UnreadableFile(f"required column(s) missing: {', '.join(missing)}")
+    exprs = []
+    for name, dtype in SCHEMA.items():
+        if name not in df.columns:
+            if name == "symbol" and symbol is not None:
+                exprs.append(pl.lit(symbol, pl.String).alias(name))
+            elif name == "timeframe" and timeframe is not None:
+                exprs.append(pl.lit(timeframe, pl.String).alias(name))
+            else:
+                exprs.append(pl.lit(None, dtype).alias(name))
+            notes.append(f"missing column {name} added")
+            continue
+        current = df.schema[name]
+        if current == dtype:
+            exprs.append(pl.col(name))
+            continue
+        notes.append(f"{name}: {current} -> {dtype}")
+        if name == "timestamp":
+            if isinstance(current, pl.Datetime):
+                col = pl.col(name)
+                col = col.dt.replace_time_zone("UTC") if current.time_zone is None else col.dt.convert_time_zone("UTC")
+                exprs.append(col.dt.cast_time_unit("us").alias(name))
+            elif current in (pl.Int64, pl.UInt64, pl.Int32):
+                # epoch numbers: guess the unit from magnitude (ns ~1e18, us ~1e15, ms ~1e12, s ~1e9)
+                exprs.append(pl.col(name))  # handled below
+            elif current == pl.String:
+                exprs.append(pl.col(name).str.to_datetime(time_zone="UTC", strict=True).dt.cast_time_unit("us").alias(name))
+            else:
+                raise UnreadableFile(f"timestamp of type {current} cannot be read as a time")
+        else:
+            exprs.append(pl.col(name).cast(dtype, strict=True).alias(name))
+    try:
+        out = df.select(exprs)
+        if out.schema["timestamp"] != SCHEMA["timestamp"]:
+            sample = out["timestamp"].drop_nulls().abs().max() or 0
+            unit = "ns" if sample > 1e17 else "us" if sample > 1e14 else "ms" if sample > 1e11 else "s"
+            out = out.with_columns(
+                pl.from_epoch(pl.col("timestamp"), time_unit=unit).dt.replace_time_zone("UTC").dt.cast_time_unit("us")
+            )
+            notes.append(f"timestamp: epoch {unit} -> datetime")
+    except (pl.exceptions.PolarsError, ValueError, TypeError) as exc:
+        raise UnreadableFile(f"cannot normalise: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    return out, notes
+
+
+def read_market_file(path: str | Path, symbol: str | None = None, timeframe: str | None = None) -> tuple[pl.DataFrame, list[str]]:
+    """Read and normalise one parquet file; UnreadableFile when it is truncated, corrupt or unusable."""
+    try:
+        df = pl.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - polars/arrow raise many kinds for corrupt files
+        raise UnreadableFile(f"unreadable parquet: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+    return normalise(df, symbol, timeframe)
+
+
+def quarantine_file(path: Path, market_data_dir: Path, quarantine_dir: Path, reason: str) -> Path:
+    """Move a bad file under quarantine_dir (same relative path, never overwriting) with a reason file."""
+    try:
+        rel = path.relative_to(market_data_dir)
+    except ValueError:
+        rel = Path(path.name)
+    target = quarantine_dir / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        target = target.with_name(f"{target.stem}.{int(time.time() * 1000)}{target.suffix}")
+    reason_file = target.with_name(target.name + ".reason.txt")
+    reason_file.write_text(
+        f"source: {path}\nquarantined_at: {datetime.now(timezone.utc).isoformat()}\nreason: {reason}\n"
+    )
+    shutil.move(str(path), str(target))
+    return target
+
+
+# ----------------------------------------------------------------------------------------------
+# Sessions, sanity and coverage
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MonthSessions:
+    """The NYSE sessions of a month that count for coverage (closed by `as_of`)."""
+
+    month: str
+    frame: pl.DataFrame  # ny_date, open, close (UTC)
+    counted_days: tuple[date, ...]  # trading days whose session had closed by as_of
+
+
+def month_sessions(month: str, as_of: datetime | None = None, calendar_name: str = "XNYS") -> MonthSessions:
+    first, last = month_bounds(month)
+    as_of = as_of or datetime.now(timezone.utc)
+    days = trading_days(first, last, calendar_name)
+    bounds = [session_bounds(d, calendar_name) for d in days]
+    frame = pl.DataFrame(
+        {
+            "ny_date": days,
+            "session_open": [b[0] for b in bounds],
+            "session_close": [b[1] for b in bounds],
+        },
+        schema={"ny_date": pl.Date, "session_open": pl.Datetime("us", "UTC"), "session_close": pl.Datetime("us", "UTC")},
+    )
+    counted = tuple(d for d, b in zip(days, bounds) if b[1] <= as_of)
+    return MonthSessions(month, frame, counted)
+
+
+def expected_bars(open_: datetime, close: datetime, bar_minutes: int) -> int:
+    return math.ceil((close - open_).total_seconds() / 60 / bar_minutes)
+
+
+def quality(df: pl.DataFrame, timeframe: str, sessions: MonthSessions, file_dates: pl.Series | None = None) -> dict[str, int]:
+    """Sanity counts and calendar coverage of one deduplicated symbol-timeframe-month.
+
+    df carries the contract columns plus `_file_date` (Date, null for rows from an older archive).
+    """
+    tol = OHLC_TOLERANCE
+    hi_oc = pl.max_horizontal("open", "close")
+    lo_oc = pl.min_horizontal("open", "close")
+    intraday = timeframe in INTRADAY_MINUTES
+    checks_date = intraday or timeframe in DAILY_TIMEFRAMES
+    frame = df.with_columns(pl.col("timestamp").dt.convert_time_zone(NY).dt.date().alias("ny_date"))
+    if intraday:
+        frame = frame.join(sessions.frame, on="ny_date", how="left")
+        outside_session = (
+            pl.col("session_open").is_null()
+            | (pl.col("timestamp") < pl.col("session_open"))
+            | (pl.col("timestamp") >= pl.col("session_close"))
+        )
+    elif timeframe in DAILY_TIMEFRAMES:
+        outside_session = ~pl.col("ny_date").is_in(sessions.frame["ny_date"].implode())
+    else:
+        outside_session = pl.lit(False)
+    frame = frame.with_columns(outside_session.alias("_outside"))
+    counts = frame.select(
+        (pl.col("high") < hi_oc * (1 - tol)).sum().alias("high_below_open_close"),
+        (pl.col("low") > lo_oc * (1 + tol)).sum().alias("low_above_open_close"),
+        (pl.col("volume") < 0).sum().alias("negative_volume"),
+        pl.any_horizontal(pl.col("open", "high", "low", "close") <= 0).sum().alias("non_positive_price"),
+        pl.col("_outside").sum().alias("outside_session"),
+        (
+            (pl.col("ny_date") != pl.col("_file_date")).fill_null(False).sum()
+            if checks_date
+            else pl.lit(0)
+        ).alias("outside_file_date"),
+        pl.any_horizontal(
+            (pl.col("high") < hi_oc * (1 - tol)),
+            (pl.col("low") > lo_oc * (1 + tol)),
+            (pl.col("volume") < 0),
+            pl.any_horizontal(pl.col("open", "high", "low", "close") <= 0),
+            pl.col("_outside"),
+        ).sum().alias("bad_bars"),
+    ).row(0, named=True)
+    result = {k: int(v or 0) for k, v in counts.items()}
+    # coverage
+    missing_days = expected = present = 0
+    if intraday or timeframe in DAILY_TIMEFRAMES:
+        per_day = frame.filter(~pl.col("_outside")).group_by("ny_date").agg(pl.len().alias("n"))
+        have = dict(zip(per_day["ny_date"].to_list(), per_day["n"].to_list()))
+        counted = set(sessions.counted_days)
+        minutes = INTRADAY_MINUTES.get(timeframe)
+        for d, o, c in sessions.frame.iter_rows():
+            if d not in counted:
+                continue
+            n = have.get(d, 0)
+            if n == 0:
+                missing_days += 1
+            want = expected_bars(o, c, minutes) if minutes else 1
+            expected += want
+            present += min(n, want)
+    result["missing_days"] = missing_days
+    result["expected_bars"] = expected
+    result["missing_bars"] = expected - present
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Atomic file writing
+# ----------------------------------------------------------------------------------------------
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def remove_stale_tmp(folder: Path, name: str) -> list[Path]:
+    """Temporary files left by a crashed writer of `name` in folder."""
+    removed = []
+    if folder.is_dir():
+        for entry in folder.glob(f".{name}.*.tmp"):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def write_parquet_atomic(df: pl.DataFrame, path: Path, compression: str = "zstd", level: int | None = 3, fsync_dir: bool = True) -> int:
+    """Write to a temporary name in the same folder, fsync, rename, fsync the folder; returns bytes.
+
+    fsync_dir=False leaves the folder's fsync to a later write in the same folder (the manifest:
+    a manifest that survives a crash without its archive never matches the archive's size/mtime,
+    so nothing is ever deleted on its word)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(path)
+    try:
+        df.write_parquet(tmp, compression=compression, compression_level=level, statistics=True)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if fsync_dir:
+        _fsync_dir(path.parent)
+    return path.stat().st_size
+
+
+def write_json_atomic(data: dict, path: Path, fsync_dir: bool = True) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(path)
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(data, handle, indent=1, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if fsync_dir:
+        _fsync_dir(path.parent)
+
+
+# ----------------------------------------------------------------------------------------------
+# Consolidation of one symbol-timeframe-month
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class GroupResult:
+    symbol: str
+    timeframe: str
+    month: str
+    archive: str
+    files_read: int = 0
+    rows_in: int = 0
+    rows_out: int = 0
+    duplicates_removed: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    previous_archive_rows: int = 0
+    quarantined: list[dict] = field(default_factory=list)  # {path, reason, moved_to}
+    normalised: list[dict] = field(default_factory=list)  # {path, notes}
+    quality: dict[str, int] = field(default_factory=dict)
+    archive_duplicate_keys: int = 0  # counted on the read-back archive (must be 0)
+    written: bool = False
+    verified: bool = False
+    error: str = ""
+    seconds: float = 0.0
+
+    @property
+    def anomalies(self) -> int:
+        return int(self.quality.get("bad_bars", 0)) + int(self.quality.get("outside_file_date", 0))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _file_stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def consolidate_group(
+    symbol: str,
+    timeframe: str,
+    month: str,
+    files: list[DailyFile],
+    market_data_dir: Path,
+    archive_dir: Path,
+    quarantine_dir: Path,
+    sessions: MonthSessions,
+    dry_run: bool = False,
+) -> GroupResult:
+    """Merge the existing archive (if any) and the month's daily files of one symbol and timeframe.
+
+    Never raises for bad data: unreadable files are quarantined (unless dry_run), write or
+    verification failures are returned in `error`.
+    """
+    started = time.perf_counter()
+    target = archive_path(archive_dir, symbol, timeframe, month)
+    result = GroupResult(symbol, timeframe, month, str(target))
+    frames: list[pl.DataFrame] = []
+    file_dates: list[date | None] = []
+    sources: list[dict] = []
+    try:
+        if target.exists():
+            try:
+                prev, _ = read_market_file(target, symbol, timeframe)
+            except UnreadableFile as exc:
+                result.error = f"existing archive unreadable ({exc}); left in place, daily files kept"
+                result.seconds = time.perf_counter() - started
+                return result
+            result.previous_archive_rows = prev.height
+            result.bytes_before += target.stat().st_size
+            frames.append(prev)
+            file_dates.append(None)
+        for f in sorted(files, key=lambda f: (f.day, f.path.name)):
+            try:
+                size, mtime_ns = _file_stat(f.path)
+                df, notes = read_market_file(f.path, symbol, timeframe)
+            except FileNotFoundError:
+                continue  # deleted meanwhile (by an earlier run's cleanup): its rows are in the archive
+            except UnreadableFile as exc:
+                entry = {"path": str(f.path), "reason": str(exc), "moved_to": ""}
+                if not dry_run:
+                    try:
+                        entry["moved_to"] = str(quarantine_file(f.path, market_data_dir, quarantine_dir, str(exc)))
+                    except OSError as move_exc:
+                        entry["moved_to"] = f"not moved: {type(move_exc).__name__}: {move_exc.strerror}"
+                result.quarantined.append(entry)
+                continue
+            if notes:
+                result.normalised.append({"path": str(f.path), "notes": notes})
+            result.files_read += 1
+            result.bytes_before += size
+            frames.append(df)
+            file_dates.append(f.day)
+            sources.append({"name": f.path.name, "size": size, "mtime_ns": mtime_ns, "rows": df.height})
+        if not frames:
+            result.seconds = time.perf_counter() - started
+            return result
+        lengths = [fr.height for fr in frames]
+        combined = pl.concat(frames, how="vertical", rechunk=False)
+        result.rows_in = combined.height - result.previous_archive_rows
+        days = np.array([d if d is not None else np.datetime64("NaT") for d in file_dates], dtype="datetime64[D]")
+        file_date_col = pl.Series("_file_date", np.repeat(days, lengths)).cast(pl.Date)
+        combined = combined.with_columns(file_date_col.alias("_file_date"))
+        deduped = combined.unique(subset=KEY, keep="last", maintain_order=False)
+        single = deduped["symbol"].n_unique() <= 1 and deduped["timeframe"].n_unique() <= 1
+        deduped = deduped.sort("timestamp" if single else KEY)
+        result.rows_out = deduped.height
+        result.duplicates_removed = combined.height - deduped.height
+        result.quality = quality(deduped, timeframe, sessions)
+        out = deduped.drop("_file_date")
+        del combined, frames, deduped
+        if dry_run:
+            result.seconds = time.perf_counter() - started
+            return result
+        remove_stale_tmp(target.parent, target.name)
+        # write under a temporary name, fsync, read the temporary file back and compare it with the
+        # deduplicated sources, and only then rename it over the previous archive: a bad write
+        # never replaces a good archive (which may hold rows of daily files already deleted).
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_name(target)
+        try:
+            out.write_parquet(tmp, compression="zstd", compression_level=3, statistics=True)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            back = pl.read_parquet(tmp)
+            # `out` has one row per key by construction, so equality proves rows and distinct keys match
+            result.archive_duplicate_keys = back.height - back.n_unique(subset=KEY)
+            if back.height != out.height or not back.equals(out):
+                result.error = f"verification failed: archive has {back.height} rows, deduplicated sources {out.height}"
+                tmp.unlink(missing_ok=True)
+            else:
+                size = tmp.stat().st_size
+                os.replace(tmp, target)
+                result.written = True
+                result.bytes_after = size
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if result.written:
+            # after the rename: the file at the archive's name is the one verified
+            if target.stat().st_size != result.bytes_after:
+                result.error = "verification failed: archive changed during rename"
+            else:
+                result.verified = True
+        if result.verified:
+            st = target.stat()
+            write_json_atomic(
+                {
+                    "symbol": symbol,
+                    "timeframe": timeframe,
+                    "month": month,
+                    "archive": {"name": target.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "rows": out.height},
+                    "sources": sources,
+                    "verified_at": datetime.now(timezone.utc).isoformat(),
+                },
+                manifest_path(target),
+            )  # its folder fsync also makes the archive's rename durable
+    except Exception as exc:  # noqa: BLE001 - one group's failure never stops the others
+        result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        result.verified = False
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+@dataclass
+class MonthResult:
+    month: str
+    groups: list[GroupResult]
+    seconds: float
+    dry_run: bool
+
+    def total(self, name: str) -> int:
+        return sum(int(getattr(g, name)) for g in self.groups)
+
+    def quality_total(self, name: str) -> int:
+        return sum(int(g.quality.get(name, 0)) for g in self.groups)
+
+    @property
+    def failed(self) -> list[GroupResult]:
+        return [g for g in self.groups if g.error]
+
+    @property
+    def quarantined(self) -> list[dict]:
+        return [q for g in self.groups for q in g.quarantined]
+
+    def summary(self) -> dict:
+        before, after = self.total("bytes_before"), self.total("bytes_after")
+        out = {
+            "month": self.month,
+            "dry_run": self.dry_run,
+            "groups": len(self.groups),
+            "archives_written": sum(1 for g in self.groups if g.written),
+            "archives_verified": sum(1 for g in self.groups if g.verified),
+            "groups_failed": len(self.failed),
+            "files_read": self.total("files_read"),
+            "rows_in": self.total("rows_in"),
+            "rows_out": self.total("rows_out"),
+            "duplicates_removed": self.total("duplicates_removed"),
+            "files_quarantined": len(self.quarantined),
+            "files_normalised": sum(len(g.normalised) for g in self.groups),
+            "bytes_before": before,
+            "bytes_after": after,
+            "compression_ratio": round(before / after, 3) if after else 0.0,
+            "seconds": round(self.seconds, 3),
+        }
+        for name in (*ANOMALIES, "bad_bars", "missing_days", "missing_bars", "expected_bars"):
+            out[name] = self.quality_total(name)
+        return out
+
+    def worst(self, limit: int = 10) -> list[dict]:
+        rows = []
+        for g in self.groups:
+            score = g.anomalies + g.duplicates_removed + 100 * len(g.quarantined) + g.quality.get("missing_bars", 0) + (1000 if g.error else 0)
+            if score:
+                rows.append(
+                    {
+                        "symbol": g.symbol,
+                        "timeframe": g.timeframe,
+                        "rows_out": g.rows_out,
+                        "duplicates": g.duplicates_removed,
+                        "bad_bars": g.quality.get("bad_bars", 0),
+                        "outside_file_date": g.quality.get("outside_file_date", 0),
+                        "missing_days": g.quality.get("missing_days", 0),
+                        "missing_bars": g.quality.get("missing_bars", 0),
+                        "quarantined": len(g.quarantined),
+                        "error": g.error,
+                        "_score": score,
+                    }
+                )
+        rows.sort(key=lambda r: (-r["_score"], r["symbol"], r["timeframe"]))
+        for r in rows:
+            r.pop("_score")
+        return rows[:limit]
+
+
+def consolidate_month(
+    market_data_dir: str | Path,
+    month: str,
+    archive_dir: str | Path | None = None,
+    quarantine_dir: str | Path | None = None,
+    max_workers: int = 4,
+    dry_run: bool = False,
+    as_of: datetime | None = None,
+    calendar_name: str = "XNYS",
+) -> MonthResult:
+    """Consolidate every (symbol, timeframe) of a month, up to max_workers groups at a time.
+
+    Memory is bounded by max_workers symbol-months: results carry counts, never frames.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = time.perf_counter()
+    market_data_dir = Path(market_data_dir)
+    archive_dir = Path(archive_dir) if archive_dir else archive_dir_for(market_data_dir)
+    quarantine_dir = Path(quarantine_dir) if quarantine_dir else quarantine_dir_for(market_data_dir)
+    sessions = month_sessions(month, as_of, calendar_name)
+    groups = discover_daily_files(market_data_dir, month)
+    work = sorted(groups.items())
+
+    def run(item):
+        (symbol, timeframe), files = item
+        return consolidate_group(symbol, timeframe, month, files, market_data_dir, archive_dir, quarantine_dir, sessions, dry_run)
+
+    if max_workers <= 1 or len(work) <= 1:
+        results = [run(item) for item in work]
+    else:
+        with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="market-data") as pool:
+            results = list(pool.map(run, work))
+    return MonthResult(month, results, time.perf_counter() - started, dry_run)
+
+
+# ----------------------------------------------------------------------------------------------
+# Which daily files may be deleted
+# ----------------------------------------------------------------------------------------------
+def _load_manifest(archive: Path) -> dict | None:
+    try:
+        return json.loads(manifest_path(archive).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def archived_daily_files(
+    market_data_dir: str | Path,
+    archive_dir: str | Path | None = None,
+    months: Iterable[str] | None = None,
+    verify: bool = True,
+) -> set[Path]:
+    """Daily files whose rows are verified present in a written, verified monthly archive.
+
+    A daily file qualifies only when all of these hold:
+      - the archive {archive_dir}/{SYMBOL}/{timeframe}/{YYYY-MM}.parquet of its month exists and
+        its manifest (written only after the archive was read back and found equal to its
+        deduplicated sources) records the archive's current size and mtime;
+      - the manifest lists the daily file with its current size and mtime (a file rewritten or
+        appended to since consolidation does not qualify until the month is consolidated again);
+      - with verify=True (default): the archive reads back, and every (symbol, timeframe,
+        timestamp) key of the daily file is present in it (the daily file is re-read now).
+    Unreadable files, missing manifests and any doubt mean "not archived". No retention is applied:
+    callers decide age (see expired_archived_daily_files). Never raises for bad files.
+    """
+    market_data_dir = Path(market_data_dir)
+    archive_dir = Path(archive_dir) if archive_dir else archive_dir_for(market_data_dir)
+    wanted = set(months) if months is not None else None
+    safe: set[Path] = set()
+    for (symbol, timeframe, month), archive in sorted(discover_archives(archive_dir).items()):
+        if wanted is not None and month not in wanted:
+            continue
+        manifest = _load_manifest(archive)
+        if not manifest or manifest.get("symbol") != symbol or manifest.get("timeframe") != timeframe or manifest.get("month") != month:
+            continue
+        try:
+            size, mtime_ns = _file_stat(archive)
+        except OSError:
+            continue
+        meta = manifest.get("archive", {})
+        if meta.get("size") != size or meta.get("mtime_ns") != mtime_ns:
+            continue
+        folder = market_data_dir / symbol / timeframe
+        candidates = []
+        for src in manifest.get("sources", []):
+            path = folder / str(src.get("name", ""))
+            if not _DAY_FILE.match(path.name) or path.is_symlink():
+                continue
+            try:
+                if _file_stat(path) != (src.get("size"), src.get("mtime_ns")):
+                    continue
+            except OSError:
+                continue
+            candidates.append(path)
+        if not candidates:
+            continue
+        if not verify:
+            safe.update(candidates)
+            continue
+        try:
+            keys = pl.read_parquet(archive, columns=KEY)
+            if keys.height != meta.get("rows"):
+                continue
+        except Exception:  # noqa: BLE001
+            continue
+        for path in candidates:
+            try:
+                daily, _ = read_market_file(path, symbol, timeframe)
+            except (UnreadableFile, OSError):
+                continue
+            daily_keys = daily.select(KEY).unique()
+            if daily_keys.join(keys, on=KEY, how="anti").height == 0:
+                safe.add(path)
+    return safe
+
+
+def file_day(path: Path) -> date | None:
+    m = _DAY_FILE.match(path.name)
+    return date.fromisoformat(m.group(1)) if m else None
+
+
+def is_expired(day: date, today: date, retention_days: int) -> bool:
+    """Strictly older than retention: a file exactly retention_days old is kept."""
+    return (today - day).days > retention_days
+
+
+def expired_archived_daily_files(
+    market_data_dir: str | Path,
+    archive_dir: str | Path | None,
+    retention_days: int,
+    today: date,
+    months: Iterable[str] | None = None,
+    verify: bool = True,
+) -> list[Path]:
+    """archived_daily_files restricted to files whose trading day is older than retention_days."""
+    files = archived_daily_files(market_data_dir, archive_dir, months, verify)
+    return sorted(p for p in files if (d := file_day(p)) is not None and is_expired(d, today, retention_days))
+
+
+@dataclass
+class CleanupResult:
+    planned: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+    kept: list[tuple[str, str]] = field(default_factory=list)  # changed since archived: not an error
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.problems
+
+
+def delete_archived(files: list[Path], market_data_dir: Path, archive_dir: Path, dry_run: bool = False) -> CleanupResult:
+    """Delete the given daily files (a plan from expired_archived_daily_files), then verify: each
+    deleted file is gone, each archive covering them still reads back with its manifest's rows,
+    and every daily file not planned is still there."""
+    result = CleanupResult(planned=[str(p) for p in files])
+    if dry_run or not files:
+        return result
+    planned = set(files)
+    before = {p for group in discover_daily_files(market_data_dir).values() for p in (f.path for f in group)}
+    touched_archives = set()
+    for path in files:
+        sym, tf = path.parent.parent.name, path.parent.name
+        day = file_day(path)
+        archive = archive_path(archive_dir, sym, tf, day.isoformat()[:7]) if day else None
+        manifest = _load_manifest(archive) if archive else None
+        src = next((s for s in (manifest or {}).get("sources", []) if s.get("name") == path.name), None)
+        try:
+            if src is None or _file_stat(path) != (src.get("size"), src.get("mtime_ns")):
+                result.kept.append((str(path), "changed since it was archived; kept until the month is consolidated again"))
+                continue
+            size = path.stat().st_size
+            path.unlink()
+            result.deleted.append(str(path))
+            result.bytes_freed += size
+            touched_archives.add(archive)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            result.failed.append((str(path), f"{type(exc).__name__}: {exc.strerror}"))
+    for folder in {Path(p).parent for p in result.deleted}:
+        try:
+            _fsync_dir(folder)
+        except OSError:
+            pass
+    for path in result.deleted:
+        if os.path.lexists(path):
+            result.problems.append(f"deleted file still present: {path}")
+    for archive in touched_archives:
+        manifest = _load_manifest(archive) or {}
+        try:
+            rows = pl.scan_parquet(archive).select(pl.len()).collect().item()
+            if rows != manifest.get("archive", {}).get("rows"):
+                result.problems.append(f"archive {archive} has {rows} rows, manifest says {manifest.get('archive', {}).get('rows')}")
+        except Exception as exc:  # noqa: BLE001
+            result.problems.append(f"archive {archive} unreadable after cleanup: {type(exc).__name__}")
+    for path in before - planned:
+        if not path.exists():
+            result.problems.append(f"daily file not planned for deletion disappeared: {path}")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Which months a scheduled run consolidates
+# ----------------------------------------------------------------------------------------------
+def previous_month(month: str) -> str:
+    first, _ = month_bounds(month)
+    return (first - timedelta(days=1)).isoformat()[:7]
+
+
+def month_is_final(month: str, moment: datetime, calendar_name: str = "XNYS") -> bool:
+    """A month is final once the session of its last trading day has closed."""
+    first, last = month_bounds(month)
+    days = trading_days(first, last, calendar_name)
+    if not days:
+        return moment.date() > last
+    return session_bounds(days[-1], calendar_name)[1] <= moment
+
+
+def months_to_consolidate(moment: datetime, calendar_name: str = "XNYS") -> list[tuple[str, str]]:
+    """[(month, 'final' | 'so_far')]: the latest complete month, plus the current month so far when
+    it is not complete yet and at least one of its sessions has closed."""
+    from zoneinfo import ZoneInfo
+
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    current = moment.astimezone(ZoneInfo(NY)).date().isoformat()[:7]
+    if month_is_final(current, moment, calendar_name):
+        return [(current, "final")]
+    out = [(previous_month(current), "final")]
+    if month_sessions(current, moment, calendar_name).counted_days:
+        out.append((current, "so_far"))
+    return out

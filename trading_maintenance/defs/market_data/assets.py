@@ -1,0 +1,241 @@
+"""Market-data assets: a thin shell over core/market_data.py."""
+
+import json
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+from trading_maintenance.core import market_data as md
+from trading_maintenance.defs.common import RESULT_KEY, TIMEZONE, md_table, publish_result
+from trading_maintenance.defs.market_data.partitions import (
+    market_data_daily_partitions,
+    market_data_monthly_partitions,
+    month_of_key,
+)
+from trading_maintenance.resources import MaintenanceSettingsResource, RedisResource
+
+TASK = "trading_data_maintenance"
+MARKET_DATA_DAILY = dg.AssetKey("market_data_daily")
+MARKET_DATA_MONTHLY = dg.AssetKey("market_data_monthly")
+MARKET_DATA_CLEANUP = dg.AssetKey("market_data_daily_cleanup")
+
+CHECK_NO_DUPLICATES = "no_duplicate_keys"
+CHECK_OHLC = "ohlc_sanity"
+CHECK_COVERAGE = "calendar_coverage"
+CHECK_ARCHIVE = "archive_matches_sources"
+
+OHLC_BAD_FRACTION = 0.001  # up to 0.1% of bars may fail OHLC/volume/price sanity before the check warns
+COVERAGE_MISSING_FRACTION = 0.01  # up to 1% of expected intraday bars may be missing
+
+
+class MarketDataConfig(dg.Config):
+    dry_run: bool = False
+
+
+market_data_daily = dg.AssetSpec(
+    MARKET_DATA_DAILY,
+    description=(
+        "The data collector's daily parquet files, parquet/market_data/{SYMBOL}/{timeframe}/{YYYY-MM-DD}.parquet "
+        "(external: written by the platform, not by Dagster)."
+    ),
+    group_name="market_data",
+    kinds={"parquet"},
+    partitions_def=market_data_daily_partitions,
+)
+
+
+def _publish(redis: RedisResource, payload: dict, log) -> bool:
+    try:
+        client = redis.get_client()
+    except Exception as exc:  # noqa: BLE001 - publishing is a courtesy
+        log.warning(f"Redis unavailable, result not published: {type(exc).__name__}")
+        return False
+    return publish_result(client, TASK, payload, log)
+
+
+@dg.asset(
+    key=MARKET_DATA_MONTHLY,
+    partitions_def=market_data_monthly_partitions,
+    deps=[dg.AssetDep(MARKET_DATA_DAILY, partition_mapping=dg.TimeWindowPartitionMapping())],
+    group_name="market_data",
+    kinds={"parquet", "polars"},
+    description=(
+        "Monthly market-data archives parquet/archive/market_data/{SYMBOL}/{timeframe}/{YYYY-MM}.parquet (zstd): "
+        "each month's daily files merged with any earlier archive, schemas normalised, duplicates removed "
+        "(last written wins), sorted by timestamp, read back and verified. Unreadable files go to parquet/quarantine/."
+    ),
+    check_specs=[
+        dg.AssetCheckSpec(CHECK_NO_DUPLICATES, asset=MARKET_DATA_MONTHLY, description="No (symbol, timeframe, timestamp) key appears twice in a written archive."),
+        dg.AssetCheckSpec(CHECK_OHLC, asset=MARKET_DATA_MONTHLY, description=f"At most {OHLC_BAD_FRACTION:.1%} of bars fail OHLC, volume or price sanity (relative tolerance {md.OHLC_TOLERANCE:g})."),
+        dg.AssetCheckSpec(CHECK_COVERAGE, asset=MARKET_DATA_MONTHLY, description="Every NYSE trading day has bars and intraday sessions are complete (early closes counted as short sessions)."),
+        dg.AssetCheckSpec(
+            CHECK_ARCHIVE,
+            asset=MARKET_DATA_MONTHLY,
+            blocking=True,
+            description="Every archive was written, read back and found equal to its deduplicated sources; blocks deletion of daily files when it fails.",
+        ),
+    ],
+)
+def market_data_monthly(
+    context: dg.AssetExecutionContext,
+    config: MarketDataConfig,
+    settings: MaintenanceSettingsResource,
+    redis: RedisResource,
+) -> dg.MaterializeResult:
+    cfg = settings.get()
+    month = month_of_key(context.partition_key)
+    mdir = cfg.market_data_dir
+    result = md.consolidate_month(
+        mdir,
+        month,
+        max_workers=cfg.maintenance.performance.max_workers if cfg.maintenance.performance.parallel_processing else 1,
+        dry_run=config.dry_run,
+        calendar_name=cfg.maintenance.scheduling.market_calendar,
+    )
+    summary = result.summary()
+    for q in result.quarantined:
+        context.log.warning(f"quarantined {q['path']}: {q['reason']}" + (f" -> {q['moved_to']}" if q["moved_to"] else " (dry run: not moved)"))
+    for g in result.failed:
+        context.log.error(f"{g.symbol}/{g.timeframe} {month}: {g.error}")
+    context.log.info(
+        f"{month}: {summary['groups']} symbol-timeframes, {summary['files_read']} files, {summary['rows_in']} rows in, "
+        f"{summary['rows_out']} out, {summary['duplicates_removed']} duplicates, {summary['files_quarantined']} quarantined, "
+        f"{summary['seconds']}s" + (" (dry run: nothing written)" if config.dry_run else "")
+    )
+
+    status = "failed" if result.failed else "success"
+    _publish(redis, {"status": status, "run_id": context.run_id, "dry_run": config.dry_run, "stage": "consolidate", **summary,
+                     "failed_groups": [f"{g.symbol}/{g.timeframe}: {g.error}" for g in result.failed][:50],
+                     "quarantined": [q["path"] for q in result.quarantined][:50]}, context.log)
+
+    rows_out = max(summary["rows_out"], 1)
+    ohlc_bad = summary["high_below_open_close"] + summary["low_above_open_close"] + summary["negative_volume"] + summary["non_positive_price"]
+    dup_in_archives = sum(g.archive_duplicate_keys for g in result.groups)
+    expected = max(summary["expected_bars"], 1)
+    failed_rows = [{"symbol": g.symbol, "timeframe": g.timeframe, "error": g.error} for g in result.failed]
+    checks = [
+        dg.AssetCheckResult(
+            check_name=CHECK_NO_DUPLICATES,
+            passed=dup_in_archives == 0,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"duplicate_keys": dup_in_archives, "archives_checked": summary["archives_written"], "duplicates_removed": summary["duplicates_removed"]},
+        ),
+        dg.AssetCheckResult(
+            check_name=CHECK_OHLC,
+            passed=ohlc_bad <= OHLC_BAD_FRACTION * rows_out,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "bad_bars": ohlc_bad,
+                "bad_fraction": round(ohlc_bad / rows_out, 6),
+                **{name: summary[name] for name in ("high_below_open_close", "low_above_open_close", "negative_volume", "non_positive_price", "outside_session", "outside_file_date")},
+            },
+        ),
+        dg.AssetCheckResult(
+            check_name=CHECK_COVERAGE,
+            passed=summary["missing_days"] == 0 and summary["missing_bars"] <= COVERAGE_MISSING_FRACTION * expected,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "missing_days": summary["missing_days"],
+                "missing_bars": summary["missing_bars"],
+                "expected_bars": summary["expected_bars"],
+                "trading_days_counted": len(md.month_sessions(month, calendar_name=cfg.maintenance.scheduling.market_calendar).counted_days),
+            },
+        ),
+        dg.AssetCheckResult(
+            check_name=CHECK_ARCHIVE,
+            passed=not result.failed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="dry run: nothing written, nothing to verify" if config.dry_run else None,
+            metadata={
+                "archives_verified": summary["archives_verified"],
+                "groups_failed": summary["groups_failed"],
+                "failures": dg.MetadataValue.md(md_table(failed_rows)),
+            },
+        ),
+    ]
+    worst = result.worst(10)
+    metadata = {
+        "month": month,
+        "dry_run": config.dry_run,
+        **{name: summary[name] for name in (
+            "groups", "archives_written", "files_read", "rows_in", "rows_out", "duplicates_removed", "files_quarantined",
+            "files_normalised", "bytes_before", "bytes_after", "bad_bars", "missing_days", "missing_bars")},
+        "compression_ratio": dg.MetadataValue.float(float(summary["compression_ratio"])),
+        "seconds": dg.MetadataValue.float(float(summary["seconds"])),
+        "archive_dir": dg.MetadataValue.path(str(md.archive_dir_for(mdir))),
+        "worst_symbols": dg.MetadataValue.md(md_table(worst)),
+        "quarantined": dg.MetadataValue.md(md_table([{k: v for k, v in q.items()} for q in result.quarantined])),
+    }
+    return dg.MaterializeResult(metadata=metadata, check_results=checks)
+
+
+@dg.asset(
+    key=MARKET_DATA_CLEANUP,
+    partitions_def=market_data_monthly_partitions,
+    deps=[MARKET_DATA_MONTHLY],
+    group_name="market_data",
+    kinds={"parquet"},
+    description=(
+        "Deletes daily market-data files older than the retention (maintenance.data_retention.parquet_files) that a "
+        "verified monthly archive covers, for this month and earlier ones; runs only when the archive check passed."
+    ),
+)
+def market_data_daily_cleanup(
+    context: dg.AssetExecutionContext,
+    config: MarketDataConfig,
+    settings: MaintenanceSettingsResource,
+    redis: RedisResource,
+) -> dg.MaterializeResult:
+    cfg = settings.get()
+    month = month_of_key(context.partition_key)
+    mdir = cfg.market_data_dir
+    adir = md.archive_dir_for(mdir)
+    retention = cfg.maintenance.data_retention.parquet_files
+    today = datetime.now(timezone.utc).astimezone(ZoneInfo(TIMEZONE)).date()
+    months = sorted({m for (_, _, m) in md.discover_archives(adir) if m <= month})
+    plan = md.expired_archived_daily_files(mdir, adir, retention, today, months=months)
+    outcome = md.delete_archived(plan, mdir, adir, dry_run=config.dry_run)
+    verb = "would delete" if config.dry_run else "deleted"
+    context.log.info(f"{verb} {len(plan) if config.dry_run else len(outcome.deleted)} archived daily files older than {retention} days (months up to {month})")
+    for path, reason in outcome.kept:
+        context.log.warning(f"kept {path}: {reason}")
+    for path, reason in outcome.failed:
+        context.log.error(f"could not delete {path}: {reason}")
+    for problem in outcome.problems:
+        context.log.error(problem)
+
+    status = "success" if outcome.ok else "failed"
+    payload = {"status": status, "run_id": context.run_id, "dry_run": config.dry_run, "stage": "cleanup"}
+    try:
+        previous = json.loads(redis.get_client().get(RESULT_KEY.format(task=TASK)) or "{}")
+        if previous.get("run_id") == context.run_id:  # keep the consolidation numbers of this run
+            payload = {**previous, **payload, "status": "failed" if previous.get("status") == "failed" or not outcome.ok else "success"}
+    except Exception:  # noqa: BLE001 - publishing is a courtesy
+        pass
+    payload.update({
+        "daily_files_planned": len(plan),
+        "daily_files_deleted": len(outcome.deleted),
+        "bytes_freed": outcome.bytes_freed,
+        "deletion_failures": len(outcome.failed),
+        "deletion_problems": outcome.problems[:20],
+    })
+    _publish(redis, payload, context.log)
+
+    metadata = {
+        "month": month,
+        "dry_run": config.dry_run,
+        "retention_days": retention,
+        "files_planned": len(plan),
+        "files_deleted": len(outcome.deleted),
+        "bytes_freed": outcome.bytes_freed,
+        "files_kept_changed": len(outcome.kept),
+        "files_failed": len(outcome.failed),
+        "planned": dg.MetadataValue.md(md_table([{"path": p} for p in outcome.planned], limit=30)),
+    }
+    if not outcome.ok:
+        raise dg.Failure(
+            description=f"market-data cleanup problems: {len(outcome.failed)} files not deleted, {len(outcome.problems)} verification problems",
+            metadata={**metadata, "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in (outcome.problems + [f'{a}: {b}' for a, b in outcome.failed])[:30]))},
+        )
+    return dg.MaterializeResult(metadata=metadata)
