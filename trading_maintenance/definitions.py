@@ -11,6 +11,7 @@ from trading_maintenance.defs import emergency, health
 from trading_maintenance.defs import hygiene
 from trading_maintenance.defs import reconciliation
 from trading_maintenance.defs import market_data
+from trading_maintenance.defs import security
 from trading_maintenance.resources import build_resources
 from trading_maintenance.settings import get_settings
 
@@ -21,6 +22,7 @@ DOMAINS = [
     hygiene,
     reconciliation,
     market_data,
+    security,
 ]
 
 defs = dg.Definitions.merge(

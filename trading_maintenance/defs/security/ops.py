@@ -1,0 +1,489 @@
+"""Security audit ops: thin shells over core/secrets_scan, permissions, exposure and sarif.
+
+Secret values never leave core/secrets_scan: what flows between these ops (and into the IO
+manager's storage, run logs, metadata, reports and alerts) is masked values and fingerprints.
+"""
+
+import json
+import os
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+
+from trading_maintenance.core import exposure as exp
+from trading_maintenance.core import permissions as perm
+from trading_maintenance.core import secrets_scan as scan
+from trading_maintenance.core.alerts import Alert
+from trading_maintenance.core.masking import mask_text
+from trading_maintenance.core.sarif import sarif_report
+from trading_maintenance.core.secret_rules import RULES
+from trading_maintenance.defs.common import atomic_write_text, md_table, publish_result
+from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
+
+TASK = "security_audit"
+SECURITY_AUDIT_ASSET = dg.AssetKey("security_audit_report")
+
+
+class SecretScanConfig(dg.Config):
+    dry_run: bool = False
+    redact: bool | None = None  # None: security.redact from the settings
+    update_baseline: bool = False  # accept every current finding (written unless dry_run)
+
+
+class PermissionsConfig(dg.Config):
+    dry_run: bool = False
+    fix: bool | None = None  # None: security.fix_permissions from the settings
+
+
+class ReportConfig(dg.Config):
+    dry_run: bool = False
+    send_alerts: bool = True
+
+
+# ---------------------------------------------------------------------------------------------
+# secrets in logs
+
+
+def run_secret_scan(cfg, config: SecretScanConfig, log) -> dict:
+    security = cfg.security
+    root = Path(cfg.data_dir)
+    scanner = scan.SecretScanner()
+    baseline_path = Path(security.baseline_file)
+    if not baseline_path.is_absolute():
+        baseline_path = root / baseline_path
+    accepted, baseline_error = scan.load_baseline(baseline_path)
+
+    started = time.perf_counter()
+    files, errors, skipped = [], [], []
+    findings: list[scan.Finding] = []
+    total_bytes = 0
+    for path, rel in scan.iter_scan_files(root, security.scan_dirs, security.allowlist_paths):
+        result = scanner.scan_file(path, rel)
+        total_bytes += result.bytes_scanned
+        if result.skipped:
+            skipped.append({"path": rel, "reason": result.skipped})
+            continue
+        files.append(rel)
+        if result.error:
+            errors.append({"path": rel, "error": result.error})
+            log.warning(f"{rel}: {result.error} (findings up to the error are kept)")
+        findings.extend(result.findings)
+    elapsed = time.perf_counter() - started
+    findings = scan.apply_baseline(findings, accepted)
+    active = [f for f in findings if f.status == "active"]
+
+    baseline_written = False
+    if config.update_baseline and not config.dry_run:
+        doc = scan.baseline_document(active, accepted)
+        atomic_write_text(baseline_path, json.dumps(doc, indent=1, sort_keys=True) + "\n", mode=0o600)
+        baseline_written = True
+        findings = scan.apply_baseline(findings, set(doc["fingerprints"]))
+        active = []
+
+    redact = security.redact if config.redact is None else config.redact
+    redactions = []
+    if redact:
+        by_file: dict[str, set[str]] = {}
+        for f in active:
+            by_file.setdefault(f.path, set()).add(f.fingerprint)
+        for rel, prints in sorted(by_file.items()):
+            path = root / rel
+            if not scan.is_rotated(path):
+                redactions.append({"path": rel, "secrets_masked": 0, "done": False, "dry_run": config.dry_run, "error": "", "skipped": "live log: never rewritten"})
+                continue
+            outcome = scan.redact_file(path, prints, dry_run=config.dry_run)
+            redactions.append({"path": rel, "secrets_masked": outcome.secrets_masked, "done": outcome.done, "dry_run": config.dry_run, "error": outcome.error, "skipped": ""})
+            verb = "would mask" if config.dry_run else "masked"
+            log.info(f"redaction {rel}: {verb} {outcome.secrets_masked} secret(s)" + (f"; {outcome.error}" if outcome.error else ""))
+    return {
+        "files_scanned": len(files),
+        "bytes_scanned": total_bytes,
+        "seconds": round(elapsed, 3),
+        "mb_per_second": round(total_bytes / 1e6 / elapsed, 1) if elapsed > 0 else None,
+        "findings": [f.as_dict() for f in findings],
+        "active": len(active),
+        "baselined": sum(1 for f in findings if f.status == "baselined"),
+        "allowed": sum(1 for f in findings if f.status == "allowed"),
+        "files_with_secrets": sorted({f.path for f in active}),
+        "errors": errors,
+        "skipped": skipped,
+        "baseline_file": str(baseline_path),
+        "baseline_error": baseline_error,
+        "baseline_written": baseline_written,
+        "redactions": redactions,
+        "redaction_failures": sum(1 for r in redactions if r["error"]),
+    }
+
+
+@dg.op(description="Scan logs (rotated and gzipped too) and other configured folders for secrets; optionally redact rotated logs.")
+def scan_log_secrets(context: dg.OpExecutionContext, config: SecretScanConfig, settings: MaintenanceSettingsResource) -> dict:
+    result = run_secret_scan(settings.get(), config, context.log)
+    context.log.info(
+        f"secret scan: {result['files_scanned']} files, {result['bytes_scanned'] / 1e6:.1f} MB in {result['seconds']}s; "
+        f"{result['active']} active, {result['baselined']} baselined, {result['allowed']} allowed"
+    )
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# permissions
+
+
+def run_permissions_check(cfg, config: PermissionsConfig, files_with_secrets: list[str]) -> dict:
+    security = cfg.security
+    root = Path(cfg.data_dir)
+    paths = perm.collect_sensitive_paths(
+        root,
+        config_path=Path(cfg.config_path) if cfg.config_path else None,
+        backups_dir=cfg.backups_dir,
+        extra_roots=[Path(p) for p in security.extra_sensitive_roots],
+        files_with_secrets=[root / p for p in files_with_secrets],
+    )
+    findings, errors = perm.check_permissions(paths)
+    fix = security.fix_permissions if config.fix is None else config.fix
+    fixes = perm.fix_permissions(findings, dry_run=config.dry_run) if fix else []
+    remaining = findings
+    if fix and not config.dry_run:
+        remaining, _ = perm.check_permissions({Path(f.path): f.reason for f in findings})
+    return {
+        "checked": len(paths),
+        "findings": [f.as_dict() for f in findings],
+        "remaining": [f.as_dict() for f in remaining],
+        "fixes": [f.as_dict() for f in fixes],
+        "fix_failures": sum(1 for f in fixes if f.error),
+        "errors": errors,
+    }
+
+
+@dg.op(description="Sensitive files (.env, config, backups, keys, files holding secrets) must be owner-only; optionally tighten them.")
+def check_file_permissions(context: dg.OpExecutionContext, config: PermissionsConfig, settings: MaintenanceSettingsResource, secrets: dict) -> dict:
+    result = run_permissions_check(settings.get(), config, secrets.get("files_with_secrets", []))
+    for fix in result["fixes"]:
+        verb = "would chmod" if config.dry_run else "chmod"
+        context.log.info(f"{verb} {fix['path']} {fix['old_mode']} -> {fix['new_mode']}" + (f" ({fix['error']})" if fix["error"] else ""))
+    context.log.info(f"permissions: {result['checked']} sensitive paths, {len(result['findings'])} too open, {len(result['remaining'])} remaining")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# API keys
+
+
+def broker_key_status(base_url: str, api_key: str, secret_key: str, timeout: float) -> tuple[int | None, str]:
+    """(HTTP status, error) of a read-only GET /v2/account with the configured key."""
+    try:
+        from trading_maintenance.resources.broker import AlpacaClient, BrokerError
+    except ImportError:  # the broker client is not there: a minimal read-only GET
+        import httpx
+
+        try:
+            response = httpx.get(
+                base_url.rstrip("/") + "/v2/account",
+                headers={"APCA-API-KEY-ID": api_key, "APCA-API-SECRET-KEY": secret_key},
+                timeout=timeout,
+            )
+            return response.status_code, ""
+        except httpx.HTTPError as exc:
+            return None, type(exc).__name__
+    client = AlpacaClient(base_url, api_key, secret_key, timeout_seconds=timeout, max_retries=0)
+    try:
+        client.get_account()
+        return 200, ""
+    except BrokerError as exc:
+        return exc.status, mask_text(str(exc), [api_key, secret_key])[:200]
+    finally:
+        client.close()
+
+
+def run_key_checks(cfg, today: date | None = None) -> dict:
+    security = cfg.security
+    today = today or datetime.now(timezone.utc).date()
+    keys = [k.model_dump() for k in security.api_keys]
+    findings = exp.key_age_findings(keys, today, security.max_key_age_days)
+    broker = cfg.broker
+    checked = False
+    if security.check_broker_key and broker.api_key and broker.secret_key:
+        name = next((k["name"] for k in keys if k.get("env_var") in ("ALPACA_API_KEY", "APCA_API_KEY_ID")), "broker")
+        api_key, secret_key = broker.api_key.get_secret_value(), broker.secret_key.get_secret_value()
+        status, error = broker_key_status(broker.base_url, api_key, secret_key, broker.timeout_seconds)
+        findings.append(exp.key_acceptance_finding(name, status, mask_text(error, [api_key, secret_key])))
+        checked = True
+    return {"findings": [f.as_dict() for f in findings], "broker_checked": checked, "keys_configured": len(keys)}
+
+
+@dg.op(description="Age of each configured API key against its maximum; whether the broker still accepts the key (read-only).")
+def check_api_keys(context: dg.OpExecutionContext, settings: MaintenanceSettingsResource) -> dict:
+    result = run_key_checks(settings.get())
+    for f in result["findings"]:
+        (context.log.warning if f["severity"] != "info" else context.log.info)(f["message"])
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# exposed services
+
+
+def local_listeners() -> tuple[list[exp.Listener], str]:
+    import psutil
+
+    try:
+        conns = psutil.net_connections(kind="inet")
+    except (psutil.AccessDenied, OSError) as exc:
+        return [], type(exc).__name__
+    out = []
+    for listener in exp.listeners_from_psutil(conns):
+        name = ""
+        if listener.pid:
+            try:
+                name = psutil.Process(listener.pid).name()
+            except (psutil.Error, OSError):
+                name = ""
+        out.append(exp.Listener(listener.ip, listener.port, listener.pid, name))
+    return out, ""
+
+
+def redis_facts(client) -> tuple[dict | None, bool | None, str]:
+    """CONFIG GET of the settings that matter (the password itself is reduced to 'set or not')."""
+    try:
+        raw = {}
+        for key in ("requirepass", "protected-mode", "bind", "port"):
+            got = client.config_get(key)
+            value = got.get(key, got.get(key.encode(), "")) if isinstance(got, dict) else ""
+            raw[key] = value.decode() if isinstance(value, bytes) else str(value)
+        config = {**raw, "requirepass": "set" if raw.get("requirepass") else ""}
+    except Exception as exc:  # noqa: BLE001 - CONFIG may be renamed or forbidden
+        return None, None, type(exc).__name__
+    nopass = None
+    try:
+        user = client.acl_getuser("default") or {}
+        flags = [f.decode() if isinstance(f, bytes) else f for f in user.get("flags", [])]
+        nopass = "nopass" in flags and "on" in flags
+    except Exception:  # noqa: BLE001 - older Redis without ACL
+        nopass = None
+    return config, nopass, ""
+
+
+def postgres_facts(engine) -> tuple[dict | None, str]:
+    from sqlalchemy import text
+
+    if engine.dialect.name != "postgresql":
+        return None, f"{engine.dialect.name}: embedded, no network listener"
+    try:
+        with engine.connect() as conn:
+            listen = conn.execute(text("SHOW listen_addresses")).scalar() or ""
+            ssl = conn.execute(text("SHOW ssl")).scalar() or "off"
+            try:
+                rows = conn.execute(text("SELECT type, database, user_name, address, netmask, auth_method FROM pg_hba_file_rules WHERE error IS NULL")).mappings().all()
+                hba = [{k: (list(v) if isinstance(v, list) else v) for k, v in dict(r).items()} for r in rows]
+                hba_error = ""
+            except Exception as exc:  # noqa: BLE001 - needs superuser or pg_read_all_settings
+                hba, hba_error = None, type(exc).__name__
+        return {"listen_addresses": listen, "ssl": ssl, "hba_rules": hba, "hba_error": hba_error}, ""
+    except Exception as exc:  # noqa: BLE001
+        return None, type(exc).__name__
+
+
+def assess_exposure(ports: dict[str, int], listeners: list, redis_cfg, redis_nopass, redis_error: str, pg: dict | None, pg_error: str) -> list[exp.ExposureFinding]:
+    findings = exp.exposed_listeners(listeners, ports)
+    redis_exposed = any(f.service == "redis" for f in findings)
+    if redis_cfg is not None and str(redis_cfg.get("port", "")) == "0":
+        pass  # unix socket only (embedded server): nothing listens on the network
+    else:
+        findings += exp.redis_findings(redis_cfg, redis_nopass, redis_exposed, redis_error)
+    if pg is not None:
+        findings += exp.postgres_findings(pg["listen_addresses"], pg["ssl"], pg["hba_rules"], pg.get("hba_error", ""))
+    elif pg_error and "embedded" not in pg_error:
+        findings.append(exp.ExposureFinding("postgres-settings-unreadable", "postgresql", "info", f"could not read PostgreSQL settings ({pg_error})"))
+    return findings
+
+
+@dg.op(description="Listening sockets of Redis, PostgreSQL and the Dagster webserver beyond loopback; Redis auth and protected mode; PostgreSQL TLS.")
+def check_exposed_services(context: dg.OpExecutionContext, settings: MaintenanceSettingsResource, redis: RedisResource, trading_db: TradingDatabaseResource) -> dict:
+    cfg = settings.get()
+    listeners, listen_error = local_listeners()
+    redis_cfg, nopass, redis_error = redis_facts(redis.get_client())
+    pg, pg_error = postgres_facts(trading_db.get_engine())
+    findings = assess_exposure(dict(cfg.security.service_ports), listeners, redis_cfg, nopass, redis_error, pg, pg_error)
+    for f in findings:
+        (context.log.warning if f.severity != "info" else context.log.info)(f.message)
+    return {
+        "listeners": len(listeners),
+        "listen_error": listen_error,
+        "findings": [f.as_dict() for f in findings],
+        "postgres": {k: v for k, v in (pg or {}).items() if k != "hba_rules"} or pg_error,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# report, alerts, result
+
+
+def build_report(run_id: str, dry_run: bool, secrets: dict, permissions: dict, keys: dict, exposure: dict) -> dict:
+    active = [f for f in secrets["findings"] if f["status"] == "active"]
+    critical = {
+        "secrets": [f for f in active if f["severity"] == "critical"],
+        "permissions": [f for f in permissions["remaining"] if f["severity"] == "critical"],
+        "keys": [f for f in keys["findings"] if f["severity"] == "critical"],
+        "exposure": [f for f in exposure["findings"] if f["severity"] == "critical"],
+    }
+    warnings = (
+        sum(1 for f in permissions["remaining"] if f["severity"] == "warning")
+        + sum(1 for f in keys["findings"] if f["severity"] == "warning")
+        + sum(1 for f in exposure["findings"] if f["severity"] == "warning")
+    )
+    failures = secrets["redaction_failures"] + permissions["fix_failures"]
+    status = "failed" if any(critical.values()) or failures else "success"
+    return {
+        "status": status,
+        "run_id": run_id,
+        "dry_run": dry_run,
+        "generated_at": datetime.now(timezone.utc).isoformat(),
+        "critical_findings": sum(len(v) for v in critical.values()),
+        "critical_by_part": {k: len(v) for k, v in critical.items()},
+        "warnings": warnings,
+        "action_failures": failures,
+        "secrets": secrets,
+        "permissions": permissions,
+        "keys": keys,
+        "exposure": exposure,
+    }
+
+
+def sarif_for(report: dict, root: Path) -> dict:
+    rules = [{"id": r.id, "name": r.name, "description": r.description, "severity": r.severity, "tags": list(r.tags)} for r in RULES]
+    rules += [
+        {"id": "file-permissions", "name": "Sensitive file not owner-only", "description": "A file holding secrets is readable or writable by group or others.", "severity": "critical", "tags": ["permissions"]},
+        {"id": "api-key", "name": "API key age / acceptance", "description": "An API key is older than its maximum age or rejected by the broker.", "severity": "warning", "tags": ["credentials"]},
+        {"id": "exposed-service", "name": "Exposed service", "description": "Redis, PostgreSQL or the Dagster webserver reachable beyond loopback or without authentication/TLS.", "severity": "critical", "tags": ["network"]},
+    ]
+    results = [
+        {
+            "rule": f["rule"], "severity": f["severity"], "path": f["path"], "line": f["line"], "column": f["column"],
+            "fingerprint": f["fingerprint"], "status": f["status"],
+            "message": f"{f['rule']}: {f['masked']} at {f['path']}:{f['line']}",
+        }
+        for f in report["secrets"]["findings"]
+    ]
+    for f in report["permissions"]["remaining"]:
+        try:
+            rel = str(Path(f["path"]).relative_to(root))
+        except ValueError:
+            rel = f["path"]
+        results.append({"rule": "file-permissions", "severity": f["severity"], "path": rel, "line": 1, "message": f"{rel} is {f['mode']} ({f['problem']}); expected {f['fixed_mode']} ({f['reason']})"})
+    for f in report["keys"]["findings"]:
+        if f["severity"] != "info":
+            results.append({"rule": "api-key", "severity": f["severity"], "message": f["message"]})
+    for f in report["exposure"]["findings"]:
+        if f["severity"] != "info":
+            results.append({"rule": "exposed-service", "severity": f["severity"], "message": f["message"]})
+    return sarif_report(rules, results, root)
+
+
+def alerts_for(report: dict) -> list[Alert]:
+    out = []
+    titles = {
+        "secrets": ("security:secrets", "secrets found in logs"),
+        "permissions": ("security:permissions", "sensitive files readable by others"),
+        "keys": ("security:keys", "API key problem"),
+        "exposure": ("security:exposure", "service exposed"),
+    }
+    samples = {
+        "secrets": lambda f: f"{f['rule']} {f['masked']} at {f['path']}:{f['line']}",
+        "permissions": lambda f: f"{f['path']} {f['mode']} ({f['problem']})",
+        "keys": lambda f: f["message"],
+        "exposure": lambda f: f["message"],
+    }
+    parts = {
+        "secrets": [f for f in report["secrets"]["findings"] if f["status"] == "active" and f["severity"] == "critical"],
+        "permissions": [f for f in report["permissions"]["remaining"] if f["severity"] == "critical"],
+        "keys": [f for f in report["keys"]["findings"] if f["severity"] == "critical"],
+        "exposure": [f for f in report["exposure"]["findings"] if f["severity"] == "critical"],
+    }
+    for part, items in parts.items():
+        if not items:
+            continue
+        key, title = titles[part]
+        out.append(
+            Alert(
+                key=key,
+                severity="critical",
+                title=f"security audit: {len(items)} {title}",
+                message="; ".join(samples[part](f) for f in items[:5]) + (f"; and {len(items) - 5} more" if len(items) > 5 else ""),
+                details={"count": len(items), "report": "reports/security/"},
+            )
+        )
+    return out
+
+
+@dg.op(description="Write the JSON and SARIF 2.1.0 reports under reports/security/, record metadata, alert on critical findings, publish the result, fail on critical.")
+def write_security_report(
+    context: dg.OpExecutionContext,
+    config: ReportConfig,
+    settings: MaintenanceSettingsResource,
+    redis: RedisResource,
+    alerts: AlertsResource,
+    secrets: dict,
+    permissions: dict,
+    keys: dict,
+    exposure: dict,
+) -> dict:
+    cfg = settings.get()
+    root = Path(cfg.data_dir)
+    report = build_report(context.run_id, config.dry_run, secrets, permissions, keys, exposure)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = cfg.reports_dir / "security"
+    json_path = atomic_write_text(out_dir / f"security_audit_{stamp}.json", json.dumps(report, indent=1, default=str) + "\n", mode=0o600)
+    sarif_path = atomic_write_text(out_dir / f"security_audit_{stamp}.sarif", json.dumps(sarif_for(report, root), indent=1) + "\n", mode=0o600)
+    os.chmod(out_dir, 0o700)
+
+    client = redis.get_client()
+    summary = {
+        "status": report["status"], "run_id": context.run_id, "dry_run": config.dry_run,
+        "critical_findings": report["critical_findings"], "critical_by_part": report["critical_by_part"],
+        "warnings": report["warnings"], "secrets_active": secrets["active"], "secrets_baselined": secrets["baselined"],
+        "files_scanned": secrets["files_scanned"], "bytes_scanned": secrets["bytes_scanned"],
+        "permission_problems": len(permissions["remaining"]), "action_failures": report["action_failures"],
+        "report_json": str(json_path), "report_sarif": str(sarif_path),
+    }
+    published = publish_result(client, TASK, summary, context.log)
+    dispatched = []
+    if config.send_alerts:
+        for alert in alerts_for(report):
+            d = alerts.send(alert, client if published else None)
+            dispatched.append(d)
+            for channel in d.failed_channels:
+                context.log.warning(f"alert channel {channel} failed for {alert.key}: {d.channels[channel]}")
+
+    secret_rows = [
+        {"file": f["path"], "line": f["line"], "rule": f["rule"], "masked": f["masked"], "fingerprint": f["fingerprint"][:12], "status": f["status"]}
+        for f in secrets["findings"]
+    ]
+    perm_rows = [{"path": f["path"], "mode": f["mode"], "problem": f["problem"], "severity": f["severity"], "fix": f["fixed_mode"]} for f in permissions["findings"]]
+    other_rows = [{"check": f["check"], "severity": f["severity"], "message": f["message"]} for f in keys["findings"] + exposure["findings"]]
+    metadata = {
+        "status": dg.MetadataValue.text(report["status"]),
+        "critical_findings": dg.MetadataValue.int(report["critical_findings"]),
+        "warnings": dg.MetadataValue.int(report["warnings"]),
+        "secrets_active": dg.MetadataValue.int(secrets["active"]),
+        "secrets_baselined": dg.MetadataValue.int(secrets["baselined"]),
+        "secrets_allowed": dg.MetadataValue.int(secrets["allowed"]),
+        "files_scanned": dg.MetadataValue.int(secrets["files_scanned"]),
+        "bytes_scanned": dg.MetadataValue.int(secrets["bytes_scanned"]),
+        "scan_mb_per_second": dg.MetadataValue.float(float(secrets["mb_per_second"] or 0.0)),
+        "permission_problems": dg.MetadataValue.int(len(permissions["remaining"])),
+        "alerts_sent": dg.MetadataValue.int(sum(1 for d in dispatched if d.sent)),
+        "report_json": dg.MetadataValue.path(str(json_path)),
+        "report_sarif": dg.MetadataValue.path(str(sarif_path)),
+        "secrets": dg.MetadataValue.md(md_table(secret_rows)),
+        "permissions": dg.MetadataValue.md(md_table(perm_rows)),
+        "keys_and_services": dg.MetadataValue.md(md_table(other_rows)),
+    }
+    context.log_event(dg.AssetMaterialization(asset_key=SECURITY_AUDIT_ASSET, description=f"security audit: {report['status']}", metadata=metadata))
+    if report["status"] == "failed":
+        raise dg.Failure(
+            description=f"security audit found {report['critical_findings']} critical finding(s) and {report['action_failures']} failed action(s); see {json_path.name}",
+            metadata={"critical_by_part": dg.MetadataValue.json(report["critical_by_part"]), "report_json": dg.MetadataValue.path(str(json_path))},
+        )
+    return summary
