@@ -124,6 +124,23 @@ class BackupSettings(_Section):
     remote_retention_days: int = Field(30, ge=1)
     format: Literal["tar.zst", "tar.gz"] = "tar.zst"
     encryption_key: SecretStr | None = None
+    include_parts: list[Literal["config", "redis", "database", "trading_data"]] = Field(
+        default_factory=lambda: ["config", "redis", "database", "trading_data"]
+    )
+    trading_data_folders: list[str] = Field(
+        default_factory=lambda: ["parquet", "exports", "reports"], description="folders under the data root"
+    )
+    market_data_recent_days: int = Field(30, ge=0, description="daily parquet files newer than this; 0 = all")
+    database_method: Literal["auto", "pg_dump", "logical"] = "auto"
+    drill_redis_url: SecretStr | None = Field(None, description="spare Redis DB for the restore drill; empty = embedded")
+
+    @field_validator("trading_data_folders")
+    @classmethod
+    def _relative_folders(cls, value: list[str]) -> list[str]:
+        for folder in value:
+            if folder.startswith("/") or ".." in folder.split("/"):
+                raise ValueError(f"folder {folder!r} must be relative to the data root")
+        return value
 
 
 class NotificationSettings(_Section):
@@ -342,6 +359,7 @@ SECRET_KEYS = {
     "redis.url",
     "database.url",
     "backup.encryption_key",
+    "backup.drill_redis_url",
     "notifications.webhook_url",
     "notifications.slack_webhook_url",
     "notifications.smtp_password",

@@ -13,6 +13,7 @@ import dagster as dg
 from trading_maintenance.resources.alerts import AlertsResource
 from trading_maintenance.resources.broker import AlpacaBrokerResource
 from trading_maintenance.resources.database import TradingDatabaseResource
+from trading_maintenance.resources.object_store import ObjectStoreResource
 from trading_maintenance.resources.redis import RedisResource
 from trading_maintenance.resources.services import PlatformServicesResource
 from trading_maintenance.resources.settings import MaintenanceSettingsResource
@@ -78,5 +79,11 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             cooldown_minutes=notifications.cooldown_minutes,
             timeout_seconds=notifications.timeout_seconds,
             data_dir=data_dir,
+        ),
+        "object_store": ObjectStoreResource(
+            enabled=settings.backup.remote_enabled,
+            bucket=settings.backup.s3_bucket or "",
+            prefix=settings.backup.s3_prefix,
+            endpoint_url=settings.backup.s3_endpoint_url or "",
         ),
     }
