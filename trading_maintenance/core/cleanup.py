@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import os
 import re
+import stat as stat_mod
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time as dtime
 from pathlib import Path
@@ -265,7 +266,7 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def gzip_file(path: str, expected_mtime: float | None = None, open_paths: set[str] | None = None) -> GzipResult:
+def gzip_file(path: str, expected_mtime: float | None = None, open_ids: set[tuple[int, int]] | None = None) -> GzipResult:
     """Gzip `path` to `path.gz` safely; the original is removed only when all checks pass.
 
     Written to a temporary name, fsynced, read back and compared (SHA-256 of the content), given the
@@ -277,13 +278,11 @@ def gzip_file(path: str, expected_mtime: float | None = None, open_paths: set[st
         st = os.lstat(path)
     except FileNotFoundError:
         return GzipResult(path, False, reason="gone before compression")
-    import stat as stat_mod
-
     if not stat_mod.S_ISREG(st.st_mode):
         return GzipResult(path, False, reason="not a regular file")
     if expected_mtime is not None and st.st_mtime != expected_mtime:
         return GzipResult(path, False, reason="modified since planning; kept")
-    if open_paths is not None and os.path.realpath(path) in open_paths:
+    if open_ids and (st.st_dev, st.st_ino) in open_ids:
         return GzipResult(path, False, reason="held open by a process; kept uncompressed")
     if os.path.lexists(target):
         return GzipResult(path, False, reason=f"{os.path.basename(target)} already exists; kept")
@@ -328,27 +327,46 @@ def gzip_file(path: str, expected_mtime: float | None = None, open_paths: set[st
     return GzipResult(path, True, target, st.st_size, os.lstat(target).st_size)
 
 
-def paths_open_by_processes() -> set[str] | None:
-    """Real paths of files any readable process holds open (Linux /proc); None when unknown."""
+def file_id(path: str) -> tuple[int, int] | None:
+    """(device, inode) of a path without following a final symlink; None when it is gone."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def open_file_ids() -> set[tuple[int, int]] | None:
+    """(device, inode) of every file a readable process holds open (Linux /proc); None when unknown.
+
+    Identity by inode, not path: a file renamed after the snapshot (log rotation) is still known.
+    """
     proc = Path("/proc")
     if not proc.is_dir():
         return None
-    held: set[str] = set()
+    held: set[tuple[int, int]] = set()
     for pid_dir in proc.iterdir():
         if not pid_dir.name.isdigit():
             continue
+        fd_dir = pid_dir / "fd"
         try:
-            fds = os.listdir(pid_dir / "fd")
+            fds = os.listdir(fd_dir)
         except OSError:
             continue
         for fd in fds:
             try:
-                target = os.readlink(pid_dir / "fd" / fd)
+                st = os.stat(fd_dir / fd)
             except OSError:
                 continue
-            if target.startswith("/"):
-                held.add(target)
+            if stat_mod.S_ISREG(st.st_mode):
+                held.add((st.st_dev, st.st_ino))
     return held
+
+
+def is_held(path: str, held: set[tuple[int, int]] | None) -> bool:
+    if not held:
+        return False
+    return file_id(path) in held
 
 
 # --- applying and verifying ------------------------------------------------------------------
@@ -399,7 +417,7 @@ def _unlink_if_same(entry_path: str, mtime: float, outcome: CategoryOutcome) -> 
         return False
 
 
-def apply_category(plan: CategoryPlan, open_paths: set[str] | None = None) -> CategoryOutcome:
+def apply_category(plan: CategoryPlan, open_ids: set[tuple[int, int]] | None = None) -> CategoryOutcome:
     outcome = CategoryOutcome(plan.name)
     for entry in plan.delete:
         if _unlink_if_same(entry.path, entry.mtime, outcome):
@@ -419,7 +437,7 @@ def apply_category(plan: CategoryPlan, open_paths: set[str] | None = None) -> Ca
         except OSError as exc:
             outcome.failed.append((dup.path, f"{type(exc).__name__}: {exc.strerror}"))
     for entry in plan.compress:
-        result = gzip_file(entry.path, entry.mtime, open_paths)
+        result = gzip_file(entry.path, entry.mtime, open_ids)
         outcome.compressed.append(result)
         if not result.ok and not result.reason.startswith(("held open", "gone before")):
             outcome.failed.append((entry.path, result.reason))

@@ -24,7 +24,7 @@ import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from trading_maintenance.core.cleanup import gzip_file
+from trading_maintenance.core.cleanup import gzip_file, is_held
 
 _ROTATED = re.compile(r"^(?P<base>.+\.log)\.(?P<n>[1-9]\d*)(?P<gz>\.gz)?$")
 
@@ -93,7 +93,7 @@ def plan_rotation(
     keep: int,
     now: float,
     compress_after_seconds: float | None,
-    open_paths: set[str] | None = None,
+    open_ids: set[tuple[int, int]] | None = None,
 ) -> RotationPlan:
     logs_dir = Path(logs_dir)
     plan = RotationPlan(str(logs_dir), max_bytes, keep)
@@ -101,7 +101,6 @@ def plan_rotation(
         if os.path.islink(logs_dir):
             plan.notes.append(LogOp("skip", str(logs_dir), reason="logs folder is a symlink (never followed)"))
         return plan
-    held = open_paths or set()
     for name in sorted(os.listdir(logs_dir)):
         if not name.endswith(".log"):
             continue
@@ -140,11 +139,11 @@ def plan_rotation(
                 after[index] = (src, sst.st_size, sst.st_mtime)
         for index in sorted(after):
             path, size, mtime = after[index]
-            # a file keeps its inode through renames, so "held" is checked against its current name
+            # a file keeps its inode through renames: "held" is checked on the file as it is now
             current = next((op.path for op in plan.ops if op.action == "rename" and op.target == path), path)
-            is_held = os.path.realpath(current) in held
+            held_now = is_held(current, open_ids)
             if index > keep:
-                if is_held:
+                if held_now:
                     plan.notes.append(LogOp("skip", path, reason=f"beyond {keep} kept but held open by a process; kept", log=name))
                 else:
                     plan.ops.append(LogOp("delete", path, bytes=size, reason=f"beyond the {keep} rotated files kept", log=name))
@@ -152,7 +151,7 @@ def plan_rotation(
             if compress_after_seconds is None or path.endswith(".gz") or index == 1:
                 continue
             if now - mtime > compress_after_seconds:
-                if is_held:
+                if held_now:
                     plan.notes.append(LogOp("skip", path, reason="held open by a process; not compressed", log=name))
                 else:
                     plan.ops.append(LogOp("compress", path, path + ".gz", size, "older than the compression age", name))
@@ -173,7 +172,7 @@ class RotationOutcome:
         return sum(1 for op in self.done if op.action == action)
 
 
-def apply_rotation(plan: RotationPlan, open_paths: set[str] | None = None) -> RotationOutcome:
+def apply_rotation(plan: RotationPlan, open_ids: set[tuple[int, int]] | None = None) -> RotationOutcome:
     """Apply the plan in order; a log whose step fails gets no further steps this run."""
     outcome = RotationOutcome()
     broken: set[str] = set()
@@ -190,12 +189,12 @@ def apply_rotation(plan: RotationPlan, open_paths: set[str] | None = None) -> Ro
                 fd = os.open(op.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
                 os.close(fd)
             elif op.action == "delete":
-                if open_paths is not None and os.path.realpath(op.path) in open_paths:
+                if is_held(op.path, open_ids):
                     raise RuntimeError("held open by a process; kept")
                 os.unlink(op.path)
                 outcome.bytes_freed += op.bytes
             elif op.action == "compress":
-                result = gzip_file(op.path, None, open_paths)
+                result = gzip_file(op.path, None, open_ids)
                 if not result.ok:
                     raise RuntimeError(result.reason)
                 outcome.bytes_freed += result.bytes_before - result.bytes_after
@@ -215,18 +214,29 @@ def apply_rotation(plan: RotationPlan, open_paths: set[str] | None = None) -> Ro
 
 
 def verify_rotation(plan: RotationPlan, outcome: RotationOutcome) -> list[str]:
-    """After acting: every rotated log exists again (empty or appended to), its `.1` holds the old
-    content, deleted files are gone, compressed files exist only as .gz."""
-    problems = []
+    """After acting: every path the applied steps should have produced exists, every path they
+    removed (deleted, compressed, renamed away and not recreated) is gone."""
+    present: dict[str, bool] = {}
     for op in outcome.done:
-        if op.action == "rename" and not os.path.lexists(op.target):
-            problems.append(f"{op.target} missing after rename")
-        elif op.action == "create" and not os.path.lexists(op.path):
-            problems.append(f"{op.path} missing after rotation")
-        elif op.action == "delete" and os.path.lexists(op.path):
-            problems.append(f"{op.path} still present after delete")
-        elif op.action == "compress" and (not os.path.lexists(op.target) or os.path.lexists(op.path)):
-            problems.append(f"{op.path} not replaced by {op.target}")
+        if op.action == "rename":
+            present[op.path] = False
+            present[op.target] = True
+        elif op.action == "create":
+            present[op.path] = True
+        elif op.action == "delete":
+            present[op.path] = False
+        elif op.action == "compress":
+            present[op.path] = False
+            present[op.target] = True
+    problems = []
+    for path, should_exist in sorted(present.items()):
+        if path.endswith(".log") and not should_exist:
+            continue  # a writer that reopens may have recreated the live log already
+        exists = os.path.lexists(path)
+        if should_exist and not exists:
+            problems.append(f"{path} missing after rotation")
+        elif not should_exist and exists:
+            problems.append(f"{path} still present after rotation")
     return problems
 
 

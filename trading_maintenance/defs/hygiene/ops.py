@@ -96,7 +96,7 @@ def run_data_cleanup(context, config: HygieneConfig, settings: MaintenanceSettin
     failures: list[str] = []
     rows, actions = [], []
     totals = {"files_deleted": 0, "duplicates_removed": 0, "files_compressed": 0, "bytes_freed": 0, "files_held": 0, "files_kept": 0}
-    open_paths = None if config.dry_run else cleanup_core.paths_open_by_processes()
+    open_ids = None if config.dry_run else cleanup_core.open_file_ids()
     for category, plan in zip(categories, plans):
         for path, reason in plan.skipped:
             actions.append({"category": plan.name, "action": "skip", "path": _rel(path, root), "reason": reason})
@@ -112,7 +112,7 @@ def run_data_cleanup(context, config: HygieneConfig, settings: MaintenanceSettin
                 actions.append({"category": plan.name, "action": "would gzip", "path": _rel(e.path, root), "reason": f"age {e.age_seconds / 86400:.2f} d"})
             row.update(deleted_files=0, deduplicated_files=0, compressed_files=0, bytes_freed=0, planned_bytes=plan.bytes_to_free)
         else:
-            outcome = cleanup_core.apply_category(plan, open_paths)
+            outcome = cleanup_core.apply_category(plan, open_ids)
             cleanup_core.verify_category(plan, outcome, category, cfg.data_dir, now, tz, archived)
             for e in outcome.deleted:
                 actions.append({"category": plan.name, "action": "deleted", "path": _rel(e.path, root), "reason": f"age {e.age_seconds / 86400:.2f} d"})
@@ -167,9 +167,9 @@ def run_log_rotation(context, config: HygieneConfig, settings: MaintenanceSettin
     cfg = settings.get()
     now = time.time()
     compress_after = cfg.hygiene.compress_after_days * 86400 if cfg.maintenance.performance.compression_enabled else None
-    open_paths = cleanup_core.paths_open_by_processes()
+    open_ids = cleanup_core.open_file_ids()
     plan = rotation_core.plan_rotation(
-        cfg.logs_dir, cfg.maintenance.performance.max_file_size_mb * MB, cfg.hygiene.log_rotations_kept, now, compress_after, open_paths
+        cfg.logs_dir, cfg.maintenance.performance.max_file_size_mb * MB, cfg.hygiene.log_rotations_kept, now, compress_after, open_ids
     )
     root = cfg.data_dir
     rows = [{"action": op.action, "path": _rel(op.path, root), "target": _rel(op.target, root) if op.target else "", "bytes": op.bytes, "reason": op.reason} for op in plan.ops]
@@ -178,7 +178,7 @@ def run_log_rotation(context, config: HygieneConfig, settings: MaintenanceSettin
     if config.dry_run:
         summary = {"logs_rotated": 0, "files_compressed": 0, "files_deleted": 0, "bytes_freed": 0}
     else:
-        outcome = rotation_core.apply_rotation(plan, open_paths)
+        outcome = rotation_core.apply_rotation(plan, open_ids)
         problems = rotation_core.verify_rotation(plan, outcome)
         failures += [f"{op.action} {_rel(op.path, root)}: {mask_text(reason)}" for op, reason in outcome.failed]
         failures += [f"verification: {p}" for p in problems]
@@ -488,13 +488,13 @@ def run_resource_optimization(context, config: HygieneConfig, settings: Maintena
         failures += [f"{t.key}: {t.status}" for t in trims if t.status.startswith("error")]
     gz_rows, gz_done, gz_saved = [], 0, 0
     if cfg.maintenance.performance.compression_enabled:
-        open_paths = None if config.dry_run else cleanup_core.paths_open_by_processes()
+        open_ids = None if config.dry_run else cleanup_core.open_file_ids()
         for plan in compression_candidates(cfg, time.time()):
             for entry in plan.compress:
                 if config.dry_run:
                     gz_rows.append({"path": _rel(entry.path, cfg.data_dir), "status": "would gzip", "bytes": entry.size})
                     continue
-                res = cleanup_core.gzip_file(entry.path, entry.mtime, open_paths)
+                res = cleanup_core.gzip_file(entry.path, entry.mtime, open_ids)
                 gz_rows.append({"path": _rel(entry.path, cfg.data_dir), "status": "gzipped" if res.ok else res.reason, "bytes": entry.size})
                 if res.ok:
                     gz_done += 1

@@ -1,0 +1,186 @@
+"""Log rotation by rename with writers appending concurrently; per-log counts; gzip rules; the job."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from trading_maintenance.core import log_rotation as lr
+from trading_maintenance.core.cleanup import open_file_ids
+from trading_maintenance.defs.hygiene.jobs import log_rotation_job
+from trading_maintenance_tests.conftest import write_config
+from trading_maintenance_tests.hygiene.conftest import make_file
+
+DAY = 86400
+LINES = 15000
+
+REOPENING_WRITER = """
+import logging, logging.handlers, sys, time
+path, n = sys.argv[1], int(sys.argv[2])
+handler = logging.handlers.WatchedFileHandler(path)
+handler.setFormatter(logging.Formatter("%(message)s"))
+log = logging.getLogger("w"); log.addHandler(handler); log.setLevel(logging.INFO); log.propagate = False
+for i in range(n):
+    log.info("R %08d %s", i, "r" * 60)
+    if i % 150 == 0:
+        time.sleep(0.003)
+"""
+
+PLAIN_WRITER = """
+import sys, time
+path, n = sys.argv[1], int(sys.argv[2])
+with open(path, "a", buffering=1) as out:   # opened once, never reopened
+    for i in range(n):
+        out.write("N %08d %s\\n" % (i, "n" * 60))
+        if i % 150 == 0:
+            time.sleep(0.003)
+"""
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+def _all_lines(folder: Path) -> list[str]:
+    lines: list[str] = []
+    for path in folder.iterdir():
+        if path.name.startswith("."):
+            continue
+        data = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+        lines.extend(data.decode().splitlines())
+    return lines
+
+
+def test_concurrent_writers_lose_and_duplicate_nothing(tmp_path):
+    logs = tmp_path / "data" / "logs"
+    logs.mkdir(parents=True)
+    log = logs / "trading_system.log"
+    log.touch()
+    writers = [
+        subprocess.Popen([sys.executable, "-c", REOPENING_WRITER, str(log), str(LINES)]),
+        subprocess.Popen([sys.executable, "-c", PLAIN_WRITER, str(log), str(LINES)]),
+    ]
+    rotations = 0
+    try:
+        while any(w.poll() is None for w in writers):
+            held = open_file_ids()
+            # compress_after=0: every rotated file but the newest is a gzip candidate, so the
+            # test also proves a file a writer still holds is never compressed
+            plan = lr.plan_rotation(logs, 40_000, 200, time.time(), 0, held)
+            outcome = lr.apply_rotation(plan, held)
+            assert outcome.ok, outcome.failed
+            assert lr.verify_rotation(plan, outcome) == []
+            rotations += outcome.count("create")
+            time.sleep(0.02)
+    finally:
+        for w in writers:
+            w.wait(timeout=60)
+    assert all(w.returncode == 0 for w in writers)
+    assert rotations >= 2, "writers finished before rotation could interleave"
+
+    # rotate once more with the writers gone, then a rerun changes nothing
+    plan = lr.plan_rotation(logs, 40_000, 200, time.time(), None, open_file_ids())
+    lr.apply_rotation(plan, set())
+    before = _snapshot(logs)
+    again = lr.plan_rotation(logs, 40_000, 200, time.time(), None, open_file_ids())
+    assert again.ops == []
+    lr.apply_rotation(again, set())
+    assert _snapshot(logs) == before
+
+    lines = _all_lines(logs)
+    counts = Counter(lines)
+    expected = {f"R {i:08d} {'r' * 60}" for i in range(LINES)} | {f"N {i:08d} {'n' * 60}" for i in range(LINES)}
+    assert set(counts) == expected  # no partial or foreign line
+    assert max(counts.values()) == 1 and len(lines) == 2 * LINES
+    assert any(name.endswith(".gz") for name in os.listdir(logs))
+
+
+def _chain(logs: Path, name: str, count: int, mtime: float) -> None:
+    for i in range(1, count + 1):
+        make_file(logs / f"{name}.{i}", f"{name} rotated {i}\n" * 50, mtime - i)
+
+
+def test_keeps_count_per_log_and_never_gzips_newest(tmp_path):
+    logs = tmp_path / "logs"
+    now = time.time()
+    for name in ("a.log", "b.log"):
+        make_file(logs / name, "x" * 5000, now)
+        _chain(logs, name, 5, now - 10 * DAY)
+    make_file(logs / "small.log", "y" * 10, now)
+    make_file(logs / "small.log.1", "old\n" * 100, now - 30 * DAY)
+    plan = lr.plan_rotation(logs, 1000, 5, now, 7 * DAY, set())
+    assert plan.rotated_logs == ["a.log", "b.log"]
+    outcome = lr.apply_rotation(plan, set())
+    assert outcome.ok and lr.verify_rotation(plan, outcome) == []
+    for name in ("a.log", "b.log"):
+        assert (logs / name).exists() and (logs / name).stat().st_size == 0
+        assert (logs / f"{name}.1").read_text() == "x" * 5000  # newest rotated: plain
+        for i in range(2, 6):
+            assert (logs / f"{name}.{i}.gz").exists(), i  # old rotated: gzipped
+            assert gzip.decompress((logs / f"{name}.{i}.gz").read_bytes()).decode() == f"{name} rotated {i - 1}\n" * 50
+        assert not (logs / f"{name}.6").exists() and not (logs / f"{name}.6.gz").exists()
+    assert outcome.count("delete") == 2  # one per log, not across logs
+    assert (logs / "small.log.1").exists()  # the newest rotated file is never gzipped, however old
+    assert lr.plan_rotation(logs, 1000, 5, now, 7 * DAY, set()).ops == []
+
+
+def test_file_held_open_beyond_count_is_kept(tmp_path):
+    logs = tmp_path / "logs"
+    now = time.time()
+    make_file(logs / "c.log", "z" * 2000, now)
+    _chain(logs, "c.log", 2, now)
+    with open(logs / "c.log.2", "ab"):
+        held = open_file_ids()
+        plan = lr.plan_rotation(logs, 1000, 2, now, None, held)
+        outcome = lr.apply_rotation(plan, held)
+    assert outcome.ok
+    assert (logs / "c.log.3").exists()  # beyond the count but a process holds it
+    assert any("held open" in n.reason for n in plan.notes)
+
+
+def test_symlinked_log_never_rotated(tmp_path):
+    logs = tmp_path / "logs"
+    outside = make_file(tmp_path / "elsewhere" / "big.log", "q" * 5000)
+    logs.mkdir()
+    os.symlink(outside, logs / "linked.log")
+    plan = lr.plan_rotation(logs, 1000, 5, time.time(), None, set())
+    assert plan.ops == [] and plan.notes[0].reason.startswith("symlink")
+    assert outside.read_text() == "q" * 5000
+
+
+def test_log_rotation_job_dry_run_then_real_then_noop(tmp_path, data_dir, run_job):
+    config = write_config(tmp_path, data_dir, maintenance={"performance": {"max_file_size_mb": 1}})
+    logs = data_dir / "logs"
+    now = time.time()
+    make_file(logs / "scheduler.log", b"s" * (1024 * 1024 + 10), now)
+    _chain(logs, "scheduler.log", 5, now - 9 * DAY)
+    make_file(logs / "error.log", b"e" * 100, now)
+    before = _snapshot(logs)
+
+    dry = run_job(log_rotation_job, config=config, run_config={"ops": {"rotate_logs": {"config": {"dry_run": True}}}})
+    assert dry.success
+    assert _snapshot(logs) == before  # a dry run changes nothing
+    out = dry.output_for_node("rotate_logs")
+    assert out["planned_rotations"] == 1 and out["planned_deletions"] == 1 and out["planned_compressions"] == 4
+    assert out["logs_rotated"] == 0
+
+    real = run_job(log_rotation_job, config=config)
+    assert real.success
+    out = real.output_for_node("rotate_logs")
+    assert (out["logs_rotated"], out["files_deleted"], out["files_compressed"]) == (1, 1, 4)
+    assert (logs / "scheduler.log.1").stat().st_size == 1024 * 1024 + 10
+    state_file = data_dir / "state" / "log_rotation.json"
+    state = json.loads(state_file.read_text())
+    assert state["logs"]["scheduler.log"]["rotations"] == 1
+    after, state_mtime = _snapshot(logs), state_file.stat().st_mtime_ns
+
+    rerun = run_job(log_rotation_job, config=config)
+    assert rerun.success
+    assert rerun.output_for_node("rotate_logs")["logs_rotated"] == 0
+    assert _snapshot(logs) == after and state_file.stat().st_mtime_ns == state_mtime
