@@ -10,6 +10,7 @@ import dagster as dg
 from trading_maintenance.defs import emergency, health
 from trading_maintenance.defs import hygiene
 from trading_maintenance.defs import reconciliation
+from trading_maintenance.defs import tradenote
 from trading_maintenance.defs import market_data
 from trading_maintenance.defs import security
 from trading_maintenance.resources import build_resources
@@ -21,6 +22,7 @@ DOMAINS = [
     emergency,
     hygiene,
     reconciliation,
+    tradenote,
     market_data,
     security,
 ]
