@@ -13,6 +13,7 @@ from trading_maintenance.defs import reconciliation
 from trading_maintenance.defs import tradenote
 from trading_maintenance.defs import market_data
 from trading_maintenance.defs import security
+from trading_maintenance.defs import backups
 from trading_maintenance.resources import build_resources
 from trading_maintenance.settings import get_settings
 
@@ -25,6 +26,7 @@ DOMAINS = [
     tradenote,
     market_data,
     security,
+    backups,
 ]
 
 defs = dg.Definitions.merge(

