@@ -1,0 +1,29 @@
+"""The production dagster.yaml stores runs and events in PostgreSQL (dagster-postgres), tested on the real server."""
+
+import shutil
+
+import dagster as dg
+from sqlalchemy.engine import make_url
+
+from trading_maintenance.defs.health.jobs import system_health_check_job
+from trading_maintenance.settings import PROJECT_ROOT
+
+
+def test_production_instance_config_on_real_postgres(tmp_path, pg_url, make_resources, monkeypatch):
+    url = make_url(pg_url)
+    home = tmp_path / "prod_home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "deploy" / "dagster.postgres.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_PG_HOST", url.host or "127.0.0.1")
+    monkeypatch.setenv("DAGSTER_PG_PORT", str(url.port or 5432))
+    monkeypatch.setenv("DAGSTER_PG_USER", url.username or "postgres")
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", url.password or "")
+    monkeypatch.setenv("DAGSTER_PG_DB", url.database)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        result = system_health_check_job.execute_in_process(resources=make_resources(), instance=instance)
+        assert result.success
+    with dg.DagsterInstance.from_config(str(home)) as reopened:  # survives a restart
+        run = reopened.get_run_by_id(result.run_id)
+        assert run is not None and run.is_success
+        assert reopened.fetch_materializations(dg.AssetKey("system_health"), limit=1).records
