@@ -117,9 +117,9 @@ RULES: list[Rule] = [
         name="PEM private key",
         description="A PEM private key block (also with escaped \\n inside JSON).",
         regex=re.compile(
-            r"-----BEGIN (?P<kind>(?:[A-Z0-9]+ )*)PRIVATE KEY(?: BLOCK)?-----"
-            r"(?P<secret>(?:\\[nr]|[\r\n]|[A-Za-z0-9+/=:,. -]){64,16384}?)"
-            r"-----END (?P=kind)PRIVATE KEY(?: BLOCK)?-----"
+            r"-----BEGIN (?P<kind>(?:[A-Z0-9]+ )*)PRIVATE KEY(?: BLOCK)?-----(?:\\[nr]|\s)*"
+            r"(?P<secret>[A-Za-z0-9+/=:,.-](?:\\[nr]|[\r\n]|[A-Za-z0-9+/=:,. -]){63,16384}?)"
+            r"(?:\\[nr]|\s)*-----END (?P=kind)PRIVATE KEY(?: BLOCK)?-----"
         ),
         prefilter=r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY",
         multiline=True,
@@ -241,7 +241,7 @@ RULES: list[Rule] = [
             r"(?i:(?<![A-Za-z0-9])(?P<key>(?:[A-Za-z0-9]+[_.-])*?" + _GENERIC_KEY + r"))"
             + _SEP + r"(?P<secret>" + _VALUE + r"{6,256})"
         ),
-        prefilter=r"(?i)(?:key|secret|token|passw|pwd)[\x22']?\s*[:=]",
+        prefilter=r"(?i)(?:key|secret|token|passw(?:or)?d|pwd)[\x22']?\s*[:=]",
         min_length=6,
         validator=lambda v, m: _generic_ok(v, m),
     ),

@@ -117,8 +117,8 @@ def has_allow_marker(line: str) -> bool:
 # reading files in line-aligned blocks
 
 
-def _raw_blocks(path: Path, block_size: int) -> Iterator[bytes]:
-    if path.name.endswith(".gz"):
+def _raw_blocks(path: Path, block_size: int, gz: bool | None = None) -> Iterator[bytes]:
+    if path.name.endswith(".gz") if gz is None else gz:
         # One decompressor per member, in sequence: bytes of consecutive members are one stream.
         with open(path, "rb") as handle:
             decomp = zlib.decompressobj(wbits=47)
@@ -155,7 +155,16 @@ def _raw_blocks(path: Path, block_size: int) -> Iterator[bytes]:
 def line_blocks(path: Path, block_size: int = BLOCK_SIZE) -> Iterator[bytes]:
     """Blocks that end at a line end (the last one may lack its newline)."""
     carry = b""
-    for data in _raw_blocks(path, block_size):
+    pending: Exception | None = None
+    raw = _raw_blocks(path, block_size)
+    while True:
+        try:
+            data = next(raw)
+        except StopIteration:
+            break
+        except (OSError, EOFError, zlib.error) as exc:  # scan what was read, then report
+            pending = exc
+            break
         buf = carry + data if carry else data
         if len(buf) < block_size:
             carry = buf
@@ -173,6 +182,8 @@ def line_blocks(path: Path, block_size: int = BLOCK_SIZE) -> Iterator[bytes]:
         carry = buf[cut:]
     if carry:
         yield carry
+    if pending is not None:
+        raise pending
 
 
 def _looks_binary(head: bytes) -> bool:
@@ -389,8 +400,8 @@ def redact_bytes(data: bytes, fingerprints: set[str], rules: list[Rule] | None =
     return b"".join(out), count, values
 
 
-def _read_all(path: Path) -> bytes:
-    return b"".join(_raw_blocks(path, BLOCK_SIZE))
+def _read_all(path: Path, gz: bool | None = None) -> bytes:
+    return b"".join(_raw_blocks(path, BLOCK_SIZE, gz))
 
 
 def redact_file(path: str | Path, fingerprints: set[str], dry_run: bool = True) -> RedactionResult:
@@ -418,7 +429,7 @@ def redact_file(path: str | Path, fingerprints: set[str], dry_run: bool = True) 
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, before.st_mode & 0o7777)
-        check = _read_all(tmp)
+        check = _read_all(tmp, gz=path.name.endswith(".gz"))
         if check != new or any(v in check.decode("utf-8", "surrogateescape") for v in values):
             tmp.unlink(missing_ok=True)
             result.error = "verification of the rewritten file failed; original kept"
