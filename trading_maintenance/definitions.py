@@ -7,7 +7,7 @@ variable and the key, instead of failing at the first run.
 
 import dagster as dg
 
-from trading_maintenance.defs import emergency, health
+from trading_maintenance.defs import emergency, health, intelligence, reports
 from trading_maintenance.defs import hygiene
 from trading_maintenance.defs import reconciliation
 from trading_maintenance.defs import tradenote
@@ -21,6 +21,8 @@ from trading_maintenance.settings import get_settings
 DOMAINS = [
     health,
     emergency,
+    intelligence,
+    reports,
     hygiene,
     reconciliation,
     tradenote,

@@ -94,6 +94,7 @@ def run_health_check(
         "load_1": dg.MetadataValue.float(round(sample.load_1, 2)),
         "redis_latency_ms": dg.MetadataValue.float(float((report.component("redis").value or -1))),
         "database_latency_ms": dg.MetadataValue.float(float((report.component("database").value or -1))),
+        "redis_used_memory_bytes": dg.MetadataValue.int(int(extra.get("redis_used_memory_bytes") or 0)),
         "market_open": dg.MetadataValue.bool(bool(extra.get("market_open"))),
         "published_to_redis": dg.MetadataValue.bool(published),
         "alerts_sent": dg.MetadataValue.int(sum(1 for d in dispatched if d["sent"])),
