@@ -11,6 +11,7 @@ from trading_maintenance.defs import emergency, health, intelligence, reports
 from trading_maintenance.defs import hygiene
 from trading_maintenance.defs import reconciliation
 from trading_maintenance.defs import tradenote
+from trading_maintenance.defs import database
 from trading_maintenance.defs import market_data
 from trading_maintenance.defs import security
 from trading_maintenance.defs import backups
@@ -26,6 +27,7 @@ DOMAINS = [
     hygiene,
     reconciliation,
     tradenote,
+    database,
     market_data,
     security,
     backups,
