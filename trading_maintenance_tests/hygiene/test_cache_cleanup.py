@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, timezone
 
 from sqlalchemy import insert
@@ -66,11 +65,13 @@ def _seed_orders(pg_url: str) -> None:
 
 
 def test_cache_cleanup_job_against_real_redis_and_postgres(tmp_path, data_dir, redis_client, pg_url, run_job):
-    config = write_config(tmp_path, data_dir, hygiene={"cache_idle_delete_seconds": 1, "cache_default_ttl_seconds": 777})
+    # default idle limit (7 days); the idle keys are restored with an idle time of 8 days
+    config = write_config(tmp_path, data_dir, hygiene={"cache_default_ttl_seconds": 777})
     r = redis_client
-    _plant_five(r, ":idle")  # become idle beyond the 1 s limit
+    _plant_five(r, ":idle")
+    for key in FIVE_TYPES:
+        r.restore(key + ":idle", 0, r.dump(key + ":idle"), replace=True, idletime=8 * 86400)
     r.set("ticker_last_seen:MSFT", "x")
-    time.sleep(2.2)
     _plant_world(r)
     _seed_orders(pg_url)
     protected_before = {k: r.dump(k) for k in PROTECTED + ["ticker_last_seen:AAPL", "cache:events", "ticker_last_seen:GME"]}

@@ -2,6 +2,7 @@
 import dagster as dg
 
 from trading_maintenance.defs.common import job_tags
+from trading_maintenance.defs.hygiene.ops import clean_redis_caches
 from trading_maintenance.defs.emergency.ops import (
     clean_expired_temp_files,
     recheck_system_health,
@@ -16,4 +17,5 @@ from trading_maintenance.defs.emergency.ops import (
 def emergency_maintenance_job():
     health_before = recheck_system_health()
     temp_cleanup = clean_expired_temp_files(health_before)
+    clean_redis_caches(after=health_before)  # cache TTLs, idle/orphaned keys, memory purge
     report_emergency_maintenance(health_before, temp_cleanup)

@@ -314,7 +314,10 @@ def run_cache_cleanup(context, config: HygieneConfig, settings: MaintenanceSetti
     return _finish(context, client, "cache_cleanup", result, failures)
 
 
-@dg.op(description="SCAN the cache namespaces: TTL for keys without one, delete idle or orphaned keys, MEMORY PURGE when fragmented.")
+@dg.op(
+    description="SCAN the cache namespaces: TTL for keys without one, delete idle or orphaned keys, MEMORY PURGE when fragmented.",
+    ins={"after": dg.In(dg.Nothing, description="optional: run after this step (emergency maintenance)")},
+)
 def clean_redis_caches(
     context: dg.OpExecutionContext, config: HygieneConfig, settings: MaintenanceSettingsResource, redis: RedisResource, trading_db: TradingDatabaseResource
 ) -> dict:

@@ -1,0 +1,178 @@
+"""The data cleanup, performance and resource optimization jobs run in-process with real resources;
+the whole Definitions loads with every hygiene job and schedule."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import time
+from pathlib import Path
+
+import dagster as dg
+from sqlalchemy import create_engine, text
+
+from trading_maintenance.core import performance as perf
+from trading_maintenance.defs.hygiene.jobs import data_cleanup_job, performance_optimization_job, resource_optimization_job
+from trading_maintenance_tests.conftest import write_config
+from trading_maintenance_tests.hygiene.conftest import make_file
+
+DAY = 86400
+HOUR = 3600
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            st = os.lstat(os.path.join(dirpath, name))
+            out[os.path.relpath(os.path.join(dirpath, name), root)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def test_data_cleanup_job_dry_run_then_real(tmp_path, data_dir, redis_client, run_job):
+    config = write_config(tmp_path, data_dir)
+    now = time.time()
+    expired = [
+        make_file(data_dir / "temp" / "old.tmp", b"t" * 10, now - DAY - HOUR),
+        make_file(data_dir / "logs" / "app.log.3.gz", b"l" * 20, now - 30 * DAY - HOUR),
+        make_file(data_dir / "backups" / "b1.tar.zst", b"b" * 30, now - 7 * DAY - HOUR),
+        make_file(data_dir / "exports" / "tradenote" / "tradenote_2020-01-02.csv", b"e" * 40, now),  # dated name: old
+        make_file(data_dir / "reports" / "maintenance" / "daily_2020-01-02.md", b"r" * 50, now),
+    ]
+    kept = [
+        make_file(data_dir / "temp" / "young.tmp", b"y" * 10, now - DAY + HOUR),
+        make_file(data_dir / "logs" / "app.log", b"l" * 20, now - 90 * DAY),  # live log: rotation's business
+        make_file(data_dir / "backups" / "b2.tar.zst", b"c" * 30, now - 7 * DAY + HOUR),
+    ]
+    unarchived = make_file(data_dir / "parquet" / "market_data" / "AAPL" / "1day" / "2020-01-02.parquet", b"p" * 60, now)
+    outside = make_file(tmp_path / "outside" / "keep.txt", b"o", now - 500 * DAY)
+    os.symlink(outside, data_dir / "temp" / "escape")
+    before = _tree(data_dir)
+
+    dry = run_job(data_cleanup_job, config=config, run_config={"ops": {"clean_data_files": {"config": {"dry_run": True}}}})
+    assert dry.success
+    assert _tree(data_dir) == before
+    out = dry.output_for_node("clean_data_files")
+    assert out["planned_deletions"] == 5 and out["files_deleted"] == 0
+    assert sum(1 for a in out["actions"] if a["action"] == "would delete") == 5
+
+    real = run_job(data_cleanup_job, config=config)
+    assert real.success
+    out = real.output_for_node("clean_data_files")
+    assert out["files_deleted"] == 5 and out["bytes_freed"] == 150 and out["files_held"] == 1
+    assert all(not p.exists() for p in expired)
+    assert all(p.exists() for p in kept) and unarchived.exists() and outside.exists()
+    assert os.path.islink(data_dir / "temp" / "escape")
+    held = [a for a in out["actions"] if a["category"] == "market_data"]
+    assert held and held[0]["reason"] == "not archived, kept"
+    published = json.loads(redis_client.get("maintenance:result:data_cleanup"))
+    assert published["status"] == "success" and published["files_deleted"] == 5
+    cats = {row["category"]: row for row in out["categories"]}
+    assert cats["temp"]["deleted_files"] == 1 and cats["temp"]["kept_files"] == 1
+
+
+def test_idle_in_transaction_sessions_reported_and_terminated_only_when_configured(pg_url):
+    engine = create_engine(pg_url)
+    idle = create_engine(pg_url).connect()
+    idle.execute(text("SELECT 1"))  # opens a transaction and leaves it idle
+    time.sleep(1.2)
+    report = perf.database_sessions(engine, 0.5, terminate=False, dry_run=False)
+    assert report["available"] and len(report["idle_in_transaction"]) == 1
+    assert report["idle_in_transaction"][0]["terminated"] is False
+    dry = perf.database_sessions(engine, 0.5, terminate=True, dry_run=True)
+    assert dry["idle_in_transaction"][0]["terminated"] is False
+    acted = perf.database_sessions(engine, 0.5, terminate=True, dry_run=False)
+    assert acted["idle_in_transaction"][0]["terminated"] is True
+    assert perf.database_sessions(engine, 0.5, terminate=False, dry_run=False)["idle_in_transaction"] == []
+    idle.invalidate()
+    engine.dispose()
+
+
+def test_performance_job_measures_and_writes_report(tmp_path, data_dir, redis_client, run_job):
+    config = write_config(tmp_path, data_dir)
+    redis_client.set("cache:no_ttl", "x")
+    redis_client.set("price_cache:big", "v" * 200_000)
+    make_file(data_dir / "parquet" / "market_data" / "AAPL" / "1min" / "2026-01-02.parquet", b"p" * 5000)
+    make_file(data_dir / "logs" / "app.log", b"l" * 100)
+
+    dry = run_job(performance_optimization_job, config=config, run_config={"ops": {"measure_performance": {"config": {"dry_run": True}}}})
+    assert dry.success and not (data_dir / "reports").exists()
+
+    res = run_job(performance_optimization_job, config=config)
+    assert res.success
+    out = res.output_for_node("measure_performance")
+    assert out["redis"]["largest_keys"][0]["key"] == "price_cache:big"
+    assert out["redis"]["cache_keys_without_ttl"] == 2
+    assert any("cache keys have no TTL" in r for r in out["recommendations"])
+    assert out["database"]["available"] is False  # embedded SQLite: said so, not invented
+    folders = {f["folder"]: f["bytes"] for f in out["disk"]["largest_folders"]}
+    assert folders["parquet"] == 5000 and folders["logs"] == 100
+    assert Path(out["report_path"]).read_text().startswith("# Performance report")
+    assert out["db_sessions_terminated"] == 0
+    assert json.loads(redis_client.get("maintenance:result:performance_optimization"))["status"] == "success"
+
+
+def test_resource_optimization_job(tmp_path, data_dir, redis_client, run_job):
+    config = write_config(tmp_path, data_dir, hygiene={"maintenance_list_caps": {"maintenance:audit": 100, "maintenance:custom": 10}})
+    r = redis_client
+    r.rpush("maintenance:audit", *[f"h{i}" for i in range(150)])  # index 0 is the newest (LPUSH order)
+    r.rpush("maintenance:custom", *[f"c{i}" for i in range(25)])
+    r.rpush("maintenance:other", *[f"o{i}" for i in range(5)])
+    r.set("maintenance:result:x", "{}")
+    now = time.time()
+    old_rotated = make_file(data_dir / "logs" / "app.log.2", "line\n" * 500, now - 10 * DAY)
+    newest_rotated = make_file(data_dir / "logs" / "app.log.1", "line\n" * 500, now - 10 * DAY)
+    old_export = make_file(data_dir / "exports" / "tradenote" / "tradenote_2026-01-02.csv", "a,b\n" * 500, now)
+    young_export = make_file(data_dir / "exports" / "maintenance" / "notes.csv", "a,b\n" * 500, now - DAY)
+    before = _tree(data_dir)
+
+    dry = run_job(resource_optimization_job, config=config, run_config={"ops": {"optimize_resources": {"config": {"dry_run": True}}}})
+    assert dry.success
+    out = dry.output_for_node("optimize_resources")
+    assert (out["planned_list_trims"], out["planned_list_entries"], out["planned_gzips"]) == (2, 65, 2)
+    assert out["purged"] is False and r.llen("maintenance:audit") == 150 and _tree(data_dir) == before
+
+    res = run_job(resource_optimization_job, config=config)
+    assert res.success
+    out = res.output_for_node("optimize_resources")
+    assert (out["lists_trimmed"], out["list_entries_removed"], out["files_gzipped"]) == (2, 65, 2)
+    assert out["purged"] == out["purge_needed"]
+    assert r.llen("maintenance:audit") == 100 and r.lindex("maintenance:audit", 0) == b"h0"
+    assert r.llen("maintenance:custom") == 10 and r.llen("maintenance:other") == 5
+    assert not old_rotated.exists() and gzip.decompress(Path(str(old_rotated) + ".gz").read_bytes()) == b"line\n" * 500
+    assert not old_export.exists() and Path(str(old_export) + ".gz").exists()
+    assert newest_rotated.exists() and young_export.exists()
+    assert json.loads(r.get("maintenance:result:resource_optimization"))["lists_trimmed"] == 2
+
+
+def test_definitions_load_with_hygiene_jobs_and_schedules():
+    from trading_maintenance.definitions import defs
+
+    repo = defs.get_repository_def()
+    for job in (
+        "data_cleanup_job",
+        "log_rotation_job",
+        "cache_cleanup_job",
+        "api_rate_limit_job",
+        "performance_optimization_job",
+        "resource_optimization_job",
+    ):
+        assert repo.has_job(job), job
+    expected = {
+        "api_rate_limit_schedule": "1 0 * * *",
+        "data_cleanup_schedule": "0 2 * * *",
+        "log_rotation_schedule": "30 2 * * *",
+        "cache_cleanup_schedule": "0 3 * * *",
+        "performance_optimization_schedule": "0 2 * * 0",
+    }
+    for name, cron in expected.items():
+        schedule = repo.get_schedule_def(name)
+        assert schedule.cron_schedule == cron and schedule.execution_timezone == "America/New_York"
+        assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING and schedule.description
+    from trading_maintenance.tasks import TASKS
+
+    for task in ("data_cleanup", "log_rotation", "cache_cleanup", "api_rate_limit_reset", "performance_optimization", "resource_optimization"):
+        assert repo.has_job(TASKS[task].job_name)
+    emergency = repo.get_job("emergency_maintenance_job")
+    assert "clean_redis_caches" in {node.name for node in emergency.graph.node_defs}
