@@ -156,7 +156,10 @@ def create_backup(
     warnings: list[str] = []
     redis_stats: dict = {}
     db_info: dict = {}
-    work = Path(tempfile.mkdtemp(prefix="backup-work-", dir=work_root))
+    Path(dest_dir).mkdir(parents=True, exist_ok=True)
+    if work_root is not None:
+        Path(work_root).mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".backup-work-", dir=work_root))
     os.chmod(work, 0o700)
     try:
         with ArchiveWriter(dest_dir, backup_id, fmt, secret) as writer:

@@ -99,7 +99,7 @@ def restore_drill(
     if passed and not config.dry_run:
         last_ok = now.isoformat()
         try:
-            client.set(LAST_RESTORE_KEY, json.dumps({"at": last_ok, "backup_id": report["backup_id"], "run_id": context.run_id}))
+            client.set(LAST_RESTORE_KEY, json.dumps({"at": last_ok, "backup_id": report["backup_id"], "run_id": context.run.run_id}))
         except Exception as exc:  # noqa: BLE001
             context.log.warning(f"could not record the last successful restore: {type(exc).__name__}")
     else:
@@ -109,12 +109,12 @@ def restore_drill(
         except Exception:  # noqa: BLE001
             last_ok = None
     failed_parts = [c["part"] for c in report["checks"] if not c["passed"]]
-    publish_result(client, TASK, {"status": "success" if passed else "failed", "run_id": context.run_id,
+    publish_result(client, TASK, {"status": "success" if passed else "failed", "run_id": context.run.run_id,
                                   "dry_run": config.dry_run, "last_successful_restore": last_ok, **report}, context.log)
     if not passed:
         alerts.send(Alert(key="backup:drill_failed", severity="critical", title="Backup restore drill failed",
                           message=f"backup {report['backup_id'] or report['archive']}: failed parts {failed_parts}",
-                          details={"run_id": context.run_id}), client)
+                          details={"run_id": context.run.run_id}), client)
     yield dg.AssetCheckResult(
         passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,

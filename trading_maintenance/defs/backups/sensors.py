@@ -16,9 +16,9 @@ def backup_verification_sensor(context: dg.SensorEvaluationContext, asset_event:
     metadata = materialization.metadata if materialization else {}
     dry_run = metadata.get("dry_run")
     if dry_run is not None and dry_run.value:
-        return dg.SkipReason(f"backup_archive materialization {asset_event.storage_id} was a dry run: nothing to drill")
+        return dg.SkipReason(f"backup_archive materialization of run {asset_event.run_id} was a dry run: nothing to drill")
     backup_id = metadata.get("backup_id")
     return dg.RunRequest(
-        run_key=f"restore-drill-{asset_event.storage_id}",
+        run_key=f"restore-drill-{asset_event.run_id}",
         tags={"maintenance/trigger": "backup_verification_sensor", "maintenance/backup_id": str(backup_id.value if backup_id else "")},
     )

@@ -1,0 +1,120 @@
+"""`trading-maintenance restore` (and `backups list`): restore from a verified backup archive."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+EXIT_REFUSED = 3
+
+
+def _archive_for(settings, which: str, on_date: str | None, work: Path) -> Path:
+    from trading_maintenance.core.backup import ArchiveError, list_local_backups, select_backup
+
+    candidate = Path(which)
+    if which not in ("latest",) and (candidate.is_file() or "/" in which):
+        if not candidate.is_file():
+            raise ArchiveError(f"{which}: no such backup file")
+        return candidate
+    refs = list_local_backups(settings.backups_dir)
+    try:
+        return Path(select_backup(refs, which, on_date, settings.maintenance.scheduling.timezone).location)
+    except ArchiveError:
+        if not (settings.backup.remote_enabled and settings.backup.s3_bucket):
+            raise
+    from trading_maintenance.resources import build_resources
+
+    store = build_resources(settings)["object_store"]
+    ref = select_backup(store.list_backups(), which, on_date, settings.maintenance.scheduling.timezone)
+    return store.download(ref.name, work / ref.name)
+
+
+def register(cli: click.Group) -> None:
+    @cli.command("restore")
+    @click.option("--type", "kind", type=click.Choice(["config", "redis", "trading_data", "database", "all"]), required=True,
+                  help="what to restore")
+    @click.option("--backup", "which", default="latest", show_default=True, help="latest, a backup id, or a path to an archive")
+    @click.option("--date", "on_date", help="YYYY-MM-DD: use the latest backup made on that day (New York time)")
+    @click.option("--dry-run", is_flag=True, help="verify the archive and list what would change; change nothing")
+    @click.option("--force", is_flag=True, help="overwrite existing keys, files, configuration or a non-empty database")
+    @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+    def restore(kind: str, which: str, on_date: str | None, dry_run: bool, force: bool, as_json: bool) -> None:
+        """Restore from a backup. Every checksum is verified before anything is touched; a tampered,
+        truncated or wrongly keyed archive, or one with a member escaping its target, is refused."""
+        import tempfile
+
+        from trading_maintenance.core.backup import ArchiveError
+        from trading_maintenance.core.masking import mask_text
+        from trading_maintenance.core.restore import TYPES, RestoreRefused, restore_backup
+        from trading_maintenance.resources.database import database_engine
+        from trading_maintenance.resources.redis import redis_client
+        from trading_maintenance.settings import SettingsError, load_settings
+
+        try:
+            settings = load_settings()
+        except SettingsError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        secret = settings.backup.encryption_key.get_secret_value() if settings.backup.encryption_key else None
+        secrets = [s for s in (secret, settings.redis_url(), settings.database_url()) if s]
+        types = set(TYPES) if kind == "all" else {kind}
+        settings.temp_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with tempfile.TemporaryDirectory(prefix="restore-download-", dir=settings.temp_dir) as tmp:
+                archive = _archive_for(settings, which, on_date, Path(tmp))
+                report = restore_backup(
+                    archive, secret, types, stage_root=settings.temp_dir,
+                    config_path=Path(settings.config_path) if settings.config_path else None,
+                    redis_client=redis_client(settings.redis_url(), settings.data_dir) if "redis" in types else None,
+                    engine=database_engine(settings.database_url(), settings.data_dir) if "database" in types else None,
+                    db_url=settings.database_url(), data_dir=settings.data_dir, force=force, dry_run=dry_run,
+                )
+        except RestoreRefused as exc:
+            click.echo(mask_text(str(exc), secrets), err=True)
+            sys.exit(EXIT_REFUSED)
+        except ArchiveError as exc:
+            click.echo(f"refused: {mask_text(str(exc), secrets)}", err=True)
+            sys.exit(EXIT_REFUSED)
+        except Exception as exc:  # noqa: BLE001 - one clear line, secrets masked
+            click.echo(f"restore failed: {type(exc).__name__}: {mask_text(str(exc), secrets)}", err=True)
+            sys.exit(1)
+        data = report.as_dict()
+        if as_json:
+            click.echo(json.dumps(data, indent=2, default=str))
+        else:
+            click.echo(f"backup {report.backup_id} ({archive.name}): every checksum verified")
+            for part, plan in report.plan.items():
+                click.echo(f"  {part}: {'would change' if dry_run else 'planned'} {json.dumps(plan, default=str)}")
+            for part, done in report.restored.items():
+                click.echo(f"  {part}: restored {json.dumps(done, default=str)}")
+            for problem in report.problems:
+                click.echo(f"  problem: {problem}", err=True)
+            if dry_run:
+                click.echo("dry run: nothing was changed")
+        if report.problems:
+            sys.exit(1)
+
+    group = cli.commands.get("backups")
+    if group is None:
+        @cli.group("backups")
+        def group() -> None:
+            """Backup archives: list local and remote copies."""
+
+    @group.command("list")
+    @click.option("--remote", is_flag=True, help="list the S3 copies too")
+    def backups_list(remote: bool) -> None:
+        """Backups on disk (and in S3), newest last."""
+        from trading_maintenance.core.backup import list_local_backups
+        from trading_maintenance.settings import load_settings
+
+        settings = load_settings()
+        for ref in list_local_backups(settings.backups_dir):
+            click.echo(f"{ref.backup_id}  {ref.size:>12}  {ref.location}")
+        if remote and settings.backup.remote_enabled:
+            from trading_maintenance.resources import build_resources
+
+            for ref in build_resources(settings)["object_store"].list_backups():
+                click.echo(f"{ref.backup_id}  {ref.size:>12}  {ref.location}")
