@@ -419,7 +419,12 @@ def _unlink_if_same(entry_path: str, mtime: float, outcome: CategoryOutcome) -> 
 
 def apply_category(plan: CategoryPlan, open_ids: set[tuple[int, int]] | None = None) -> CategoryOutcome:
     outcome = CategoryOutcome(plan.name)
-    for entry in plan.delete:
+    for entry in list(plan.delete):
+        if is_held(entry.path, open_ids):
+            # a writer that never reopens may still append to it: deleting would lose its lines
+            plan.delete.remove(entry)
+            plan.held.append(Held(entry.path, entry.size, "held open by a process; kept"))
+            continue
         if _unlink_if_same(entry.path, entry.mtime, outcome):
             outcome.deleted.append(entry)
     for dup in plan.duplicates:

@@ -202,3 +202,17 @@ def test_gzip_refuses_file_held_open(tmp_path):
         assert held is not None and c.is_held(str(path), held)
         result = c.gzip_file(str(path), None, held)
     assert not result.ok and "held open" in result.reason and path.exists()
+
+
+def test_expired_file_held_open_is_kept(tmp_path, data_dir):
+    settings = _settings(tmp_path, data_dir)
+    cat = _cat(c.standard_categories(settings), "logs")
+    held_file = make_file(data_dir / "logs" / "quiet.log.1", mtime=NOW - 40 * DAY)
+    free_file = make_file(data_dir / "logs" / "quiet.log.2", mtime=NOW - 40 * DAY)
+    plan = c.plan_category(cat, data_dir, NOW, TZ, None)
+    assert len(plan.delete) == 2
+    with open(held_file, "ab"):
+        outcome = c.apply_category(plan, c.open_file_ids())
+    c.verify_category(plan, outcome, cat, data_dir, NOW, TZ, None)
+    assert outcome.ok and held_file.exists() and not free_file.exists()
+    assert [(h.path, h.reason) for h in plan.held] == [(str(held_file), "held open by a process; kept")]

@@ -176,3 +176,32 @@ def test_definitions_load_with_hygiene_jobs_and_schedules():
         assert repo.has_job(TASKS[task].job_name)
     emergency = repo.get_job("emergency_maintenance_job")
     assert "clean_redis_caches" in {node.name for node in emergency.graph.node_defs}
+
+
+def test_data_cleanup_deletes_only_market_data_a_verified_archive_covers(tmp_path, data_dir, run_job):
+    from datetime import date
+
+    from trading_maintenance.core import market_data as md
+    from trading_maintenance.core import market_data_synth as synth
+
+    config = write_config(tmp_path, data_dir)
+    market = data_dir / "parquet" / "market_data"
+    archived_days = synth.generate(market, ["AAPL", "MSFT"], date(2025, 1, 2), date(2025, 1, 6), timeframe="1h", dup_fraction=0, shuffle=False)
+    result = md.consolidate_month(market, "2025-01", max_workers=1)
+    assert result is not None
+    late = synth.write_daily(market, synth.session_bars("AAPL", date(2025, 1, 7), "1h"), "AAPL", "1h", date(2025, 1, 7))
+    recent_day = synth.last_trading_day_before(date.today())
+    recent = synth.write_daily(market, synth.session_bars("AAPL", recent_day, "1h"), "AAPL", "1h", recent_day)
+    archives = sorted((data_dir / "parquet" / "archive").rglob("*.parquet"))
+    assert len(archives) == 2
+
+    res = run_job(data_cleanup_job, config=config)
+    assert res.success
+    out = res.output_for_node("clean_data_files")
+    assert out["market_data_coverage"].startswith("verified monthly archives")
+    assert all(not p.exists() for p in archived_days)
+    assert late.exists() and recent.exists()  # written after the archive / within retention
+    held = [a for a in out["actions"] if a["category"] == "market_data" and a["action"] == "keep"]
+    assert [a["path"] for a in held] == ["parquet/market_data/AAPL/1h/2025-01-07.parquet"]
+    assert all(a.exists() for a in archives)
+    assert {row["category"]: row["deleted_files"] for row in out["categories"]}["market_data"] == len(archived_days)

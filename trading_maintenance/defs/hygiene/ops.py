@@ -45,6 +45,7 @@ def _rel(path: str, root: Path) -> str:
 
 def _finish(context, redis_client, task: str, result: dict, failures: list[str]) -> dict:
     """Publish the result; fail the run (after publishing) when any part failed."""
+    failures = [mask_text(f) for f in failures]
     result = {"status": "failed" if failures else "success", "run_id": context.run_id, **result}
     if failures:
         result["failures"] = failures[:200]
@@ -72,12 +73,12 @@ def archived_market_data(settings) -> tuple[set[str] | None, str]:
     if func is None:
         return None, "archived_daily_files not available: no market-data file deleted"
     try:
-        files = func(settings)
-    except TypeError:
-        files = func(settings.data_dir)
+        # archived_daily_files(market_data_dir, archive_dir=None, months=None, verify=True) -> set[Path]:
+        # files listed in a verified manifest, unchanged since, every key re-read and found in the archive
+        files = func(settings.market_data_dir)
     except Exception as exc:  # noqa: BLE001 - unknown coverage means keep everything
         return None, f"archived_daily_files failed ({type(exc).__name__}): no market-data file deleted"
-    return {os.path.realpath(str(p)) for p in files}, "verified monthly archives (archived_daily_files)"
+    return {os.path.realpath(str(p)) for p in files}, "verified monthly archives (core.market_data.archived_daily_files)"
 
 
 # --- data cleanup --------------------------------------------------------------------------------
