@@ -47,8 +47,11 @@ def test_run_then_history_and_status(cli_env, redis_client):
     status = json.loads(_run(["status", "--json"], cli_env).stdout)
     assert status["health"]["run_id"] == history[0]["run_id"]
     assert json.loads(redis_client.get("maintenance:result:system_health_check"))["run_id"] == history[0]["run_id"]
-    rendered = (Path(cli_env["DAGSTER_HOME"]) / "dagster.yaml").read_text()
-    assert "max_concurrent_runs: 2" in rendered and "max_runtime_seconds: 420" in rendered
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:  # what the daemon will enforce
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 2
+        assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds == 420
 
 
 def test_dry_run_flag_reaches_the_ops(cli_env, data_dir):
