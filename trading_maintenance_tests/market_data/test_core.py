@@ -318,3 +318,18 @@ def test_parallel_and_serial_give_identical_archives(mdir, tmp_path):
     md.consolidate_month(other, MAR, max_workers=1, as_of=AS_OF)
     for i in range(4):
         assert archive_of(mdir, f"S{i}").equals(archive_of(other, f"S{i}"))
+
+
+def test_fast_multi_file_read_equals_file_by_file_read(mdir):
+    generate(mdir, ["AAA"], MAR_DAYS[0], MAR_DAYS[-1], dup_fraction=0.05, shuffle=True)
+    files = md.discover_daily_files(mdir, MAR)[("AAA", "1min")]
+    fast, sources = md._read_group_fast(files)
+    careful = pl.concat([pl.read_parquet(f.path).with_columns(pl.lit(f.day).alias("_file_date")) for f in files])
+    assert fast.equals(careful)
+    assert [s["rows"] for s in sources] == [pl.read_parquet(f.path).height for f in files]
+    # one file in an old schema: the fast path declines, the careful path normalises it
+    old = pl.read_parquet(files[1].path).drop("asset_type")
+    old.write_parquet(files[1].path)
+    assert md._read_group_fast(files) is None
+    (group,) = md.consolidate_month(mdir, MAR, as_of=AS_OF).groups
+    assert group.verified and len(group.normalised) == 1 and group.files_read == 3
