@@ -110,3 +110,16 @@ def test_utilisation_analysis_and_recommendations():
     assert "set rate_limit:d:limit" in noquota.recommendation
     old_only = rl.analyse("e", {(today - timedelta(days=200)).isoformat(): {"used": 5, "limit": 10}}, today)
     assert old_only.days == 0
+
+
+def test_a_failed_part_fails_the_run_but_others_are_reset(redis_client, run_job):
+    r = redis_client
+    r.set("rate_limit:good:daily", 5)
+    r.set("rate_limit:bad:daily", 9)
+    r.hset("rate_limit:bad:last_reset", mapping={"x": 1})  # GET on a hash fails inside the script
+    res = run_job(api_rate_limit_job, run_config=_cfg("2026-03-10"))
+    assert not res.success
+    assert r.get("rate_limit:good:daily") == b"0" and r.get("rate_limit:bad:daily") == b"9"
+    published = json.loads(r.get("maintenance:result:api_rate_limit_reset"))
+    assert published["status"] == "failed" and published["counters_reset"] == 1
+    assert any(f.startswith("bad:") for f in published["failures"])
