@@ -312,7 +312,7 @@ def run_drill(
                         detail += f"; TTL problems: {ttl_problems[:3]}"
                     report.add("redis", ok, detail)
                 except Exception as exc:  # noqa: BLE001 - the drill reports, it does not crash
-                    report.add("redis", False, f"{type(exc).__name__}: {exc}")
+                    report.add("redis", False, f"{type(exc).__name__}: {str(exc)[:300]}")
                 finally:
                     try:
                         scratch_redis.flushdb()
