@@ -61,12 +61,12 @@ class RotationPlan:
         return sum(op.bytes for op in self.ops if op.action == action)
 
 
-def rotated_chain(log_path: str) -> dict[int, str]:
-    """Index -> path of `log.N` / `log.N.gz` beside the log (a plain file wins over its .gz twin)."""
+def rotated_chain(log_path: str) -> dict[int, list[str]]:
+    """Index -> paths of `log.N` and/or `log.N.gz` beside the log (both can exist after a crash)."""
     folder, base = os.path.split(log_path)
-    chain: dict[int, str] = {}
+    chain: dict[int, list[str]] = {}
     try:
-        names = os.listdir(folder)
+        names = sorted(os.listdir(folder))
     except OSError:
         return chain
     for name in names:
@@ -76,10 +76,7 @@ def rotated_chain(log_path: str) -> dict[int, str]:
         full = os.path.join(folder, name)
         if os.path.islink(full):
             continue
-        index = int(match["n"])
-        if index in chain and not match["gz"]:
-            chain[index] = full
-        chain.setdefault(index, full)
+        chain.setdefault(int(match["n"]), []).append(full)
     return chain
 
 
@@ -115,30 +112,26 @@ def plan_rotation(
         if not stat.S_ISREG(st.st_mode):
             continue
         chain = rotated_chain(log_path)
-        # after: index -> (path after this run, size, mtime)
-        after: dict[int, tuple[str, int, float]] = {}
-        if st.st_size > max_bytes:
-            for index in sorted(chain, reverse=True):
-                src = chain[index]
-                dst = _with_index(log_path, index + 1, src.endswith(".gz"))
+        # after: (index, path after this run, size, mtime) of every rotated file
+        after: list[tuple[int, str, int, float]] = []
+        rotate = st.st_size > max_bytes
+        for index in sorted(chain, reverse=True):
+            for src in chain[index]:
                 try:
                     sst = os.lstat(src)
                 except FileNotFoundError:
                     continue
-                plan.ops.append(LogOp("rename", src, dst, sst.st_size, "shift", name))
-                after[index + 1] = (dst, sst.st_size, sst.st_mtime)
+                if rotate:
+                    dst = _with_index(log_path, index + 1, src.endswith(".gz"))
+                    plan.ops.append(LogOp("rename", src, dst, sst.st_size, "shift", name))
+                    after.append((index + 1, dst, sst.st_size, sst.st_mtime))
+                else:
+                    after.append((index, src, sst.st_size, sst.st_mtime))
+        if rotate:
             plan.ops.append(LogOp("rename", log_path, _with_index(log_path, 1, False), st.st_size, f"over {max_bytes} bytes", name))
             plan.ops.append(LogOp("create", log_path, reason="fresh empty log for writers that reopen", log=name))
-            after[1] = (_with_index(log_path, 1, False), st.st_size, st.st_mtime)
-        else:
-            for index, src in chain.items():
-                try:
-                    sst = os.lstat(src)
-                except FileNotFoundError:
-                    continue
-                after[index] = (src, sst.st_size, sst.st_mtime)
-        for index in sorted(after):
-            path, size, mtime = after[index]
+            after.append((1, _with_index(log_path, 1, False), st.st_size, st.st_mtime))
+        for index, path, size, mtime in sorted(after):
             # a file keeps its inode through renames: "held" is checked on the file as it is now
             current = next((op.path for op in plan.ops if op.action == "rename" and op.target == path), path)
             held_now = is_held(current, open_ids)
@@ -148,7 +141,7 @@ def plan_rotation(
                 else:
                     plan.ops.append(LogOp("delete", path, bytes=size, reason=f"beyond the {keep} rotated files kept", log=name))
                 continue
-            if compress_after_seconds is None or path.endswith(".gz") or index == 1:
+            if compress_after_seconds is None or path.endswith(".gz") or index == 1 or os.path.lexists(path + ".gz"):
                 continue
             if now - mtime > compress_after_seconds:
                 if held_now:

@@ -54,6 +54,30 @@ def largest_keys(client, sample: int, top: int = 10, scan_count: int = 500) -> t
     return [{"key": k, "bytes": b} for b, k in sorted(heap, reverse=True)], sampled
 
 
+def cache_keys_without_ttl(client, namespaces: list[str], scan_count: int = 500, limit: int = 1_000_000) -> int:
+    """Keys in the cache namespaces that have no TTL (SCAN + pipelined TTL), counting up to `limit`."""
+    count = seen = 0
+    for namespace in namespaces:
+        batch: list = []
+        for key in client.scan_iter(match=namespace + "*", count=scan_count):
+            batch.append(key)
+            seen += 1
+            if len(batch) >= scan_count or seen >= limit:
+                pipe = client.pipeline(transaction=False)
+                for k in batch:
+                    pipe.ttl(k)
+                count += sum(1 for t in pipe.execute() if t == -1)
+                batch = []
+            if seen >= limit:
+                return count
+        if batch:
+            pipe = client.pipeline(transaction=False)
+            for k in batch:
+                pipe.ttl(k)
+            count += sum(1 for t in pipe.execute() if t == -1)
+    return count
+
+
 # --- database ----------------------------------------------------------------------------------
 
 

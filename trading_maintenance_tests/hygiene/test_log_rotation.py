@@ -184,3 +184,17 @@ def test_log_rotation_job_dry_run_then_real_then_noop(tmp_path, data_dir, run_jo
     assert rerun.success
     assert rerun.output_for_node("rotate_logs")["logs_rotated"] == 0
     assert _snapshot(logs) == after and state_file.stat().st_mtime_ns == state_mtime
+
+
+def test_plain_and_gz_twins_shift_together(tmp_path):
+    logs = tmp_path / "logs"
+    now = time.time()
+    make_file(logs / "d.log", "d" * 3000, now)
+    make_file(logs / "d.log.1", "one\n", now - 10 * DAY)
+    make_file(logs / "d.log.2", "two\n", now - 10 * DAY)
+    make_file(logs / "d.log.2.gz", gzip.compress(b"two-old\n"), now - 11 * DAY)  # left by a crash
+    plan = lr.plan_rotation(logs, 1000, 5, now, None, set())
+    outcome = lr.apply_rotation(plan, set())
+    assert outcome.ok and lr.verify_rotation(plan, outcome) == []
+    assert sorted(os.listdir(logs)) == ["d.log", "d.log.1", "d.log.2", "d.log.3", "d.log.3.gz"]
+    assert (logs / "d.log.1").read_text() == "d" * 3000 and (logs / "d.log.3").read_text() == "two\n"

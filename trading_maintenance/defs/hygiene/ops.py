@@ -393,11 +393,7 @@ def run_performance(
     report: dict = {}
     try:
         top, sampled = perf_core.largest_keys(client, hygiene.largest_keys_sample, 10, hygiene.scan_count)
-        no_ttl = 0
-        for namespace in hygiene.cache_namespaces:
-            for key in cache_core.scan_keys(client, namespace + "*", hygiene.scan_count):
-                if client.ttl(key) == -1:
-                    no_ttl += 1
+        no_ttl = perf_core.cache_keys_without_ttl(client, hygiene.cache_namespaces, hygiene.scan_count)
         report["redis"] = {"memory": cache_core.memory_info(client), "largest_keys": top, "keys_sampled": sampled, "cache_keys_without_ttl": no_ttl}
     except Exception as exc:  # noqa: BLE001
         failures.append(f"redis measurement failed: {type(exc).__name__}")
