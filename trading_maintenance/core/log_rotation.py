@@ -37,6 +37,7 @@ class LogOp:
     bytes: int = 0
     reason: str = ""
     log: str = ""
+    mode: int = 0o644  # create: the rotated log's permission bits
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -129,7 +130,7 @@ def plan_rotation(
                     after.append((index, src, sst.st_size, sst.st_mtime))
         if rotate:
             plan.ops.append(LogOp("rename", log_path, _with_index(log_path, 1, False), st.st_size, f"over {max_bytes} bytes", name))
-            plan.ops.append(LogOp("create", log_path, reason="fresh empty log for writers that reopen", log=name))
+            plan.ops.append(LogOp("create", log_path, reason="fresh empty log for writers that reopen", log=name, mode=stat.S_IMODE(st.st_mode)))
             after.append((1, _with_index(log_path, 1, False), st.st_size, st.st_mtime))
         for index, path, size, mtime in sorted(after):
             # a file keeps its inode through renames: "held" is checked on the file as it is now
@@ -179,8 +180,11 @@ def apply_rotation(plan: RotationPlan, open_ids: set[tuple[int, int]] | None = N
                     raise FileExistsError(f"{os.path.basename(op.target)} already exists")
                 os.rename(op.path, op.target)
             elif op.action == "create":
-                fd = os.open(op.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-                os.close(fd)
+                fd = os.open(op.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, op.mode)
+                try:
+                    os.fchmod(fd, op.mode)  # same permissions as the log it replaces (umask aside)
+                finally:
+                    os.close(fd)
             elif op.action == "delete":
                 if is_held(op.path, open_ids):
                     raise RuntimeError("held open by a process; kept")

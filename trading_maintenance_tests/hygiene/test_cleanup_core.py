@@ -171,6 +171,7 @@ def test_old_kept_files_compressed_with_age_preserved(tmp_path, data_dir):
     newest_rotated = make_file(data_dir / "logs" / "app.log.1", "line\n" * 1000, NOW - 10 * DAY)
     live = make_file(data_dir / "logs" / "app.log", "line\n" * 1000, NOW - 40 * DAY)
     young = make_file(data_dir / "logs" / "other.log.2", "line\n" * 1000, NOW - 6 * DAY)
+    assert c.plan_category(cat, data_dir, NOW, TZ, None).compress == []  # compression disabled
     plan = c.plan_category(cat, data_dir, NOW, TZ, 7)
     assert [e.path for e in plan.compress] == [str(old_rotated)]
     assert plan.delete == []  # the live log is never deleted by cleanup, however old

@@ -111,6 +111,7 @@ def test_keeps_count_per_log_and_never_gzips_newest(tmp_path):
     now = time.time()
     for name in ("a.log", "b.log"):
         make_file(logs / name, "x" * 5000, now)
+        os.chmod(logs / name, 0o640)
         _chain(logs, name, 5, now - 10 * DAY)
     make_file(logs / "small.log", "y" * 10, now)
     make_file(logs / "small.log.1", "old\n" * 100, now - 30 * DAY)
@@ -120,6 +121,7 @@ def test_keeps_count_per_log_and_never_gzips_newest(tmp_path):
     assert outcome.ok and lr.verify_rotation(plan, outcome) == []
     for name in ("a.log", "b.log"):
         assert (logs / name).exists() and (logs / name).stat().st_size == 0
+        assert (logs / name).stat().st_mode & 0o777 == 0o640
         assert (logs / f"{name}.1").read_text() == "x" * 5000  # newest rotated: plain
         for i in range(2, 6):
             assert (logs / f"{name}.{i}.gz").exists(), i  # old rotated: gzipped
