@@ -89,6 +89,7 @@ class Category:
     requires_archive: bool = False  # market data: delete only what a verified archive covers
     exclude: Callable[[str], bool] | None = None  # files this category never touches
     compress_exclude: Callable[[str], bool] | None = None  # kept files never compressed here
+    volatile: bool = False  # other programs delete their own files here (temp): a kept file vanishing is not our doing
 
 
 @dataclass
@@ -478,7 +479,7 @@ def verify_category(
             if not os.path.lexists(entry.path + ".gz"):
                 problems.append(f"compressed file missing: {entry.path}.gz")
             continue
-        if not os.path.lexists(entry.path):
+        if not os.path.lexists(entry.path) and not category.volatile:
             problems.append(f"file within retention disappeared: {entry.path}")
     for entry in outcome.deleted:
         if os.path.lexists(entry.path):
@@ -493,7 +494,7 @@ def standard_categories(settings, archived_available: bool = True) -> list[Categ
     return [
         Category("market_data", str(settings.market_data_dir), retention.parquet_files, name_dates=True, requires_archive=True),
         Category("logs", str(settings.logs_dir), retention.log_files, compress=True, exclude=is_live_log, compress_exclude=is_newest_rotated_log),
-        Category("temp", str(settings.temp_dir), retention.temp_files, dedupe=True),
+        Category("temp", str(settings.temp_dir), retention.temp_files, dedupe=True, volatile=True),
         Category("exports", str(settings.exports_dir), retention.export_files, name_dates=True, dedupe=True, compress=True),
         Category("reports", str(settings.reports_dir), retention.report_files, name_dates=True, compress=True),
         Category("backups", str(settings.backups_dir), retention.backup_files),

@@ -187,8 +187,8 @@ def test_old_kept_files_compressed_with_age_preserved(tmp_path, data_dir):
 
 def test_verification_reports_a_file_deleted_that_should_remain(tmp_path, data_dir):
     settings = _settings(tmp_path, data_dir)
-    cat = _cat(c.standard_categories(settings), "temp")
-    keep = make_file(data_dir / "temp" / "young.tmp", mtime=NOW - 100)
+    cat = _cat(c.standard_categories(settings), "backups")
+    keep = make_file(data_dir / "backups" / "young.tar.zst", mtime=NOW - 100)
     plan = c.plan_category(cat, data_dir, NOW, TZ, None)
     outcome = c.apply_category(plan)
     keep.unlink()  # something removed a file within retention
@@ -217,3 +217,13 @@ def test_expired_file_held_open_is_kept(tmp_path, data_dir):
     c.verify_category(plan, outcome, cat, data_dir, NOW, TZ, None)
     assert outcome.ok and held_file.exists() and not free_file.exists()
     assert [(h.path, h.reason) for h in plan.held] == [(str(held_file), "held open by a process; kept")]
+
+
+def test_temp_file_removed_by_its_owner_is_not_a_failure(tmp_path, data_dir):
+    settings = _settings(tmp_path, data_dir)
+    cat = _cat(c.standard_categories(settings), "temp")
+    keep = make_file(data_dir / "temp" / "young.tmp", mtime=NOW - 100)
+    plan = c.plan_category(cat, data_dir, NOW, TZ, None)
+    outcome = c.apply_category(plan)
+    keep.unlink()  # the service that wrote it cleaned up after itself
+    assert c.verify_category(plan, outcome, cat, data_dir, NOW, TZ, None) == []
