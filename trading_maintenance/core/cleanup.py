@@ -488,6 +488,14 @@ def verify_category(
     return problems
 
 
+def is_managed_backup(path: str) -> bool:
+    """Archives written by backup_archive: their retention is the backup job's own, which runs only
+    after a new backup is verified and never deletes the newest one. Age alone must not remove the
+    last good backup when backups have been failing for a week."""
+    name = os.path.basename(path)
+    return name.startswith(("backup-", ".backup-"))
+
+
 def standard_categories(settings, archived_available: bool = True) -> list[Category]:
     """The contract's categories with their retention settings."""
     retention = settings.maintenance.data_retention
@@ -497,7 +505,7 @@ def standard_categories(settings, archived_available: bool = True) -> list[Categ
         Category("temp", str(settings.temp_dir), retention.temp_files, dedupe=True, volatile=True),
         Category("exports", str(settings.exports_dir), retention.export_files, name_dates=True, dedupe=True, compress=True),
         Category("reports", str(settings.reports_dir), retention.report_files, name_dates=True, compress=True),
-        Category("backups", str(settings.backups_dir), retention.backup_files),
+        Category("backups", str(settings.backups_dir), retention.backup_files, exclude=is_managed_backup),
     ]
 
 

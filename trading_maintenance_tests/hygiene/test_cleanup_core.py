@@ -227,3 +227,17 @@ def test_temp_file_removed_by_its_owner_is_not_a_failure(tmp_path, data_dir):
     outcome = c.apply_category(plan)
     keep.unlink()  # the service that wrote it cleaned up after itself
     assert c.verify_category(plan, outcome, cat, data_dir, NOW, TZ, None) == []
+
+
+def test_backup_archives_are_left_to_the_backup_jobs_verified_retention(tmp_path, data_dir):
+    # Backups failing for a week must not let age-based cleanup delete the last good archive.
+    settings = _settings(tmp_path, data_dir)
+    cat = _cat(c.standard_categories(settings), "backups")
+    archive = make_file(data_dir / "backups" / "backup-20261101T063000Z.tar.zst", b"a" * 10, NOW - 30 * DAY)
+    stray = make_file(data_dir / "backups" / "manual_dump.sql", b"b" * 20, NOW - 30 * DAY)
+    plan = c.plan_category(cat, data_dir, NOW, TZ, None)
+    assert [e.path for e in plan.delete] == [str(stray)]
+    assert str(archive) not in [e.path for e in plan.delete + plan.keep]
+    outcome = c.apply_category(plan)
+    c.verify_category(plan, outcome, cat, data_dir, NOW, TZ, None)
+    assert outcome.ok and archive.exists() and not stray.exists()
