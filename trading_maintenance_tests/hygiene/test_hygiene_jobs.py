@@ -175,7 +175,7 @@ def test_definitions_load_with_hygiene_jobs_and_schedules():
     for task in ("data_cleanup", "log_rotation", "cache_cleanup", "api_rate_limit_reset", "performance_optimization", "resource_optimization"):
         assert repo.has_job(TASKS[task].job_name)
     emergency = repo.get_job("emergency_maintenance_job")
-    assert "clean_redis_caches" in {node.name for node in emergency.graph.node_defs}
+    assert "emergency_cache_cleanup" in {node.name for node in emergency.graph.node_defs}
 
 
 def test_data_cleanup_deletes_only_market_data_a_verified_archive_covers(tmp_path, data_dir, run_job):

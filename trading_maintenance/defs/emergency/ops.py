@@ -81,11 +81,36 @@ def clean_expired_temp_files(context: dg.OpExecutionContext, config: TempCleanup
     return clean_temp_files(context, config, settings)
 
 
+@dg.op(description="Cache cleanup for emergencies: a failure (Redis down, say) is recorded for the report instead of stopping the run.")
+def emergency_cache_cleanup(
+    context: dg.OpExecutionContext,
+    config: TempCleanupConfig,
+    settings: MaintenanceSettingsResource,
+    redis: RedisResource,
+    trading_db: TradingDatabaseResource,
+    health_before: dict,
+) -> dict:
+    from trading_maintenance.defs.hygiene.ops import HygieneConfig, run_cache_cleanup
+
+    try:
+        summary = run_cache_cleanup(context, HygieneConfig(dry_run=config.dry_run), settings, redis, trading_db)
+        return {"ok": True, "summary": summary}
+    except Exception as exc:  # noqa: BLE001 - reported by report_emergency_maintenance, which fails the run
+        detail = exc.description if isinstance(exc, dg.Failure) else f"{type(exc).__name__}: {exc}"
+        context.log.error(f"cache cleanup failed during emergency maintenance: {detail}")
+        return {"ok": False, "error": detail}
+
+
 @dg.op(description="Publish the emergency run's result and raise an alert; fail when any step failed.")
 def report_emergency_maintenance(
-    context: dg.OpExecutionContext, redis: RedisResource, alerts: AlertsResource, health_before: dict, temp_cleanup: dict
+    context: dg.OpExecutionContext,
+    redis: RedisResource,
+    alerts: AlertsResource,
+    health_before: dict,
+    temp_cleanup: dict,
+    cache_cleanup: dict,
 ) -> dict:
-    failed = bool(temp_cleanup.get("failed") or temp_cleanup.get("problems"))
+    failed = bool(temp_cleanup.get("failed") or temp_cleanup.get("problems") or not cache_cleanup.get("ok"))
     result = {
         "status": "failed" if failed else "success",
         "run_id": context.run_id,
@@ -93,6 +118,7 @@ def report_emergency_maintenance(
         "health_status": health_before.get("health_status"),
         "reasons": health_before.get("reasons", []),
         "temp_cleanup": temp_cleanup,
+        "cache_cleanup": cache_cleanup,
         "dry_run": temp_cleanup.get("dry_run", False),
     }
     client = redis.get_client()
@@ -111,6 +137,10 @@ def report_emergency_maintenance(
     if failed:
         raise dg.Failure(
             description="emergency maintenance partly failed",
-            metadata={"failed": "\n".join(temp_cleanup.get("failed", [])), "problems": "\n".join(temp_cleanup.get("problems", []))},
+            metadata={
+                "failed": "\n".join(temp_cleanup.get("failed", [])),
+                "problems": "\n".join(temp_cleanup.get("problems", [])),
+                "cache_cleanup_error": cache_cleanup.get("error", ""),
+            },
         )
     return result
