@@ -53,6 +53,7 @@ SCHEMA = pl.Schema(
     }
 )
 COLUMNS = list(SCHEMA.names())
+_SCHEMA_ITEMS = list(SCHEMA.items())
 INTRADAY_MINUTES = {"1min": 1, "5min": 5, "15min": 15, "30min": 30, "1h": 60, "4h": 240}
 DAILY_TIMEFRAMES = {"1day"}
 TIMEFRAMES = [*INTRADAY_MINUTES, "1day", "1week", "1month"]
@@ -273,19 +274,16 @@ def expected_bars(open_: datetime, close: datetime, bar_minutes: int) -> int:
     return math.ceil((close - open_).total_seconds() / 60 / bar_minutes)
 
 
-def quality(df: pl.DataFrame, timeframe: str, sessions: MonthSessions, file_dates: pl.Series | None = None) -> dict[str, int]:
-    """Sanity counts and calendar coverage of one deduplicated symbol-timeframe-month.
-
-    df carries the contract columns plus `_file_date` (Date, null for rows from an older archive).
-    """
+def _per_day_counts(lf: pl.LazyFrame, timeframe: str, sessions: MonthSessions, by: list[str] | None = None) -> pl.LazyFrame:
+    """Sanity flags counted per New York day (and per `by` columns): one pass over the bars."""
     tol = OHLC_TOLERANCE
     hi_oc = pl.max_horizontal("open", "close")
     lo_oc = pl.min_horizontal("open", "close")
     intraday = timeframe in INTRADAY_MINUTES
     checks_date = intraday or timeframe in DAILY_TIMEFRAMES
-    frame = df.with_columns(pl.col("timestamp").dt.convert_time_zone(NY).dt.date().alias("ny_date"))
+    lf = lf.with_columns(pl.col("timestamp").dt.convert_time_zone(NY).dt.date().alias("ny_date"))
     if intraday:
-        frame = frame.join(sessions.frame, on="ny_date", how="left")
+        lf = lf.join(sessions.frame.lazy(), on="ny_date", how="left")
         outside_session = (
             pl.col("session_open").is_null()
             | (pl.col("timestamp") < pl.col("session_open"))
@@ -295,32 +293,36 @@ def quality(df: pl.DataFrame, timeframe: str, sessions: MonthSessions, file_date
         outside_session = ~pl.col("ny_date").is_in(sessions.frame["ny_date"].implode())
     else:
         outside_session = pl.lit(False)
-    frame = frame.with_columns(outside_session.alias("_outside"))
-    counts = frame.select(
-        (pl.col("high") < hi_oc * (1 - tol)).sum().alias("high_below_open_close"),
-        (pl.col("low") > lo_oc * (1 + tol)).sum().alias("low_above_open_close"),
-        (pl.col("volume") < 0).sum().alias("negative_volume"),
-        pl.any_horizontal(pl.col("open", "high", "low", "close") <= 0).sum().alias("non_positive_price"),
-        pl.col("_outside").sum().alias("outside_session"),
-        (
-            (pl.col("ny_date") != pl.col("_file_date")).fill_null(False).sum()
-            if checks_date
-            else pl.lit(0)
-        ).alias("outside_file_date"),
-        pl.any_horizontal(
-            (pl.col("high") < hi_oc * (1 - tol)),
-            (pl.col("low") > lo_oc * (1 + tol)),
-            (pl.col("volume") < 0),
-            pl.any_horizontal(pl.col("open", "high", "low", "close") <= 0),
-            pl.col("_outside"),
-        ).sum().alias("bad_bars"),
-    ).row(0, named=True)
-    result = {k: int(v or 0) for k, v in counts.items()}
-    # coverage
+    flags = {
+        "high_below_open_close": pl.col("high") < hi_oc * (1 - tol),
+        "low_above_open_close": pl.col("low") > lo_oc * (1 + tol),
+        "negative_volume": pl.col("volume") < 0,
+        "non_positive_price": pl.any_horizontal(pl.col("open", "high", "low", "close") <= 0),
+        "outside_session": outside_session,
+    }
+    return (
+        lf.with_columns(**{k: v.fill_null(False) for k, v in flags.items()})
+        .group_by([*(by or []), "ny_date"])
+        .agg(
+            *(pl.col(k).sum() for k in flags),
+            (
+                (pl.col("ny_date") != pl.col("_file_date")).fill_null(False).sum() if checks_date else pl.lit(0, pl.UInt32)
+            ).alias("outside_file_date"),
+            pl.any_horizontal(*(pl.col(k) for k in flags)).sum().alias("bad_bars"),
+            (~pl.col("outside_session")).sum().alias("_in_session"),
+        )
+    )
+
+
+QUALITY_COUNTS = (*ANOMALIES, "bad_bars")
+
+
+def _quality_from_days(per_day: pl.DataFrame, timeframe: str, sessions: MonthSessions) -> dict[str, int]:
+    totals = per_day.select(QUALITY_COUNTS).sum().row(0, named=True) if per_day.height else {}
+    result = {k: int(totals.get(k) or 0) for k in QUALITY_COUNTS}
     missing_days = expected = present = 0
-    if intraday or timeframe in DAILY_TIMEFRAMES:
-        per_day = frame.filter(~pl.col("_outside")).group_by("ny_date").agg(pl.len().alias("n"))
-        have = dict(zip(per_day["ny_date"].to_list(), per_day["n"].to_list()))
+    if timeframe in INTRADAY_MINUTES or timeframe in DAILY_TIMEFRAMES:
+        have = dict(zip(per_day["ny_date"].to_list(), per_day["_in_session"].to_list()))
         counted = set(sessions.counted_days)
         minutes = INTRADAY_MINUTES.get(timeframe)
         for d, o, c in sessions.frame.iter_rows():
@@ -336,6 +338,16 @@ def quality(df: pl.DataFrame, timeframe: str, sessions: MonthSessions, file_date
     result["expected_bars"] = expected
     result["missing_bars"] = expected - present
     return result
+
+
+def quality(df: pl.DataFrame, timeframe: str, sessions: MonthSessions) -> dict[str, int]:
+    """Sanity counts and calendar coverage of one deduplicated symbol-timeframe-month.
+
+    df carries the contract columns plus `_file_date` (Date, null for rows from an older archive).
+    Coverage: trading days closed by sessions' as_of without any in-session bar are missing days;
+    intraday sessions expect ceil(session minutes / bar minutes) bars (early closes are shorter).
+    """
+    return _quality_from_days(_per_day_counts(df.lazy(), timeframe, sessions).collect(), timeframe, sessions)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -387,14 +399,15 @@ def write_parquet_atomic(df: pl.DataFrame, path: Path, compression: str = "zstd"
     return path.stat().st_size
 
 
-def write_json_atomic(data: dict, path: Path, fsync_dir: bool = True) -> None:
+def write_json_atomic(data: dict, path: Path, fsync_dir: bool = True, fsync_file: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
     try:
         with open(tmp, "w") as handle:
-            json.dump(data, handle, indent=1, default=str)
+            json.dump(data, handle, separators=(",", ":"), default=str)
             handle.flush()
-            os.fsync(handle.fileno())
+            if fsync_file:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -441,6 +454,73 @@ def _file_stat(path: Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
+def _adjacent_duplicates(df: pl.DataFrame) -> int:
+    """Repeated keys in a frame sorted by key (a repeat sits next to its twin)."""
+    if df.height < 2:
+        return 0
+    same = (
+        (pl.col("timestamp") == pl.col("timestamp").shift(1))
+        & (pl.col("symbol") == pl.col("symbol").shift(1))
+        & (pl.col("timeframe") == pl.col("timeframe").shift(1))
+    )
+    return int(df.select(same.fill_null(False).sum()).item() or 0)
+
+
+def _write_verified(result: "GroupResult", out: pl.DataFrame, target: Path, sources: list[dict]) -> None:
+    """Write `out` as the archive at target: temporary name, fsync, read back and compare, rename,
+    manifest. Sets result.written/verified/bytes_after/error; raises on I/O errors."""
+    remove_stale_tmp(target.parent, target.name)
+    # write under a temporary name, fsync, read the temporary file back and compare it with the
+    # deduplicated sources, and only then rename it over the previous archive: a bad write
+    # never replaces a good archive (which may hold rows of daily files already deleted).
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(target)
+    try:
+        out.write_parquet(tmp, compression="zstd", compression_level=3, statistics=True)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        back = pl.read_parquet(tmp)
+        # `out` has one row per key by construction, so equality proves rows and distinct keys match
+        # duplicate keys counted on what was read back: it is sorted by key, so a repeat is adjacent
+        result.archive_duplicate_keys = _adjacent_duplicates(back)
+        if back.height != out.height or not back.equals(out):
+            result.error = f"verification failed: archive has {back.height} rows, deduplicated sources {out.height}"
+            tmp.unlink(missing_ok=True)
+        else:
+            size = tmp.stat().st_size
+            os.replace(tmp, target)
+            result.written = True
+            result.bytes_after = size
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if result.written:
+        # after the rename: the file at the archive's name is the one verified
+        if target.stat().st_size != result.bytes_after:
+            result.error = "verification failed: archive changed during rename"
+        else:
+            result.verified = True
+    if result.verified:
+        st = target.stat()
+        write_json_atomic(
+            {
+                "symbol": result.symbol,
+                "timeframe": result.timeframe,
+                "month": result.month,
+                "archive": {"name": target.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "rows": out.height},
+                "sources": sources,
+                "verified_at": datetime.now(timezone.utc).isoformat(),
+            },
+            manifest_path(target),
+            # its folder fsync makes the archive's rename durable; the manifest's own bytes need
+            # none: a manifest lost or torn by a crash only means "not deletable until rerun"
+            fsync_file=False,
+        )
+
+
 def _read_group_fast(ordered: list[DailyFile]) -> tuple[pl.DataFrame, list[dict]] | None:
     """All of a group's daily files in one multi-file polars scan (the common case: every file
     readable and in the current schema). None when anything is off: the caller then reads file by
@@ -455,10 +535,17 @@ def _read_group_fast(ordered: list[DailyFile]) -> tuple[pl.DataFrame, list[dict]
         paths = [str(f.path) for f in ordered]
         by_path = {str(f.path): f.day for f in ordered}
         df = pl.scan_parquet(paths, include_file_paths="_path").collect()
-        if df.drop("_path").schema != SCHEMA:
+        if list(df.schema.items())[:-1] != _SCHEMA_ITEMS:
             return None
-        counts = dict(df["_path"].value_counts().iter_rows())
-        df = df.with_columns(pl.col("_path").replace_strict(by_path, return_dtype=pl.Date).alias("_file_date")).drop("_path")
+        # the scan keeps file order and row order: each file's rows must be one contiguous run
+        runs = df["_path"].rle().struct.unnest()
+        run_paths, run_lengths = runs["value"].to_list(), runs["len"].to_list()
+        counts = dict(zip(run_paths, run_lengths))
+        if len(counts) != len(run_paths) or [p for p in paths if p in counts] != run_paths:
+            return None
+        lengths = [int(counts.get(p, 0)) for p in paths]
+        days = np.array([by_path[p] for p in paths], dtype="datetime64[D]")
+        df = df.drop("_path").with_columns(pl.Series("_file_date", np.repeat(days, lengths)).cast(pl.Date))
     except Exception:  # noqa: BLE001 - any doubt: take the careful path
         return None
     sources = [
@@ -545,9 +632,7 @@ def consolidate_group(
             file_date_col = pl.Series("_file_date", np.repeat(days, lengths)).cast(pl.Date)
             combined = combined.with_columns(file_date_col.alias("_file_date"))
         result.rows_in = combined.height - result.previous_archive_rows
-        deduped = combined.unique(subset=KEY, keep="last", maintain_order=False)
-        single = deduped["symbol"].n_unique() <= 1 and deduped["timeframe"].n_unique() <= 1
-        deduped = deduped.sort("timestamp" if single else KEY)
+        deduped = combined.lazy().unique(subset=KEY, keep="last").sort(KEY).collect()
         result.rows_out = deduped.height
         result.duplicates_removed = combined.height - deduped.height
         result.quality = quality(deduped, timeframe, sessions)
@@ -556,57 +641,152 @@ def consolidate_group(
         if dry_run:
             result.seconds = time.perf_counter() - started
             return result
-        remove_stale_tmp(target.parent, target.name)
-        # write under a temporary name, fsync, read the temporary file back and compare it with the
-        # deduplicated sources, and only then rename it over the previous archive: a bad write
-        # never replaces a good archive (which may hold rows of daily files already deleted).
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_name(target)
-        try:
-            out.write_parquet(tmp, compression="zstd", compression_level=3, statistics=True)
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            back = pl.read_parquet(tmp)
-            # `out` has one row per key by construction, so equality proves rows and distinct keys match
-            result.archive_duplicate_keys = back.height - back.n_unique(subset=KEY)
-            if back.height != out.height or not back.equals(out):
-                result.error = f"verification failed: archive has {back.height} rows, deduplicated sources {out.height}"
-                tmp.unlink(missing_ok=True)
-            else:
-                size = tmp.stat().st_size
-                os.replace(tmp, target)
-                result.written = True
-                result.bytes_after = size
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        if result.written:
-            # after the rename: the file at the archive's name is the one verified
-            if target.stat().st_size != result.bytes_after:
-                result.error = "verification failed: archive changed during rename"
-            else:
-                result.verified = True
-        if result.verified:
-            st = target.stat()
-            write_json_atomic(
-                {
-                    "symbol": symbol,
-                    "timeframe": timeframe,
-                    "month": month,
-                    "archive": {"name": target.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "rows": out.height},
-                    "sources": sources,
-                    "verified_at": datetime.now(timezone.utc).isoformat(),
-                },
-                manifest_path(target),
-            )  # its folder fsync also makes the archive's rename durable
+        _write_verified(result, out, target, sources)
     except Exception as exc:  # noqa: BLE001 - one group's failure never stops the others
         result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
         result.verified = False
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _scan_runs(paths: list[str]) -> tuple[pl.DataFrame, list[int]] | None:
+    """Several parquet files in one scan, with the row count of each (None unless every file is
+    readable, in the current schema, and its rows come back as one contiguous run in file order)."""
+    df = pl.scan_parquet(paths, include_file_paths="_path").collect()
+    if list(df.schema.items())[:-1] != _SCHEMA_ITEMS:
+        return None
+    runs = df["_path"].rle().struct.unnest()
+    run_paths, run_lengths = runs["value"].to_list(), runs["len"].to_list()
+    counts = dict(zip(run_paths, run_lengths))
+    if len(counts) != len(run_paths) or [p for p in paths if p in counts] != run_paths:
+        return None
+    return df.drop("_path"), [int(counts.get(p, 0)) for p in paths]
+
+
+def _dedup_sorted(combined: pl.DataFrame) -> pl.DataFrame:
+    """Last written row per (_group, symbol, timeframe, timestamp), sorted by that key.
+
+    Fast path when every group holds one symbol and timeframe (the normal case): two stable sorts
+    (timestamp, then group) keep the writing order among equal keys, so the last row of each run of
+    equal (group, timestamp) is the last written. Otherwise a general unique + sort.
+    """
+    ordered = combined.lazy().sort("timestamp", maintain_order=True).sort("_group", maintain_order=True).collect()
+    groups = ordered["_group"]
+    single = (
+        ordered.height == 0
+        or (ordered["timeframe"].n_unique() == 1 and bool((ordered["symbol"].rle_id() == groups.rle_id()).all()))
+    )
+    if single:
+        last_of_run = (
+            (pl.col("timestamp") != pl.col("timestamp").shift(-1)) | (pl.col("_group") != pl.col("_group").shift(-1))
+        ).fill_null(True)
+        return ordered.filter(last_of_run)
+    return combined.lazy().unique(subset=["_group", *KEY], keep="last").sort(["_group", *KEY]).collect()
+
+
+def consolidate_batch(
+    items: list[tuple[str, str, list[DailyFile]]],
+    month: str,
+    market_data_dir: Path,
+    archive_dir: Path,
+    quarantine_dir: Path,
+    sessions: MonthSessions,
+    dry_run: bool = False,
+) -> list[GroupResult]:
+    """Several (symbol, timeframe) groups of one timeframe consolidated together.
+
+    The common case (every file readable and in the current schema) reads all the batch's daily
+    files in one scan and its previous archives in another, deduplicates, sorts and checks them in
+    one query each, then writes and verifies each group's archive on its own. Anything unusual
+    (an unreadable file, an old schema, a file vanishing) sends the whole batch to the careful
+    per-group path, which quarantines and normalises. Same results either way; memory is bounded
+    by the batch, never by the data set.
+    """
+    def careful() -> list[GroupResult]:
+        return [
+            consolidate_group(sym, tf, month, files, market_data_dir, archive_dir, quarantine_dir, sessions, dry_run)
+            for sym, tf, files in items
+        ]
+
+    if len(items) < 2 or len({tf for _, tf, _ in items}) != 1:
+        return careful()
+    started = time.perf_counter()
+    timeframe = items[0][1]
+    try:
+        ordered = [sorted(files, key=lambda f: (f.day, f.path.name)) for _, _, files in items]
+        paths = [str(f.path) for files in ordered for f in files]
+        stats = [_file_stat(f.path) for files in ordered for f in files]
+        group_of_file = np.repeat(np.arange(len(items)), [len(files) for files in ordered])
+        days = np.array([f.day for files in ordered for f in files], dtype="datetime64[D]")
+        targets = [archive_path(archive_dir, sym, tf, month) for sym, tf, _ in items]
+        with_archive = [i for i, t in enumerate(targets) if t.exists()]
+        scanned = _scan_runs(paths)
+        if scanned is None:
+            return careful()
+        daily, lengths = scanned
+        daily = daily.with_columns(
+            pl.Series("_file_date", np.repeat(days, lengths)).cast(pl.Date),
+            pl.Series("_group", np.repeat(group_of_file, lengths)).cast(pl.Int32),
+        )
+        frames = [daily]
+        prev_rows = [0] * len(items)
+        prev_bytes = [0] * len(items)
+        if with_archive:
+            arch_paths = [str(targets[i]) for i in with_archive]
+            scanned = _scan_runs(arch_paths)
+            if scanned is None:
+                return careful()  # the careful path reports an unreadable archive per group
+            arch, arch_lengths = scanned
+            for i, n in zip(with_archive, arch_lengths):
+                prev_rows[i] = n
+                prev_bytes[i] = targets[i].stat().st_size
+            arch = arch.with_columns(
+                pl.lit(None, pl.Date).alias("_file_date"),
+                pl.Series("_group", np.repeat(np.array(with_archive), arch_lengths)).cast(pl.Int32),
+            )
+            frames.insert(0, arch)  # the previous archive first: lowest priority
+        combined = pl.concat(frames, how="vertical", rechunk=False)
+        deduped = _dedup_sorted(combined)
+        per_day = _per_day_counts(deduped.lazy(), timeframe, sessions, by=["_group"]).collect()
+    except FileNotFoundError:
+        return careful()
+    except Exception:  # noqa: BLE001 - any doubt: the careful path, which reports per group
+        return careful()
+    prepare_seconds = time.perf_counter() - started
+    days_by_group = per_day.partition_by("_group", as_dict=True, include_key=False)
+    out_by_group = deduped.drop("_file_date").partition_by("_group", as_dict=True, include_key=False)
+    del deduped, combined, frames, daily
+    results = []
+    offset = 0
+    empty_days = per_day.clear().drop("_group")
+    for i, ((sym, tf, _), files) in enumerate(zip(items, ordered)):
+        t0 = time.perf_counter()
+        n_files = len(files)
+        file_lengths = lengths[offset:offset + n_files]
+        file_stats = stats[offset:offset + n_files]
+        offset += n_files
+        result = GroupResult(sym, tf, month, str(targets[i]))
+        result.files_read = n_files
+        result.rows_in = sum(file_lengths)
+        result.previous_archive_rows = prev_rows[i]
+        result.bytes_before = sum(st[0] for st in file_stats) + prev_bytes[i]
+        out = out_by_group.get((i,), pl.DataFrame(schema=SCHEMA))
+        result.rows_out = out.height
+        result.duplicates_removed = result.rows_in + prev_rows[i] - out.height
+        result.quality = _quality_from_days(days_by_group.get((i,), empty_days), tf, sessions)
+        sources = [
+            {"name": f.path.name, "size": size, "mtime_ns": mtime_ns, "rows": n}
+            for f, (size, mtime_ns), n in zip(files, file_stats, file_lengths)
+        ]
+        if not dry_run:
+            try:
+                _write_verified(result, out, targets[i], sources)
+            except Exception as exc:  # noqa: BLE001 - one group's failure never stops the others
+                result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+                result.verified = False
+        result.seconds = prepare_seconds / len(items) + time.perf_counter() - t0
+        results.append(result)
+    return results
 
 
 @dataclass
@@ -689,10 +869,13 @@ def consolidate_month(
     dry_run: bool = False,
     as_of: datetime | None = None,
     calendar_name: str = "XNYS",
+    batch_groups: int = 16,
 ) -> MonthResult:
-    """Consolidate every (symbol, timeframe) of a month, up to max_workers groups at a time.
+    """Consolidate every (symbol, timeframe) of a month: batches of up to batch_groups symbol-months,
+    max_workers batches at a time.
 
-    Memory is bounded by max_workers symbol-months: results carry counts, never frames.
+    Memory is bounded by max_workers x batch_groups symbol-months (batch_groups=1: one symbol-month
+    per worker), never by the size of the data set: results carry counts, never frames.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -702,18 +885,30 @@ def consolidate_month(
     quarantine_dir = Path(quarantine_dir) if quarantine_dir else quarantine_dir_for(market_data_dir)
     sessions = month_sessions(month, as_of, calendar_name)
     groups = discover_daily_files(market_data_dir, month)
-    work = sorted(groups.items())
+    batches = plan_batches(groups, max_workers, batch_groups)
 
-    def run(item):
-        (symbol, timeframe), files = item
-        return consolidate_group(symbol, timeframe, month, files, market_data_dir, archive_dir, quarantine_dir, sessions, dry_run)
+    def run(batch):
+        return consolidate_batch(batch, month, market_data_dir, archive_dir, quarantine_dir, sessions, dry_run)
 
-    if max_workers <= 1 or len(work) <= 1:
-        results = [run(item) for item in work]
+    if max_workers <= 1 or len(batches) <= 1:
+        results = [r for batch in batches for r in run(batch)]
     else:
         with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="market-data") as pool:
-            results = list(pool.map(run, work))
+            results = [r for rs in pool.map(run, batches) for r in rs]
     return MonthResult(month, results, time.perf_counter() - started, dry_run)
+
+
+def plan_batches(
+    groups: dict[tuple[str, str], list[DailyFile]], max_workers: int = 4, batch_groups: int = 16
+) -> list[list[tuple[str, str, list[DailyFile]]]]:
+    """Groups cut into batches of one timeframe, at most batch_groups symbol-months each, small
+    enough that every worker gets several batches."""
+    by_tf: dict[str, list] = {}
+    for (sym, tf), files in sorted(groups.items()):
+        by_tf.setdefault(tf, []).append((sym, tf, files))
+    total = sum(len(v) for v in by_tf.values())
+    size = max(1, min(batch_groups, total // max(1, 4 * max_workers)))
+    return [items[i:i + size] for items in by_tf.values() for i in range(0, len(items), size)]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 from datetime import date, datetime, timedelta, timezone
 
 import polars as pl
@@ -333,3 +334,35 @@ def test_fast_multi_file_read_equals_file_by_file_read(mdir):
     assert md._read_group_fast(files) is None
     (group,) = md.consolidate_month(mdir, MAR, as_of=AS_OF).groups
     assert group.verified and len(group.normalised) == 1 and group.files_read == 3
+
+
+def test_foreign_rows_stay_in_their_folder_and_are_not_merged(mdir):
+    # AAA's file carries a row labelled BBB at the same minute as an AAA bar (a collector mix-up)
+    a = session_bars("AAA", MAR_DAYS[0])
+    b = session_bars("BBB", MAR_DAYS[0])
+    stray = b.tail(5)  # the last minutes, so in AAA's folder BBB sorts after AAA
+    write_daily(mdir, pl.concat([a, stray]), "AAA", "1min", MAR_DAYS[0])
+    write_daily(mdir, b, "BBB", "1min", MAR_DAYS[0])
+    for batch_groups in (16, 1):  # the batched path and the per-group path agree
+        result = md.consolidate_month(mdir, MAR, as_of=AS_OF, batch_groups=batch_groups, max_workers=1)
+        assert all(g.verified for g in result.groups)
+        out = archive_of(mdir, "AAA")
+        assert out.height == 395 and out.n_unique(subset=md.KEY) == 395
+        assert out.filter(pl.col("symbol") == "BBB").height == 5
+        assert out.select(md.KEY).equals(out.select(md.KEY).sort(md.KEY))
+        assert archive_of(mdir, "BBB").height == 390
+        shutil.rmtree(md.archive_dir_for(mdir))
+
+
+def test_batched_and_per_group_paths_agree_with_previous_archives(mdir, tmp_path):
+    generate(mdir, [f"S{i}" for i in range(5)], MAR_DAYS[0], MAR_DAYS[1], dup_fraction=0.05)
+    md.consolidate_month(mdir, MAR, as_of=AS_OF, batch_groups=16, max_workers=1)
+    generate(mdir, [f"S{i}" for i in range(5)], MAR_DAYS[2], MAR_DAYS[2], dup_fraction=0.05)
+    batched = md.consolidate_month(mdir, MAR, as_of=AS_OF, batch_groups=16, max_workers=1)
+    assert all(g.previous_archive_rows == 780 for g in batched.groups)
+    first = {i: archive_of(mdir, f"S{i}") for i in range(5)}
+    single = md.consolidate_month(mdir, MAR, as_of=AS_OF, batch_groups=1, max_workers=1)
+    for i in range(5):
+        assert archive_of(mdir, f"S{i}").equals(first[i])
+    strip = lambda r: [{k: v for k, v in g.as_dict().items() if k not in ("seconds", "bytes_after", "bytes_before", "previous_archive_rows", "duplicates_removed")} for g in r.groups]
+    assert strip(batched) == strip(single)
