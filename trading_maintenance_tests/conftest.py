@@ -34,6 +34,16 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_dagster_instance():
+    """An instance a test opened but never closed leaves Dagster's current defs-state storage
+    pointing at a dead weakref; the next `dg.materialize` without an instance then fails. Reset it."""
+    yield
+    from dagster._core.storage.defs_state import base as defs_state_base
+
+    defs_state_base._current_storage.set(None)
+
+
 @pytest.fixture(scope="session")
 def redis_server_url() -> str:
     url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
