@@ -366,3 +366,26 @@ def test_batched_and_per_group_paths_agree_with_previous_archives(mdir, tmp_path
         assert archive_of(mdir, f"S{i}").equals(first[i])
     strip = lambda r: [{k: v for k, v in g.as_dict().items() if k not in ("seconds", "bytes_after", "bytes_before", "previous_archive_rows", "duplicates_removed")} for g in r.groups]
     assert strip(batched) == strip(single)
+
+
+def test_unreadable_previous_archive_is_an_error_and_nothing_is_touched(mdir):
+    generate(mdir, ["AAA", "BBB"], MAR_DAYS[0], MAR_DAYS[1])
+    md.consolidate_month(mdir, MAR, as_of=AS_OF)
+    archive = md.archive_path(md.archive_dir_for(mdir), "AAA", "1min", MAR)
+    archive.write_bytes(archive.read_bytes()[:100])  # damaged on disk
+    result = md.consolidate_month(mdir, MAR, as_of=AS_OF)
+    (failed,) = result.failed
+    assert failed.symbol == "AAA" and "existing archive unreadable" in failed.error
+    assert len(archive.read_bytes()) == 100  # left in place for a person to look at
+    assert all(g.verified for g in result.groups if g.symbol == "BBB")
+    # its daily files are no longer "archived": the manifest no longer matches the archive
+    assert not any(p.parent.parent.name == "AAA" for p in md.archived_daily_files(mdir))
+
+
+def test_adjacent_duplicates_true_and_false_positive():
+    bars = session_bars("AAA", MAR_DAYS[0]).head(5)
+    assert md._adjacent_duplicates(bars) == 0
+    assert md._adjacent_duplicates(pl.concat([bars, bars.tail(1)])) == 1
+    # same minute, another symbol: not a duplicate key
+    other = bars.tail(1).with_columns(pl.lit("BBB").alias("symbol"))
+    assert md._adjacent_duplicates(pl.concat([bars, other])) == 0
