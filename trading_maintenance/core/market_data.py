@@ -944,7 +944,7 @@ def plan_batches(
     for (sym, tf), files in sorted(groups.items()):
         by_tf.setdefault(tf, []).append((sym, tf, files))
     total = sum(len(v) for v in by_tf.values())
-    size = max(1, min(batch_groups, total // max(1, 4 * max_workers)))
+    size = max(1, min(batch_groups, math.ceil(total / max(1, 2 * max_workers))))
     return [items[i:i + size] for items in by_tf.values() for i in range(0, len(items), size)]
 
 
