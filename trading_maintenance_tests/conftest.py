@@ -10,6 +10,7 @@ it answers, otherwise an embedded one from pgserver. Each test gets a fresh data
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -71,30 +72,40 @@ def _with_db(url: str, db: int) -> str:
     return f"{base}/{db}"
 
 
+@contextlib.contextmanager
+def claim_redis_database(server_url: str, order=range(1, 16)):
+    """A flushed logical database (1-15) of the server, held exclusively through a lock key in db 0,
+    so parallel test processes and several fixtures of one test never share one."""
+    control = redis.Redis.from_url(_with_db(server_url, 0))
+    token = uuid.uuid4().hex
+    deadline = time.time() + 120
+    try:
+        while True:
+            for db in order:
+                if control.set(f"tm-test-lock:{db}", token, nx=True, ex=600):
+                    url = _with_db(server_url, db)
+                    client = redis.Redis.from_url(url)
+                    client.flushdb()
+                    try:
+                        yield url
+                    finally:
+                        client.flushdb()
+                        client.close()
+                        if control.get(f"tm-test-lock:{db}") == token.encode():
+                            control.delete(f"tm-test-lock:{db}")
+                    return
+            if time.time() > deadline:
+                raise RuntimeError("no free Redis test database (1-15) within 120 s")
+            time.sleep(0.2)
+    finally:
+        control.close()
+
+
 @pytest.fixture
 def redis_url(redis_server_url):
     """A flushed logical database of the real Redis server, held exclusively by this test."""
-    control = redis.Redis.from_url(_with_db(redis_server_url, 0))
-    token = uuid.uuid4().hex
-    deadline = time.time() + 120
-    while True:
-        for db in range(1, 16):
-            if control.set(f"tm-test-lock:{db}", token, nx=True, ex=600):
-                url = _with_db(redis_server_url, db)
-                client = redis.Redis.from_url(url)
-                client.flushdb()
-                try:
-                    yield url
-                finally:
-                    client.flushdb()
-                    client.close()
-                    if control.get(f"tm-test-lock:{db}") == token.encode():
-                        control.delete(f"tm-test-lock:{db}")
-                    control.close()
-                return
-        if time.time() > deadline:
-            raise RuntimeError("no free Redis test database (1-15) within 120 s")
-        time.sleep(0.2)
+    with claim_redis_database(redis_server_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -3,42 +3,21 @@
 from __future__ import annotations
 
 import socket
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-import redis
 from sqlalchemy import create_engine
 
-from trading_maintenance_tests.conftest import _with_db
+from trading_maintenance_tests.conftest import claim_redis_database
 
 
 @pytest.fixture
 def spare_redis_url(redis_server_url, redis_url):
     """Another flushed logical database, claimed with the same lock keys as the root conftest."""
-    control = redis.Redis.from_url(_with_db(redis_server_url, 0))
-    token = uuid.uuid4().hex
-    deadline = time.time() + 120
-    while True:
-        for db in range(15, 0, -1):
-            if control.set(f"tm-test-lock:{db}", token, nx=True, ex=600):
-                url = _with_db(redis_server_url, db)
-                client = redis.Redis.from_url(url)
-                client.flushdb()
-                try:
-                    yield url
-                finally:
-                    client.flushdb()
-                    client.close()
-                    if control.get(f"tm-test-lock:{db}") == token.encode():
-                        control.delete(f"tm-test-lock:{db}")
-                    control.close()
-                return
-        if time.time() > deadline:
-            raise RuntimeError("no free Redis test database (1-15) within 120 s")
-        time.sleep(0.2)
+    with claim_redis_database(redis_server_url, order=range(15, 0, -1)) as url:
+        yield url
 
 
 def fill_redis(client) -> None:
