@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sqlalchemy import text

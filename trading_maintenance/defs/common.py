@@ -9,7 +9,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 
 from trading_maintenance.settings import get_settings
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import io
-import os
 import stat
 import tarfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import text
 
 from trading_maintenance.core import backup_database as bdb

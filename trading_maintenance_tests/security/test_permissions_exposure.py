@@ -7,7 +7,6 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-import redis
 
 from trading_maintenance.core import exposure as exp
 from trading_maintenance.core import permissions as perm

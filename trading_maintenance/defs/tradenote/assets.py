@@ -3,7 +3,7 @@
 import io
 import json
 import zipfile
-from datetime import date, datetime, timezone
+from datetime import date, timezone
 from decimal import Decimal
 
 import dagster as dg
