@@ -14,9 +14,13 @@ Rules:
 - Old schemas are normalised (missing asset_type -> null, timestamps in ns or without zone -> us UTC,
   numeric types cast); a file that cannot be read or normalised is quarantined, never fatal.
 - Bars failing sanity (OHLC, volume, prices, session, file date) are kept and counted, never changed.
-- An archive is written to a temporary name, fsynced, renamed, read back and compared with the
-  deduplicated sources before its manifest is written; only files listed in a verified manifest with
-  unchanged size and mtime can ever be deleted (see archived_daily_files).
+- An archive is written to a temporary name, fsynced, read back and compared with the
+  deduplicated sources, and only then renamed over the previous archive (a bad write never
+  replaces a good archive) and described by a manifest; only daily files listed in a manifest that
+  matches its archive, with unchanged size and mtime, can ever be deleted (archived_daily_files).
+- Speed: batches of one timeframe's groups are read in one multi-file scan, deduplicated with two
+  stable sorts, checked in one query, and read back in one scan; anything unusual (old schema,
+  unreadable file) sends the batch to the careful per-group path. Both paths give equal archives.
 """
 
 from __future__ import annotations
@@ -374,30 +378,6 @@ def remove_stale_tmp(folder: Path, name: str) -> list[Path]:
             entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed
-
-
-def write_parquet_atomic(df: pl.DataFrame, path: Path, compression: str = "zstd", level: int | None = 3, fsync_dir: bool = True) -> int:
-    """Write to a temporary name in the same folder, fsync, rename, fsync the folder; returns bytes.
-
-    fsync_dir=False leaves the folder's fsync to a later write in the same folder (the manifest:
-    a manifest that survives a crash without its archive never matches the archive's size/mtime,
-    so nothing is ever deleted on its word)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(path)
-    try:
-        df.write_parquet(tmp, compression=compression, compression_level=level, statistics=True)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if fsync_dir:
-        _fsync_dir(path.parent)
-    return path.stat().st_size
 
 
 def write_json_atomic(data: dict, path: Path, fsync_dir: bool = True, fsync_file: bool = True) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,10 +10,9 @@ from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 import polars as pl
-import pytest
 
 from trading_maintenance.core import market_data as md
-from trading_maintenance.core.market_data_synth import daily_path, generate, session_bars, write_daily
+from trading_maintenance.core.market_data_synth import daily_path, generate
 from trading_maintenance.market_data import read_bars
 
 # Months well past the 90-day retention of the real clock, so cleanup deletes their daily files.
