@@ -165,7 +165,8 @@ def run_task(task_name: str, verbose: bool = False, partition: str | None = None
         kwargs["partition_key"] = partition or _default_partition(task.partitioned, settings)
     run_config = _dry_run_config(job) if dry_run else {}
     if not verbose:
-        run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
+        # Quiet terminal: the run's full event log stays in Dagster (UI, `--verbose`); failures are summarised below.
+        run_config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
     started = time.perf_counter()
     with console.status(f"running {task.name} ({task.job_name})" + (f" partition {kwargs['partition_key']}" if kwargs else "")):
         result = job.execute_in_process(
@@ -180,7 +181,7 @@ def run_task(task_name: str, verbose: bool = False, partition: str | None = None
     console.print(f"[{colour}]{task.name}: {'succeeded' if result.success else 'FAILED'}[/] in {elapsed:.1f}s  run {result.run_id}")
     if not result.success:
         for event in result.all_events:
-            if event.is_failure and event.event_specific_data is not None:
+            if event.is_step_failure and event.event_specific_data is not None:
                 error = getattr(event.event_specific_data, "error", None)
                 if error is not None:
                     err_console.print(f"  {event.step_key or ''}: {error.message.strip().splitlines()[0]}")

@@ -368,6 +368,29 @@ SECRET_KEYS = {
     "trading.tradenote_api_key",
 }
 
+def config_file_holds_secrets(path: str | Path) -> bool:
+    """Whether the YAML file itself holds a secret value (a URL counts only with a password in it).
+
+    An unreadable or unparsable file counts as holding secrets: when in doubt, protect it.
+    """
+    from trading_maintenance.core.masking import mask_url
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError, ValueError):
+        return True
+    for dotted in SECRET_KEYS:
+        node: Any = raw
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node in (None, ""):
+            continue
+        if dotted.endswith("url") and isinstance(node, str) and mask_url(node) == node:
+            continue
+        return True
+    return False
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 

@@ -40,6 +40,11 @@ def _octal(mode: int) -> str:
     return f"0{stat.S_IMODE(mode):03o}"
 
 
+# A configuration file with no secret values in it (they come from the environment): reading it
+# reveals nothing, so world-readable is a warning there; writable by others stays critical.
+CONFIG_WITHOUT_SECRETS = "configuration file (no secret values in it)"
+
+
 def judge_mode(mode: int, is_dir: bool) -> tuple[str, str] | None:
     """(problem, severity) for a sensitive path's mode, or None when it is owner-only."""
     perms = stat.S_IMODE(mode)
@@ -82,6 +87,7 @@ def collect_sensitive_paths(
     extra_roots: Iterable[Path] = (),
     files_with_secrets: Iterable[Path] = (),
     globs: Iterable[str] = SENSITIVE_GLOBS,
+    config_holds_secrets: bool = True,
 ) -> dict[Path, str]:
     """Sensitive path -> why it is sensitive (symlinks are skipped: chmod would follow them)."""
     globs = tuple(globs)
@@ -93,7 +99,7 @@ def collect_sensitive_paths(
         out.setdefault(path, why)
 
     if config_path is not None:
-        add(Path(config_path), "configuration file")
+        add(Path(config_path), "configuration file" if config_holds_secrets else CONFIG_WITHOUT_SECRETS)
     for root in [data_root, *extra_roots]:
         root = Path(root)
         if not root.is_dir():
@@ -132,6 +138,8 @@ def check_permissions(paths: dict[Path, str]) -> tuple[list[PermissionFinding], 
         if verdict is None:
             continue
         problem, severity = verdict
+        if why == CONFIG_WITHOUT_SECRETS and "writable" not in problem:
+            severity = "warning"
         findings.append(
             PermissionFinding(
                 path=str(path),

@@ -175,3 +175,27 @@ def test_broker_key_acceptance_against_a_local_http_server():
     assert {m for m, _ in _Broker.seen} == {"GET"} and all(p == "/v2/account" for _, p in _Broker.seen)
     status, error = broker_key_status(url, "a", "b", timeout=1)  # server gone
     assert exp.key_acceptance_finding("alpaca", status, error).check == "key-check-failed"
+
+
+def test_config_file_world_readable_is_critical_only_when_it_holds_a_secret(tmp_path):
+    from trading_maintenance.settings import config_file_holds_secrets
+
+    clean = tmp_path / "clean.yml"
+    clean.write_text("redis:\n  url: redis://127.0.0.1:6379/0\nbroker:\n  base_url: https://paper-api.alpaca.markets\n")
+    secret = tmp_path / "secret.yml"
+    secret.write_text("redis:\n  url: redis://:hunter2@127.0.0.1:6379/0\n")
+    keyed = tmp_path / "keyed.yml"
+    keyed.write_text("broker:\n  api_key: PKABCDEF123456\n")
+    for path in (clean, secret, keyed):
+        os.chmod(path, 0o644)
+    assert not config_file_holds_secrets(clean)
+    assert config_file_holds_secrets(secret) and config_file_holds_secrets(keyed)
+    severities = {}
+    for path in (clean, secret, keyed):
+        paths = perm.collect_sensitive_paths(tmp_path / "nodata", config_path=path, config_holds_secrets=config_file_holds_secrets(path))
+        findings, _ = perm.check_permissions(paths)
+        severities[path.name] = [f.severity for f in findings]
+    assert severities == {"clean.yml": ["warning"], "secret.yml": ["critical"], "keyed.yml": ["critical"]}
+    os.chmod(clean, 0o666)  # writable by others is critical even without secrets
+    findings, _ = perm.check_permissions(perm.collect_sensitive_paths(tmp_path / "nodata", config_path=clean, config_holds_secrets=False))
+    assert [f.severity for f in findings] == ["critical"]

@@ -17,6 +17,7 @@ from trading_maintenance.core import permissions as perm
 from trading_maintenance.core import secrets_scan as scan
 from trading_maintenance.core.alerts import Alert
 from trading_maintenance.core.masking import mask_text
+from trading_maintenance.settings import config_file_holds_secrets
 from trading_maintenance.core.sarif import sarif_report
 from trading_maintenance.core.secret_rules import RULES
 from trading_maintenance.defs.common import atomic_write_text, md_table, publish_result
@@ -140,6 +141,7 @@ def run_permissions_check(cfg, config: PermissionsConfig, files_with_secrets: li
         backups_dir=cfg.backups_dir,
         extra_roots=[Path(p) for p in security.extra_sensitive_roots],
         files_with_secrets=[root / p for p in files_with_secrets],
+        config_holds_secrets=config_file_holds_secrets(cfg.config_path) if cfg.config_path else True,
     )
     findings, errors = perm.check_permissions(paths)
     fix = security.fix_permissions if config.fix is None else config.fix
