@@ -370,13 +370,36 @@ def tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+STALE_TMP_SECONDS = 3600
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own leftover (this process writes each name once at a time)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def remove_stale_tmp(folder: Path, name: str) -> list[Path]:
-    """Temporary files left by a crashed writer of `name` in folder."""
+    """Temporary files left by a crashed writer of `name` in folder: its process is gone, or the
+    file is over an hour old. A live concurrent writer's file is left alone."""
     removed = []
     if folder.is_dir():
+        now = time.time()
         for entry in folder.glob(f".{name}.*.tmp"):
-            entry.unlink(missing_ok=True)
-            removed.append(entry)
+            pid_text = entry.name[len(name) + 2:-4]
+            try:
+                stale = not (pid_text.isdigit() and _pid_alive(int(pid_text))) or now - entry.stat().st_mtime > STALE_TMP_SECONDS
+            except FileNotFoundError:
+                continue
+            if stale:
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
     return removed
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -139,7 +140,9 @@ def test_crash_after_archive_before_deletion_rerun_completes(md_defs, mdir):
     assert len(list((mdir / "AAA" / "1min").glob("*.parquet"))) == 20  # nothing deleted yet
     # a second crash left a half-written temporary archive behind
     target = md.archive_path(md.archive_dir_for(mdir), "BBB", "1min", NOV)
-    (target.parent / f".{target.name}.4242.tmp").write_bytes(b"PAR1 half")
+    leftover = target.parent / f".{target.name}.4242.tmp"
+    leftover.write_bytes(b"PAR1 half")
+    os.utime(leftover, (0, 0))  # left long ago, whatever process 4242 is now
     # and a cleanup that died halfway had removed some archived files already
     for d in (date(2024, 11, 4), date(2024, 11, 5)):
         daily_path(mdir, "AAA", "1min", d).unlink()

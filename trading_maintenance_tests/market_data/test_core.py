@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from datetime import date, datetime, timedelta, timezone
 
@@ -295,6 +296,7 @@ def test_stale_temporary_file_from_a_crash_is_replaced(mdir):
     target.parent.mkdir(parents=True)
     stale = target.with_name(f".{target.name}.99999.tmp")
     stale.write_bytes(b"half an archive")
+    os.utime(stale, (0, 0))  # old, whatever process 99999 is now
     md.consolidate_month(mdir, MAR, as_of=AS_OF)
     assert not stale.exists() and archive_of(mdir).height == 390
 
@@ -387,3 +389,26 @@ def test_adjacent_duplicates_true_and_false_positive():
     # same minute, another symbol: not a duplicate key
     other = bars.tail(1).with_columns(pl.lit("BBB").alias("symbol"))
     assert md._adjacent_duplicates(pl.concat([bars, other])) == 0
+
+
+def test_a_live_writers_temporary_file_is_left_alone(tmp_path):
+    import subprocess
+    import sys
+    import time as _time
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        mine = folder / f".2024-03.parquet.{live.pid}.tmp"
+        mine.write_bytes(b"in progress")
+        crashed = folder / ".2024-03.parquet.notapid.tmp"
+        crashed.write_bytes(b"x")
+        assert md.remove_stale_tmp(folder, "2024-03.parquet") == [crashed]
+        assert mine.exists()
+        old = _time.time() - 2 * md.STALE_TMP_SECONDS
+        os.utime(mine, (old, old))
+        assert md.remove_stale_tmp(folder, "2024-03.parquet") == [mine]
+    finally:
+        live.kill()
+        live.wait()
