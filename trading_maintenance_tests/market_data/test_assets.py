@@ -112,6 +112,9 @@ def test_truncated_file_quarantined_through_dagster(md_defs, mdir, data_dir):
     with dg.instance_for_test() as instance:
         result = run_job(md_defs, NOV_KEY, instance)
     assert result.success  # bad input is reported, never fatal
+    checks = checks_of(result)
+    assert checks["calendar_coverage"] is False  # 3 of November's 20 sessions: a warning, not a failure
+    assert checks["archive_matches_sources"] is True
     mat = result.asset_materializations_for_node("market_data_monthly")[0]
     assert mat.metadata["files_quarantined"].value == 1
     assert "BBB" in mat.metadata["worst_symbols"].value
