@@ -57,6 +57,7 @@ class HealthReport:
     status: str
     components: list[ComponentHealth]
     reasons: list[str] = field(default_factory=list)
+    weighted_score: float = 100.0  # before the worst-of cap
 
     def component(self, name: str) -> ComponentHealth | None:
         return next((c for c in self.components if c.name == name), None)
@@ -66,6 +67,7 @@ class HealthReport:
             "score": self.score,
             "status": self.status,
             "reasons": self.reasons,
+            "weighted_score": self.weighted_score,
             "components": [c.as_dict() for c in self.components],
         }
 
@@ -177,13 +179,14 @@ def combine(components: list[ComponentHealth], weights: dict[str, float] = WEIGH
     if total_weight <= 0:
         return HealthReport(100.0, GREEN, components, [])
     score = sum(weights.get(c.name, 0.0) * c.score for c in measured) / total_weight
+    weighted = round(score, 1)
     status = max((c.status for c in measured), key=lambda s: _RANK[s], default=GREEN)
     if status == RED:
         score = min(score, RED_CAP)
     elif status == YELLOW:
         score = min(score, YELLOW_CAP)
     reasons = [c.reason for c in sorted(measured, key=lambda c: -_RANK[c.status]) if c.status != GREEN and c.reason]
-    return HealthReport(round(score, 1), status, components, reasons)
+    return HealthReport(round(score, 1), status, components, reasons, weighted)
 
 
 def is_sustained(samples: list[tuple[float, float]], threshold: float, window_seconds: float, now: float, grace_seconds: float = 90.0) -> bool:

@@ -50,7 +50,9 @@ def test_run_then_history_and_status(cli_env, redis_client):
     from dagster import DagsterInstance
 
     with DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:  # what the daemon will enforce
-        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 2
+        queue = instance.get_concurrency_config().run_queue_config
+        assert queue.max_concurrent_runs == 2
+        assert {"key": "maintenance/task", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in queue.tag_concurrency_limits
         assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds == 420
 
 

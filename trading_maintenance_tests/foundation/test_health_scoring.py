@@ -33,7 +33,7 @@ def test_one_red_component_is_never_averaged_away():
     components.append(health.latency_component("redis", False, None, "ConnectionError"))
     report = health.combine(components)
     assert report.status == RED
-    assert report.score <= health.RED_CAP  # weighted mean alone would be 85
+    assert report.score <= health.RED_CAP and report.weighted_score == 85.0  # the weighted mean alone
     assert any("redis unreachable" in r for r in report.reasons)
 
 

@@ -66,6 +66,7 @@ def run_health_check(
         "run_id": context.run_id,
         "checked_at": now.isoformat(),
         "score": report.score,
+        "weighted_score": report.weighted_score,
         "health_status": report.status,
         "reasons": report.reasons,
         "components": [c.as_dict() for c in report.components],
