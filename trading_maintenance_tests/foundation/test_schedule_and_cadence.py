@@ -56,3 +56,17 @@ def test_schedule_evaluation_runs_and_skips_with_reason():
         assert not skipped.run_requests and "market closed" in skipped.skip_message
     assert system_health_check_schedule.execution_timezone == "America/New_York"
     assert system_health_check_schedule.description
+
+
+def test_maintenance_window_follows_settings_and_wraps_midnight():
+    from trading_maintenance.defs.common import maintenance_window_cron
+    from trading_maintenance.defs.hygiene import schedules
+
+    assert maintenance_window_cron(2) == ("0 2 * * *", "daily 02:00 ET")
+    assert maintenance_window_cron(2, 90, "sunday") == ("30 3 * * 0", "Sunday 03:30 ET")
+    assert maintenance_window_cron(23, 90, "saturday") == ("30 0 * * 0", "Sunday 00:30 ET")
+    assert maintenance_window_cron(23, 60) == ("0 0 * * *", "daily 00:00 ET")
+    crons = {s.name: s.cron_schedule for s in schedules.HYGIENE_SCHEDULES}
+    assert crons["data_cleanup_schedule"] == "0 2 * * *" and crons["log_rotation_schedule"] == "30 2 * * *"
+    assert crons["cache_cleanup_schedule"] == "0 3 * * *" and crons["performance_optimization_schedule"] == "0 2 * * 0"
+    assert crons["api_rate_limit_schedule"] == "1 0 * * *"

@@ -116,6 +116,7 @@ maintenance_report_job = dg.define_asset_job(
 
 maintenance_report_schedule = dg.build_schedule_from_partitioned_job(
     maintenance_report_job,
+    name="maintenance_report_schedule",
     hour_of_day=0,
     minute_of_hour=30,
     default_status=dg.DefaultScheduleStatus.RUNNING,
