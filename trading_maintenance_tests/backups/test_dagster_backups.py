@@ -43,7 +43,7 @@ def setup(tmp_path, data_dir, make_resources, pg_url, pg_engine, redis_client, s
     return _defs(make_resources(pg_url, config, object_store=store)), store
 
 
-def test_backup_then_drill_records_passing_asset_check(setup, data_dir, redis_client):
+def test_backup_then_drill_records_passing_asset_check(setup, data_dir, redis_client, pg_url):
     defs, store = setup
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def("backup_archive_job").execute_in_process(instance=instance)
@@ -55,7 +55,14 @@ def test_backup_then_drill_records_passing_asset_check(setup, data_dir, redis_cl
         assert published["status"] == "success" and published["verified"] and published["remote_verified"]
         assert KEY not in json.dumps(published)
         mat = instance.get_latest_materialization_event(BACKUP_ASSET).asset_materialization
-        assert mat.metadata["redis_keys"].value >= 10 and mat.metadata["database_method"].value == "pg_dump"
+        from sqlalchemy import create_engine
+
+        from trading_maintenance.core import backup_database as bdb
+
+        engine = create_engine(pg_url)
+        expected_method = bdb.choose_pg_method(bdb.server_version(engine))[0]  # pg_dump when one matches the server
+        engine.dispose()
+        assert mat.metadata["redis_keys"].value >= 10 and mat.metadata["database_method"].value == expected_method
         assert mat.metadata["compression_ratio"].value > 0
 
         drill = defs.resolve_job_def("backup_verification_job").execute_in_process(instance=instance)

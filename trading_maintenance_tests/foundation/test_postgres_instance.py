@@ -11,10 +11,14 @@ from trading_maintenance.settings import PROJECT_ROOT
 
 def test_production_instance_config_on_real_postgres(tmp_path, pg_url, make_resources, monkeypatch):
     url = make_url(pg_url)
+    if not url.host:
+        import pytest
+
+        pytest.skip("the embedded PostgreSQL (pgserver) listens on a Unix socket only; dagster-postgres needs a TCP host")
     home = tmp_path / "prod_home"
     home.mkdir()
     shutil.copy(PROJECT_ROOT / "deploy" / "dagster.postgres.yaml", home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_PG_HOST", url.host or "127.0.0.1")
+    monkeypatch.setenv("DAGSTER_PG_HOST", url.host)
     monkeypatch.setenv("DAGSTER_PG_PORT", str(url.port or 5432))
     monkeypatch.setenv("DAGSTER_PG_USER", url.username or "postgres")
     monkeypatch.setenv("DAGSTER_PG_PASSWORD", url.password or "")
