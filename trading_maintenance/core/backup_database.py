@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -50,8 +51,38 @@ def _major(version: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+def _pg_bin_dirs() -> list[str]:
+    """Folders holding pg_dump and pg_restore: the PATH's, and the one bundled with pgserver
+    (PostgreSQL 16) when that package is installed."""
+    dirs = []
+    found = shutil.which("pg_dump")
+    if found and shutil.which("pg_restore"):
+        dirs.append(os.path.dirname(found))  # not realpath: Debian's pg_dump is a wrapper link
+    try:
+        import pgserver  # noqa: F401 - only its bundled binaries are used
+
+        bundled = os.path.join(os.path.dirname(pgserver.__file__), "pginstall", "bin")
+        if os.path.exists(os.path.join(bundled, "pg_dump")) and os.path.exists(os.path.join(bundled, "pg_restore")):
+            dirs.append(bundled)
+    except ImportError:
+        pass
+    return dirs
+
+
+@functools.lru_cache(maxsize=1)
+def _best_pg_bin_dir() -> str | None:
+    """The folder whose pg_dump is newest: a newer pg_dump dumps older servers, never the reverse."""
+    best, best_version = None, -1
+    for folder in _pg_bin_dirs():
+        version = _major(pg_dump_version(os.path.join(folder, "pg_dump")))
+        if version > best_version:
+            best, best_version = folder, version
+    return best
+
+
 def pg_tool(name: str) -> str | None:
-    return shutil.which(name)
+    folder = _best_pg_bin_dir()
+    return os.path.join(folder, name) if folder else None
 
 
 def pg_dump_version(binary: str) -> str:
@@ -80,7 +111,10 @@ def choose_pg_method(server: str, requested: str = "auto") -> tuple[str, str]:
 def libpq_args(url: str) -> tuple[list[str], dict[str, str]]:
     """Connection arguments for pg_dump/pg_restore; the password goes through PGPASSWORD, not argv."""
     parsed = make_url(url)
-    args = ["-h", parsed.host or "127.0.0.1", "-p", str(parsed.port or 5432), "-U", parsed.username or "postgres"]
+    # A Unix-socket URL (postgresql://user@/db?host=/run/postgresql) carries its folder in the query.
+    socket_dir = parsed.query.get("host")
+    host = parsed.host or (socket_dir if isinstance(socket_dir, str) else None) or "127.0.0.1"
+    args = ["-h", host, "-p", str(parsed.port or 5432), "-U", parsed.username or "postgres"]
     env = dict(os.environ)
     if parsed.password:
         env["PGPASSWORD"] = str(parsed.password)
