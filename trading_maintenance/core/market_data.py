@@ -279,6 +279,38 @@ def expected_bars(open_: datetime, close: datetime, bar_minutes: int) -> int:
     return math.ceil((close - open_).total_seconds() / 60 / bar_minutes)
 
 
+_HOUR_US = 3_600_000_000
+
+
+def _with_ny_date(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """lf with `ny_date`, the New York date of each timestamp.
+
+    New York's offsets from UTC are whole hours and change on whole UTC hours, so the date is
+    converted once per distinct UTC hour and joined back (a time-zone conversion per row costs
+    more than the rest of the checks). Exact: when any hour's first and last microsecond fall on
+    different New York dates, every row is converted instead."""
+    hour = pl.col("timestamp").dt.epoch("us") // _HOUR_US
+    try:
+        hours = lf.select(hour.unique().alias("_hour")).collect()
+        start = pl.from_epoch(pl.col("_hour") * _HOUR_US, time_unit="us").dt.replace_time_zone("UTC")
+        end = start + pl.duration(microseconds=_HOUR_US - 1)
+        table = hours.select(
+            "_hour",
+            start.dt.convert_time_zone(NY).dt.date().alias("ny_date"),
+            end.dt.convert_time_zone(NY).dt.date().alias("_end"),
+        )
+        exact = not bool((table["ny_date"] != table["_end"]).any())
+    except pl.exceptions.PolarsError:  # e.g. a timestamp too far out to convert per hour
+        exact = False
+    if not exact:
+        return lf.with_columns(pl.col("timestamp").dt.convert_time_zone(NY).dt.date().alias("ny_date"))
+    return (
+        lf.with_columns(hour.alias("_hour"))
+        .join(table.lazy().select("_hour", "ny_date"), on="_hour", how="left")
+        .drop("_hour")
+    )
+
+
 def _per_day_counts(lf: pl.LazyFrame, timeframe: str, sessions: MonthSessions, by: list[str] | None = None) -> pl.LazyFrame:
     """Sanity flags counted per New York day (and per `by` columns): one pass over the bars."""
     tol = OHLC_TOLERANCE
@@ -286,7 +318,7 @@ def _per_day_counts(lf: pl.LazyFrame, timeframe: str, sessions: MonthSessions, b
     lo_oc = pl.min_horizontal("open", "close")
     intraday = timeframe in INTRADAY_MINUTES
     checks_date = intraday or timeframe in DAILY_TIMEFRAMES
-    lf = lf.with_columns(pl.col("timestamp").dt.convert_time_zone(NY).dt.date().alias("ny_date"))
+    lf = _with_ny_date(lf)
     if intraday:
         lf = lf.join(sessions.frame.lazy(), on="ny_date", how="left")
         outside_session = (
@@ -322,27 +354,41 @@ def _per_day_counts(lf: pl.LazyFrame, timeframe: str, sessions: MonthSessions, b
 QUALITY_COUNTS = (*ANOMALIES, "bad_bars")
 
 
-def _quality_from_days(per_day: pl.DataFrame, timeframe: str, sessions: MonthSessions) -> dict[str, int]:
-    totals = per_day.select(QUALITY_COUNTS).sum().row(0, named=True) if per_day.height else {}
-    result = {k: int(totals.get(k) or 0) for k in QUALITY_COUNTS}
+def _expected_by_day(timeframe: str, sessions: MonthSessions) -> list[tuple[date, int]]:
+    """(day, expected bars) of the counted sessions, for timeframes whose coverage is checked."""
+    if not (timeframe in INTRADAY_MINUTES or timeframe in DAILY_TIMEFRAMES):
+        return []
+    counted = set(sessions.counted_days)
+    minutes = INTRADAY_MINUTES.get(timeframe)
+    return [
+        (d, expected_bars(o, c, minutes) if minutes else 1)
+        for d, o, c in sessions.frame.iter_rows()
+        if d in counted
+    ]
+
+
+def _quality_from_rows(rows: list[dict], timeframe: str, expected_days: list[tuple[date, int]]) -> dict[str, int]:
+    """_quality_from_days on per-day rows already in Python (one group's rows of a batch)."""
+    result = {k: sum(int(r[k] or 0) for r in rows) for k in QUALITY_COUNTS}
     missing_days = expected = present = 0
     if timeframe in INTRADAY_MINUTES or timeframe in DAILY_TIMEFRAMES:
-        have = dict(zip(per_day["ny_date"].to_list(), per_day["_in_session"].to_list()))
-        counted = set(sessions.counted_days)
-        minutes = INTRADAY_MINUTES.get(timeframe)
-        for d, o, c in sessions.frame.iter_rows():
-            if d not in counted:
-                continue
+        have: dict = {}
+        for r in rows:
+            have[r["ny_date"]] = have.get(r["ny_date"], 0) + int(r["_in_session"] or 0)
+        for d, want in expected_days:
             n = have.get(d, 0)
             if n == 0:
                 missing_days += 1
-            want = expected_bars(o, c, minutes) if minutes else 1
             expected += want
             present += min(n, want)
     result["missing_days"] = missing_days
     result["expected_bars"] = expected
     result["missing_bars"] = expected - present
     return result
+
+
+def _quality_from_days(per_day: pl.DataFrame, timeframe: str, sessions: MonthSessions) -> dict[str, int]:
+    return _quality_from_rows(per_day.to_dicts(), timeframe, _expected_by_day(timeframe, sessions))
 
 
 def quality(df: pl.DataFrame, timeframe: str, sessions: MonthSessions) -> dict[str, int]:
@@ -489,17 +535,30 @@ def _write_tmp(out: pl.DataFrame, target: Path) -> Path:
     return tmp
 
 
-def _finish_verified(result: "GroupResult", out: pl.DataFrame, back: pl.DataFrame | None, tmp: Path, target: Path, sources: list[dict]) -> None:
+def _finish_verified(
+    result: "GroupResult",
+    out: pl.DataFrame,
+    back: pl.DataFrame | None,
+    tmp: Path,
+    target: Path,
+    sources: list[dict],
+    checked: tuple[bool, int, int] | None = None,
+) -> None:
     """Compare what was read back from tmp with `out`; only then rename it over the archive and
-    write the manifest. Sets result.written/verified/bytes_after/error; raises on I/O errors."""
+    write the manifest. Sets result.written/verified/bytes_after/error; raises on I/O errors.
+
+    `checked` = (equal, rows read back, adjacent duplicate keys read back): the comparison already
+    made by the caller on what it read back from tmp (a whole batch compared at once)."""
     try:
-        if back is None:
-            back = pl.read_parquet(tmp)
-        # duplicate keys counted on what was read back: it is sorted by key, so a repeat is adjacent
-        result.archive_duplicate_keys = _adjacent_duplicates(back)
-        # `out` has one row per key by construction, so equality proves rows and distinct keys match
-        if back.height != out.height or not back.equals(out):
-            result.error = f"verification failed: archive has {back.height} rows, deduplicated sources {out.height}"
+        if checked is None:
+            if back is None:
+                back = pl.read_parquet(tmp)
+            # duplicate keys counted on what was read back: it is sorted by key, so a repeat is adjacent
+            # `out` has one row per key by construction, so equality proves rows and distinct keys match
+            checked = (back.height == out.height and back.equals(out), back.height, _adjacent_duplicates(back))
+        equal, back_rows, result.archive_duplicate_keys = checked
+        if not equal or back_rows != out.height:
+            result.error = f"verification failed: archive has {back_rows} rows, deduplicated sources {out.height}"
             tmp.unlink(missing_ok=True)
             return
         size = tmp.stat().st_size
@@ -771,13 +830,22 @@ def consolidate_batch(
     except Exception:  # noqa: BLE001 - any doubt: the careful path, which reports per group
         return careful()
     prepare_seconds = time.perf_counter() - started
-    days_by_group = per_day.partition_by("_group", as_dict=True, include_key=False)
-    out_by_group = deduped.drop("_file_date").partition_by("_group", as_dict=True, include_key=False)
-    del deduped, combined, frames, daily
+    rows_by_group: dict[int, list[dict]] = {}
+    for row in per_day.to_dicts():
+        rows_by_group.setdefault(row["_group"], []).append(row)
+    expected_days = _expected_by_day(timeframe, sessions)
+    out_all = deduped.drop("_file_date", "_group")
+    group_ids = deduped["_group"].to_numpy()
+    del deduped, combined, frames, daily, per_day
+    # each group's rows are one contiguous run of out_all (sorted by group first)
+    present = np.unique(group_ids) if len(group_ids) else np.array([], dtype=np.int32)
+    first = np.searchsorted(group_ids, present, side="left")
+    last = np.searchsorted(group_ids, present, side="right")
+    span = {int(g): (int(a), int(b - a)) for g, a, b in zip(present, first, last)}
+    del group_ids
     results = []
     offset = 0
-    empty_days = per_day.clear().drop("_group")
-    pending = []  # (result, out, tmp, sources, t0)
+    pending = []  # (result, out, tmp, sources, seconds)
     for i, ((sym, tf, _), files) in enumerate(zip(items, ordered)):
         t0 = time.perf_counter()
         n_files = len(files)
@@ -789,10 +857,11 @@ def consolidate_batch(
         result.rows_in = sum(file_lengths)
         result.previous_archive_rows = prev_rows[i]
         result.bytes_before = sum(st[0] for st in file_stats) + prev_bytes[i]
-        out = out_by_group.get((i,), pl.DataFrame(schema=SCHEMA))
+        a, n = span.get(i, (0, 0))
+        out = out_all.slice(a, n)
         result.rows_out = out.height
         result.duplicates_removed = result.rows_in + prev_rows[i] - out.height
-        result.quality = _quality_from_days(days_by_group.get((i,), empty_days), tf, sessions)
+        result.quality = _quality_from_rows(rows_by_group.get(i, []), tf, expected_days)
         sources = [
             {"name": f.path.name, "size": size, "mtime_ns": mtime_ns, "rows": n}
             for f, (size, mtime_ns), n in zip(files, file_stats, file_lengths)
@@ -806,22 +875,47 @@ def consolidate_batch(
         except Exception as exc:  # noqa: BLE001 - one group's failure never stops the others
             result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
     if pending:
-        # read every temporary archive of the batch back in one scan; any doubt: one by one
+        # read every temporary archive of the batch back in one scan and compare it with the
+        # deduplicated sources in one comparison; any doubt: group by group
         t0 = time.perf_counter()
-        backs: list[pl.DataFrame | None] = [None] * len(pending)
+        checks: list[tuple[bool, int, int] | None] = [None] * len(pending)
         try:
             scanned = _scan_runs([str(p[2]) for p in pending])
             if scanned is not None:
                 frame, back_lengths = scanned
-                starts = np.concatenate([[0], np.cumsum(back_lengths)[:-1]])
-                backs = [frame.slice(int(a), int(n)) for a, n in zip(starts, back_lengths)]
+                expected_lengths = [p[1].height for p in pending]
+                starts = np.concatenate([[0], np.cumsum(back_lengths)[:-1]]).astype(np.int64)
+                # duplicate keys counted on what was read back (sorted by key: a repeat is adjacent),
+                # never across two archives
+                same = (
+                    (pl.col("timestamp") == pl.col("timestamp").shift(1))
+                    & (pl.col("symbol") == pl.col("symbol").shift(1))
+                    & (pl.col("timeframe") == pl.col("timeframe").shift(1))
+                ).fill_null(False)
+                flags = frame.select(same).to_series().to_numpy().astype(np.int64)
+                nonempty = [k for k, n in enumerate(back_lengths) if n]
+                flags[starts[nonempty]] = 0
+                dups = [0] * len(pending)
+                if len(flags):
+                    sums = np.add.reduceat(flags, starts[nonempty])
+                    for k, v in zip(nonempty, sums):
+                        dups[k] = int(v)
+                if back_lengths == expected_lengths:
+                    expected = pl.concat([p[1] for p in pending], how="vertical", rechunk=False)
+                    if frame.equals(expected):
+                        checks = [(True, n, d) for n, d in zip(back_lengths, dups)]
+                if checks[0] is None:  # something differs: find which, group by group
+                    checks = [
+                        (n == p[1].height and frame.slice(int(a), int(n)).equals(p[1]), int(n), d)
+                        for p, a, n, d in zip(pending, starts, back_lengths, dups)
+                    ]
         except Exception:  # noqa: BLE001
-            pass
+            checks = [None] * len(pending)
         share = (time.perf_counter() - t0) / len(pending)
-        for (result, out, tmp, sources, spent), back in zip(pending, backs):
+        for (result, out, tmp, sources, spent), check in zip(pending, checks):
             t1 = time.perf_counter()
             try:
-                _finish_verified(result, out, back, tmp, Path(result.archive), sources)
+                _finish_verified(result, out, None, tmp, Path(result.archive), sources, check)
             except Exception as exc:  # noqa: BLE001
                 result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
                 result.verified = False
