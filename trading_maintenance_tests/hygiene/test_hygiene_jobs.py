@@ -84,6 +84,10 @@ def test_idle_in_transaction_sessions_reported_and_terminated_only_when_configur
     assert dry["idle_in_transaction"][0]["terminated"] is False
     acted = perf.database_sessions(engine, 0.5, terminate=True, dry_run=False)
     assert acted["idle_in_transaction"][0]["terminated"] is True
+    # pg_terminate_backend signals the backend; it leaves pg_stat_activity a moment later
+    deadline = time.time() + 10
+    while perf.database_sessions(engine, 0.5, terminate=False, dry_run=False)["idle_in_transaction"] and time.time() < deadline:
+        time.sleep(0.1)
     assert perf.database_sessions(engine, 0.5, terminate=False, dry_run=False)["idle_in_transaction"] == []
     idle.invalidate()
     engine.dispose()
