@@ -380,8 +380,13 @@ def demo_services() -> None:
     from trading_maintenance.demo.services import start_demo_services
 
     settings = load_settings()
-    servers = start_demo_services({s.name: s.url for s in settings.services})
-    console.print(f"serving /health for {len(servers)} services: " + ", ".join(s.url for s in settings.services))
+    busy: list[str] = []
+    servers = start_demo_services({s.name: s.url for s in settings.services}, busy)
+    for url in busy:
+        console.print(f"[yellow]{url}: port already in use; leaving it to what answers there[/]")
+    if not servers:
+        return
+    console.print(f"serving /health for {len(servers)} services")
     try:
         while True:
             time.sleep(3600)

@@ -82,7 +82,10 @@ def register(cli: click.Group) -> None:
             state = broker_state_from_db(engine)
         key = settings.broker.api_key.get_secret_value() if settings.broker.api_key else ""
         secret = settings.broker.secret_key.get_secret_value() if settings.broker.secret_key else ""
-        server = DemoBrokerServer(state, host=host, port=port or default_port, api_key=key, secret_key=secret)
+        try:
+            server = DemoBrokerServer(state, host=host, port=port or default_port, api_key=key, secret_key=secret)
+        except OSError as exc:
+            raise click.ClickException(f"cannot serve the demo broker on {host}:{port or default_port}: {exc.strerror}") from None
         click.echo(f"demo broker on {server.url}: {len(state['positions'])} positions, {len(state['orders'])} open orders, "
                    f"{len(state['activities'])} fills, cash {state['account']['cash']}"
                    + ("" if key else " (no API key configured: any key accepted)"))

@@ -27,14 +27,26 @@ def _handler(name: str):
     return Handler
 
 
-def start_demo_services(endpoints: dict[str, str]) -> list[ThreadingHTTPServer]:
-    """Serve /health for every endpoint on a loopback host; returns the running servers."""
+def start_demo_services(endpoints: dict[str, str], busy: list[str] | None = None) -> list[ThreadingHTTPServer]:
+    """Serve /health for every endpoint on a loopback host; returns the running servers.
+
+    An endpoint whose port is already taken (say, by the real service or another demo) is left to
+    whatever answers there and named in `busy`.
+    """
+    import errno
+
     servers = []
     for name, url in endpoints.items():
         parsed = urlparse(url)
         if parsed.hostname not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"demo services only bind loopback addresses; {name} is {parsed.hostname}")
-        server = ThreadingHTTPServer((parsed.hostname, parsed.port or 80), _handler(name))
+        try:
+            server = ThreadingHTTPServer((parsed.hostname, parsed.port or 80), _handler(name))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or busy is None:
+                raise
+            busy.append(url)
+            continue
         threading.Thread(target=server.serve_forever, daemon=True, name=f"demo-{name}").start()
         servers.append(server)
     return servers

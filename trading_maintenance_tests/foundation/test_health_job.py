@@ -97,3 +97,15 @@ def test_alert_cooldown_suppresses_repeat(tmp_path, make_resources, data_dir, re
         system_health_check_job.execute_in_process(resources=resources, instance=instance)
     alerts = [json.loads(a) for a in redis_client.lrange("maintenance:alerts", 0, -1)]
     assert [a["key"] for a in alerts].count("health:services") == 1
+
+
+def test_demo_services_leave_a_taken_port_to_what_answers_there():
+    port = _free_port()
+    first = start_demo_services({"a": f"http://127.0.0.1:{port}/health"})
+    busy = []
+    try:
+        second = start_demo_services({"a": f"http://127.0.0.1:{port}/health"}, busy)
+        assert second == [] and busy == [f"http://127.0.0.1:{port}/health"]
+    finally:
+        for server in first:
+            server.shutdown()
