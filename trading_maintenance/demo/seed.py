@@ -236,7 +236,7 @@ def seed_database(engine, symbols: list[str], days: list[date], rng: random.Rand
     orders_rows, fills_rows, positions_rows, perf_rows = [], [], [], []
     order_id = fill_id = 0
     holdings: dict[str, tuple[int, float]] = {}
-    cash = Decimal("100000")
+    cash = Decimal("500000")
     traded = symbols[: min(6, len(symbols))]
     for day in days:
         open_utc, close_utc = session_bounds(day)
