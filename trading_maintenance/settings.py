@@ -25,6 +25,17 @@ class SettingsError(ValueError):
     """Raised when the configuration cannot be used; the message is safe to show and log."""
 
 
+def known_time_zone(value: str) -> str:
+    """The value when it names an IANA time zone; ValueError otherwise (pydantic reports it)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown IANA time zone {value!r}") from exc
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -64,13 +75,7 @@ class Scheduling(_Section):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA time zone {value!r}") from exc
-        return value
+        return known_time_zone(value)
 
     @field_validator("partitions_start_date", mode="before")
     @classmethod
@@ -239,13 +244,7 @@ class TradingIntegritySettings(_Section):
     @field_validator("journal_timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA time zone {value!r}") from exc
-        return value
+        return known_time_zone(value)
 
 
 class ApiKeySpec(_Section):

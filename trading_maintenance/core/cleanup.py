@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 from zoneinfo import ZoneInfo
 
-from trading_maintenance.core.retention import FileEntry, iter_files, plan_expired
+from trading_maintenance.core.retention import FileEntry, iter_files, plan_expired, unlink_if_unchanged
 
 DAY = 86400
 _DATE_IN_NAME = re.compile(r"(?<!\d)(20\d{2}|19\d{2})-?(0[1-9]|1[0-2])-?(0[1-9]|[12]\d|3[01])(?!\d)")
@@ -404,18 +404,10 @@ class CategoryOutcome:
 
 
 def _unlink_if_same(entry_path: str, mtime: float, outcome: CategoryOutcome) -> bool:
-    try:
-        st = os.lstat(entry_path)
-        if st.st_mtime != mtime:
-            outcome.failed.append((entry_path, "modified since planning; kept"))
-            return False
-        os.unlink(entry_path)
-        return True
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        outcome.failed.append((entry_path, f"{type(exc).__name__}: {exc.strerror}"))
-        return False
+    deleted, problem = unlink_if_unchanged(entry_path, mtime)
+    if problem:
+        outcome.failed.append((entry_path, problem))
+    return deleted
 
 
 def apply_category(plan: CategoryPlan, open_ids: set[tuple[int, int]] | None = None) -> CategoryOutcome:

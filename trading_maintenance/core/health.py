@@ -165,7 +165,7 @@ def market_data_component(age_minutes: float | None, market_open: bool, stale_mi
     if not market_open:
         return ComponentHealth("market_data", SKIPPED, 100.0, age_minutes, "min", "market closed")
     if age_minutes is None:
-        return ComponentHealth("market_data", RED, 0.0, None, "min", "no market-data files found during market hours")
+        return ComponentHealth("market_data", RED, 0.0, None, "min", "no market-data file written in the last days during market hours")
     if age_minutes >= 4 * stale_minutes:
         return ComponentHealth("market_data", RED, 10.0, round(age_minutes, 1), "min", f"newest market data is {age_minutes:.0f} min old (>= {4 * stale_minutes} min)")
     if age_minutes >= stale_minutes:

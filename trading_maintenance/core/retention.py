@@ -95,21 +95,32 @@ class DeletionOutcome:
         return not self.failed and not self.problems
 
 
+def unlink_if_unchanged(path: str, planned_mtime: float) -> tuple[bool, str | None]:
+    """Delete the file only if it is still the one that was planned (same mtime).
+
+    Returns (deleted, why not): a file gone already is (False, None); a changed or undeletable one
+    is (False, reason), kept and to be reported.
+    """
+    try:
+        if os.lstat(path).st_mtime != planned_mtime:
+            return False, "modified since planning; kept"
+        os.unlink(path)
+        return True, None
+    except FileNotFoundError:
+        return False, None
+    except OSError as exc:
+        return False, f"{type(exc).__name__}: {exc.strerror}"
+
+
 def apply_plan(plan: DeletionPlan) -> DeletionOutcome:
     """Delete the planned files, re-checking each is still the file that was planned (same mtime)."""
     outcome = DeletionOutcome()
     for entry in plan.delete:
-        try:
-            st = os.lstat(entry.path)
-            if st.st_mtime != entry.mtime:
-                outcome.failed.append((entry.path, "modified since planning; kept"))
-                continue
-            os.unlink(entry.path)
+        deleted, problem = unlink_if_unchanged(entry.path, entry.mtime)
+        if deleted:
             outcome.deleted.append(entry)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            outcome.failed.append((entry.path, f"{type(exc).__name__}: {exc.strerror}"))
+        elif problem:
+            outcome.failed.append((entry.path, problem))
     return outcome
 
 

@@ -42,14 +42,17 @@ class PlatformServicesResource(dg.ConfigurableResource):
     timeout_seconds: float = Field(default=3.0, description="per-request timeout")
 
     def check_all(self) -> list[ServiceHealth]:
+        from trading_maintenance.core.masking import mask_url
+
         results = []
         with httpx.Client(timeout=self.timeout_seconds, follow_redirects=False) as client:
             for name, url in sorted(self.endpoints.items()):
+                shown = mask_url(url)  # results are published and logged; a URL may carry credentials
                 started = time.perf_counter()
                 try:
                     response = client.get(url)
                 except httpx.HTTPError as exc:
-                    results.append(ServiceHealth(name, url, False, False, None, None, f"unreachable: {type(exc).__name__}"))
+                    results.append(ServiceHealth(name, shown, False, False, None, None, f"unreachable: {type(exc).__name__}"))
                     continue
                 latency = (time.perf_counter() - started) * 1000
                 try:
@@ -57,5 +60,5 @@ class PlatformServicesResource(dg.ConfigurableResource):
                 except ValueError:
                     body = None
                 healthy, detail = interpret_health_response(response.status_code, body)
-                results.append(ServiceHealth(name, url, True, healthy, response.status_code, round(latency, 2), detail))
+                results.append(ServiceHealth(name, shown, True, healthy, response.status_code, round(latency, 2), detail))
         return results

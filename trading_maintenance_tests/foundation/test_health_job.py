@@ -109,3 +109,29 @@ def test_demo_services_leave_a_taken_port_to_what_answers_there():
     finally:
         for server in first:
             server.shutdown()
+
+
+def test_market_data_age_reads_only_recent_day_files(tmp_path):
+    import os as _os
+
+    from trading_maintenance.defs.health.collect import newest_market_data_age_minutes
+
+    root = tmp_path / "market_data"
+    now = 1_795_000_000.0  # 2026-11-18 in New York
+    old = root / "AAPL" / "1min" / "2026-10-01.parquet"
+    fresh = root / "MSFT" / "1min" / "2026-11-18.parquet"
+    for path, mtime in ((old, now - 60), (fresh, now - 600)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        _os.utime(path, (mtime, mtime))
+    # the October file was touched a minute ago, but only today's names count as the collector's output
+    assert newest_market_data_age_minutes(root, now) == 10.0
+    fresh.unlink()
+    assert newest_market_data_age_minutes(root, now) is None
+    assert newest_market_data_age_minutes(tmp_path / "missing", now) is None
+
+
+def test_service_urls_with_credentials_are_masked():
+    services = PlatformServicesResource(endpoints={"s": f"http://user:pw-secret@127.0.0.1:{_free_port()}/health"}, timeout_seconds=0.5)
+    [result] = services.check_all()
+    assert "pw-secret" not in result.url and not result.reachable

@@ -65,19 +65,35 @@ def probe_database(engine) -> tuple[bool, float | None, float | None, str]:
         return False, None, None, type(exc).__name__
 
 
-def newest_market_data_age_minutes(market_data_dir: Path, now: float) -> float | None:
-    """Age of the most recently written daily market-data file, or None when there is none."""
-    newest = None
+def newest_market_data_age_minutes(market_data_dir: Path, now: float, days: int = 4, tz: str = "America/New_York") -> float | None:
+    """Age of the most recently written daily market-data file, or None when there is none.
+
+    Only the files of the last few trading-day names are looked at (one stat per symbol and
+    timeframe and day), not the whole history: this runs every 5 minutes while the market is open.
+    """
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
     if not market_data_dir.is_dir():
         return None
-    for root, _dirs, files in os.walk(market_data_dir):
-        for name in files:
-            if name.endswith(".parquet"):
-                try:
-                    mtime = os.stat(os.path.join(root, name)).st_mtime
-                except OSError:
-                    continue
-                newest = mtime if newest is None or mtime > newest else newest
+    today = datetime.fromtimestamp(now, ZoneInfo(tz)).date()
+    names = [f"{(today - timedelta(days=back)).isoformat()}.parquet" for back in range(days)]
+    newest = None
+    with os.scandir(market_data_dir) as symbols:
+        for symbol in symbols:
+            if not symbol.is_dir(follow_symlinks=False):
+                continue
+            with os.scandir(symbol.path) as timeframes:
+                for timeframe in timeframes:
+                    if not timeframe.is_dir(follow_symlinks=False):
+                        continue
+                    for name in names:
+                        try:
+                            mtime = os.stat(os.path.join(timeframe.path, name)).st_mtime
+                        except OSError:
+                            continue
+                        newest = mtime if newest is None or mtime > newest else newest
+                        break  # names go newest first
     return None if newest is None else max(0.0, (now - newest) / 60.0)
 
 
@@ -105,7 +121,11 @@ def collect_health(settings: Settings, sample, redis_client, engine, service_res
         market_open = is_market_open(now, settings.maintenance.scheduling.market_calendar)
     except ValueError:
         market_open = False
-    age = newest_market_data_age_minutes(settings.market_data_dir, now.timestamp()) if market_open else None
+    age = (
+        newest_market_data_age_minutes(settings.market_data_dir, now.timestamp(), tz=settings.maintenance.scheduling.timezone)
+        if market_open
+        else None
+    )
 
     components = [
         health.sustained_component("cpu", sample.cpu_percent, thresholds.cpu, sustained["cpu"], thresholds.sustained_minutes),
