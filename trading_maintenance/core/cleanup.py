@@ -32,6 +32,7 @@ from typing import Callable, Iterable
 from zoneinfo import ZoneInfo
 
 from trading_maintenance.core.retention import FileEntry, iter_files, plan_expired, unlink_if_unchanged
+from trading_maintenance.core.atomic import fsync_dir as _fsync_dir
 
 DAY = 86400
 _DATE_IN_NAME = re.compile(r"(?<!\d)(20\d{2}|19\d{2})-?(0[1-9]|1[0-2])-?(0[1-9]|[12]\d|3[01])(?!\d)")
@@ -257,14 +258,6 @@ class GzipResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def gzip_file(path: str, expected_mtime: float | None = None, open_ids: set[tuple[int, int]] | None = None) -> GzipResult:

@@ -41,6 +41,7 @@ import numpy as np
 import polars as pl
 
 from trading_maintenance.core.market_hours import session_bounds, trading_days
+from trading_maintenance.core.atomic import fsync_dir as _fsync_dir
 
 NY = "America/New_York"
 KEY = ["symbol", "timeframe", "timestamp"]
@@ -406,14 +407,6 @@ def quality(df: pl.DataFrame, timeframe: str, sessions: MonthSessions) -> dict[s
 # ----------------------------------------------------------------------------------------------
 # Atomic file writing
 # ----------------------------------------------------------------------------------------------
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from trading_maintenance.core import backup_database as bdb
 from trading_maintenance.core.backup import MANIFEST_NAME, ArchiveError, sha256_file, unmask_config_text, verify_archive
 from trading_maintenance.core.backup_redis import compare_ttls, plan_redis_restore, restore_redis, snapshot_stats
+from trading_maintenance.core.atomic import atomic_copy
 
 TYPES = ("config", "redis", "trading_data", "database")
 PREFIX = {"config": "config/", "redis": "redis/", "database": "database/", "trading_data": "data/"}
@@ -53,22 +54,6 @@ def _safe_target(root: Path, member: str) -> Path:
     if not str(target).startswith(str(root.resolve()) + os.sep):
         raise ArchiveError(f"member {member!r} would land outside {root}: refused (tar slip)")
     return target
-
-
-def _copy_atomic(src: Path, target: Path, mode: int | None = None) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".restore.tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as handle:
-            shutil.copyfileobj(handle, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def restore_backup(
@@ -190,7 +175,7 @@ def restore_backup(
         if actions.get("trading_data"):
             restored = 0
             for member, target in actions["trading_data"].items():
-                _copy_atomic(verified.staged[member], target)
+                atomic_copy(verified.staged[member], target)
                 entry = next(m for m in manifest["members"] if m["name"] == member)
                 if sha256_file(target) != entry["sha256"]:
                     report.problems.append(f"trading_data: {target} does not match the backup after restore")

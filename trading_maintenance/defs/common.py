@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-
+from trading_maintenance.core.atomic import atomic_write_bytes, atomic_write_text
 from trading_maintenance.settings import get_settings
 
 TIMEZONE = "America/New_York"
 RESULT_KEY = "maintenance:result:{task}"
 HISTORY_KEY = "maintenance:history"
 HISTORY_MAX = 1000
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "job_tags", "md_table", "publish_result", "maintenance_window_schedule"]
 
 
 def job_tags(task: str, **extra: str) -> dict[str, str]:
@@ -43,34 +42,6 @@ def publish_result(redis_client, task: str, result: dict[str, Any], log=None) ->
         if log is not None:
             log.warning(f"could not publish {task} result to Redis: {type(exc).__name__}: {exc}")
         return False
-
-
-def atomic_write_bytes(path: str | Path, data: bytes, mode: int | None = None) -> Path:
-    """Write to a temporary name in the same folder, fsync, rename, fsync the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str, mode: int | None = None) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"), mode)
 
 
 def md_table(rows: list[dict[str, Any]], columns: list[str] | None = None, limit: int = 50) -> str:
