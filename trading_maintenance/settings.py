@@ -215,6 +215,20 @@ class HygieneSettings(_Section):
     idle_in_transaction_minutes: int = Field(10, ge=1)
     terminate_idle_in_transaction: bool = False
 
+    @field_validator("cache_namespaces")
+    @classmethod
+    def _clear_of_protected_keys(cls, namespaces: list[str]) -> list[str]:
+        from trading_maintenance.core.cache import namespace_overlaps
+
+        problems = [
+            f"[{index}] {namespace!r} overlaps protected keys {protected!r} (e.g. key {example!r})"
+            for index, namespace in enumerate(namespaces)
+            for protected, example in namespace_overlaps(namespace)[:1]
+        ]
+        if problems:
+            raise ValueError("cache cleanup would reach platform state: " + "; ".join(problems))
+        return namespaces
+
 
 class TradingIntegritySettings(_Section):
     """Portfolio reconciliation, TradeNote exports and database maintenance (issue 5)."""

@@ -14,8 +14,11 @@ Rules
   collector state must not wipe every key.
 - `orders:pending:{client_order_id}` (a hash) is orphaned when the database has that order in a
   final status (filled, cancelled, rejected, expired). Orders unknown to the database stay.
-- Protected keys (`trading:emergency_stop`, `config:*`, `circuit:*`) and everything outside the
-  namespaces and orphan rules are never touched, even if a namespace is misconfigured to cover them.
+- Protected keys (platform state: `positions:*`, `orders:*`, `portfolio:*`, `active_tickers`;
+  `trading:emergency_stop`, `config:*`, `circuit:*`; maintenance's own `maintenance:*` and
+  `rate_limit:*`) are never touched by a namespace, even if one is misconfigured to cover them:
+  settings refuse such a namespace (`namespace_overlaps`) and planning and applying refuse the keys.
+  The only exception is the orphan rule's `orders:pending:*` hash of an order the database has final.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
 CACHE_TYPES = {"string", "hash", "list", "set", "zset"}
-PROTECTED_PREFIXES = ("config:", "circuit:")
-PROTECTED_KEYS = {"trading:emergency_stop"}
+PROTECTED_PREFIXES = ("positions:", "orders:", "portfolio:", "config:", "circuit:", "maintenance:", "rate_limit:")
+PROTECTED_KEYS = ("trading:emergency_stop", "active_tickers")
 FINAL_ORDER_STATUSES = {"filled", "cancelled", "canceled", "rejected", "expired"}
 TICKER_PREFIX = "ticker_last_seen:"
 PENDING_PREFIX = "orders:pending:"
@@ -33,7 +36,123 @@ ACTIVE_TICKERS = "active_tickers"
 
 
 def is_protected(key: str) -> bool:
-    return key in PROTECTED_KEYS or key.startswith(PROTECTED_PREFIXES) or key.startswith("maintenance:")
+    return key in PROTECTED_KEYS or key.startswith(PROTECTED_PREFIXES)
+
+
+def protected_patterns() -> list[str]:
+    """Every protected key as a Redis glob pattern (prefixes with a trailing `*`)."""
+    return [_glob_escape(k) for k in PROTECTED_KEYS] + [_glob_escape(p) + "*" for p in PROTECTED_PREFIXES]
+
+
+# --- glob overlap --------------------------------------------------------------------------------
+# A namespace overlaps the protected keys when one key could match both its pattern and a protected
+# pattern. Decided exactly on Redis glob syntax (`*`, `?`, `[...]` with `^` and ranges, `\` escapes)
+# by walking both patterns together; a character class is tested on a finite alphabet that holds
+# every byte value and every character either pattern names, which is enough to witness any
+# non-empty intersection of two classes.
+
+
+def _glob_tokens(pattern: str) -> list[tuple]:
+    """("star",) or ("class", negated, frozenset(chars), ((low, high), ...)) per pattern position."""
+    tokens: list[tuple] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "*":
+            if not tokens or tokens[-1] != ("star",):
+                tokens.append(("star",))
+            i += 1
+        elif ch == "?":
+            tokens.append(("class", True, frozenset(), ()))
+            i += 1
+        elif ch == "[":
+            i += 1
+            negated = i < len(pattern) and pattern[i] == "^"
+            i += negated
+            chars: set[str] = set()
+            ranges: list[tuple[str, str]] = []
+            while i < len(pattern) and pattern[i] != "]":
+                if pattern[i] == "\\" and i + 1 < len(pattern):
+                    i += 1
+                    chars.add(pattern[i])
+                    i += 1
+                elif i + 2 < len(pattern) and pattern[i + 1] == "-" and pattern[i + 2] != "]":
+                    low, high = sorted((pattern[i], pattern[i + 2]))
+                    ranges.append((low, high))
+                    i += 3
+                else:
+                    chars.add(pattern[i])
+                    i += 1
+            i += 1  # the closing bracket (Redis accepts an unclosed class to the end)
+            tokens.append(("class", negated, frozenset(chars), tuple(ranges)))
+        else:
+            if ch == "\\" and i + 1 < len(pattern):
+                i += 1
+                ch = pattern[i]
+            tokens.append(("class", False, frozenset(ch), ()))
+            i += 1
+    return tokens
+
+
+def _class_has(token: tuple, ch: str) -> bool:
+    _, negated, chars, ranges = token
+    inside = ch in chars or any(low <= ch <= high for low, high in ranges)
+    return inside != negated
+
+
+def glob_overlap(first: str, second: str) -> str | None:
+    """A key matching both Redis glob patterns, or None when no key can match both."""
+    a, b = _glob_tokens(first), _glob_tokens(second)
+    alphabet = {chr(c) for c in range(256)}
+    for token in a + b:
+        if token[0] == "class":
+            alphabet |= set(token[2]) | {c for rng in token[3] for c in rng}
+    letters = sorted(alphabet)
+    start = (0, 0)
+    came_from: dict[tuple[int, int], tuple[tuple[int, int], str]] = {start: (start, "")}
+    queue = [start]
+    while queue:
+        i, j = state = queue.pop(0)
+        if i == len(a) and j == len(b):
+            witness = []
+            while state != start:
+                state, ch = came_from[state]
+                witness.append(ch)
+            return "".join(reversed(witness))
+        steps: list[tuple[tuple[int, int], str]] = []
+        star_a = i < len(a) and a[i][0] == "star"
+        star_b = j < len(b) and b[j][0] == "star"
+        if star_a:
+            steps.append(((i + 1, j), ""))
+        if star_b:
+            steps.append(((i, j + 1), ""))
+        if i < len(a) and j < len(b):
+            # one character consumed by both sides (a star consumes it and stays)
+            ni, nj = (i if star_a else i + 1), (j if star_b else j + 1)
+            ch = next((c for c in letters if (star_a or _class_has(a[i], c)) and (star_b or _class_has(b[j], c))), None)
+            if ch is not None and (ni, nj) != (i, j):
+                steps.append(((ni, nj), ch))
+        for nxt, ch in steps:
+            if nxt not in came_from:
+                came_from[nxt] = (state, ch)
+                queue.append(nxt)
+    return None
+
+
+def namespace_overlaps(namespace: str) -> list[tuple[str, str]]:
+    """(protected pattern, example key) for every protected key the namespace could reach.
+
+    A namespace is scanned as a literal prefix here, but other readers may use it as a glob
+    (`namespace*`): both readings must stay clear of the protected keys."""
+    readings = {namespace + "*", _glob_escape(namespace) + "*"}
+    found = []
+    for protected in protected_patterns():
+        for reading in sorted(readings):
+            example = glob_overlap(reading, protected)
+            if example is not None:
+                found.append((protected, example))
+                break
+    return found
 
 
 @dataclass
@@ -57,6 +176,7 @@ class CachePlan:
     skipped: list[dict] = field(default_factory=list)  # {key, reason}
     scanned: dict[str, int] = field(default_factory=dict)  # category -> keys seen
     rules_disabled: list[str] = field(default_factory=list)
+    refused_namespaces: list[str] = field(default_factory=list)
 
     def count(self, action: str, category: str | None = None) -> int:
         return sum(1 for a in self.actions if a.action == action and (category is None or a.category == category))
@@ -112,7 +232,10 @@ def plan_cache_cleanup(
 ) -> CachePlan:
     plan = CachePlan()
     for namespace in namespaces:
-        if not namespace:
+        overlaps = namespace_overlaps(namespace)
+        if overlaps:
+            protected, example = overlaps[0]
+            plan.refused_namespaces.append(f"namespace {namespace!r} overlaps protected keys {protected!r} (e.g. {example!r}); not scanned")
             continue
         seen = 0
         for batch in _batches(scan_keys(client, _glob_escape(namespace) + "*", scan_count), scan_count):
@@ -208,6 +331,10 @@ return redis.call('DEL', KEYS[1])
 _DELETE_IF_HASH = "if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 0 end return redis.call('DEL', KEYS[1])"
 
 
+def _is_pending_orphan(action: KeyAction) -> bool:
+    return action.action == "delete_orphan" and action.category == "orders_pending" and action.key.startswith(PENDING_PREFIX)
+
+
 @dataclass
 class CacheOutcome:
     applied: list[KeyAction] = field(default_factory=list)
@@ -227,7 +354,7 @@ def apply_cache_plan(client, plan: CachePlan) -> CacheOutcome:
         "pending": client.register_script(_DELETE_IF_HASH),
     }
     for action in plan.actions:
-        if is_protected(action.key):
+        if is_protected(action.key) and not _is_pending_orphan(action):
             outcome.failed.append({"key": action.key, "reason": "protected key in plan; refused"})
             continue
         try:

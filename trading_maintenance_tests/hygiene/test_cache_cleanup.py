@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+import pytest
 from sqlalchemy import insert
 
 from trading_maintenance.core import cache as cc
 from trading_maintenance.core.trading_schema import orders
 from trading_maintenance.defs.hygiene.jobs import cache_cleanup_job
 from trading_maintenance.resources import TradingDatabaseResource
+from trading_maintenance.settings import SettingsError, load_settings
 from trading_maintenance_tests.conftest import write_config
 
 FIVE_TYPES = {
@@ -137,13 +139,70 @@ def test_apply_rechecks_each_key(redis_client):
     assert len(outcome.unchanged) == 2
 
 
-def test_protected_namespace_misconfigured_is_still_protected(redis_client):
+OVERLAPPING_NAMESPACES = ["", "*", "p*", "pos?tions:*", "[po]*", "positions", "orders:", "portfolio:", "[a-c]ctive_tickers",
+                          "config:", "circ", "trading:", "maintenance:", "?", "[^x]*", "rate_limit:"]
+
+
+@pytest.mark.parametrize("namespace", OVERLAPPING_NAMESPACES)
+def test_namespace_overlapping_protected_keys_is_refused_by_settings(tmp_path, data_dir, namespace):
+    config = write_config(tmp_path, data_dir, hygiene={"cache_namespaces": ["price_cache:", namespace]})
+    with pytest.raises(SettingsError) as info:
+        load_settings(config, environ={})
+    message = str(info.value)
+    assert "hygiene.cache_namespaces" in message and f"[1] {namespace!r} overlaps protected keys" in message
+    assert "Traceback" not in message
+
+
+@pytest.mark.parametrize("namespace", ["price_cache:", "cache:", "temp:", "session:", "screener_cache:", "ticker_cache:", "po\\*", "trading:x", "x*"])
+def test_namespace_clear_of_protected_keys_is_accepted(tmp_path, data_dir, namespace):
+    config = write_config(tmp_path, data_dir, hygiene={"cache_namespaces": [namespace]})
+    assert load_settings(config, environ={}).hygiene.cache_namespaces == [namespace]
+
+
+def test_glob_overlap_gives_a_key_matching_both():
+    assert cc.glob_overlap("pos?tions:*", "positions:*") == "positions:"
+    assert cc.glob_overlap("[a-c]x", "[b-z]?") == "bx"
+    assert cc.glob_overlap("[^p]*", "positions:*") is None
+    assert cc.glob_overlap("a\\*b", "a?b") == "a*b"
+
+
+def test_cleanup_refuses_protected_keys_when_settings_are_bypassed(redis_client):
     r = redis_client
+    r.hset("positions:AAPL", mapping={"quantity": 10})
+    r.hset("orders:pending:co-1", mapping={"status": "submitted"})
+    r.set("portfolio:cash_balance", "1000")
     r.set("config:x", "1")
-    r.set("circuit:y", "1")
-    plan = cc.plan_cache_cleanup(r, ["config:", "circuit:"], 60, 0, 100, None)
-    assert plan.actions == [] and len(plan.skipped) == 2
-    assert r.ttl("config:x") == -1
+    r.set("price_cache:AAPL", "1")
+    namespaces = ["positions:", "orders:", "p", "", "*", "config:", "price_cache:"]
+    plan = cc.plan_cache_cleanup(r, namespaces, 60, 0, 100, None)
+    assert [a.key for a in plan.actions] == ["price_cache:AAPL"]
+    assert len(plan.refused_namespaces) == 6 and "'positions:*'" in plan.refused_namespaces[0]
+    forged = cc.CachePlan(actions=[cc.KeyAction(k, "delete_idle", "hash", "cache:", "forged") for k in ("positions:AAPL", "orders:pending:co-1")])
+    outcome = cc.apply_cache_plan(r, forged)
+    assert outcome.applied == [] and len(outcome.failed) == 2
+    assert r.exists("positions:AAPL") and r.exists("orders:pending:co-1") and r.ttl("positions:AAPL") == -1
+    assert r.ttl("portfolio:cash_balance") == -1 and r.ttl("config:x") == -1
+
+
+def test_cache_cleanup_job_with_bypassed_settings_fails_and_touches_nothing(tmp_path, data_dir, redis_client, run_job, monkeypatch):
+    from trading_maintenance.resources import settings as settings_resource
+
+    r = redis_client
+    r.hset("positions:AAPL", mapping={"quantity": 10})
+    r.set("price_cache:AAPL", "1")
+    real_load = settings_resource.load_settings
+
+    def bypassed(*args, **kwargs):
+        loaded = real_load(*args, **kwargs)
+        hygiene = loaded.hygiene.model_copy(update={"cache_namespaces": ["price_cache:", "positions:"]})  # no validation
+        return loaded.model_copy(update={"hygiene": hygiene})
+
+    monkeypatch.setattr(settings_resource, "load_settings", bypassed)
+    result = run_job(cache_cleanup_job, config=write_config(tmp_path, data_dir))
+    assert not result.success
+    published = json.loads(r.get("maintenance:result:cache_cleanup"))
+    assert any("positions:" in f for f in published["failures"])
+    assert r.ttl("positions:AAPL") == -1 and 0 < r.ttl("price_cache:AAPL")
 
 
 def test_should_purge_rules():

@@ -264,6 +264,7 @@ def run_cache_cleanup(context, config: HygieneConfig, settings: MaintenanceSetti
         client, hygiene.cache_namespaces, hygiene.cache_default_ttl_seconds, hygiene.cache_idle_delete_seconds, hygiene.scan_count, lookup
     )
     failures += lookup_errors
+    failures += plan.refused_namespaces
     applied, unchanged = [], []
     if not config.dry_run:
         outcome = cache_core.apply_cache_plan(client, plan)
