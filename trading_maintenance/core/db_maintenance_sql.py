@@ -7,13 +7,16 @@ its own transaction with lock and statement timeouts, deleting only ids the veri
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import and_, select, text
+from sqlalchemy import and_, create_engine, event, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 from trading_maintenance.core import trading_schema as ts
 from trading_maintenance.core.db_maintenance import (
@@ -28,6 +31,129 @@ from trading_maintenance.core.db_maintenance import (
 )
 
 TABLES = ("orders", "fills", "positions", "daily_performance")
+LOCK_NOT_AVAILABLE = "55P03"
+QUERY_CANCELED = "57014"
+CANCEL_WAIT_SECONDS = 30.0
+
+
+# -- interruption and lock diagnostics ----------------------------------------------------------
+_sessions_by_thread: dict[int, set[int]] = {}
+_sessions_lock = threading.Lock()
+
+
+def _on_checkout(dbapi_connection, record, _proxy) -> None:
+    pid = dbapi_connection.get_backend_pid() if hasattr(dbapi_connection, "get_backend_pid") else None
+    if pid is None:
+        info = getattr(dbapi_connection, "info", None)
+        pid = getattr(info, "backend_pid", None)
+    if pid is not None:
+        record.info["backend_pid"] = (threading.get_ident(), pid)
+        with _sessions_lock:
+            _sessions_by_thread.setdefault(threading.get_ident(), set()).add(pid)
+
+
+def _on_checkin(_dbapi_connection, record) -> None:
+    owner = record.info.pop("backend_pid", None)
+    if owner is not None:
+        with _sessions_lock:
+            _sessions_by_thread.get(owner[0], set()).discard(owner[1])
+
+
+def _track_sessions(engine) -> None:
+    if not event.contains(engine, "checkout", _on_checkout):
+        event.listen(engine, "checkout", _on_checkout)
+        event.listen(engine, "checkin", _on_checkin)
+
+
+def cancel_backends(engine, pids) -> list[int]:
+    """pg_cancel_backend for each pid, from a session of its own (the pool may be the one stuck)."""
+    pids = sorted(pids)
+    if not pids:
+        return []
+    side = create_engine(engine.url, poolclass=NullPool, connect_args={"connect_timeout": 5})
+    try:
+        with side.connect() as conn:
+            return [pid for pid in pids if conn.execute(text("SELECT pg_cancel_backend(:pid)"), {"pid": pid}).scalar()]
+    finally:
+        side.dispose()
+
+
+def run_interruptible(engine, fn, *args, **kwargs):
+    """fn(*args, **kwargs) in a worker thread while this thread waits where signals are delivered.
+
+    A blocking libpq call does not return to Python when the run is terminated, so the termination
+    (Dagster's DagsterExecutionInterruptedError, Ctrl-C) is caught here: the worker's in-flight
+    statements are cancelled on the server until the worker stops, then the interruption goes on.
+    """
+    if engine.dialect.name != "postgresql":
+        return fn(*args, **kwargs)
+    _track_sessions(engine)
+    outcome: dict = {}
+    finished = threading.Event()  # not Thread.join: an interrupted join can mark a live thread as stopped
+
+    def work() -> None:
+        try:
+            outcome["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            outcome["error"] = exc
+        finally:
+            finished.set()
+
+    worker = threading.Thread(target=work, name=f"db-{getattr(fn, '__name__', 'work')}", daemon=True)
+    worker.start()
+    try:
+        while not finished.wait(0.2):
+            pass
+    except BaseException:
+        waited = 0.0
+        while not finished.is_set() and waited < CANCEL_WAIT_SECONDS:
+            with _sessions_lock:
+                pids = set(_sessions_by_thread.get(worker.ident, ()))
+            try:
+                cancel_backends(engine, pids)
+            except DBAPIError:
+                pass  # the server is unreachable: its statements end with the connection anyway
+            finished.wait(0.5)
+            waited += 0.5
+        raise
+    finally:
+        with _sessions_lock:
+            _sessions_by_thread.pop(worker.ident, None)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def lock_holders(engine, schema: str = "trading") -> list[str]:
+    """Other sessions' granted locks on the schema's tables and indexes, in words."""
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("""
+                SELECT n.nspname || '.' || c.relname AS relation, l.mode, l.pid, a.application_name,
+                       EXTRACT(EPOCH FROM now() - a.xact_start)::int AS seconds
+                FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+                LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+                WHERE l.granted AND n.nspname = :schema AND l.pid <> pg_backend_pid()
+                  AND l.mode NOT IN ('AccessShareLock', 'RowShareLock', 'RowExclusiveLock')
+                ORDER BY relation, l.pid"""), {"schema": schema}).all()
+    except DBAPIError:
+        return []
+    return [f"{r.relation} {r.mode} held by pid {r.pid}" + (f" ({r.application_name})" if r.application_name else "")
+            + (f" for {r.seconds} s" if r.seconds is not None else "") for r in rows]
+
+
+def explain_db_error(engine, exc: BaseException, lock_timeout_ms: int, statement_timeout_ms: int) -> str:
+    """A one-line reason; a lock or statement timeout names the locks other sessions hold."""
+    code = getattr(getattr(exc, "orig", None), "pgcode", None)
+    first = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    if code == LOCK_NOT_AVAILABLE:
+        reason = f"no lock within lock_timeout {lock_timeout_ms} ms"
+    elif code == QUERY_CANCELED and "statement timeout" in first:
+        reason = f"statement ran longer than statement_timeout {statement_timeout_ms} ms"
+    else:
+        return f"{type(getattr(exc, 'orig', exc)).__name__}: {first}"
+    holders = lock_holders(engine) if engine.dialect.name == "postgresql" else []
+    return reason + (": " + "; ".join(holders) if holders else "")
 
 
 def _iso(value) -> str | None:
@@ -85,7 +211,7 @@ def apply_postgres(engine, actions: list[Action], lock_timeout_ms: int, statemen
                 conn.execute(text(sql))
                 status = "ok"
             except Exception as exc:  # noqa: BLE001 - reported per action
-                status = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                status = f"failed: {explain_db_error(engine, exc, lock_timeout_ms, statement_timeout_ms)}"
             outcomes.append({**action.as_dict(), "sql": sql, "status": status,
                              "seconds": round((datetime.now() - started).total_seconds(), 3)})
     return outcomes
@@ -223,7 +349,8 @@ def purge_table(engine, target: PurgeTarget, cutoff: datetime, archive_dir: Path
             outcome.deleted_ids.extend(batch)
             outcome.batches_done += 1
         except Exception as exc:  # noqa: BLE001 - stop this table; archived rows stay in the archive
-            outcome.error = f"batch {outcome.batches_done + 1} failed, stopped: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            reason = explain_db_error(engine, exc, lock_timeout_ms, statement_timeout_ms)
+            outcome.error = f"batch {outcome.batches_done + 1} failed, stopped: {reason}"
             break
     with engine.connect() as conn:
         outcome.remaining_old = len(conn.execute(select(table.c.id).where(where)).all())

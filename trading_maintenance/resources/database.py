@@ -20,9 +20,22 @@ def embedded_database_path(data_dir: str | Path) -> Path:
     return Path(data_dir) / "db" / "trading.db"
 
 
-def database_engine(url: str, data_dir: str | Path, pool_size: int = 5) -> Engine:
-    """One engine per target per process. SQLite gets the trading file attached as schema `trading`."""
-    key = (url, str(Path(data_dir).resolve()) if not url else "", pool_size)
+DEFAULT_LOCK_TIMEOUT_MS = 5000
+DEFAULT_STATEMENT_TIMEOUT_MS = 300000
+
+
+def postgres_session_options(lock_timeout_ms: int, statement_timeout_ms: int) -> str:
+    """libpq `options` (also PGOPTIONS for pg_dump/pg_restore): every statement of every session waits
+    for a lock and runs at most this long, so a lock held elsewhere can never hang a task."""
+    return f"-c lock_timeout={int(lock_timeout_ms)} -c statement_timeout={int(statement_timeout_ms)}"
+
+
+def database_engine(url: str, data_dir: str | Path, pool_size: int = 5, lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS,
+                    statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS) -> Engine:
+    """One engine per target per process. SQLite gets the trading file attached as schema `trading`.
+
+    PostgreSQL sessions carry lock_timeout and statement_timeout from the moment they connect."""
+    key = (url, str(Path(data_dir).resolve()) if not url else "", pool_size, lock_timeout_ms, statement_timeout_ms)
     with _lock:
         engine = _engines.get(key)
         if engine is not None:
@@ -33,7 +46,8 @@ def database_engine(url: str, data_dir: str | Path, pool_size: int = 5) -> Engin
                 pool_size=pool_size,
                 max_overflow=pool_size,
                 pool_pre_ping=True,
-                connect_args={"connect_timeout": 5} if url.startswith("postgres") else {},
+                connect_args={"connect_timeout": 5, "options": postgres_session_options(lock_timeout_ms, statement_timeout_ms)}
+                if url.startswith("postgres") else {},
             )
         else:
             trading_file = embedded_database_path(data_dir) if not url else Path(url.split("///", 1)[1])
@@ -68,9 +82,11 @@ class TradingDatabaseResource(dg.ConfigurableResource):
     url: str = Field(default="", description="postgresql://user:pass@host:5432/db; empty = embedded SQLite")
     data_dir: str = Field(default="data", description="data root; the embedded SQLite file lives in db/")
     pool_size: int = Field(default=5, description="connection pool size (DATABASE_POOL_SIZE)")
+    lock_timeout_ms: int = Field(default=DEFAULT_LOCK_TIMEOUT_MS, ge=1, description="PostgreSQL lock_timeout of every session")
+    statement_timeout_ms: int = Field(default=DEFAULT_STATEMENT_TIMEOUT_MS, ge=1, description="PostgreSQL statement_timeout of every session")
 
     def get_engine(self) -> Engine:
-        return database_engine(self.url, self.data_dir, self.pool_size)
+        return database_engine(self.url, self.data_dir, self.pool_size, self.lock_timeout_ms, self.statement_timeout_ms)
 
     @property
     def dialect(self) -> str:

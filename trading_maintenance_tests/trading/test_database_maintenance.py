@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import _thread
 import json
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pyarrow.parquet as pq
+import pytest
 from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy.pool import NullPool
 
 from trading_maintenance.core import trading_schema as ts
 from trading_maintenance.core.db_maintenance import TableStats, estimate_index_bloat, id_checksum, plan_postgres
+from trading_maintenance.core.db_maintenance_sql import run_interruptible
 from trading_maintenance.defs.database.jobs import database_maintenance_job
-from trading_maintenance.resources.database import database_engine, ensure_trading_schema
+from trading_maintenance.resources.database import TradingDatabaseResource, database_engine, ensure_trading_schema
 
 from ..conftest import write_config
 
@@ -192,3 +197,76 @@ def test_plan_rules_true_and_false_positive():
     assert estimate_index_bloat(10 * 1024 * 1024, 1000, 8) > 90
     assert estimate_index_bloat(40 * 8192, 10000, 8) < 30  # a healthy index stays under the threshold
     assert estimate_index_bloat(10 * 1024 * 1024, -1, 8) == 0.0
+
+
+def _hold_access_exclusive(pg_url, table="trading.orders"):
+    """Another session holding ACCESS EXCLUSIVE on a table, as a long migration does."""
+    locker = create_engine(pg_url, poolclass=NullPool)
+    conn = locker.connect()
+    conn.begin()
+    conn.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+    return locker, conn
+
+
+def test_held_lock_fails_maintenance_within_lock_timeout_naming_the_table(pg_url, make_resources, redis_client, data_dir):
+    ensure_trading_schema(database_engine(pg_url, ""))
+    locker, conn = _hold_access_exclusive(pg_url)
+    try:
+        # the resource's own timeouts (no per-step SET): the very first measurement must give up
+        db = TradingDatabaseResource(url=pg_url, data_dir=str(data_dir), lock_timeout_ms=300, statement_timeout_ms=60000)
+        result = database_maintenance_job.execute_in_process(
+            resources=make_resources(database_url=pg_url, trading_db=db),
+            run_config={"ops": {"maintain_trading_database": {"config": {"allow_during_market_hours": True}}}},
+            raise_on_error=False,
+        )
+    finally:
+        conn.close()
+        locker.dispose()
+    assert not result.success
+    published = json.loads(redis_client.get("maintenance:result:database_maintenance"))
+    assert published["status"] == "failed"
+    assert "lock_timeout 300 ms" in published["error"]
+    assert "trading.orders AccessExclusiveLock held by pid" in published["error"]
+    failure = result.failure_data_for_node("maintain_trading_database").error
+    assert "trading.orders AccessExclusiveLock" in failure.message and "Traceback" not in failure.message
+
+
+def test_every_project_session_carries_lock_and_statement_timeouts(pg_url):
+    engine = database_engine(pg_url, "", lock_timeout_ms=1234, statement_timeout_ms=56789)
+    with engine.connect() as conn:
+        assert conn.execute(text("SHOW lock_timeout")).scalar_one() == "1234ms"
+        assert conn.execute(text("SHOW statement_timeout")).scalar_one() == "56789ms"
+
+
+def test_interruption_cancels_the_backend_waiting_for_a_lock(pg_url):
+    engine = database_engine(pg_url, "", lock_timeout_ms=600000, statement_timeout_ms=600000)
+    ensure_trading_schema(engine)
+    locker, conn = _hold_access_exclusive(pg_url)
+    waiting = threading.Event()
+    waiter: list[int] = []
+    blocked = text("SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = :pid")
+
+    def wait_for_lock():
+        with engine.connect() as session:
+            waiter.append(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+            waiting.set()
+            session.execute(text("SELECT count(*) FROM trading.orders")).scalar_one()
+
+    def interrupt_when_blocked():
+        waiting.wait(10)
+        with locker.connect() as probe:  # interrupt only once the query really waits on the lock
+            for _ in range(100):
+                if probe.execute(blocked, {"pid": waiter[0]}).scalar_one():
+                    break
+                time.sleep(0.05)
+        _thread.interrupt_main()
+
+    try:
+        threading.Thread(target=interrupt_when_blocked, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            run_interruptible(engine, wait_for_lock)
+        with locker.connect() as probe:  # the lock is still held, yet nothing waits for it any more
+            assert probe.execute(blocked, {"pid": waiter[0]}).scalar_one() == 0
+    finally:
+        conn.close()
+        locker.dispose()

@@ -3,13 +3,16 @@
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+from sqlalchemy.exc import DBAPIError
 
 from trading_maintenance.core.db_maintenance import Action, plan_postgres
 from trading_maintenance.core.db_maintenance_sql import (
     apply_postgres,
+    explain_db_error,
     maintain_sqlite,
     measure_postgres,
     purge_all,
+    run_interruptible,
     sqlite_size,
 )
 from trading_maintenance.core.market_hours import is_market_open
@@ -49,8 +52,26 @@ def maintain_trading_database(
         result.update(status="failed", error="NYSE is open: database maintenance refused (allow_during_market_hours to force)")
         publish_result(client, TASK, result, context.log)
         raise dg.Failure(description=result["error"])
-    trading_db.ensure_schema()
     engine = trading_db.get_engine()
+    try:
+        run_interruptible(engine, trading_db.ensure_schema)
+        problems, metadata = run_interruptible(engine, _maintain, engine, config, tcfg, cfg, now, result)
+    except DBAPIError as exc:
+        reason = explain_db_error(engine, exc, trading_db.lock_timeout_ms, trading_db.statement_timeout_ms)
+        result.update(status="failed", error=f"database maintenance stopped: {reason}")
+        publish_result(client, TASK, result, context.log)
+        raise dg.Failure(description=result["error"]) from None
+    result.update(status="failed" if problems else "success", problems=problems)
+    publish_result(client, TASK, result, context.log)
+    context.add_output_metadata(metadata)
+    if problems:
+        raise dg.Failure(description=f"{len(problems)} database maintenance steps failed",
+                         metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems))})
+    return result
+
+
+def _maintain(engine, config: DatabaseMaintenanceConfig, tcfg, cfg, now: datetime, result: dict) -> tuple[list[str], dict]:
+    """Every statement of the run, in one worker thread so a termination can cancel it (run_interruptible)."""
     problems: list[str] = []
     metadata: dict = {}
 
@@ -120,10 +141,4 @@ def maintain_trading_database(
         result["after"] = sqlite_size(engine)
         metadata["bytes_after"] = dg.MetadataValue.int(result["after"]["bytes"])
 
-    result.update(status="failed" if problems else "success", problems=problems)
-    publish_result(client, TASK, result, context.log)
-    context.add_output_metadata(metadata)
-    if problems:
-        raise dg.Failure(description=f"{len(problems)} database maintenance steps failed",
-                         metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems))})
-    return result
+    return problems, metadata
