@@ -55,6 +55,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             url=_secret("DATABASE_URL", settings.database.url),
             data_dir=data_dir,
             pool_size=settings.database.pool_size,
+            lock_timeout_ms=settings.trading.lock_timeout_ms,
+            statement_timeout_ms=settings.trading.statement_timeout_ms,
         ),
         "system_probe": SystemProbeResource(data_dir=data_dir, cpu_sample_seconds=alerts_cfg.cpu_sample_seconds),
         "platform_services": PlatformServicesResource(endpoints={s.name: s.url for s in settings.services}),
