@@ -30,6 +30,9 @@ from sqlalchemy import Engine, MetaData, Table, inspect, text
 from sqlalchemy.engine import make_url
 
 SCHEMA = "trading"
+# pg_dump resets lock_timeout to 0 on its session (PGOPTIONS cannot bound it): a table locked
+# elsewhere fails the dump after this wait instead of hanging the backup.
+PG_DUMP_LOCK_WAIT_MS = 5000
 
 
 class DatabaseBackupError(RuntimeError):
@@ -302,7 +305,7 @@ def backup_postgres(engine: Engine, url: str, work_dir: str | Path, method: str 
                 parsed = make_url(url)
                 _run(
                     [binary, *args, "-d", parsed.database, "--format=custom", f"--schema={schema}", "--no-owner",
-                     "--no-privileges", f"--snapshot={snapshot}", "-f", str(out)],
+                     "--no-privileges", f"--snapshot={snapshot}", f"--lock-wait-timeout={PG_DUMP_LOCK_WAIT_MS}ms", "-f", str(out)],
                     env, "pg_dump", [str(parsed.password or "")],
                 )
                 files = [("database/trading.pgdump", out)]
