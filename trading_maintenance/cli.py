@@ -344,8 +344,11 @@ def demo() -> None:
 @click.option("--big-log", is_flag=True, help="also write one log over 100 MB")
 @click.option("--if-empty", is_flag=True, help="do nothing when the data root already holds market data")
 def demo_seed(symbols: int, days: int, seed: int, big_log: bool, if_empty: bool) -> None:
-    """Create daily parquet market data, logs, temp/export files, database rows and Redis state."""
-    from trading_maintenance.demo.seed import seed_platform
+    """Create daily parquet market data, logs, temp/export files, database rows and Redis state.
+
+    Only into demo stores: the embedded defaults, or a REDIS_URL/DATABASE_URL named exactly in
+    TRADING_DEMO_ALLOW_URL (space-separated) while empty, or a store the demo marked before."""
+    from trading_maintenance.demo.seed import ALLOW_URL_ENV, DemoStoreRefused, seed_platform
     from trading_maintenance.resources import build_resources
 
     settings = load_settings()
@@ -360,16 +363,23 @@ def demo_seed(symbols: int, days: int, seed: int, big_log: bool, if_empty: bool)
     from trading_maintenance.resources.database import database_engine
     from trading_maintenance.resources.redis import redis_client
 
-    with console.status("seeding the demo platform"):
-        summary = seed_platform(
-            settings.data_dir,
-            redis_client(redis_url, settings.data_dir),
-            database_engine(database_url, settings.data_dir),
-            symbols=symbols,
-            days=days,
-            seed=seed,
-            big_log=big_log,
-        )
+    allowed = set(os.environ.get(ALLOW_URL_ENV, "").split())
+    try:
+        with console.status("seeding the demo platform"):
+            summary = seed_platform(
+                settings.data_dir,
+                redis_client(redis_url, settings.data_dir),
+                database_engine(database_url, settings.data_dir),
+                symbols=symbols,
+                days=days,
+                seed=seed,
+                big_log=big_log,
+                redis_takeable=not redis_url or redis_url in allowed,
+                database_takeable=not database_url or database_url in allowed,
+            )
+    except DemoStoreRefused as exc:
+        console.print(str(exc), style="yellow" if if_empty else "red", markup=False, highlight=False)
+        sys.exit(0 if if_empty else EXIT_FAILED)
     for key, value in summary.items():
         console.print(f"  {key}: {value}")
 

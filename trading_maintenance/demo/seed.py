@@ -5,6 +5,12 @@ bars, a truncated file, an old-schema file without `asset_type`; logs of many si
 and export files of many ages (some identical); orders, fills, positions and daily performance; and
 Redis positions, pending orders (some orphaned), caches with and without TTLs, rate-limit counters,
 protected keys and one key of the wrong type.
+
+The demo replaces orders, positions and Redis state wholesale, so it writes only to stores that are
+demo stores: each carries a mark (Redis key `demo:store`, table `trading.demo_store`, file
+`.demo-store` in the data root) written when the demo first takes an empty store. An embedded store
+(created by this project under the data root) or a store named exactly in TRADING_DEMO_ALLOW_URL is
+taken when it holds no platform data; anything else is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import delete, insert
+from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, delete, func, inspect, insert, select, text
 
 from trading_maintenance.core import trading_schema as ts
 from trading_maintenance.core.market_hours import session_bounds, trading_days
@@ -39,6 +45,118 @@ MARKET_DATA_SCHEMA = pa.schema(
         ("asset_type", pa.string()),
     ]
 )
+
+
+DEMO_MARK_KEY = "demo:store"
+DEMO_MARK_FILE = ".demo-store"
+DEMO_MARK_VALUE = "trading-maintenance demo platform"
+ALLOW_URL_ENV = "TRADING_DEMO_ALLOW_URL"
+demo_store_table = Table(
+    "demo_store",
+    MetaData(schema="trading"),
+    Column("marked_by", String(64), nullable=False),
+    Column("marked_at", DateTime(timezone=True), nullable=False),
+)
+PLATFORM_TABLES = (ts.orders, ts.fills, ts.positions, ts.daily_performance)
+DATA_ROOT_FOLDERS = ("parquet", "logs", "exports", "reports", "backups", "temp")
+
+
+class DemoStoreRefused(RuntimeError):
+    """A store the demo must not write to; the message names the store and what to do."""
+
+
+def redis_is_marked(client) -> bool:
+    value = client.get(DEMO_MARK_KEY)
+    return value is not None and value.decode("utf-8", "replace") == DEMO_MARK_VALUE
+
+
+def redis_platform_keys(client, limit: int = 3) -> list[str]:
+    """A few keys that are not maintenance's own results nor the demo mark: the store is in use."""
+    found = []
+    for key in client.scan_iter(count=500):
+        name = key.decode("utf-8", "replace")
+        if name != DEMO_MARK_KEY and not name.startswith("maintenance:"):
+            found.append(name)
+            if len(found) >= limit:
+                break
+    return found
+
+
+def database_is_marked(engine: Engine) -> bool:
+    if not inspect(engine).has_table(demo_store_table.name, schema="trading"):
+        return False
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(demo_store_table).where(demo_store_table.c.marked_by == DEMO_MARK_VALUE)).scalar() > 0
+
+
+def database_platform_tables(engine: Engine) -> list[str]:
+    """Contract tables that hold at least one row."""
+    inspector = inspect(engine)
+    used = []
+    with engine.connect() as conn:
+        for table in PLATFORM_TABLES:
+            if inspector.has_table(table.name, schema="trading") and conn.execute(select(text("1")).select_from(table).limit(1)).first():
+                used.append(f"trading.{table.name}")
+    return used
+
+
+def data_root_platform_files(data_dir: Path, limit: int = 3) -> list[str]:
+    found = []
+    for folder in DATA_ROOT_FOLDERS:
+        for dirpath, _dirs, files in os.walk(data_dir / folder):
+            for name in files:
+                found.append(os.path.relpath(os.path.join(dirpath, name), data_dir))
+                if len(found) >= limit:
+                    return found
+    return found
+
+
+def mark_demo_redis(client) -> None:
+    """Mark an empty Redis (database) as a demo store; refused when it holds platform data."""
+    if redis_is_marked(client):
+        return
+    keys = redis_platform_keys(client)
+    if keys:
+        raise DemoStoreRefused(f"Redis holds platform data (e.g. {', '.join(keys)}) and no demo mark; not marked")
+    client.set(DEMO_MARK_KEY, DEMO_MARK_VALUE)
+
+
+def mark_demo_database(engine: Engine) -> None:
+    """Mark an empty trading database as a demo store; refused when it holds platform data."""
+    if database_is_marked(engine):
+        return
+    tables = database_platform_tables(engine)
+    if tables:
+        raise DemoStoreRefused(f"the database holds platform data ({', '.join(tables)}) and no demo mark; not marked")
+    ensure_trading_schema(engine)
+    demo_store_table.create(engine, checkfirst=True)
+    with engine.begin() as conn:
+        conn.execute(insert(demo_store_table), [{"marked_by": DEMO_MARK_VALUE, "marked_at": datetime.now(timezone.utc)}])
+
+
+def check_demo_stores(data_dir: Path, redis_client, engine: Engine, redis_takeable: bool, database_takeable: bool) -> list[str]:
+    """Why each store may not be seeded (empty when all may). Reads only.
+
+    A marked store is a demo store. An unmarked one may be taken (`*_takeable`: embedded, or named
+    in TRADING_DEMO_ALLOW_URL) only while it holds no platform data."""
+    problems = []
+    if not data_dir.joinpath(DEMO_MARK_FILE).is_file():
+        files = data_root_platform_files(data_dir)
+        if files:
+            problems.append(f"data root {data_dir} holds files the demo did not write (e.g. {', '.join(files)})")
+    if not redis_is_marked(redis_client):
+        keys = redis_platform_keys(redis_client)
+        if keys:
+            problems.append(f"Redis holds platform data without the demo mark (e.g. {', '.join(keys)})")
+        elif not redis_takeable:
+            problems.append(f"Redis is not the embedded one and not marked as a demo store (name its URL in {ALLOW_URL_ENV})")
+    if not database_is_marked(engine):
+        tables = database_platform_tables(engine)
+        if tables:
+            problems.append(f"the database holds platform data without the demo mark ({', '.join(tables)})")
+        elif not database_takeable:
+            problems.append(f"the database is not the embedded one and not marked as a demo store (name its URL in {ALLOW_URL_ENV})")
+    return problems
 
 
 def symbols_for(count: int) -> list[str]:
@@ -303,17 +421,30 @@ def seed_database(engine, symbols: list[str], days: list[date], rng: random.Rand
     with engine.begin() as conn:
         for table in (ts.fills, ts.orders, ts.positions, ts.daily_performance):
             conn.execute(delete(table))
-        conn.execute(insert(ts.orders), orders_rows)
-        conn.execute(insert(ts.fills), fills_rows)
-        if positions_rows:
-            conn.execute(insert(ts.positions), positions_rows)
-        conn.execute(insert(ts.daily_performance), perf_rows)
+        # an empty list would become one INSERT of defaults only (a short demo can have no fills)
+        for table, rows in ((ts.orders, orders_rows), (ts.fills, fills_rows), (ts.positions, positions_rows), (ts.daily_performance, perf_rows)):
+            if rows:
+                conn.execute(insert(table), rows)
+        align_id_sequences(conn, (ts.orders, ts.fills))
     return {
         "orders": len(orders_rows), "fills": len(fills_rows), "positions": len(positions_rows),
         "daily_performance": len(perf_rows), "open_positions": holdings, "cash": cash,
         "pending_client_order_ids": [r["client_order_id"] for r in orders_rows if r["status"] in ("submitted", "pending")],
         "final_client_order_ids": [r["client_order_id"] for r in orders_rows[-6:-2]],
     }
+
+
+def align_id_sequences(conn, tables) -> None:
+    """After rows were written with explicit ids, move each id sequence past the highest id, so
+    the platform's next insert without an id does not collide (PostgreSQL; SQLite needs nothing)."""
+    if conn.dialect.name != "postgresql":
+        return
+    for table in tables:
+        qualified = conn.dialect.identifier_preparer.format_table(table)
+        conn.execute(
+            text(f"SELECT setval(pg_get_serial_sequence(:table, 'id'), COALESCE((SELECT max(id) FROM {qualified}), 0) + 1, false)"),
+            {"table": qualified},
+        )
 
 
 def seed_redis(client, symbols: list[str], db_summary: dict, rng: random.Random, now_dt: datetime) -> dict:
@@ -359,9 +490,20 @@ def seed_redis(client, symbols: list[str], db_summary: dict, rng: random.Random,
 
 
 def seed_platform(data_dir: str | Path, redis_client, engine, symbols: int = 8, days: int = 120, seed: int = 42,
-                  big_log: bool = False, as_of: date | None = None) -> dict:
+                  big_log: bool = False, as_of: date | None = None, redis_takeable: bool = False,
+                  database_takeable: bool = False) -> dict:
+    """Seed the demo platform; DemoStoreRefused (nothing written) unless every store is a demo store.
+
+    `redis_takeable` / `database_takeable`: the store is the embedded one or named in
+    TRADING_DEMO_ALLOW_URL, so it may be marked as a demo store while it holds no platform data."""
     data_dir = Path(data_dir)
+    problems = check_demo_stores(data_dir, redis_client, engine, redis_takeable, database_takeable)
+    if problems:
+        raise DemoStoreRefused("the demo writes only to demo stores; refused, nothing written: " + "; ".join(problems))
+    mark_demo_redis(redis_client)
+    mark_demo_database(engine)
     data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / DEMO_MARK_FILE).write_text(DEMO_MARK_VALUE + "\n")
     rng = random.Random(seed)
     as_of = as_of or datetime.now(timezone.utc).date()
     now_dt = datetime.now(timezone.utc)
