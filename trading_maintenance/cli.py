@@ -10,6 +10,7 @@ import importlib
 import json
 import os
 import pkgutil
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -18,51 +19,17 @@ from pathlib import Path
 import warnings
 
 import click
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-from trading_maintenance.settings import PROJECT_ROOT, SettingsError, load_settings
+from trading_maintenance.instance import InstanceError
+from trading_maintenance.settings import SettingsError, load_settings
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error message stays one greppable line
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
-
-
-def ensure_dagster_home() -> Path:
-    """DAGSTER_HOME as an absolute, existing folder holding the project's dagster.yaml.
-
-    Unset means `<project>/.dagster_home`. The instance file is rendered from the repository's
-    dagster.yaml with MAX_CONCURRENT_TASKS and TASK_TIMEOUT_MINUTES from settings, so the run queue
-    and run monitoring follow the configuration.
-    """
-    home = Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home").expanduser().resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(home)
-    target = home / "dagster.yaml"
-    template = PROJECT_ROOT / "dagster.yaml"
-    if template.exists() and (not target.exists() or _rendered_by_us(target)):
-        target.write_text(render_instance_yaml(template.read_text()))
-    return home
-
-
-def _rendered_by_us(path: Path) -> bool:
-    return path.read_text().startswith(RENDERED_MARKER)
-
-
-RENDERED_MARKER = "# rendered by trading-maintenance from the repository's dagster.yaml"
-
-
-def render_instance_yaml(template: str, settings=None) -> str:
-    settings = settings or load_settings()
-    config = yaml.safe_load(template) or {}
-    config.setdefault("concurrency", {}).setdefault("runs", {})["max_concurrent_runs"] = settings.tasks.max_concurrent_tasks
-    monitoring = config.setdefault("run_monitoring", {})
-    monitoring["enabled"] = True
-    monitoring["max_runtime_seconds"] = settings.tasks.task_timeout_minutes * 60
-    return RENDERED_MARKER + "; edit that file, not this one\n" + yaml.safe_dump(config, sort_keys=False)
 
 
 def _load_defs():
@@ -72,10 +39,22 @@ def _load_defs():
 
 
 def _instance():
-    from dagster import DagsterInstance
+    """The instance of DAGSTER_HOME (rendered and migrated under its lock); a loud warning when the
+    instance file is a person's own and its run limits disagree with settings."""
+    from trading_maintenance.instance import open_instance
 
-    ensure_dagster_home()
-    return DagsterInstance.get()
+    instance, state = open_instance()
+    _warn_limit_mismatches(state)
+    return instance
+
+
+def _warn_limit_mismatches(state) -> None:
+    for mismatch in state.mismatches:
+        err_console.print(
+            f"[bold yellow]warning:[/] {state.home / 'dagster.yaml'} was not rendered by trading-maintenance and {mismatch}; "
+            "the run queue and run monitoring follow that file. Render it from settings with "
+            "`trading-maintenance init --template TEMPLATE --replace` (the old file is kept beside it)."
+        )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -148,8 +127,20 @@ def _default_partition(kind: str, settings) -> str:
     return days[-1].isoformat()
 
 
-def run_task(task_name: str, verbose: bool = False, partition: str | None = None, dry_run: bool = False) -> bool:
-    """Execute one task as a Dagster run in the configured instance; True when the run succeeded."""
+EXIT_REFUSED = 3
+EXIT_INTERRUPTED = 130
+
+
+def run_task(task_name: str, verbose: bool = False, partition: str | None = None, dry_run: bool = False,
+             config_pairs: tuple[str, ...] = (), wait: bool = False, follow: bool = True) -> bool:
+    """One task as a Dagster run in the configured instance, behind the instance's run limits.
+
+    A daemon serving the instance gets the run through its queue and this command follows it to
+    the end (Ctrl-C cancels it); otherwise it runs here once the same limits allow it. True when
+    the run succeeded (or, with `follow=False`, was queued). A run of the task already in progress
+    exits 3 naming it, unless `wait`.
+    """
+    from trading_maintenance import run_launch
     from trading_maintenance.tasks import resolve_task
 
     task = resolve_task(task_name)
@@ -158,44 +149,72 @@ def run_task(task_name: str, verbose: bool = False, partition: str | None = None
         job = defs.resolve_job_def(task.job_name)
     except Exception:  # noqa: BLE001 - a missing job is a usage problem, named below
         raise click.UsageError(f"task {task.name!r} maps to job {task.job_name!r}, which this installation does not define")
-    instance = _instance()
-    settings = load_settings()
-    kwargs = {}
-    if task.partitioned:
-        kwargs["partition_key"] = partition or _default_partition(task.partitioned, settings)
-    run_config = _dry_run_config(job) if dry_run else {}
+    try:
+        run_config = run_launch.merge_run_config(
+            run_launch.dry_run_config(job) if dry_run else {},
+            run_launch.op_config_from_pairs(job, config_pairs),
+        )
+        run_launch.validate_run_config(job, run_config)
+    except run_launch.OpConfigError as exc:
+        err_console.print(f"error: {exc}")
+        sys.exit(EXIT_USAGE)
     if not verbose:
         # Quiet terminal: the run's full event log stays in Dagster (UI, `--verbose`); failures are summarised below.
         run_config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
+    instance = _instance()
+    tags = {**job.run_tags, run_launch.TASK_TAG: job.run_tags.get(run_launch.TASK_TAG, task.name), run_launch.TRIGGER_TAG: "cli"}
+    if task.partitioned:
+        tags["dagster/partition"] = partition or _default_partition(task.partitioned, load_settings())
+    label = f"{task.name} ({task.job_name})" + (f" partition {tags['dagster/partition']}" if task.partitioned else "")
     started = time.perf_counter()
-    with console.status(f"running {task.name} ({task.job_name})" + (f" partition {kwargs['partition_key']}" if kwargs else "")):
-        result = job.execute_in_process(
-            instance=instance,
-            run_config=run_config,
-            tags={"maintenance/trigger": "cli"},
-            raise_on_error=False,
-            **kwargs,
-        )
+    if run_launch.daemon_serves_queue(instance):
+        location = run_launch.daemon_location_name(instance, _instigator_names(defs))
+        run_id = run_launch.submit_to_queue(instance, job.name, run_config, tags, location)
+        if not follow:
+            console.print(f"{task.name}: queued  run {run_id}", soft_wrap=True)
+            return True
+        console.print(f"{task.name}: queued for the daemon  run {run_id} (Ctrl-C cancels it)", soft_wrap=True)
+        try:
+            outcome = run_launch.follow_run(instance, run_id, lambda status: verbose and console.print(f"  {status}"))
+        except KeyboardInterrupt:
+            err_console.print(f"{task.name}: interrupted; run {run_id} canceled")
+            sys.exit(EXIT_INTERRUPTED)
+    else:
+        if not follow:
+            err_console.print(
+                "error: --no-wait needs a daemon serving this instance (`dagster dev` or `dagster-daemon run` with "
+                f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}); none has sent a heartbeat lately"
+            )
+            sys.exit(EXIT_USAGE)
+        run_config = run_launch.merge_run_config(run_config, run_launch.in_process_executor_config(job))
+        try:
+            recon_job, run = run_launch.claim_in_process_run(
+                instance, job, run_config, tags, wait,
+                on_wait=lambda decision: console.print(f"{task.name}: waiting: {decision.reason}"),
+            )
+        except run_launch.RunRefused as exc:
+            blocking = " ".join(run.run_id for run in exc.decision.blocking)
+            err_console.print(f"{task.name}: not started: {exc} (--wait waits for it)")
+            err_console.print(f"in progress: {blocking}")
+            sys.exit(EXIT_REFUSED)
+        try:
+            with console.status(f"running {label}"):
+                outcome = run_launch.execute_claimed_run(instance, recon_job, run)
+        except KeyboardInterrupt:
+            err_console.print(f"{task.name}: interrupted; run {run.run_id} canceled")
+            sys.exit(EXIT_INTERRUPTED)
     elapsed = time.perf_counter() - started
-    colour = "green" if result.success else "red"
-    console.print(f"[{colour}]{task.name}: {'succeeded' if result.success else 'FAILED'}[/] in {elapsed:.1f}s  run {result.run_id}")
-    if not result.success:
-        for event in result.all_events:
-            if event.is_step_failure and event.event_specific_data is not None:
-                error = getattr(event.event_specific_data, "error", None)
-                if error is not None:
-                    err_console.print(f"  {event.step_key or ''}: {error.message.strip().splitlines()[0]}")
-    return result.success
+    colour = "green" if outcome.success else "red"
+    verdict = "succeeded" if outcome.success else "FAILED" if outcome.status == "FAILURE" else outcome.status
+    console.print(f"[{colour}]{task.name}: {verdict}[/] in {elapsed:.1f}s  run {outcome.run_id}", soft_wrap=True)
+    for failure in outcome.failures:
+        err_console.print(f"  {failure}")
+    return outcome.success
 
 
-def _dry_run_config(job) -> dict:
-    """Set dry_run on every op of the job whose config has it."""
-    ops = {}
-    for node in job.graph.node_dict.values():
-        config_field = node.definition.config_field if hasattr(node.definition, "config_field") else None
-        if config_field is not None and "dry_run" in getattr(config_field.config_type, "fields", {}):
-            ops[node.name] = {"config": {"dry_run": True}}
-    return {"ops": ops} if ops else {}
+def _instigator_names(defs) -> set[str]:
+    repo = defs.get_repository_def()
+    return {s.name for s in repo.schedule_defs} | {s.name for s in repo.sensor_defs}
 
 
 @maintenance.command("run")
@@ -203,8 +222,13 @@ def _dry_run_config(job) -> dict:
 @click.option("--verbose", is_flag=True, help="show Dagster's event log while running")
 @click.option("--partition", help="partition key for partitioned tasks (YYYY-MM-DD)")
 @click.option("--dry-run", is_flag=True, help="report what would change without changing anything")
-def maintenance_run(task_name: str, verbose: bool, partition: str | None, dry_run: bool) -> None:
-    """Run one maintenance task now, as a Dagster run."""
+@click.option("--config", "config_pairs", multiple=True, metavar="KEY=VALUE",
+              help="op config, e.g. allow_during_market_hours=true (OP.KEY=VALUE for one op); repeatable")
+@click.option("--wait", is_flag=True, help="when a run of the task (or the run limit) is in the way, wait for it instead of exiting 3")
+@click.option("--no-wait", "no_wait", is_flag=True, help="submit to the daemon's run queue, print the run id and return")
+def maintenance_run(task_name: str, verbose: bool, partition: str | None, dry_run: bool, config_pairs: tuple[str, ...],
+                    wait: bool, no_wait: bool) -> None:
+    """Run one maintenance task now, as a Dagster run, behind the instance's run limits."""
     from trading_maintenance.tasks import resolve_task, valid_task_names
 
     try:
@@ -212,7 +236,11 @@ def maintenance_run(task_name: str, verbose: bool, partition: str | None, dry_ru
     except KeyError:
         err_console.print(f"error: unknown task {task_name!r}. Valid tasks: {', '.join(valid_task_names())}")
         sys.exit(EXIT_USAGE)
-    ok = run_task(task_name, verbose=verbose, partition=partition, dry_run=dry_run)
+    if wait and no_wait:
+        err_console.print("error: --wait and --no-wait exclude each other")
+        sys.exit(EXIT_USAGE)
+    ok = run_task(task_name, verbose=verbose, partition=partition, dry_run=dry_run, config_pairs=config_pairs,
+                  wait=wait, follow=not no_wait)
     sys.exit(0 if ok else EXIT_FAILED)
 
 
@@ -220,11 +248,16 @@ def maintenance_run(task_name: str, verbose: bool, partition: str | None, dry_ru
 @click.option("--verbose", is_flag=True)
 @click.option("--dry-run", is_flag=True)
 def maintenance_run_all(verbose: bool, dry_run: bool) -> None:
-    """Run every defined maintenance task once, in order; exit 1 if any failed."""
+    """Run every defined maintenance task once, up to the instance's max_concurrent_runs at a time;
+    exit 1 if any failed. Each task is one `maintenance run --wait`, so every run obeys the limits."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from trading_maintenance.tasks import TASKS
 
     defs = _load_defs()
-    failed = []
+    instance = _instance()
+    queue = instance.get_concurrency_config().run_queue_config
+    tasks = []
     for task in TASKS.values():
         if not task.in_run_all:
             continue
@@ -233,8 +266,21 @@ def maintenance_run_all(verbose: bool, dry_run: bool) -> None:
         except Exception:  # noqa: BLE001
             console.print(f"[yellow]{task.name}: skipped (job {task.job_name} not defined)[/]")
             continue
-        if not run_task(task.name, verbose=verbose, dry_run=dry_run):
-            failed.append(task.name)
+        tasks.append(task.name)
+    limit = queue.max_concurrent_runs if queue is not None else 1
+    parallel = max(1, min(len(tasks), limit if limit >= 0 else len(tasks)))
+
+    def run_one(name: str) -> tuple[str, int]:
+        args = [sys.executable, "-m", "trading_maintenance.cli", "maintenance", "run", "--task", name, "--wait"]
+        args += ["--verbose"] * verbose + ["--dry-run"] * dry_run
+        child = subprocess.run(args, capture_output=True, text=True)
+        sys.stdout.write(child.stdout)
+        sys.stderr.write(child.stderr)
+        return name, child.returncode
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        results = list(pool.map(run_one, tasks))
+    failed = [name for name, code in results if code != 0]
     if failed:
         err_console.print(f"failed: {', '.join(failed)}")
         sys.exit(EXIT_FAILED)
@@ -349,17 +395,13 @@ def demo_seed(symbols: int, days: int, seed: int, big_log: bool, if_empty: bool)
     Only into demo stores: the embedded defaults, or a REDIS_URL/DATABASE_URL named exactly in
     TRADING_DEMO_ALLOW_URL (space-separated) while empty, or a store the demo marked before."""
     from trading_maintenance.demo.seed import ALLOW_URL_ENV, DemoStoreRefused, seed_platform
-    from trading_maintenance.resources import build_resources
 
     settings = load_settings()
     if if_empty and settings.market_data_dir.exists() and any(settings.market_data_dir.iterdir()):
         console.print(f"data root {settings.data_dir} already holds market data; not seeding")
         return
-    resources = build_resources(settings)
-    redis_resource = resources["redis"]
-    db_resource = resources["trading_db"]
-    redis_url = os.environ.get("REDIS_URL", redis_resource.url if isinstance(redis_resource.url, str) else "")
-    database_url = os.environ.get("DATABASE_URL", db_resource.url if isinstance(db_resource.url, str) else "")
+    redis_url = settings.redis_url()  # the environment already overrides the file here
+    database_url = settings.database_url()
     from trading_maintenance.resources.database import database_engine
     from trading_maintenance.resources.redis import redis_client
 
@@ -406,10 +448,24 @@ def demo_services() -> None:
 
 
 @cli.command("init")
-def init_home() -> None:
-    """Create DAGSTER_HOME with the instance configuration rendered from settings."""
-    home = ensure_dagster_home()
-    console.print(f"DAGSTER_HOME={home}")
+@click.option("--template", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="instance template to render, e.g. deploy/dagster.postgres.yaml (default: the one rendered before, else dagster.yaml)")
+@click.option("--replace", is_flag=True, help="replace an instance file a person wrote (kept beside it as dagster.yaml.replaced-*)")
+def init_home(template: Path | None, replace: bool) -> None:
+    """Create DAGSTER_HOME with the instance configuration rendered from settings
+    (max_concurrent_runs = MAX_CONCURRENT_TASKS, run monitoring after TASK_TIMEOUT_MINUTES)."""
+    from trading_maintenance.instance import prepare_home
+
+    if replace and template is None:
+        err_console.print("error: --replace needs --template")
+        sys.exit(EXIT_USAGE)
+    state = prepare_home(template, replace_own_file=replace)
+    _instance()
+    console.print(f"DAGSTER_HOME={state.home}")
+    if state.template is not None:
+        settings = load_settings()
+        console.print(f"instance rendered from {state.template}: max_concurrent_runs {settings.tasks.max_concurrent_tasks}, "
+                      f"max_runtime_seconds {settings.tasks.task_timeout_minutes * 60}")
 
 
 def _load_extensions(group: click.Group) -> None:
@@ -433,6 +489,9 @@ def main() -> None:
     except SettingsError as exc:
         err_console.print(f"configuration error: {exc}")
         sys.exit(EXIT_USAGE)
+    except InstanceError as exc:
+        err_console.print(f"error: {exc}")
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":
