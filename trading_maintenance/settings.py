@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from trading_maintenance.core.masking import mask_text
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "maintenance.yml"
 
@@ -196,6 +198,7 @@ class HygieneSettings(_Section):
     """Data hygiene: cleanup, log rotation, Redis caches, API rate limits, performance (issue 4)."""
 
     compress_after_days: int = Field(7, ge=1, description="kept files (rotated logs, exports, reports) older than this are gzipped")
+    dedupe_min_bytes: int = Field(4096, ge=1, description="identical exports, reports or backups smaller than this are never deduplicated")
     log_rotations_kept: int = Field(5, ge=1, le=100, description="rotated files kept per log")
     cache_namespaces: list[str] = Field(
         default_factory=lambda: ["price_cache:", "screener_cache:", "cache:", "temp:", "session:"]
@@ -283,6 +286,47 @@ class SecuritySettings(_Section):
     extra_sensitive_roots: list[str] = Field(default_factory=list, description="other folders checked for key and .env files")
 
 
+_STORE_SCHEMES = ("redis", "rediss", "unix", "postgres", "postgresql", "sqlite", "mysql")
+
+
+def _url_password(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    if "://" not in value:
+        return ""
+    try:
+        return urlsplit(value.strip()).password or ""
+    except ValueError:
+        return ""
+
+
+def _secrets_in(node: Any, dotted: str):
+    """(dotted key, secret value) pairs of a settings tree.
+
+    A secret URL's password is the secret when it has one; a store URL without one (redis://host)
+    holds none; any other secret URL (a webhook) is secret as a whole. A plain URL's password is a
+    secret too.
+    """
+    if isinstance(node, BaseModel):
+        for name in type(node).model_fields:
+            yield from _secrets_in(getattr(node, name), f"{dotted}.{name}" if dotted else name)
+    elif isinstance(node, (list, tuple)):
+        for index, item in enumerate(node):
+            yield from _secrets_in(item, f"{dotted}.{index}")
+    elif isinstance(node, dict):
+        for key, item in node.items():
+            yield from _secrets_in(item, f"{dotted}.{key}")
+    elif isinstance(node, SecretStr):
+        value = node.get_secret_value()
+        password = _url_password(value)
+        if password:
+            yield dotted, password
+        elif value and not value.lower().startswith(tuple(f"{s}:" for s in _STORE_SCHEMES)):
+            yield dotted, value
+    elif isinstance(node, str) and _url_password(node):
+        yield dotted, _url_password(node)
+
+
 class Settings(_Section):
     data_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -334,6 +378,15 @@ class Settings(_Section):
 
     def database_url(self) -> str:
         return self.database.url.get_secret_value() if self.database.url else ""
+
+    def configured_secrets(self) -> dict[str, str]:
+        """Every secret value the settings hold, by dotted key: secret fields, and the password of
+        any URL anywhere in the settings (services, endpoints). What must never be shown, and what
+        the security audit looks for in logs."""
+        return dict(_secrets_in(self, ""))
+
+    def secret_values(self) -> list[str]:
+        return sorted(set(self.configured_secrets().values()), key=len, reverse=True)
 
 
 # Environment variable -> (dotted key, kind). Kinds convert the string before validation.
@@ -436,12 +489,58 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+_SCALARS = (str, int, float, bool, date)
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _raw_secret_values(raw: Any, dotted: str = "") -> list[str]:
+    """Values of the unvalidated tree that must not be echoed: whatever sits at or under a secret
+    key, and the password of any URL anywhere."""
+    found: list[str] = []
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            found += _raw_secret_values(value, f"{dotted}.{key}" if dotted else str(key))
+    elif isinstance(raw, (list, tuple)):
+        for index, value in enumerate(raw):
+            found += _raw_secret_values(value, f"{dotted}.{index}")
+    elif isinstance(raw, str):
+        if any(dotted == k or dotted.startswith(k + ".") for k in SECRET_KEYS):
+            found.append(raw)
+        if _url_password(raw):
+            found.append(_url_password(raw))
+    return found
+
+
+def _shown_input(error: dict[str, Any], dotted: str, secrets: list[str]) -> str:
+    """', got ...' for an error message: a scalar at a key that cannot hold a secret, masked; for
+    a secret key, a section (which holds secret keys) or a list or mapping, only the input's type."""
+    if "input" not in error or error.get("type") in ("missing", "extra_forbidden"):
+        return ""
+    value = error["input"]
+    holds_secret = any(dotted == k or dotted.startswith(k + ".") or k.startswith(dotted + ".") for k in SECRET_KEYS)
+    if holds_secret or not isinstance(value, _SCALARS) or (isinstance(value, str) and _url_password(value)):
+        return f", got *** ({_type_name(value)}, value not shown)"
+    shown = mask_text(repr(value), secrets)
+    return f", got {shown[:77] + '...' if len(shown) > 80 else shown}"
+
+
 def _describe_expected(error: dict[str, Any]) -> str:
     msg = error.get("msg", "invalid value")
     if error.get("type") == "extra_forbidden":
         return "unknown key (check the spelling against the configuration reference)"
     if error.get("type") == "missing":
         return "required key is missing"
+    if error.get("type") in ("model_type", "dict_type", "model_attributes_type"):
+        return "expected a mapping of keys (a section)"
+    if error.get("type") == "list_type":
+        return "expected a list"
     return msg.removeprefix("Value error, ")
 
 
@@ -464,7 +563,9 @@ def load_settings(
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise SettingsError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+            # Only the parser's problem: its full message quotes the offending line, maybe a secret.
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise SettingsError(f"{path}:{where} is not valid YAML ({problem})") from None
         except ValueError as exc:  # e.g. a date such as 2020-13-01 that YAML itself rejects
             raise SettingsError(f"{path}: invalid value in YAML ({exc})") from None
         if not isinstance(loaded, dict):
@@ -484,18 +585,12 @@ def load_settings(
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
+        secrets = _raw_secret_values(raw)
         problems = []
         for error in exc.errors():
-            dotted = ".".join(str(p) for p in error["loc"])
+            dotted = mask_text(".".join(str(p) for p in error["loc"]), secrets)
             source = next((s for key, s in sources.items() if dotted == key or dotted.startswith(key + ".")), str(path))
-            shown = ""
-            if "input" in error and error.get("type") not in ("missing", "extra_forbidden"):
-                secret = any(dotted == k or dotted.startswith(k + ".") for k in SECRET_KEYS)
-                value = "***" if secret else repr(error["input"])
-                if len(value) > 80:
-                    value = value[:77] + "..."
-                shown = f", got {value}"
-            problems.append(f"{source}: {dotted}: {_describe_expected(error)}{shown}")
+            problems.append(f"{source}: {dotted}: {mask_text(_describe_expected(error), secrets)}{_shown_input(error, dotted, secrets)}")
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from None
 
     data_dir = settings.data_dir

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-# user:password@ in any URL (redis://, postgresql://, https://...)
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+# user:password@ in any URL (redis://, postgresql://, https://...); the password runs to the last
+# '@' of the authority, so an unencoded '@' inside it is masked too.
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^/?#\s]+)@")
 # Slack incoming-webhook paths carry the secret in the path itself.
 _SLACK_HOOK = re.compile(r"(https://hooks\.slack\.com/services/)[A-Za-z0-9/_-]+")
 _KEY_VALUE = re.compile(
@@ -16,9 +17,13 @@ _KEY_VALUE = re.compile(
 
 
 def mask_value(value: str, keep: int = 4) -> str:
-    """A few leading characters and the length: enough to recognise a secret, never to use it."""
+    """A few leading characters and the length: enough to recognise a secret, never to use it.
+
+    Short values show fewer characters (none below 8), so a short password is never given away.
+    """
     if not value:
         return ""
+    keep = min(keep, 4 if len(value) >= 16 else 2 if len(value) >= 8 else 0)
     return f"{value[:keep]}…[{len(value)} chars]"
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from trading_maintenance.core import trading_schema
-from trading_maintenance.core.masking import mask_url
+from trading_maintenance.core.masking import mask_text, mask_url
+from trading_maintenance.resources.store_errors import DatabaseUnavailable, DatabaseUrlInvalid
 
 _engines: dict[tuple, Engine] = {}
 _lock = threading.Lock()
@@ -18,6 +22,35 @@ _lock = threading.Lock()
 
 def embedded_database_path(data_dir: str | Path) -> Path:
     return Path(data_dir) / "db" / "trading.db"
+
+
+def check_database_url(url: str) -> None:
+    """DatabaseUrlInvalid, naming the setting but not the value, when SQLAlchemy cannot use the URL."""
+    try:
+        make_url(url).get_dialect()
+    except (ArgumentError, ValueError, TypeError, ImportError) as exc:
+        # SQLAlchemy quotes the offending part, which may be a piece of a mistyped password.
+        reason = mask_text(re.sub(r"'[^']*'", "'***'", f"{type(exc).__name__}: {exc}"))
+        raise DatabaseUrlInvalid(
+            f"database.url / DATABASE_URL is not a usable database URL ({reason}); "
+            "expected postgresql://user:password@host:5432/dbname"
+        ) from None
+
+
+def explain_unreachable(engine: Engine, url: str) -> None:
+    """A failed connection raises DatabaseUnavailable naming the server, never the password."""
+    parsed = make_url(url)
+    secrets = [parsed.password] if parsed.password else []
+    where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
+
+    @event.listens_for(engine, "handle_error")
+    def _unreachable(context) -> None:
+        if context.connection is None or context.is_disconnect:
+            original = context.original_exception
+            reason = mask_text(f"{type(original).__name__}: {str(original).strip()}", secrets)
+            raise DatabaseUnavailable(
+                f"database at {where} (database.url / DATABASE_URL) is unreachable: {reason[:500]}", original
+            ) from None
 
 
 DEFAULT_LOCK_TIMEOUT_MS = 5000
@@ -41,6 +74,7 @@ def database_engine(url: str, data_dir: str | Path, pool_size: int = 5, lock_tim
         if engine is not None:
             return engine
         if url and not url.startswith("sqlite"):
+            check_database_url(url)
             engine = create_engine(
                 url,
                 pool_size=pool_size,
@@ -49,6 +83,7 @@ def database_engine(url: str, data_dir: str | Path, pool_size: int = 5, lock_tim
                 connect_args={"connect_timeout": 5, "options": postgres_session_options(lock_timeout_ms, statement_timeout_ms)}
                 if url.startswith("postgres") else {},
             )
+            explain_unreachable(engine, url)
         else:
             trading_file = embedded_database_path(data_dir) if not url else Path(url.split("///", 1)[1])
             trading_file.parent.mkdir(parents=True, exist_ok=True)

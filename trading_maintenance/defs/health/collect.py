@@ -7,6 +7,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import dagster as dg
 from sqlalchemy import text
 
 from trading_maintenance.core import health
@@ -35,7 +36,23 @@ def record_and_read_samples(redis_client, metric: str, value: float, now: float)
     return samples
 
 
-def probe_redis(redis_client) -> tuple[bool, float | None, dict, str]:
+def failure_reason(exc: BaseException, known_secrets: list[str] = ()) -> str:
+    """Why a store could not be used, fit for a health reason: the error's own words, masked.
+
+    The project's store errors already name the setting and the server; anything else is shown
+    with its type, and never longer than one line.
+    """
+    from trading_maintenance.core.masking import mask_text
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if not isinstance(exc, dg.Failure):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return mask_text(text, known_secrets)[:300]
+
+
+def probe_redis(redis_client, open_error: str = "") -> tuple[bool, float | None, dict, str]:
+    if redis_client is None:
+        return False, None, {}, open_error
     try:
         started = time.perf_counter()
         redis_client.ping()
@@ -49,11 +66,13 @@ def probe_redis(redis_client) -> tuple[bool, float | None, dict, str]:
         }
         return True, latency, stats, ""
     except Exception as exc:  # noqa: BLE001 - an unreachable store is a finding, not a crash
-        return False, None, {}, f"{type(exc).__name__}"
+        return False, None, {}, failure_reason(exc)
 
 
-def probe_database(engine) -> tuple[bool, float | None, float | None, str]:
+def probe_database(engine, open_error: str = "") -> tuple[bool, float | None, float | None, str]:
     """(reachable, connect ms, query ms, error)."""
+    if engine is None:
+        return False, None, None, open_error
     try:
         started = time.perf_counter()
         with engine.connect() as conn:
@@ -62,7 +81,7 @@ def probe_database(engine) -> tuple[bool, float | None, float | None, str]:
             done = time.perf_counter()
         return True, (connected - started) * 1000, (done - connected) * 1000, ""
     except Exception as exc:  # noqa: BLE001
-        return False, None, None, type(exc).__name__
+        return False, None, None, failure_reason(exc)
 
 
 def newest_market_data_age_minutes(market_data_dir: Path, now: float, days: int = 4, tz: str = "America/New_York") -> float | None:
@@ -97,14 +116,27 @@ def newest_market_data_age_minutes(market_data_dir: Path, now: float, days: int 
     return None if newest is None else max(0.0, (now - newest) / 60.0)
 
 
-def collect_health(settings: Settings, sample, redis_client, engine, service_results, now: datetime | None = None):
-    """Score everything measured; returns (HealthReport, extra metrics for metadata)."""
+def collect_health(
+    settings: Settings,
+    sample,
+    redis_client,
+    engine,
+    service_results,
+    now: datetime | None = None,
+    redis_open_error: str = "",
+    database_open_error: str = "",
+):
+    """Score everything measured; returns (HealthReport, extra metrics for metadata).
+
+    A store that could not even be opened (client or engine None, e.g. a malformed URL) is red
+    with `*_open_error` as its reason.
+    """
     now = now or datetime.now(timezone.utc)
     thresholds = settings.maintenance.alerts
     window = thresholds.sustained_minutes * 60
     extra: dict = {}
 
-    redis_ok, redis_ms, redis_stats, redis_error = probe_redis(redis_client)
+    redis_ok, redis_ms, redis_stats, redis_error = probe_redis(redis_client, redis_open_error)
     extra.update(redis_stats)
     sustained = {"cpu": False, "memory": False}
     if redis_ok:
@@ -115,7 +147,7 @@ def collect_health(settings: Settings, sample, redis_client, engine, service_res
             except Exception:  # noqa: BLE001
                 sustained[metric] = False
 
-    db_ok, connect_ms, query_ms, db_error = probe_database(engine)
+    db_ok, connect_ms, query_ms, db_error = probe_database(engine, database_open_error)
     extra.update({"database_connect_ms": round(connect_ms, 2) if connect_ms else None, "database_query_ms": round(query_ms, 2) if query_ms else None})
     try:
         market_open = is_market_open(now, settings.maintenance.scheduling.market_calendar)

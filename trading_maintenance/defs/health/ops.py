@@ -8,7 +8,7 @@ import dagster as dg
 from trading_maintenance.core import health
 from trading_maintenance.core.alerts import Alert
 from trading_maintenance.defs.common import md_table, publish_result
-from trading_maintenance.defs.health.collect import collect_health
+from trading_maintenance.defs.health.collect import collect_health, failure_reason
 from trading_maintenance.resources import (
     AlertsResource,
     MaintenanceSettingsResource,
@@ -43,6 +43,15 @@ def alerts_for(report: health.HealthReport) -> list[Alert]:
     return alerts
 
 
+def _open_store(opener, known_secrets: list[str]):
+    """(client or engine, "") or (None, why it cannot be opened): a store the settings describe
+    wrongly is a red component of the health check, not a crashed check."""
+    try:
+        return opener(), ""
+    except Exception as exc:  # noqa: BLE001 - reported as the component's reason
+        return None, failure_reason(exc, known_secrets)
+
+
 def run_health_check(
     context: dg.OpExecutionContext,
     config: HealthCheckConfig,
@@ -58,8 +67,12 @@ def run_health_check(
     now = datetime.now(timezone.utc)
     sample = system_probe.sample()
     service_results = platform_services.check_all()
-    client = redis.get_client()
-    report, extra = collect_health(cfg, sample, client, trading_db.get_engine(), service_results, now)
+    client, redis_open_error = _open_store(redis.get_client, cfg.secret_values())
+    engine, database_open_error = _open_store(trading_db.get_engine, cfg.secret_values())
+    report, extra = collect_health(
+        cfg, sample, client, engine, service_results, now,
+        redis_open_error=redis_open_error, database_open_error=database_open_error,
+    )
 
     result = {
         "status": "success",
@@ -74,7 +87,7 @@ def run_health_check(
         "services": [s.as_dict() for s in service_results],
         **extra,
     }
-    published = publish_result(client, task, result, context.log)
+    published = client is not None and publish_result(client, task, result, context.log)
 
     dispatched = []
     if config.send_alerts:
