@@ -8,8 +8,10 @@ so the product's `AlpacaClient` talks to it exactly as it talks to Alpaca:
 - GET /v2/orders?status=open&limit=N   -> state["orders"] whose status is open
 - GET /v2/account/activities/FILL      -> state["activities"], direction/after/until/page_size/page_token
 
-Faults can be planted (`add_fault`): an HTTP status or a delay for the next N matching requests,
-so tests can show retries, a 500 and a timeout. Every request is recorded in `requests`.
+Faults can be planted (`add_fault`): an HTTP status, a delay, or a body dripped a byte at a time for
+the next N matching requests, so tests can show retries, a 500, a timeout and a slow answer.
+`pagination` misbehaves on purpose: "endless" answers every FILL page token with a fresh full page,
+"ignore_token" answers every page token with the first page again. Every request is recorded in `requests`.
 Any method other than GET answers 405: the server proves maintenance never writes to the broker.
 """
 
@@ -35,6 +37,7 @@ class Fault:
     status: int | None = None
     delay_seconds: float = 0.0
     remaining: int = 1
+    drip_seconds_per_byte: float = 0.0
 
 
 def _num(value: Any) -> str:
@@ -67,6 +70,7 @@ class DemoBrokerServer:
         self.api_key = api_key
         self.secret_key = secret_key
         self.faults: list[Fault] = []
+        self.pagination = "normal"  # or "endless" / "ignore_token": a broker that does not paginate properly
         self.requests: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
@@ -100,9 +104,10 @@ class DemoBrokerServer:
         with self._lock:
             self.state = state
 
-    def add_fault(self, status: int | None = None, delay_seconds: float = 0.0, times: int = 1, path_prefix: str = "") -> None:
+    def add_fault(self, status: int | None = None, delay_seconds: float = 0.0, times: int = 1, path_prefix: str = "",
+                  drip_seconds_per_byte: float = 0.0) -> None:
         with self._lock:
-            self.faults.append(Fault(path_prefix, status, delay_seconds, times))
+            self.faults.append(Fault(path_prefix, status, delay_seconds, times, drip_seconds_per_byte))
 
     def _take_fault(self, path: str) -> Fault | None:
         with self._lock:
@@ -139,11 +144,15 @@ class DemoBrokerServer:
             if "until" in query:
                 until = _ts(query["until"][0])
                 acts = [a for a in acts if _ts(a["transaction_time"]) < until]
-            if "page_token" in query:
+            page_size = min(100, int(query.get("page_size", ["100"])[0]))
+            if self.pagination == "endless" and acts:
+                page = int(query["page_token"][0].rsplit("-", 1)[1]) + 1 if "page_token" in query else 0
+                return 200, [{**acts[i % len(acts)], "id": f"endless-{page}-{i}"} for i in range(page_size - 1)] + [
+                    {**acts[0], "id": f"endless-{page}"}]
+            if "page_token" in query and self.pagination != "ignore_token":
                 ids = [a.get("id") for a in acts]
                 token = query["page_token"][0]
                 acts = acts[ids.index(token) + 1:] if token in ids else []
-            page_size = min(100, int(query.get("page_size", ["100"])[0]))
             return 200, acts[:page_size]
         return 404, {"code": 40410000, "message": "endpoint not found"}
 
@@ -156,7 +165,7 @@ class DemoBrokerServer:
             def log_message(self, *args) -> None:  # quiet
                 pass
 
-            def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+            def _send(self, status: int, body: Any, headers: dict[str, str] | None = None, drip: float = 0.0) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -165,7 +174,12 @@ class DemoBrokerServer:
                     self.send_header(key, value)
                 self.end_headers()
                 try:
-                    self.wfile.write(data)
+                    if not drip:
+                        self.wfile.write(data)
+                    for index in range(len(data) if drip else 0):
+                        self.wfile.write(data[index:index + 1])
+                        self.wfile.flush()
+                        time.sleep(drip)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
@@ -187,7 +201,7 @@ class DemoBrokerServer:
                                    {"Retry-After": "0"} if fault.status == 429 else None)
                         return
                 status, body = server.answer(parsed.path, parse_qs(parsed.query))
-                self._send(status, body)
+                self._send(status, body, drip=fault.drip_seconds_per_byte if fault is not None else 0.0)
 
             def _refuse(self) -> None:
                 server.requests.append((self.command, urlparse(self.path).path))

@@ -232,3 +232,64 @@ def test_reconciliation_on_postgresql(pg_url, make_resources, broker_resource, b
     assert not result.success
     found = {(d["check"], d["kind"], d["view"], d["symbol"]) for d in _published(redis_client)["discrepancies"]}
     assert found == {("position", "quantity_mismatch", "database", "AAPL")}
+
+
+def _fill_activities(n: int, start: datetime = datetime(2024, 3, 1, 15, tzinfo=timezone.utc)) -> list[dict]:
+    return [{"id": f"2024{i:06d}::t{i}", "activity_type": "FILL", "transaction_time": (start + timedelta(seconds=i)).isoformat(),
+             "symbol": "AAPL", "side": "buy", "qty": "1", "price": "1"} for i in range(n)]
+
+
+def test_answer_dripping_bytes_fails_at_the_request_deadline(broker_server):
+    broker_server.add_fault(drip_seconds_per_byte=0.05, times=5, path_prefix="/v2/account")  # each read is quick, the whole is slow
+    with AlpacaClient(broker_server.url, API_KEY, SECRET_KEY, timeout_seconds=1, max_retries=1, backoff_seconds=0.01,
+                      request_deadline_seconds=0.4) as client:
+        with pytest.raises(BrokerError) as info:
+            client.get_account()
+    assert "the whole request took longer than 0.4s" in str(info.value) and "failed after 2 attempts" in str(info.value)
+
+
+def test_endless_pagination_fails_at_the_page_limit_and_the_read_deadline(broker_server):
+    broker_server.state["activities"] = _fill_activities(5)
+    broker_server.pagination = "endless"
+    with AlpacaClient(broker_server.url, API_KEY, SECRET_KEY, timeout_seconds=1) as client:
+        with pytest.raises(BrokerError) as info:
+            client.get_fill_activities(max_pages=7)
+    assert "more than 7 pages" in str(info.value) and client.requests_made == 7
+    with AlpacaClient(broker_server.url, API_KEY, SECRET_KEY, timeout_seconds=1, read_deadline_seconds=0.3) as client:
+        with pytest.raises(BrokerError) as info:
+            client.get_fill_activities()
+    assert "exceeded its deadline of 0.3s" in str(info.value)
+
+
+def test_answers_beyond_the_size_limit_are_refused(broker_server):
+    broker_server.state["activities"] = _fill_activities(100)
+    with AlpacaClient(broker_server.url, API_KEY, SECRET_KEY, timeout_seconds=1, max_response_bytes=2000) as client:
+        with pytest.raises(BrokerError) as info:
+            client.get_fill_activities()
+    assert "answer larger than 2000 bytes" in str(info.value)
+
+
+def test_repeated_page_token_is_an_error_and_fills_are_counted_once_per_id(broker_server):
+    broker_server.state["activities"] = _fill_activities(100)
+    broker_server.pagination = "ignore_token"  # every page token answered with the first page again
+    with AlpacaClient(broker_server.url, API_KEY, SECRET_KEY, timeout_seconds=1) as client:
+        with pytest.raises(BrokerError) as info:
+            client.get_fill_activities()
+    assert "page_token '2024000099::t99' again" in str(info.value) and "100 distinct fills" in str(info.value)
+
+    broker_server.pagination = "normal"
+    broker_server.state["activities"] = _fill_activities(30) + _fill_activities(30)[:10]  # the broker lists ten fills twice
+    with AlpacaClient(broker_server.url, API_KEY, SECRET_KEY, timeout_seconds=1) as client:
+        fills = client.get_fill_activities()
+    assert sorted(f["id"] for f in fills) == sorted(a["id"] for a in _fill_activities(30))
+
+
+def test_reconciliation_fails_clearly_when_the_broker_repeats_a_page(seeded, make_resources, broker_resource, broker_server,
+                                                                     redis_client):
+    broker_server.state["activities"] = _fill_activities(100, datetime.now(timezone.utc) - timedelta(hours=1))
+    broker_server.pagination = "ignore_token"
+    result = _run(make_resources, broker_resource)
+    assert not result.success
+    published = _published(redis_client)
+    assert published["status"] == "failed" and "not paginating" in published["error"]
+    assert "broker_fills" not in published  # no count of a page read twice
