@@ -386,7 +386,11 @@ class Settings(_Section):
         return dict(_secrets_in(self, ""))
 
     def secret_values(self) -> list[str]:
-        return sorted(set(self.configured_secrets().values()), key=len, reverse=True)
+        """The configured secrets, each also as it reads once percent-decoded (URL passwords)."""
+        from urllib.parse import unquote
+
+        values = set(self.configured_secrets().values())
+        return sorted(values | {unquote(v) for v in values}, key=len, reverse=True)
 
 
 # Environment variable -> (dotted key, kind). Kinds convert the string before validation.

@@ -73,8 +73,11 @@ class Rule:
     multiline: bool = False
     validator: Callable[[str, re.Match[str]], bool] | None = None
     tags: tuple[str, ...] = field(default=("secret",))
+    literal: bool = False  # matches only known values: no placeholder or entropy check
 
     def accepts(self, value: str, match: re.Match[str]) -> bool:
+        if self.literal:
+            return len(value) >= self.min_length
         if len(value) < self.min_length or is_placeholder(value):
             return False
         if self.entropy and shannon_entropy(value) < self.entropy:
@@ -256,6 +259,40 @@ def _generic_ok(value: str, match: re.Match[str]) -> bool:
     if _PASSWORDISH.search(key):
         return shannon_entropy(value) >= 2.0
     return len(value) >= 12 and shannon_entropy(value) >= 3.2 and _has_digit_and_letter(value)
+
+
+CONFIGURED_SECRET_MIN_LENGTH = 4  # shorter values would match everywhere; settings should refuse them
+
+
+def _rust_literal(value: str) -> str:
+    """`value` as a literal for the Rust regex engine (every non-alphanumeric escaped by code point)."""
+    return "".join(c if c.isascii() and c.isalnum() else f"\\x{{{ord(c):X}}}" for c in value)
+
+
+def configured_secret_rule(values) -> Rule | None:
+    """A rule matching exactly the values configured as secrets, wherever and however they appear.
+
+    A configured value is a secret even when it looks like a placeholder ("example-key") or has
+    little entropy: the configuration says it is one. Values are matched as Latin-1 text of their
+    UTF-8 bytes, as the scanner reads files.
+    """
+    texts = sorted(
+        {v.encode("utf-8", "surrogateescape").decode("latin-1") for v in values if v and len(v) >= CONFIGURED_SECRET_MIN_LENGTH},
+        key=len,
+        reverse=True,
+    )
+    if not texts:
+        return None
+    return Rule(
+        id="configured-secret",
+        name="Configured secret",
+        description="A value configured as a secret (broker key, password, webhook URL, backup key...) written in clear.",
+        regex=re.compile("(?P<secret>" + "|".join(re.escape(t) for t in texts) + ")"),
+        prefilter="|".join(_rust_literal(t) for t in texts),
+        min_length=CONFIGURED_SECRET_MIN_LENGTH,
+        literal=True,
+        tags=("secret", "configured"),
+    )
 
 
 def combined_prefilter(rules: list[Rule] | None = None) -> str:

@@ -6,12 +6,20 @@ the line offsets, the lines become a zero-copy Arrow string array, and polars ru
 pre-filter at once (Rust regex with SIMD literal search, on all cores). Only the few matching
 lines reach the exact Python rules.
 
+How it stays small: nothing holds more than about two blocks. A line longer than a block (a log
+without newlines) is cut into block-sized pieces, each scanned with `WINDOW_CONTEXT` bytes of the
+line before and after it, so a secret across a cut is found once, by the piece it starts in.
+Redaction streams the same pieces into the temporary file. Text is handled as Latin-1 (one
+character per byte), so every offset is a byte offset into the file.
+
 What never leaves this module: the secret value. A `Finding` carries a fingerprint (a hash of rule
 and value), the masked value (a few leading characters and the length) and the location.
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import fnmatch
 import gzip
 import hashlib
@@ -23,10 +31,23 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from trading_maintenance.core.secret_rules import ALLOW_MARKERS, RULES, RULES_BY_ID, Rule, combined_prefilter
+from trading_maintenance.core.secret_rules import (
+    ALLOW_MARKERS,
+    RULES,
+    RULES_BY_ID,
+    Rule,
+    combined_prefilter,
+    configured_secret_rule,
+)
 
 BLOCK_SIZE = 16 * 1024 * 1024
 PEM_CARRY = 64 * 1024  # a private key begun near a block's end is carried into the next block
+PEM_WINDOW = 20000  # a private key's lines are matched together within this many bytes
+# Longer than any rule's match (a PEM key is at most ~17 KB), so a cut never hides a secret.
+WINDOW_CONTEXT = 32 * 1024
+
+# Invalid UTF-8 becomes '?' byte for byte, so the Arrow copy keeps every line's offsets.
+codecs.register_error("secrets_scan.same_length", lambda err: ("?" * (err.end - err.start), err.end))
 ROTATED = re.compile(r"(?:\.\d+|[-_.]\d{4}-?\d{2}-?\d{2}(?:[-_T]?\d+)?|\.old|\.bak)(?:\.gz)?$|\.gz$")
 
 
@@ -152,11 +173,32 @@ def _raw_blocks(path: Path, block_size: int, gz: bool | None = None) -> Iterator
                 yield data
 
 
-def line_blocks(path: Path, block_size: int = BLOCK_SIZE) -> Iterator[bytes]:
-    """Blocks that end at a line end (the last one may lack its newline)."""
+@dataclass(frozen=True)
+class Piece:
+    """A part of the (decompressed) file: whole lines, or a part of one long line.
+
+    `data` starts at `offset` in the stream. For a part of a long line (`partial`), `before` and
+    `after` are up to WINDOW_CONTEXT bytes of the same line around it: context for matching only.
+    """
+
+    data: bytes
+    offset: int
+    partial: bool = False
+    line_ends: bool = True
+    before: bytes = b""
+    after: bytes = b""
+
+
+def line_pieces(path: Path, block_size: int = BLOCK_SIZE, gz: bool | None = None) -> Iterator[Piece]:
+    """Pieces of about `block_size` bytes: whole lines (the last piece may lack its newline), or,
+    for a line longer than a block, that line's parts with their context. Memory stays about two
+    blocks whatever the file. A read error is raised after every piece read before it."""
     carry = b""
+    offset = 0
+    long_line = False
+    before = b""
     pending: Exception | None = None
-    raw = _raw_blocks(path, block_size)
+    raw = _raw_blocks(path, block_size, gz)
     while True:
         try:
             data = next(raw)
@@ -166,22 +208,40 @@ def line_blocks(path: Path, block_size: int = BLOCK_SIZE) -> Iterator[bytes]:
             pending = exc
             break
         buf = carry + data if carry else data
-        if len(buf) < block_size:
-            carry = buf
-            continue
-        cut = buf.rfind(b"\n") + 1
-        if cut <= 0:
-            carry = buf
-            continue
-        begin = buf.rfind(b"-----BEGIN", max(0, cut - PEM_CARRY), cut)
-        if begin >= 0 and buf.find(b"-----END", begin, cut) < 0:
-            line_start = buf.rfind(b"\n", 0, begin) + 1
-            if line_start > 0:
-                cut = line_start
-        yield buf[:cut]
-        carry = buf[cut:]
+        while True:
+            if long_line:
+                end = buf.find(b"\n")
+                if end >= 0:
+                    yield Piece(buf[: end + 1], offset, True, True, before)
+                    offset += end + 1
+                    buf = buf[end + 1 :]
+                    long_line, before = False, b""
+                    continue
+                if len(buf) >= block_size + WINDOW_CONTEXT:
+                    own = len(buf) - WINDOW_CONTEXT
+                    yield Piece(buf[:own], offset, True, False, before, buf[own:])
+                    before = buf[max(0, own - WINDOW_CONTEXT) : own]
+                    offset += own
+                    buf = buf[own:]
+                break
+            if len(buf) < block_size:
+                break
+            cut = buf.rfind(b"\n") + 1
+            if cut <= 0:
+                long_line = True
+                continue
+            begin = buf.rfind(b"-----BEGIN", max(0, cut - PEM_CARRY), cut)
+            if begin >= 0 and buf.find(b"-----END", begin, cut) < 0:
+                line_start = buf.rfind(b"\n", 0, begin) + 1
+                if line_start > 0:
+                    cut = line_start
+            yield Piece(buf[:cut], offset)
+            offset += cut
+            buf = buf[cut:]
+            break
+        carry = buf
     if carry:
-        yield carry
+        yield Piece(carry, offset, long_line, True, before) if long_line else Piece(carry, offset)
     if pending is not None:
         raise pending
 
@@ -194,11 +254,35 @@ def _looks_binary(head: bytes) -> bool:
 # the scanner
 
 
-class SecretScanner:
-    """Scans files for the rules' secrets; the candidate pass runs all pre-filters at once."""
+@dataclass(frozen=True)
+class Located:
+    """A match in a file: byte offsets in the (decompressed) stream and its line and column."""
 
-    def __init__(self, rules: list[Rule] | None = None, block_size: int = BLOCK_SIZE):
-        self.rules = rules or RULES
+    start: int
+    end: int
+    line: int
+    column: int
+    rule: Rule
+    value: str  # as text (UTF-8, surrogateescape): for fingerprints and masks
+    allowed: bool
+
+
+def _as_text(latin1: str) -> str:
+    return latin1.encode("latin-1").decode("utf-8", "surrogateescape")
+
+
+class SecretScanner:
+    """Scans files for the rules' secrets; the candidate pass runs all pre-filters at once.
+
+    `known_secrets`: values configured as secrets (broker keys, passwords, webhook URLs...). They
+    are found wherever they appear, whatever they look like: no placeholder or entropy check.
+    """
+
+    def __init__(self, rules: list[Rule] | None = None, block_size: int = BLOCK_SIZE, known_secrets: Iterable[str] = ()):
+        self.rules = list(rules or RULES)
+        configured = configured_secret_rule(known_secrets)
+        if configured is not None:
+            self.rules.insert(0, configured)  # first: it wins an overlap with a generic rule
         self.block_size = block_size
         self.prefilter = combined_prefilter(self.rules)
 
@@ -207,12 +291,9 @@ class SecretScanner:
         import polars as pl
         import pyarrow as pa
 
+        text_block = block
         if not block.isascii():
-            try:
-                block.decode("utf-8")
-            except UnicodeDecodeError:
-                # Line count is kept; invalid bytes become U+FFFD, which no rule's value contains.
-                block = block.decode("utf-8", "replace").encode("utf-8")
+            text_block = block.decode("utf-8", "secrets_scan.same_length").encode("utf-8")
         arr = np.frombuffer(block, dtype=np.uint8)
         newlines = np.flatnonzero(arr == 10)
         ends = newlines + 1
@@ -221,50 +302,97 @@ class SecretScanner:
         offsets = np.empty(len(ends) + 1, dtype=np.int64)
         offsets[0] = 0
         offsets[1:] = ends
-        lines = pa.Array.from_buffers(pa.large_string(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(block)])
+        lines = pa.Array.from_buffers(pa.large_string(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(text_block)])
         hits = pl.from_arrow(lines).str.contains(self.prefilter).arg_true().to_list()
-        return hits, (block, offsets)
+        return hits, offsets
+
+    def _window_may_match(self, text: str) -> bool:
+        import polars as pl
+
+        return bool(pl.Series([text]).str.contains(self.prefilter)[0])
+
+    def iter_matches(self, path: str | Path, stats: FileResult | None = None) -> Iterator[tuple[Piece, list[Located]]]:
+        """Every piece of the file with the matches that start in it, in order.
+
+        `stats` (optional) receives bytes and lines scanned, and `skipped` for a binary file.
+        """
+        path = Path(path)
+        stats = stats if stats is not None else FileResult(path=str(path))
+        line_base = 0  # complete lines before the current piece
+        long_line_start = 0
+        first = True
+        for piece in line_pieces(path, self.block_size):
+            if first:
+                first = False
+                if _looks_binary(piece.data):
+                    stats.skipped = "binary"
+                    return
+            stats.bytes_scanned += len(piece.data)
+            if piece.partial:
+                if not piece.before:
+                    long_line_start = piece.offset
+                found = self._long_line_matches(piece, line_base + 1, long_line_start)
+                if piece.line_ends:
+                    line_base += 1
+            else:
+                found, n_lines = self._block_matches(piece, line_base)
+                line_base += n_lines
+            stats.lines = line_base
+            yield piece, found
+
+    def _block_matches(self, piece: Piece, line_base: int) -> tuple[list[Located], int]:
+        buf = piece.data
+        hits, offsets = self._candidate_lines(buf)
+        found = []
+        for idx in hits:
+            start, end = int(offsets[idx]), int(offsets[idx + 1])
+            line = buf[start:end].decode("latin-1")
+            window = line
+            if "-----BEGIN" in line:
+                window = buf[start : min(len(buf), start + PEM_WINDOW)].decode("latin-1")
+            allowed = has_allow_marker(line)
+            for raw in match_text(window, self.rules, first_line_end=len(line)):
+                found.append(
+                    Located(piece.offset + start + raw.start, piece.offset + start + raw.end, line_base + idx + 1,
+                            raw.start + 1, raw.rule, _as_text(raw.value), allowed)
+                )
+        return found, len(offsets) - 1
+
+    def _long_line_matches(self, piece: Piece, line_no: int, line_start: int) -> list[Located]:
+        text = (piece.before + piece.data + piece.after).decode("latin-1")
+        if not self._window_may_match(text):
+            return []
+        own_from, own_to = len(piece.before), len(piece.before) + len(piece.data)
+        allowed = has_allow_marker(text)
+        found = []
+        for raw in match_text(text, self.rules):
+            if own_from <= raw.start < own_to:
+                start = piece.offset + raw.start - own_from
+                found.append(
+                    Located(start, start + raw.end - raw.start, line_no, start - line_start + 1, raw.rule, _as_text(raw.value), allowed)
+                )
+        return found
 
     def scan_file(self, path: str | Path, display: str | None = None) -> FileResult:
         path = Path(path)
         result = FileResult(path=display or str(path))
-        line_base = 0
-        first = True
         try:
-            for block in line_blocks(path, self.block_size):
-                if first:
-                    first = False
-                    if _looks_binary(block):
-                        result.skipped = "binary"
-                        return result
-                result.bytes_scanned += len(block)
-                hits, (buf, offsets) = self._candidate_lines(block)
-                n_lines = len(offsets) - 1
-                for idx in hits:
-                    start, end = int(offsets[idx]), int(offsets[idx + 1])
-                    line = buf[start:end].decode("utf-8", "surrogateescape")
-                    window = line
-                    if "-----BEGIN" in line:
-                        window = buf[start : min(len(buf), start + 20000)].decode("utf-8", "surrogateescape")
-                    allowed = has_allow_marker(line)
-                    for raw in match_text(window, self.rules, first_line_end=len(line)):
-                        result.findings.append(
-                            Finding(
-                                path=result.path,
-                                line=line_base + idx + 1,
-                                column=raw.start + 1,
-                                rule=raw.rule.id,
-                                fingerprint=fingerprint(raw.rule.id, raw.value),
-                                masked=mask(raw.value),
-                                length=len(raw.value),
-                                severity=raw.rule.severity,
-                                status="allowed" if allowed else "active",
-                            )
+            for _piece, found in self.iter_matches(path, result):
+                for match in found:
+                    result.findings.append(
+                        Finding(
+                            path=result.path,
+                            line=match.line,
+                            column=match.column,
+                            rule=match.rule.id,
+                            fingerprint=fingerprint(match.rule.id, match.value),
+                            masked=mask(match.value),
+                            length=len(match.value),
+                            severity=match.rule.severity,
+                            status="allowed" if match.allowed else "active",
                         )
-                line_base += n_lines
-            result.lines = line_base
+                    )
         except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            result.lines = line_base
             result.error = f"{type(exc).__name__}: {str(exc)[:160]}"
         return result
 
@@ -363,74 +491,92 @@ class RedactionResult:
     error: str = ""
 
 
-def redact_bytes(data: bytes, fingerprints: set[str], rules: list[Rule] | None = None) -> tuple[bytes, int, list[str]]:
-    """The data with every secret whose fingerprint is listed replaced by its masked form.
+class _StreamWriter:
+    """Writes the redacted stream: original bytes, with each masked span replaced."""
 
-    Everything else stays byte-identical (lines are handled with surrogateescape). Returns
-    (new bytes, secrets masked, values masked) - the values only for the caller's verification.
-    """
-    rules = rules or RULES
-    out: list[bytes] = []
-    count = 0
-    values: list[str] = []
-    text = data.decode("utf-8", "surrogateescape")
-    pos = 0
-    spans: list[tuple[int, int, str]] = []
-    line_start = 0
-    while line_start < len(text):
-        nl = text.find("\n", line_start)
-        line_end = len(text) if nl < 0 else nl + 1
-        line = text[line_start:line_end]
-        window = text[line_start : line_start + 20000] if "-----BEGIN" in line else line
-        for raw in match_text(window, rules, first_line_end=len(line)):
-            if fingerprint(raw.rule.id, raw.value) in fingerprints:
-                s, e = line_start + raw.start, line_start + raw.end
-                if not spans or s >= spans[-1][1]:
-                    spans.append((s, e, raw.value))
-        line_start = line_end
-    pieces: list[str] = []
-    for s, e, value in spans:
-        pieces.append(text[pos:s])
-        pieces.append(mask(value))
-        pos = e
-        count += 1
-        values.append(value)
-    pieces.append(text[pos:])
-    out.append("".join(pieces).encode("utf-8", "surrogateescape"))
-    return b"".join(out), count, values
+    def __init__(self, sink) -> None:
+        self.sink = sink
+        self.position = 0  # bytes of the original stream written or replaced so far
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self.digest.update(data)
+            if self.sink is not None:
+                self.sink.write(data)
+
+    def piece(self, piece: Piece, spans: list[tuple[int, int, str]]) -> None:
+        for start, end, value in spans:
+            if start < self.position:  # inside a span already masked (it ran into this piece)
+                continue
+            self.write(piece.data[self.position - piece.offset : start - piece.offset])
+            self.write(mask(value).encode("utf-8", "surrogateescape"))
+            self.position = end
+        piece_end = piece.offset + len(piece.data)
+        if self.position < piece_end:
+            self.write(piece.data[self.position - piece.offset :])
+            self.position = piece_end
 
 
-def _read_all(path: Path, gz: bool | None = None) -> bytes:
-    return b"".join(_raw_blocks(path, BLOCK_SIZE, gz))
+def _stream_contains(path: Path, gz: bool, needles: set[bytes]) -> tuple[str, bool]:
+    """(sha256 of the decompressed stream, whether any needle occurs in it), read in blocks."""
+    digest = hashlib.sha256()
+    keep = max((len(n) for n in needles), default=1) - 1
+    tail = b""
+    found = False
+    for block in _raw_blocks(path, BLOCK_SIZE, gz):
+        digest.update(block)
+        window = tail + block
+        if not found and any(n in window for n in needles):
+            found = True
+        tail = window[-keep:] if keep else b""
+    return digest.hexdigest(), found
 
 
-def redact_file(path: str | Path, fingerprints: set[str], dry_run: bool = True) -> RedactionResult:
+def redact_file(
+    path: str | Path, fingerprints: set[str], dry_run: bool = True, known_secrets: Iterable[str] = ()
+) -> RedactionResult:
     """Rewrite a rotated log with the listed secrets masked: temp file, fsync, verify, rename.
 
-    Refuses a file that is not rotated (a service may be writing it) and a file that changed
-    while being rewritten.
+    Streams in bounded pieces (see the module docstring), whatever the file's size or line
+    length. Refuses a file that is not rotated (a service may be writing it) and a file that
+    changed while being rewritten. `known_secrets` are the configured secret values, so a finding
+    of the configured-secret rule can be matched again here.
     """
     path = Path(path)
     result = RedactionResult(path=str(path), dry_run=dry_run)
     if not is_rotated(path):
         result.error = "live log (not rotated): never rewritten"
         return result
+    gz = path.name.endswith(".gz")
+    scanner = SecretScanner(known_secrets=known_secrets)
+    tmp = path.with_name(f".{path.name}.redact.tmp")
+    values: set[bytes] = set()
     try:
         before = path.stat()
-        original = _read_all(path)
-        new, count, values = redact_bytes(original, fingerprints)
-        result.secrets_masked = count
-        if dry_run or count == 0:
+        with contextlib.ExitStack() as stack:
+            sink = None
+            if not dry_run:
+                handle = stack.enter_context(open(tmp, "wb"))
+                sink = stack.enter_context(gzip.GzipFile(fileobj=handle, mode="wb", mtime=0)) if gz else handle
+            writer = _StreamWriter(sink)
+            for piece, found in scanner.iter_matches(path):
+                spans = [(m.start, m.end, m.value) for m in found if fingerprint(m.rule.id, m.value) in fingerprints]
+                writer.piece(piece, spans)
+                result.secrets_masked += len(spans)
+                values.update(v.encode("utf-8", "surrogateescape") for _s, _e, v in spans)
+            if sink is not None:
+                sink.flush()
+                if gz:
+                    sink.close()
+                handle.flush()
+                os.fsync(handle.fileno())
+        if dry_run or result.secrets_masked == 0:
+            tmp.unlink(missing_ok=True)
             return result
-        tmp = path.with_name(f".{path.name}.redact.tmp")
-        payload = gzip.compress(new, mtime=0) if path.name.endswith(".gz") else new
-        with open(tmp, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.chmod(tmp, before.st_mode & 0o7777)
-        check = _read_all(tmp, gz=path.name.endswith(".gz"))
-        if check != new or any(v in check.decode("utf-8", "surrogateescape") for v in values):
+        written, leaked = _stream_contains(tmp, gz, values)
+        if written != writer.digest.hexdigest() or leaked:
             tmp.unlink(missing_ok=True)
             result.error = "verification of the rewritten file failed; original kept"
             return result
@@ -447,6 +593,7 @@ def redact_file(path: str | Path, fingerprints: set[str], dry_run: bool = True) 
             os.close(dir_fd)
         result.done = True
     except (OSError, EOFError, zlib.error) as exc:
+        tmp.unlink(missing_ok=True)
         result.error = f"{type(exc).__name__}"
     return result
 

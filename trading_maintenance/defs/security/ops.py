@@ -50,7 +50,9 @@ class ReportConfig(dg.Config):
 def run_secret_scan(cfg, config: SecretScanConfig, log) -> dict:
     security = cfg.security
     root = Path(cfg.data_dir)
-    scanner = scan.SecretScanner()
+    # Every configured secret is looked for as it is, whatever the rules think of its shape.
+    known_secrets = cfg.secret_values()
+    scanner = scan.SecretScanner(known_secrets=known_secrets)
     baseline_path = Path(security.baseline_file)
     if not baseline_path.is_absolute():
         baseline_path = root / baseline_path
@@ -94,7 +96,7 @@ def run_secret_scan(cfg, config: SecretScanConfig, log) -> dict:
             if not scan.is_rotated(path):
                 redactions.append({"path": rel, "secrets_masked": 0, "done": False, "dry_run": config.dry_run, "error": "", "skipped": "live log: never rewritten"})
                 continue
-            outcome = scan.redact_file(path, prints, dry_run=config.dry_run)
+            outcome = scan.redact_file(path, prints, dry_run=config.dry_run, known_secrets=known_secrets)
             redactions.append({"path": rel, "secrets_masked": outcome.secrets_masked, "done": outcome.done, "dry_run": config.dry_run, "error": outcome.error, "skipped": ""})
             verb = "would mask" if config.dry_run else "masked"
             log.info(f"redaction {rel}: {verb} {outcome.secrets_masked} secret(s)" + (f"; {outcome.error}" if outcome.error else ""))
