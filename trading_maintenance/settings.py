@@ -443,22 +443,11 @@ def config_file_holds_secrets(path: str | Path) -> bool:
 
     An unreadable or unparsable file counts as holding secrets: when in doubt, protect it.
     """
-    from trading_maintenance.core.masking import mask_url
-
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError, ValueError):
         return True
-    for dotted in SECRET_KEYS:
-        node: Any = raw
-        for part in dotted.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if node in (None, ""):
-            continue
-        if dotted.endswith("url") and isinstance(node, str) and mask_url(node) == node:
-            continue
-        return True
-    return False
+    return bool(_raw_secret_values(raw))
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -515,10 +504,12 @@ def _raw_secret_values(raw: Any, dotted: str = "") -> list[str]:
         for index, value in enumerate(raw):
             found += _raw_secret_values(value, f"{dotted}.{index}")
     elif isinstance(raw, str):
-        if any(dotted == k or dotted.startswith(k + ".") for k in SECRET_KEYS):
-            found.append(raw)
-        if _url_password(raw):
-            found.append(_url_password(raw))
+        password = _url_password(raw)
+        if password:
+            found.append(password)
+        elif any(dotted == k or dotted.startswith(k + ".") for k in SECRET_KEYS) and raw.strip():
+            if not raw.strip().lower().startswith(tuple(f"{s}:" for s in _STORE_SCHEMES)):
+                found.append(raw)
     return found
 
 
