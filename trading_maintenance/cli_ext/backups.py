@@ -11,17 +11,20 @@ import click
 EXIT_REFUSED = 3
 
 
-def _archive_for(settings, which: str, on_date: str | None, work: Path) -> Path:
-    from trading_maintenance.core.backup import ArchiveError, list_local_backups, select_backup
+def _archive_for(settings, which: str, on_date: str | None, work: Path, secret: str | None) -> tuple[Path, list[str]]:
+    """The archive to restore and the problems met choosing it (archives left out, misnamed copies)."""
+    from trading_maintenance.core.backup import ArchiveError, identify_local_backups, is_temporary_name, select_backup
 
     candidate = Path(which)
     if which not in ("latest",) and (candidate.is_file() or "/" in which):
         if not candidate.is_file():
             raise ArchiveError(f"{which}: no such backup file")
-        return candidate
-    refs = list_local_backups(settings.backups_dir)
+        if is_temporary_name(candidate.name):
+            raise ArchiveError(f"{candidate.name} is the temporary file of an unfinished backup, not a backup")
+        return candidate, []
+    listing = identify_local_backups(settings.backups_dir, secret)
     try:
-        return Path(select_backup(refs, which, on_date, settings.maintenance.scheduling.timezone).location)
+        return Path(select_backup(listing.refs, which, on_date, settings.maintenance.scheduling.timezone).location), listing.problems
     except ArchiveError:
         if not (settings.backup.remote_enabled and settings.backup.s3_bucket):
             raise
@@ -29,7 +32,7 @@ def _archive_for(settings, which: str, on_date: str | None, work: Path) -> Path:
 
     store = build_resources(settings)["object_store"]
     ref = select_backup(store.list_backups(), which, on_date, settings.maintenance.scheduling.timezone)
-    return store.download(ref.name, work / ref.name)
+    return store.download(ref.name, work / ref.name), listing.problems
 
 
 def register(cli: click.Group) -> None:
@@ -48,7 +51,7 @@ def register(cli: click.Group) -> None:
 
         from trading_maintenance.core.backup import ArchiveError
         from trading_maintenance.core.masking import mask_text
-        from trading_maintenance.core.restore import TYPES, RestoreRefused, restore_backup
+        from trading_maintenance.core.restore import TYPES, RestoreFailed, RestoreRefused, describe_plan, restore_backup
         from trading_maintenance.resources.database import database_engine
         from trading_maintenance.resources.redis import redis_client
         from trading_maintenance.settings import SettingsError, load_settings
@@ -64,14 +67,20 @@ def register(cli: click.Group) -> None:
         settings.temp_dir.mkdir(parents=True, exist_ok=True)
         try:
             with tempfile.TemporaryDirectory(prefix="restore-download-", dir=settings.temp_dir) as tmp:
-                archive = _archive_for(settings, which, on_date, Path(tmp))
+                archive, choice_problems = _archive_for(settings, which, on_date, Path(tmp), secret)
+                for problem in choice_problems:
+                    click.echo(f"warning: {mask_text(problem, secrets)}", err=True)
                 report = restore_backup(
                     archive, secret, types, stage_root=settings.temp_dir,
                     config_path=Path(settings.config_path) if settings.config_path else None,
                     redis_client=redis_client(settings.redis_url(), settings.data_dir) if "redis" in types else None,
                     engine=database_engine(settings.database_url(), settings.data_dir) if "database" in types else None,
-                    db_url=settings.database_url(), data_dir=settings.data_dir, force=force, dry_run=dry_run,
+                    db_url=settings.database_url(), data_dir=settings.data_dir,
+                    data_folders=tuple(settings.backup.trading_data_folders), force=force, dry_run=dry_run,
                 )
+        except RestoreFailed as exc:
+            click.echo(f"restore failed: {mask_text(str(exc), secrets)}", err=True)
+            sys.exit(1)
         except RestoreRefused as exc:
             click.echo(mask_text(str(exc), secrets), err=True)
             sys.exit(EXIT_REFUSED)
@@ -86,10 +95,13 @@ def register(cli: click.Group) -> None:
             click.echo(json.dumps(data, indent=2, default=str))
         else:
             click.echo(f"backup {report.backup_id} ({archive.name}): every checksum verified")
+            for warning in report.warnings:
+                click.echo(f"warning: {warning}", err=True)
             for part, plan in report.plan.items():
-                click.echo(f"  {part}: {'would change' if dry_run else 'planned'} {json.dumps(plan, default=str)}")
-            for part, done in report.restored.items():
-                click.echo(f"  {part}: restored {json.dumps(done, default=str)}")
+                if dry_run:
+                    click.echo(f"  {part}: {describe_plan(part, plan)}")
+                else:
+                    click.echo(f"  {part}: {report.state.get(part, 'unchanged')}")
             for problem in report.problems:
                 click.echo(f"  problem: {problem}", err=True)
             if dry_run:
@@ -108,13 +120,29 @@ def register(cli: click.Group) -> None:
     def backups_list(remote: bool) -> None:
         """Backups on disk (and in S3), newest last."""
         from trading_maintenance.core.backup import list_local_backups
-        from trading_maintenance.settings import load_settings
+        from trading_maintenance.settings import SettingsError, load_settings
 
-        settings = load_settings()
-        for ref in list_local_backups(settings.backups_dir):
+        try:
+            settings = load_settings()
+        except SettingsError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        local = list_local_backups(settings.backups_dir)
+        if not local:
+            click.echo(f"no backups in {settings.backups_dir}")
+        for ref in local:
             click.echo(f"{ref.backup_id}  {ref.size:>12}  {ref.location}")
-        if remote and settings.backup.remote_enabled:
-            from trading_maintenance.resources import build_resources
+        if not remote:
+            return
+        if not (settings.backup.remote_enabled and settings.backup.s3_bucket):
+            click.echo("remote: storage is off (set backup.remote_enabled and backup.s3_bucket); no remote copies listed",
+                       err=True)
+            sys.exit(2)
+        from trading_maintenance.resources import build_resources
 
-            for ref in build_resources(settings)["object_store"].list_backups():
-                click.echo(f"{ref.backup_id}  {ref.size:>12}  {ref.location}")
+        store = build_resources(settings)["object_store"]
+        refs = store.list_backups()
+        if not refs:
+            click.echo(f"no backups in {store.describe()}")
+        for ref in refs:
+            click.echo(f"{ref.backup_id}  {ref.size:>12}  {ref.location}")

@@ -35,8 +35,42 @@ SCHEMA = "trading"
 PG_DUMP_LOCK_WAIT_MS = 5000
 
 
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_PG_TYPE_NAMES = (
+    "SMALLINT|INTEGER|BIGINT|REAL|DOUBLE PRECISION|FLOAT|BOOLEAN|TEXT|DATE|BYTEA|JSONB|JSON|UUID|INTERVAL|INET|CIDR"
+    "|NUMERIC|DECIMAL|CHARACTER VARYING|VARCHAR|CHARACTER|CHAR|TIMESTAMP|TIME"
+)
+# A column type from a backup is pasted into CREATE TABLE, so only these type names (with an
+# optional precision/scale, time zone and array suffix) are ever accepted.
+PG_COLUMN_TYPE = re.compile(
+    rf"^(?:{_PG_TYPE_NAMES})(?:\(\d{{1,4}}(?:, ?\d{{1,4}})?\))?(?: WITH(?:OUT)? TIME ZONE)?(?:\[\])?$", re.IGNORECASE
+)
+SQLITE_COLUMN_TYPE = re.compile(
+    rf"^(?:{_PG_TYPE_NAMES}|DATETIME|BLOB|NUMBER|)(?:\(\d{{1,4}}(?:, ?\d{{1,4}})?\))?$", re.IGNORECASE
+)
+# pg_restore table-of-contents entry types a dump of schema `trading` may hold; anything else
+# (functions, triggers, extensions, other schemas) is refused before pg_restore runs.
+PG_TOC_TYPES = ("SEQUENCE OWNED BY", "SEQUENCE SET", "FK CONSTRAINT", "TABLE DATA", "CONSTRAINT", "SEQUENCE", "DEFAULT",
+                "SCHEMA", "TABLE", "INDEX", "COMMENT")
+
+
 class DatabaseBackupError(RuntimeError):
     """A database backup or restore step failed; the message never contains a password."""
+
+
+class UntrustedDumpError(DatabaseBackupError):
+    """The dump in a backup holds something a restore must not run; the message names the field."""
+
+
+def check_identifier(value, field: str) -> str:
+    """An identifier from a backup: a plain name of at most 63 characters (it is quoted as well)."""
+    if not isinstance(value, str) or not IDENTIFIER.match(value):
+        raise UntrustedDumpError(f"{field} {str(value)[:80]!r} is not a plain identifier: refused")
+    return value
+
+
+def sqlite_quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 # --------------------------------------------------------------------------- versions and tools
@@ -210,13 +244,13 @@ def sqlite_table_stats(path: str | Path) -> dict[str, dict]:
         stats = {}
         names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
         for table in names:
-            info = conn.execute(f'PRAGMA table_info("{table}")').fetchall()
+            info = conn.execute(f"PRAGMA table_info({sqlite_quote(table)})").fetchall()
             columns = [r[1] for r in info]
             pk = [r[1] for r in sorted(info, key=lambda r: r[5]) if r[5]]
-            order = ", ".join(f'"{c}"' for c in (pk or columns))
+            order = ", ".join(sqlite_quote(c) for c in (pk or columns))
             digest = hashlib.sha256()
             rows = 0
-            for row in conn.execute(f'SELECT {", ".join(chr(34) + c + chr(34) for c in columns)} FROM "{table}" ORDER BY {order}'):
+            for row in conn.execute(f"SELECT {', '.join(sqlite_quote(c) for c in columns)} FROM {sqlite_quote(table)} ORDER BY {order}"):
                 digest.update(_canon_row(row) + b"\n")
                 rows += 1
             stats[table] = {"rows": rows, "checksum": digest.hexdigest()}
@@ -332,11 +366,49 @@ def target_row_counts(engine: Engine, schema: str = SCHEMA) -> dict[str, int]:
         }
 
 
-def restore_pg_dump(url: str, dump_path: str | Path, schema: str = SCHEMA, schema_exists: bool = True) -> None:
-    """pg_restore in one transaction (a failure leaves the target as it was)."""
+def pg_dump_toc(dump_path: str | Path, schema: str = SCHEMA) -> list[str]:
+    """The table of contents of a custom-format dump, refused unless every entry is a table-level
+    object of `schema` (or the schema itself). Returns the entries ("TYPE name")."""
     binary = pg_tool("pg_restore")
     if not binary:
         raise DatabaseBackupError("pg_restore is not installed: cannot restore a pg_dump archive here")
+    result = subprocess.run([binary, "--list", str(dump_path)], capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        raise UntrustedDumpError(f"the dump cannot be read by pg_restore {pg_dump_version(binary)}: "
+                                 f"{(result.stderr or '').strip()[-300:]}")
+    entries = []
+    for line in result.stdout.splitlines():
+        line = line.strip()
+        if not line or line.startswith(";"):
+            continue
+        match = re.match(r"^\d+; \d+ \d+ (?P<rest>.*)$", line)
+        kind = next((t for t in PG_TOC_TYPES if match and match["rest"].startswith(t + " ")), None)
+        if kind is None:
+            raise UntrustedDumpError(f"the dump holds an entry of a kind a restore never runs: {line[:120]!r}: refused")
+        words = match["rest"][len(kind) + 1:].split(" ")
+        owner_schema, name = (words[0], words[1] if len(words) > 1 else "")
+        in_schema = owner_schema == schema or (kind == "SCHEMA" and owner_schema == "-" and name == schema)
+        if not in_schema:
+            raise UntrustedDumpError(f"the dump holds {kind} {' '.join(words[:2])!r} outside schema {schema}: refused")
+        entries.append(f"{kind} {name}")
+    return entries
+
+
+def check_pg_restore_can_read(dump_version: str) -> str:
+    """pg_restore reads dumps of its own major version or older; returns its version."""
+    binary = pg_tool("pg_restore")
+    if not binary:
+        raise DatabaseBackupError("pg_restore is not installed: cannot restore a pg_dump archive here")
+    version = pg_dump_version(binary)
+    if _major(version) < _major(dump_version):
+        raise DatabaseBackupError(f"pg_restore {version} cannot read a dump made by pg_dump {dump_version}")
+    return version
+
+
+def restore_pg_dump(url: str, dump_path: str | Path, schema: str = SCHEMA, schema_exists: bool = True) -> None:
+    """pg_restore in one transaction (a failure leaves the target as it was)."""
+    pg_dump_toc(dump_path, schema)
+    binary = pg_tool("pg_restore")
     args, env = libpq_args(url)
     parsed = make_url(url)
     cmd = [binary, *args, "-d", parsed.database, "--no-owner", "--no-privileges", "--single-transaction"]
@@ -345,17 +417,88 @@ def restore_pg_dump(url: str, dump_path: str | Path, schema: str = SCHEMA, schem
     _run([*cmd, str(dump_path)], env, "pg_restore", [str(parsed.password or "")])
 
 
-def restore_logical(engine: Engine, logical_dir: str | Path, schema: str = SCHEMA) -> dict[str, int]:
-    """Recreate schema `trading`'s tables from a logical export in one transaction; rows per table."""
+def validate_logical_spec(logical_dir: str | Path) -> dict:
+    """The logical export's schema.json, checked field by field before any of it reaches SQL.
+
+    Names must be plain identifiers (they are quoted too), column types come from PG_COLUMN_TYPE,
+    flags are booleans, and each table's data file exists and lists exactly the table's columns.
+    """
     logical_dir = Path(logical_dir)
-    spec = json.loads((logical_dir / "schema.json").read_text())
+    try:
+        spec = json.loads((logical_dir / "schema.json").read_text())
+    except (OSError, ValueError):
+        raise UntrustedDumpError("database/logical/schema.json is missing or not valid JSON") from None
+    tables = spec.get("tables") if isinstance(spec, dict) else None
+    if not isinstance(tables, list):
+        raise UntrustedDumpError("schema.json field 'tables' is not a list")
+    seen = set()
+    for t_index, table in enumerate(tables):
+        where = f"schema.json tables[{t_index}]"
+        if not isinstance(table, dict):
+            raise UntrustedDumpError(f"{where} is not an object")
+        name = check_identifier(table.get("name"), f"{where}.name")
+        if name in seen:
+            raise UntrustedDumpError(f"{where}.name {name!r} appears twice")
+        seen.add(name)
+        columns = table.get("columns")
+        if not isinstance(columns, list) or not columns:
+            raise UntrustedDumpError(f"{where}.columns is not a non-empty list")
+        names = []
+        for c_index, col in enumerate(columns):
+            field = f"{where}.columns[{c_index}]"
+            if not isinstance(col, dict):
+                raise UntrustedDumpError(f"{field} is not an object")
+            names.append(check_identifier(col.get("name"), f"{field}.name"))
+            if not isinstance(col.get("type"), str) or not PG_COLUMN_TYPE.match(col["type"]):
+                raise UntrustedDumpError(f"{field}.type {str(col.get('type'))[:80]!r} is not an allowed column type: refused")
+            for flag in ("nullable", "identity"):
+                if not isinstance(col.get(flag), bool):
+                    raise UntrustedDumpError(f"{field}.{flag} is not true or false")
+        for key in ("primary_key",):
+            if not isinstance(table.get(key), list) or any(c not in names for c in table[key]):
+                raise UntrustedDumpError(f"{where}.{key} names columns the table does not have")
+        for key in ("unique", "indexes"):
+            entries = table.get(key, [])
+            if not isinstance(entries, list):
+                raise UntrustedDumpError(f"{where}.{key} is not a list")
+            for i_index, entry in enumerate(entries):
+                field = f"{where}.{key}[{i_index}]"
+                if not isinstance(entry, dict) or not isinstance(entry.get("columns"), list) or not entry["columns"]:
+                    raise UntrustedDumpError(f"{field} has no column list")
+                check_identifier(entry.get("name"), f"{field}.name")
+                if any(c not in names for c in entry["columns"]):
+                    raise UntrustedDumpError(f"{field} names columns the table does not have")
+                if key == "indexes" and not isinstance(entry.get("unique"), bool):
+                    raise UntrustedDumpError(f"{field}.unique is not true or false")
+        data_file = logical_dir / f"{name}.jsonl"
+        try:
+            with open(data_file) as handle:
+                header = json.loads(handle.readline())
+        except (OSError, ValueError):
+            raise UntrustedDumpError(f"database/logical/{name}.jsonl is missing or has no column header") from None
+        if not isinstance(header, dict) or header.get("columns") != names:
+            raise UntrustedDumpError(f"database/logical/{name}.jsonl lists other columns than schema.json")
+    return {"tables": tables}
+
+
+def restore_logical(engine: Engine, logical_dir: str | Path, schema: str = SCHEMA) -> dict[str, int]:
+    """Recreate schema `trading`'s tables from a validated logical export in one transaction.
+
+    Only schema `trading` is touched: every name is qualified with it, the search path is set to it
+    alone, and tables are dropped without CASCADE, so an object elsewhere that depends on them
+    makes the restore fail (and roll back) instead of being dropped with them.
+    """
+    logical_dir = Path(logical_dir)
+    spec = validate_logical_spec(logical_dir)
     counts = {}
     with engine.begin() as conn:
         quote = conn.dialect.identifier_preparer.quote
         q_schema = quote(schema)
         conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {q_schema}"))
+        conn.execute(text(f"SET LOCAL search_path TO {q_schema}"))
+        if spec["tables"]:
+            conn.execute(text("DROP TABLE IF EXISTS " + ", ".join(f"{q_schema}.{quote(t['name'])}" for t in spec["tables"])))
         for table in spec["tables"]:
-            conn.execute(text(f"DROP TABLE IF EXISTS {q_schema}.{quote(table['name'])} CASCADE"))
             defs = []
             for col in table["columns"]:
                 col_type = col["type"]
@@ -385,7 +528,11 @@ def restore_logical(engine: Engine, logical_dir: str | Path, schema: str = SCHEM
                 columns = json.loads(handle.readline())["columns"]
                 batch = []
                 for line in handle:
-                    batch.append(dict(zip(columns, (decode_value(v) for v in json.loads(line)))))
+                    values = json.loads(line)
+                    if not isinstance(values, list) or len(values) != len(columns):
+                        raise UntrustedDumpError(f"database/logical/{table['name']}.jsonl line {rows + len(batch) + 2} "
+                                                 "does not hold one value per column")
+                    batch.append(dict(zip(columns, (decode_value(v) for v in values))))
                     if len(batch) >= 1000:
                         conn.execute(target.insert(), batch)
                         rows += len(batch)
@@ -400,14 +547,46 @@ def restore_logical(engine: Engine, logical_dir: str | Path, schema: str = SCHEM
                         text(
                             f"SELECT setval(pg_get_serial_sequence(:t, :c), (SELECT max({quote(col['name'])}) FROM {q_schema}.{quote(table['name'])}))"
                         ),
-                        {"t": f"{schema}.{table['name']}", "c": col["name"]},
+                        {"t": f"{q_schema}.{quote(table['name'])}", "c": col["name"]},
                     )
     return counts
+
+
+def validate_sqlite_snapshot(path: str | Path) -> None:
+    """A SQLite file from a backup holds only intact tables and indexes with plain names and known
+    column types: no views or triggers, which would run later inside the platform's own writes."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise UntrustedDumpError(f"the SQLite snapshot cannot be opened: {exc}") from None
+    try:
+        try:
+            check = conn.execute("PRAGMA quick_check").fetchall()
+            objects = conn.execute("SELECT type, name, tbl_name FROM sqlite_master").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise UntrustedDumpError(f"the SQLite snapshot is not a valid database: {exc}") from None
+        if check != [("ok",)]:
+            raise UntrustedDumpError(f"the SQLite snapshot fails its integrity check: {str(check[:3])[:200]}")
+        for kind, name, table in objects:
+            internal = name.startswith("sqlite_autoindex_") or name in ("sqlite_sequence", "sqlite_stat1")
+            if kind not in ("table", "index"):
+                raise UntrustedDumpError(f"the SQLite snapshot holds a {kind} {str(name)[:80]!r}: refused")
+            if not internal:
+                check_identifier(name, f"SQLite {kind} name")
+                check_identifier(table, f"SQLite table of {kind} {name}")
+            if kind == "table" and not internal:
+                for column in conn.execute(f"PRAGMA table_xinfo({sqlite_quote(name)})").fetchall():
+                    check_identifier(column[1], f"SQLite column of {name}")
+                    if column[6] not in (0, 1) or not SQLITE_COLUMN_TYPE.match(column[2] or ""):
+                        raise UntrustedDumpError(f"SQLite column {name}.{column[1]} has type {str(column[2])[:60]!r}: refused")
+    finally:
+        conn.close()
 
 
 def restore_sqlite_file(snapshot: str | Path, target_file: str | Path) -> None:
     """Replace the SQLite file's content through the online backup API (one transaction on the
     target, so concurrent readers see either the old or the restored database, never a mix)."""
+    validate_sqlite_snapshot(snapshot)
     target_file = Path(target_file)
     target_file.parent.mkdir(parents=True, exist_ok=True)
     source = sqlite3.connect(f"file:{snapshot}?mode=ro", uri=True)

@@ -13,13 +13,12 @@ import platform
 import re
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from trading_maintenance.core import backup_database as bdb
-from trading_maintenance.core.backup import ArchiveResult, ArchiveWriter, mask_config_text, new_backup_id
+from trading_maintenance.core.backup import WORK_PREFIX, ArchiveResult, ArchiveWriter, mask_config_text, new_backup_id, owned_temp_dir
 from trading_maintenance.core.backup_redis import export_redis
 
 DAILY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
@@ -148,21 +147,14 @@ def create_backup(
 ) -> BackupOutcome:
     """Write one archive holding the requested parts; raises on a store failure (nothing published)."""
     now = now or datetime.now(timezone.utc)
-    backup_id = new_backup_id(now)
-    while list(Path(dest_dir).glob(f"backup-{backup_id}.*")):
-        backup_id = f"{new_backup_id(now)}-{int(time.time() * 1000) % 100000}"
     part_bytes = {p: 0 for p in parts}
     versions = {"project": project_version(), "python": platform.python_version()}
     warnings: list[str] = []
     redis_stats: dict = {}
     db_info: dict = {}
     Path(dest_dir).mkdir(parents=True, exist_ok=True)
-    if work_root is not None:
-        Path(work_root).mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".backup-work-", dir=work_root))
-    os.chmod(work, 0o700)
-    try:
-        with ArchiveWriter(dest_dir, backup_id, fmt, secret) as writer:
+    with owned_temp_dir(work_root or tempfile.gettempdir(), WORK_PREFIX) as work:
+        with ArchiveWriter(dest_dir, new_backup_id(now), fmt, secret) as writer:
             if "config" in parts:
                 if config_path and Path(config_path).exists():
                     masked, _ = mask_config_text(Path(config_path).read_text(), secret_keys)
@@ -228,8 +220,4 @@ def create_backup(
                 "argv0": Path(sys.argv[0]).name,
             }
             result = writer.finish(manifest)
-    finally:
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
     return BackupOutcome(result, part_bytes, redis_stats, {k: v for k, v in db_info.items() if k != "files"}, files_written, [], warnings)

@@ -23,7 +23,7 @@ from trading_maintenance.core.backup import (
     mask_config_text,
     new_backup_id,
     plan_backup_retention,
-    remove_stale_partials,
+    remove_dead_temporaries,
     unmask_config_text,
     verify_archive,
 )
@@ -112,8 +112,12 @@ def test_killed_backup_leaves_no_valid_looking_archive(tmp_path):
     assert list_local_backups(dest) == []
     with pytest.raises(ArchiveError):
         verify_archive(leftovers[0], "k" * 20)
-    assert remove_stale_partials(dest, older_than_seconds=3600) == []  # a fresh one may still be running
-    assert remove_stale_partials(dest, older_than_seconds=0, now=leftovers[0].stat().st_mtime + 1) == [str(leftovers[0])]
+    live = ArchiveWriter(dest, "20261129T063000Z", "tar.zst")  # a concurrent backup still running
+    try:
+        assert remove_dead_temporaries(dest) == [str(leftovers[0])]  # the dead writer's, however young
+        assert live.tmp_path.exists() and live.backup_id == "20261129T063000Z"
+    finally:
+        live.abort()
 
 
 def test_config_secrets_are_masked_and_come_back_from_the_current_file():
@@ -123,7 +127,7 @@ def test_config_secrets_are_masked_and_come_back_from_the_current_file():
     masked, keys = mask_config_text(text, SECRET_KEYS)
     assert "pw123456" not in masked and "s3cr3t-key" not in masked and MASKED in masked
     assert set(keys) == {"redis.url", "backup.encryption_key"}
-    assert "# REDIS_URL" in masked and "max_connections: 20" in masked
+    assert "max_connections: 20" in masked
     current = "redis:\n  url: redis://:newpass99@h:6379/0\nbackup:\n  format: tar.zst\n"
     restored = unmask_config_text(masked, current)
     assert "redis://:newpass99@h:6379/0" in restored and MASKED not in restored

@@ -8,9 +8,10 @@ import dagster as dg
 from trading_maintenance.core import backup_database as bdb
 from trading_maintenance.core.alerts import Alert
 from trading_maintenance.core.backup import (
+    identify_local_backups,
     list_local_backups,
     plan_backup_retention,
-    remove_stale_partials,
+    remove_dead_temporaries,
     verify_archive,
 )
 from trading_maintenance.core.backup_run import collect_trading_files, create_backup
@@ -90,8 +91,8 @@ def backup_archive(
 
     if config.dry_run:
         counts = bdb.target_row_counts(engine) if "database" in parts else {}
-        refs = list_local_backups(cfg.backups_dir)
-        local_plan = plan_backup_retention([*refs], local_days, now)
+        listing = identify_local_backups(cfg.backups_dir, secret)
+        local_plan = plan_backup_retention(listing.refs, local_days, now)
         planned = {
             "parts": parts,
             "config_file": str(cfg.config_path or ""),
@@ -103,6 +104,7 @@ def backup_archive(
             "destination": str(cfg.backups_dir),
             "remote": remote.describe() if remote else "disabled",
             "local_retention_would_delete_after_success": [r.name for r in local_plan.delete],
+            "archive_problems": listing.problems,
             "skipped": skipped,
         }
         publish_result(client, TASK, {"status": "success", **base, **planned}, context.log)
@@ -119,8 +121,11 @@ def backup_archive(
             }
         )
 
-    removed_partials = remove_stale_partials(cfg.backups_dir)
+    removed_partials = remove_dead_temporaries(cfg.backups_dir)
+    for path in removed_partials:
+        context.log.info(f"removed {path}: left by a backup that is no longer running")
     problems: list[str] = []
+    archive_problems: list[str] = []
     try:
         outcome = create_backup(
             dest_dir=cfg.backups_dir, fmt=bcfg.format, secret=secret, parts=parts, config_path=cfg.config_path,
@@ -155,8 +160,11 @@ def backup_archive(
 
     local_deleted, remote_deleted = [], []
     if verified_ok and not problems and config.apply_retention:
-        _, local_deleted, failed = _retention(list_local_backups(cfg.backups_dir), local_days, now,
-                                              {outcome.archive.backup_id}, _delete_local, False)
+        listing = identify_local_backups(cfg.backups_dir, secret)
+        archive_problems = listing.problems
+        for problem in archive_problems:
+            context.log.warning(problem)
+        _, local_deleted, failed = _retention(listing.refs, local_days, now, {outcome.archive.backup_id}, _delete_local, False)
         problems += failed
         if remote is not None:
             try:
@@ -180,6 +188,7 @@ def backup_archive(
         "local_deleted": local_deleted,
         "remote_deleted": remote_deleted,
         "removed_partials": removed_partials,
+        "archive_problems": archive_problems,
         "skipped": skipped,
         "problems": problems,
     }
@@ -213,7 +222,7 @@ def backup_archive(
             "remote": str(remote_info["remote"]),
             "local_deleted": len(local_deleted),
             "remote_deleted": len(remote_deleted),
-            "warnings": dg.MetadataValue.md("\n".join(f"- {w}" for w in outcome.warnings + skipped) or "_none_"),
+            "warnings": dg.MetadataValue.md("\n".join(f"- {w}" for w in outcome.warnings + skipped + archive_problems) or "_none_"),
             "members": dg.MetadataValue.md(md_table(members, limit=30)),
         }
     )

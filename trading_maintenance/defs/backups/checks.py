@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from trading_maintenance.core.alerts import Alert
-from trading_maintenance.core.backup import ArchiveError, list_local_backups, select_backup
+from trading_maintenance.core.backup import ArchiveError, identify_local_backups, is_temporary_name, select_backup
 from trading_maintenance.core.masking import mask_text
 from trading_maintenance.core.restore import run_drill
 from trading_maintenance.defs.backups.assets import BACKUP_ASSET
@@ -36,12 +36,18 @@ def _scratch_redis(url: str, work: Path):
     return server, server
 
 
-def _find_archive(cfg, which: str, object_store: ObjectStoreResource, work: Path) -> Path:
+def _find_archive(cfg, which: str, object_store: ObjectStoreResource, work: Path, secret: str | None, log) -> Path:
     if "/" in which or which.endswith((".zst", ".gz", ".enc")):
+        if is_temporary_name(Path(which).name):
+            raise ArchiveError(f"{Path(which).name} is the temporary file of an unfinished backup, not a backup")
         return Path(which)
-    refs = list_local_backups(cfg.backups_dir)
+    listing = identify_local_backups(cfg.backups_dir, secret)
+    for problem in listing.problems:
+        log.warning(problem)
+    if listing.unreadable:  # a drill proves the local backups; one that cannot be read fails it
+        raise ArchiveError("; ".join(p for p in listing.problems if p.split(":", 1)[0] in listing.unreadable))
     try:
-        return Path(select_backup(refs, which).location)
+        return Path(select_backup(listing.refs, which).location)
     except ArchiveError:
         if not (cfg.backup.remote_enabled and object_store.bucket):
             raise
@@ -74,7 +80,7 @@ def restore_drill(
         work = Path(tmp)
         server = None
         try:
-            archive = _find_archive(cfg, config.backup, object_store, work)
+            archive = _find_archive(cfg, config.backup, object_store, work, secret, context.log)
             if config.dry_run:
                 from trading_maintenance.core.backup import verify_archive
 
