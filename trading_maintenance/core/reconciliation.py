@@ -10,7 +10,9 @@ Checks and kinds:
 - stuck_order: pending/submitted longer than the threshold, in minutes of market time
 - orphaned_order: open at the broker, unknown to the database
 - vanished_order: open in the database with a broker id the broker no longer lists as open
-- fill: missing / unexpected within the lookback window, quantity_mismatch, price_mismatch
+- fill: missing / unexpected within the lookback window, duplicate (one broker fill recorded twice),
+  quantity_mismatch, price_mismatch
+Symbols are compared in the broker's spelling (`normalize_symbols`): BTCUSD is BTC/USD, BRK-B is BRK.B.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from decimal import Decimal
+
+from trading_maintenance.core.instruments import canonical_symbol
 
 ZERO = Decimal(0)
 STUCK_STATUSES = ("pending", "submitted", "pending_new", "new", "accepted")
@@ -66,6 +70,47 @@ class PortfolioView:
     known_order_ids: set[str] = field(default_factory=set)  # broker ids this view knows in any status
     known_client_ids: set[str] = field(default_factory=set)
     skipped_keys: set[str] = field(default_factory=set)  # keys of the wrong type: never rewritten
+    spellings: dict[str, str] = field(default_factory=dict)  # canonical symbol -> this view's own spelling
+
+
+def normalize_symbols(*views: PortfolioView) -> dict[str, str]:
+    """Rewrite every view's symbols to the broker's spelling (`canonical_symbol`), in place.
+
+    Returns the mapping used ({"BTCUSD": "BTC/USD", ...}, only spellings that changed). Each view keeps
+    its own spelling per symbol in `spellings`, so a fix is written back under the key it was read from.
+    Two spellings of one symbol in one view are added together and reported in `problems`.
+    """
+    mapping: dict[str, str] = {}
+
+    def canon(symbol: str) -> str:
+        canonical = canonical_symbol(symbol)
+        if canonical != symbol:
+            mapping[symbol] = canonical
+        return canonical
+
+    for view in views:
+        positions: dict[str, Position] = {}
+        for raw, position in view.positions.items():
+            symbol = canon(raw)
+            view.spellings.setdefault(symbol, raw)
+            held = positions.get(symbol)
+            if held is None:
+                positions[symbol] = Position(symbol, position.quantity, position.avg_price, position.market_value)
+                continue
+            view.problems.append(f"{view.name}: {view.spellings[symbol]} and {raw} are both {symbol}; their quantities are added")
+            total = held.quantity + position.quantity
+            avg = None
+            if held.avg_price is not None and position.avg_price is not None and total:
+                avg = (abs(held.quantity) * held.avg_price + abs(position.quantity) * position.avg_price) / (
+                    abs(held.quantity) + abs(position.quantity))
+            value = None if held.market_value is None or position.market_value is None else held.market_value + position.market_value
+            positions[symbol] = Position(symbol, total, avg, value)
+        view.positions = positions
+        view.open_orders = [Order(o.client_order_id, o.broker_order_id, canon(o.symbol), o.status, o.submitted_at)
+                            for o in view.open_orders]
+        if view.fills is not None:
+            view.fills = [FillRecord(f.fill_id, canon(f.symbol), f.side, f.quantity, f.price, f.timestamp) for f in view.fills]
+    return dict(sorted(mapping.items()))
 
 
 @dataclass(frozen=True)
@@ -184,7 +229,12 @@ def compare_fills(broker: PortfolioView, db: PortfolioView, tol: Tolerances) -> 
         return []
     out = []
     b_by_id = {f.fill_id: f for f in broker.fills}
-    d_by_id = {f.fill_id: f for f in db.fills}
+    d_by_id: dict[str, FillRecord] = {}
+    for fill in db.fills:
+        if fill.fill_id in d_by_id:
+            out.append(Discrepancy("fill", "duplicate", db.name, fill.symbol,
+                                   f"fill {fill.fill_id} is recorded more than once in the database", "1", "2+"))
+        d_by_id[fill.fill_id] = fill
     for fid in sorted(set(b_by_id) | set(d_by_id)):
         b, d = b_by_id.get(fid), d_by_id.get(fid)
         if d is None:
@@ -243,7 +293,7 @@ def plan_redis_fixes(broker: PortfolioView, redis: PortfolioView, discrepancies:
     fixes: list[RedisFix] = []
     symbols = sorted({d.symbol for d in discrepancies if d.view == redis.name and d.check == "position"})
     for symbol in symbols:
-        key = f"positions:{symbol}"
+        key = f"positions:{redis.spellings.get(symbol, symbol)}"
         if key in skip_keys:
             continue
         b = broker.positions.get(symbol)

@@ -75,9 +75,14 @@ def broker_view(client, fills_after: datetime, fills_until: datetime) -> Portfol
         view.open_orders.append(Order(raw.get("client_order_id"), raw.get("id"), raw.get("symbol", ""), raw.get("status", ""),
                                       parse_time(raw.get("submitted_at") or raw.get("created_at"))))
     view.fills = []
+    seen: set[str] = set()
     for raw in client.get_fill_activities(after=fills_after.isoformat(), until=fills_until.isoformat()):
+        fill_id = normalize_fill_id(raw.get("id"))
+        if fill_id in seen:  # one execution listed under two activity ids: counted once
+            continue
+        seen.add(fill_id)
         view.fills.append(FillRecord(
-            normalize_fill_id(raw.get("id")), raw.get("symbol", ""), raw.get("side", ""),
+            fill_id, raw.get("symbol", ""), raw.get("side", ""),
             to_decimal(raw.get("qty"), "fill qty"), to_decimal(raw.get("price"), "fill price"),
             parse_time(raw.get("transaction_time")),
         ))

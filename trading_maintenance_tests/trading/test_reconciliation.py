@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import func, insert, select, update
 
 from trading_maintenance.core import trading_schema as ts
-from trading_maintenance.core.reconciliation import PortfolioView, Position, Tolerances, compare_positions
+from trading_maintenance.core.instruments import canonical_symbol
+from trading_maintenance.core.reconciliation import PortfolioView, Position, Tolerances, compare_positions, normalize_symbols
 from trading_maintenance.defs.reconciliation.jobs import portfolio_reconciliation_job
 from trading_maintenance.demo.broker_server import broker_state_from_db
 from trading_maintenance.resources.broker import AlpacaClient, BrokerError
@@ -293,3 +294,42 @@ def test_reconciliation_fails_clearly_when_the_broker_repeats_a_page(seeded, mak
     published = _published(redis_client)
     assert published["status"] == "failed" and "not paginating" in published["error"]
     assert "broker_fills" not in published  # no count of a page read twice
+
+
+def test_symbols_compared_in_the_brokers_spelling_and_the_mapping_reported(seeded, make_resources, broker_resource,
+                                                                           broker_server, redis_client):
+    now = datetime.now(timezone.utc)
+    with seeded.begin() as conn:  # the database spells the share class with a dash and the pair with a slash
+        conn.execute(update(ts.positions).where(ts.positions.c.ticker == "BRK.B").values(ticker="BRK-B"))
+        conn.execute(insert(ts.positions).values(ticker="BTC/USD", side="long", quantity=Decimal("0.5"),
+                                                 entry_price=Decimal("60000"), entry_time=now, status="open"))
+    redis_client.rename("positions:BRK.B", "positions:BRK/B")
+    redis_client.hset("positions:BTCUSD", mapping={"quantity": "0.5", "side": "long", "avg_entry_price": "60000"})
+    state = broker_state_from_db(seeded, now)
+    for position in state["positions"]:  # the broker spells them its own way: BRK.B, and BTCUSD for a crypto position
+        position["symbol"] = {"BRK-B": "BRK.B", "BTC/USD": "BTCUSD"}.get(position["symbol"], position["symbol"])
+    broker_server.set_state(state)
+
+    result = _run(make_resources, broker_resource, apply_fixes=True)
+    assert result.success
+    published = _published(redis_client)
+    assert published["discrepancies"] == [] and published["broker_positions"] == 4
+    assert published["symbol_mapping"] == {"BRK-B": "BRK.B", "BRK/B": "BRK.B", "BTCUSD": "BTC/USD"}
+    assert redis_client.exists("positions:BRK/B") and not redis_client.exists("positions:BRK.B")  # nothing rewritten
+
+    redis_client.hset("positions:BRK/B", "quantity", "7")  # a real difference is still found, and fixed under its own key
+    result = _run(make_resources, broker_resource, apply_fixes=True)
+    found = _published(redis_client)["discrepancies"]
+    assert [(d["kind"], d["symbol"], d["view"]) for d in found] == [("quantity_mismatch", "BRK.B", "redis")]
+    assert redis_client.hget("positions:BRK/B", "quantity") == b"10" and not redis_client.exists("positions:BRK.B")
+
+
+def test_canonical_symbols_true_and_false_positives():
+    assert {canonical_symbol(s) for s in ("BRK.B", "BRK/B", "BRK-B", "brk b")} == {"BRK.B"}
+    assert {canonical_symbol(s) for s in ("BTC/USD", "BTCUSD", "btc-usd")} == {"BTC/USD"}
+    assert canonical_symbol("ETHUSDT") == "ETH/USDT"
+    assert [canonical_symbol(s) for s in ("AAPL", "ABCUSD", "F", "SPY")] == ["AAPL", "ABCUSD", "F", "SPY"]  # left alone
+    broker = PortfolioView("broker", positions={"BTCUSD": Position("BTCUSD", Decimal(1))})
+    db = PortfolioView("database", positions={"BTC/USD": Position("BTC/USD", Decimal(1))})
+    assert normalize_symbols(broker, db) == {"BTCUSD": "BTC/USD"}
+    assert compare_positions(broker, db, Tolerances()) == []

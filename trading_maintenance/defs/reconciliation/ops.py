@@ -8,7 +8,14 @@ import dagster as dg
 
 from trading_maintenance.core.alerts import Alert
 from trading_maintenance.core.masking import mask_text
-from trading_maintenance.core.reconciliation import Tolerances, plan_redis_fixes, reconcile, report_markdown, summarize
+from trading_maintenance.core.reconciliation import (
+    Tolerances,
+    normalize_symbols,
+    plan_redis_fixes,
+    reconcile,
+    report_markdown,
+    summarize,
+)
 from trading_maintenance.core.reconciliation_sources import (
     apply_redis_fixes,
     broker_view,
@@ -67,6 +74,7 @@ def reconcile_portfolio(
     d_view = db_view(trading_db.get_engine(), since, now, [o.broker_order_id for o in b_view.open_orders],
                      [o.client_order_id for o in b_view.open_orders if o.client_order_id])
     r_view = redis_view(client)
+    symbol_mapping = normalize_symbols(b_view, d_view, r_view)
     found = reconcile(b_view, d_view, r_view, now, tol, lambda s, e: market_minutes_between(s, e, calendar_name))
     critical = [d for d in found if d.severity == "critical"]
     problems = d_view.problems + r_view.problems
@@ -76,8 +84,10 @@ def reconcile_portfolio(
     if fixes and not config.dry_run:
         changes = apply_redis_fixes(client, fixes)
         after = redis_view(client)
+        normalize_symbols(after)
         still = [d for d in reconcile(b_view, d_view, after, now, tol, lambda s, e: 0.0)
-                 if d.view == "redis" and d.check in ("position", "cash") and f"positions:{d.symbol}" not in after.skipped_keys]
+                 if d.view == "redis" and d.check in ("position", "cash")
+                 and f"positions:{after.spellings.get(d.symbol, d.symbol)}" not in after.skipped_keys]
         if still:
             problems.append(f"{len(still)} Redis differences remain after the refresh")
     elif fixes:
@@ -92,12 +102,13 @@ def reconcile_portfolio(
         broker_positions=len(b_view.positions), database_positions=len(d_view.positions), redis_positions=len(r_view.positions),
         broker_fills=len(b_view.fills or []), database_fills=len(d_view.fills or []),
         broker_cash=str(b_view.cash), database_cash=str(d_view.cash), redis_cash=str(r_view.cash),
-        problems=problems, redis_changes=changes,
+        problems=problems, redis_changes=changes, symbol_mapping=symbol_mapping,
     )
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     out_dir = cfg.reports_dir / "reconciliation"
     json_path = atomic_write_text(out_dir / f"reconciliation_{stamp}.json", json.dumps(result, indent=2, default=str))
     md = report_markdown(found, {"checked_at": now.isoformat(), "broker": broker.base_url, "critical": len(critical),
+                                 "symbol mapping": ", ".join(f"{raw} -> {canonical}" for raw, canonical in symbol_mapping.items()) or "none",
                                  "redis changes": len(changes) if not config.dry_run else 0})
     atomic_write_text(out_dir / f"reconciliation_{stamp}.md", md)
     result["report_path"] = str(json_path)
@@ -113,6 +124,8 @@ def reconcile_portfolio(
         "report_path": dg.MetadataValue.path(str(json_path)),
         "redis_changes": dg.MetadataValue.md("\n".join(f"- {c}" for c in changes) or "none"),
         "problems_skipped": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
+        "symbol_mapping": dg.MetadataValue.md("\n".join(f"- {raw} -> {canonical}" for raw, canonical in symbol_mapping.items())
+                                              or "every view spells its symbols as the broker does"),
     }
     context.add_output_metadata(metadata)
     for d in found:
