@@ -818,6 +818,7 @@ def verify_archive(
 
 def _stage_members(path, secret, stage_root: Path, wanted: dict[str, dict], min_free_bytes: int) -> dict[str, Path]:
     name = Path(path).name
+    stage_root.mkdir(parents=True, exist_ok=True)
     need = sum(m["size"] for m in wanted.values())
     free = shutil.disk_usage(stage_root).free
     if need + min_free_bytes > free:

@@ -330,7 +330,9 @@ class _DatabasePart(_Part):
                 bdb.backup_sqlite(source, self.saved)
 
     def apply(self) -> dict:
+        # Each method restores in one transaction: until it returns, the target is as it was.
         done = _restore_database(self.verified, self.engine, self.db_url, self.data_dir, self.verified.manifest)
+        self.changed = True
         after = self._stats()
         differ = [t for t, s in self.tables.items() if after.get(t) != s]
         if differ:
@@ -344,6 +346,8 @@ class _DatabasePart(_Part):
         return bdb.sqlite_table_stats(_sqlite_target(self.db_url, self.data_dir))
 
     def undo(self) -> None:
+        if not getattr(self, "changed", False):
+            return
         self.engine.dispose()
         if self.engine.dialect.name != "postgresql":
             target = _sqlite_target(self.db_url, self.data_dir)
