@@ -6,12 +6,15 @@
 The platform's readers keep working whether a day is still a daily file, already in a monthly
 archive, or both: rows are merged, deduplicated on (symbol, timeframe, timestamp) with the same
 rule as consolidation (daily files win over the archive, later days over earlier ones, later rows
-over earlier ones) and sorted by timestamp. Unreadable files are skipped (and named in a warning);
-nothing is ever modified.
+over earlier ones) and sorted by timestamp. Unreadable files, names that are not a real
+YYYY-MM-DD.parquet day, directories and symbolic links are skipped (and named in a warning);
+writers' temporary files are never read; nothing is ever modified.
 """
 
 from __future__ import annotations
 
+import re
+import stat
 import warnings
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
@@ -23,9 +26,15 @@ from trading_maintenance.core import market_data as md
 __all__ = ["read_bars"]
 
 
-def _utc(value: str | date | datetime) -> datetime:
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # one path component, never '..'
+
+
+def _utc(value: str | date | datetime, field: str) -> datetime:
     if isinstance(value, str):
-        value = datetime.fromisoformat(value)
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{field}: {value[:40]!r} is not an ISO date or time") from None
     if not isinstance(value, datetime):
         value = datetime.combine(value, time.min)
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
@@ -50,7 +59,8 @@ def read_bars(
     """Bars of symbol/timeframe with start <= timestamp < end (naive times and dates are UTC).
 
     market_data_dir defaults to the configured settings.market_data_dir; archive_dir to
-    parquet/archive/market_data next to it. Returns the contract's columns and types.
+    parquet/archive/market_data next to it. Returns the contract's columns and types. ValueError
+    (naming the argument) for a symbol or timeframe that is not a plain name, or a bad start/end.
     """
     if market_data_dir is None:
         from trading_maintenance.settings import get_settings
@@ -58,21 +68,33 @@ def read_bars(
         market_data_dir = get_settings().market_data_dir
     market_data_dir = Path(market_data_dir)
     archive_dir = Path(archive_dir) if archive_dir else md.archive_dir_for(market_data_dir)
-    lo, hi = _utc(start), _utc(end)
+    for field, value in (("symbol", symbol), ("timeframe", timeframe)):
+        if not _NAME.match(value) or ".." in value:
+            raise ValueError(f"{field}: {value[:40]!r} is not a valid {field} name")
+    lo, hi = _utc(start, "start"), _utc(end, "end")
     if hi <= lo:
         return pl.DataFrame(schema=md.SCHEMA)
     # a trading day's file may hold bars whose UTC date is the next day: widen by a day each side
     first_day, last_day = lo.date() - timedelta(days=1), hi.date() + timedelta(days=1)
+    months = _months(first_day, last_day)
     paths: list[Path] = []
-    for month in _months(first_day, last_day):
+    skipped: list[str] = []
+    for month in months:
         archive = md.archive_path(archive_dir, symbol, timeframe, month)
-        if archive.is_file():
+        try:
+            mode = archive.lstat().st_mode
+        except OSError:
+            continue
+        if stat.S_ISREG(mode):
             paths.append(archive)
+        else:
+            skipped.append(f"{archive}: not a regular file")
     folder = market_data_dir / symbol / timeframe
-    if folder.is_dir():
-        daily = sorted(p for p in folder.glob("*.parquet") if (d := md.file_day(p)) is not None and first_day <= d <= last_day)
-        paths.extend(daily)
-    frames, skipped = [], []
+    if folder.is_dir() and not folder.is_symlink():
+        days, misnamed = md.scan_day_folder(folder)
+        paths.extend(path for day, path in days if first_day <= day <= last_day)
+        skipped.extend(f"{m.path}: {m.reason}" for m in misnamed if m.month is None or m.month in months)
+    frames = []
     for path in paths:  # archives first, then daily files by date: later wins
         try:
             df, _ = md.read_market_file(path, symbol, timeframe)
@@ -81,7 +103,10 @@ def read_bars(
             continue
         frames.append(df.filter((pl.col("timestamp") >= lo) & (pl.col("timestamp") < hi)))
     if skipped:
-        warnings.warn(f"read_bars skipped {len(skipped)} unreadable file(s): " + "; ".join(skipped[:5]), stacklevel=2)
+        warnings.warn(
+            f"read_bars skipped {len(skipped)} unreadable file(s) or entries that are not daily files: " + "; ".join(skipped[:5]),
+            stacklevel=2,
+        )
     if not frames:
         return pl.DataFrame(schema=md.SCHEMA)
     return pl.concat(frames).unique(subset=md.KEY, keep="last").sort("timestamp")

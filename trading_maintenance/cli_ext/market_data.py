@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import click
 
@@ -24,7 +25,14 @@ def register(cli: click.Group) -> None:
         from trading_maintenance.market_data import read_bars
         from trading_maintenance.settings import load_settings
 
-        df = read_bars(symbol, timeframe, start, end, market_data_dir=load_settings().market_data_dir)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                df = read_bars(symbol, timeframe, start, end, market_data_dir=load_settings().market_data_dir)
+            except ValueError as exc:
+                raise click.UsageError(str(exc)) from None
+        for warning in caught:
+            click.echo(f"warning: {warning.message}", err=True)
         click.echo(f"{df.height} bars", err=True)
         if limit:
             shown = df.head(limit)

@@ -11,6 +11,11 @@ Rules:
 - A duplicate is a repeated (symbol, timeframe, timestamp); the last written row wins, where the
   order of writing is: the existing archive first, then daily files by date, then row order inside a
   file. The result does not depend on the order in which files arrived on disk.
+- Only a regular file named YYYY-MM-DD.parquet with a real date is a daily file. Anything else in a
+  {SYMBOL}/{timeframe} folder (an impossible date, another name, a directory, a symlink) is skipped
+  by readers with a warning and quarantined with its reason by the consolidation of the month it
+  names (of any month when it names none). Writers' temporary files (hidden, *.tmp, *.partial) are
+  neither: never read; those of crashed consolidations are removed by the month's next run.
 - Old schemas are normalised (missing asset_type -> null, timestamps in ns or without zone -> us UTC,
   numeric types cast); a file that cannot be read or normalised is quarantined, never fatal.
 - Bars failing sanity (OHLC, volume, prices, session, file date) are kept and counted, never changed.
@@ -30,6 +35,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -68,6 +74,7 @@ ARCHIVE_ZSTD_LEVEL = 1  # measured: ~25% faster writes than level 3 for ~5% larg
 OHLC_TOLERANCE = 1e-6  # relative: high may sit this far below max(open, close) before it counts
 _DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
 _MONTH_FILE = re.compile(r"^(\d{4}-\d{2})\.parquet$")
+_NAMED_MONTH = re.compile(r"^(\d{4}-(\d{2}))(?!\d)")
 ANOMALIES = ("high_below_open_close", "low_above_open_close", "negative_volume", "non_positive_price", "outside_session", "outside_file_date")
 
 
@@ -98,6 +105,78 @@ def month_bounds(month: str) -> tuple[date, date]:
     return first, nxt - timedelta(days=1)
 
 
+def parse_day_name(name: str) -> date | None:
+    """The trading day a daily file's name gives: exactly YYYY-MM-DD.parquet with a real date."""
+    m = _DAY_FILE.match(name)
+    if not m:
+        return None
+    try:
+        return date.fromisoformat(m.group(1))
+    except ValueError:
+        return None
+
+
+def is_temporary_name(name: str) -> bool:
+    """A writer's file in progress (hidden, or *.tmp / *.partial): never data, never quarantined;
+    the writer renames it or its own next run removes it."""
+    return name.startswith(".") or name.endswith((".tmp", ".partial"))
+
+
+def _named_month(name: str) -> str | None:
+    """The real month a name starts with ('2026-02-30.parquet' -> '2026-02'), else None."""
+    m = _NAMED_MONTH.match(name)
+    return m.group(1) if m and 1 <= int(m.group(2)) <= 12 and int(name[:4]) >= 1 else None
+
+
+@dataclass(frozen=True)
+class MisnamedEntry:
+    """Something in a {SYMBOL}/{timeframe} folder that is not a daily file."""
+
+    path: Path
+    reason: str
+    month: str | None  # the month its name points at, if any: that month's consolidation handles it
+
+    def as_dict(self) -> dict:
+        return {"path": str(self.path), "reason": self.reason, "month": self.month}
+
+
+def scan_day_folder(folder: str | Path, month: str | None = None) -> tuple[list[tuple[date, Path]], list[MisnamedEntry]]:
+    """(day, path) of the daily files of one {SYMBOL}/{timeframe} folder, sorted, and what is in it
+    that is not a daily file: a name that is not YYYY-MM-DD.parquet or not a real date, a
+    directory, a symbolic link (never followed), anything not a regular file. Temporary files are
+    neither. With month, only the files of that month, and only the misnamed entries whose name
+    points at that month or at none."""
+    days: list[tuple[date, Path]] = []
+    misnamed: list[MisnamedEntry] = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            name = entry.name
+            if is_temporary_name(name):
+                continue
+            named = _named_month(name)
+            if month and named is not None and named != month:
+                continue  # another month's: that month's run looks at it
+            valid_form = _DAY_FILE.match(name) is not None
+            day = parse_day_name(name)
+            if entry.is_symlink():
+                reason = "symbolic link (never followed)"
+            elif entry.is_dir(follow_symlinks=False):
+                reason = "a directory named like a daily file" if valid_form else "a directory, not a daily file"
+            elif not entry.is_file(follow_symlinks=False):
+                reason = "not a regular file"
+            elif day is not None:
+                days.append((day, Path(entry.path)))
+                continue
+            elif valid_form:
+                reason = f"{name.removesuffix('.parquet')} is not a real date"
+            else:
+                reason = "name is not YYYY-MM-DD.parquet"
+            misnamed.append(MisnamedEntry(Path(entry.path), reason, named))
+    days.sort()
+    misnamed.sort(key=lambda m: m.path.name)
+    return days, misnamed
+
+
 @dataclass(frozen=True)
 class DailyFile:
     path: Path
@@ -113,31 +192,30 @@ class DailyFile:
 def discover_daily_files(market_data_dir: str | Path, month: str | None = None) -> dict[tuple[str, str], list[DailyFile]]:
     """Daily files grouped by (symbol, timeframe), each list sorted by date. Other names are ignored;
     symlinks are never followed."""
+    return scan_daily_files(market_data_dir, month)[0]
+
+
+def scan_daily_files(
+    market_data_dir: str | Path, month: str | None = None
+) -> tuple[dict[tuple[str, str], list[DailyFile]], list[MisnamedEntry]]:
+    """discover_daily_files, plus the entries of the dated folders that are not daily files
+    (see scan_day_folder)."""
     root = Path(market_data_dir)
     groups: dict[tuple[str, str], list[DailyFile]] = {}
+    misnamed: list[MisnamedEntry] = []
     if not root.is_dir():
-        return groups
-    prefix = f"{month}-" if month else ""
+        return groups, misnamed
     for sym_entry in os.scandir(root):
         if not sym_entry.is_dir(follow_symlinks=False):
             continue
         for tf_entry in os.scandir(sym_entry.path):
             if not tf_entry.is_dir(follow_symlinks=False):
                 continue
-            files = []
-            for entry in os.scandir(tf_entry.path):
-                m = _DAY_FILE.match(entry.name)
-                if not m or not m.group(1).startswith(prefix) or not entry.is_file(follow_symlinks=False):
-                    continue
-                try:
-                    day = date.fromisoformat(m.group(1))
-                except ValueError:
-                    continue
-                files.append(DailyFile(Path(entry.path), sym_entry.name, tf_entry.name, day))
-            if files:
-                files.sort(key=lambda f: f.day)
-                groups[(sym_entry.name, tf_entry.name)] = files
-    return groups
+            days, bad = scan_day_folder(tf_entry.path, month)
+            misnamed.extend(bad)
+            if days:
+                groups[(sym_entry.name, tf_entry.name)] = [DailyFile(path, sym_entry.name, tf_entry.name, day) for day, path in days]
+    return groups, misnamed
 
 
 def discover_archives(archive_dir: str | Path, month: str | None = None) -> dict[tuple[str, str, str], Path]:
@@ -239,7 +317,7 @@ def quarantine_file(path: Path, market_data_dir: Path, quarantine_dir: Path, rea
         rel = Path(path.name)
     target = quarantine_dir / rel
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
+    if os.path.lexists(target):
         target = target.with_name(f"{target.stem}.{int(time.time() * 1000)}{target.suffix}")
     reason_file = target.with_name(target.name + ".reason.txt")
     reason_file.write_text(
@@ -426,26 +504,51 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_tmp(folder: Path, name: str) -> list[Path]:
-    """Temporary files left by a crashed writer of `name` in folder: its process is gone, or the
-    file is over an hour old. A live concurrent writer's file is left alone."""
-    removed = []
+def stale_tmp(folder: Path, name: str) -> list[Path]:
+    """Temporary files (tmp_name) left by a crashed writer of `name` in folder: its process is
+    gone, or the file is over an hour old. A live concurrent writer's file is not one."""
+    found = []
     if folder.is_dir():
         now = time.time()
         for entry in folder.glob(f".{name}.*.tmp"):
             pid_text = entry.name[len(name) + 2:-4]
             try:
-                stale = not (pid_text.isdigit() and _pid_alive(int(pid_text))) or now - entry.stat().st_mtime > STALE_TMP_SECONDS
+                stale = not (pid_text.isdigit() and _pid_alive(int(pid_text))) or now - entry.lstat().st_mtime > STALE_TMP_SECONDS
             except FileNotFoundError:
                 continue
             if stale:
-                entry.unlink(missing_ok=True)
-                removed.append(entry)
+                found.append(entry)
+    return found
+
+
+def remove_stale_tmp(folder: Path, name: str) -> list[Path]:
+    """Remove stale_tmp(folder, name); returns what was removed."""
+    removed = stale_tmp(folder, name)
+    for entry in removed:
+        entry.unlink(missing_ok=True)
     return removed
+
+
+def find_stale_temporaries(archive_dir: str | Path, month: str) -> list[Path]:
+    """Every temporary name a consolidation of month writes (its archives' and manifests') that a
+    crashed writer left in the archive tree."""
+    root = Path(archive_dir)
+    names = (f"{month}.parquet", manifest_path(Path(f"{month}.parquet")).name)
+    found: list[Path] = []
+    if not root.is_dir():
+        return found
+    for sym_entry in os.scandir(root):
+        if not sym_entry.is_dir(follow_symlinks=False):
+            continue
+        for tf_entry in os.scandir(sym_entry.path):
+            if tf_entry.is_dir(follow_symlinks=False):
+                found.extend(p for name in names for p in stale_tmp(Path(tf_entry.path), name))
+    return sorted(found)
 
 
 def write_json_atomic(data: dict, path: Path, fsync_dir: bool = True, fsync_file: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(path.parent, path.name)
     tmp = tmp_name(path)
     try:
         text = json.dumps(data, separators=(",", ":"), default=str)  # dumps uses the C encoder
@@ -948,6 +1051,8 @@ class MonthResult:
     groups: list[GroupResult]
     seconds: float
     dry_run: bool
+    misnamed: list[dict] = field(default_factory=list)  # {path, reason, moved_to}: not daily files, quarantined
+    stale_temporaries: list[str] = field(default_factory=list)  # crashed writers' files removed (or, dry run, found)
 
     def total(self, name: str) -> int:
         return sum(int(getattr(g, name)) for g in self.groups)
@@ -961,7 +1066,7 @@ class MonthResult:
 
     @property
     def quarantined(self) -> list[dict]:
-        return [q for g in self.groups for q in g.quarantined]
+        return [q for g in self.groups for q in g.quarantined] + self.misnamed
 
     def summary(self) -> dict:
         before, after = self.total("bytes_before"), self.total("bytes_after")
@@ -977,6 +1082,8 @@ class MonthResult:
             "rows_out": self.total("rows_out"),
             "duplicates_removed": self.total("duplicates_removed"),
             "files_quarantined": len(self.quarantined),
+            "files_misnamed": len(self.misnamed),
+            "stale_temporaries_removed": 0 if self.dry_run else len(self.stale_temporaries),
             "files_normalised": sum(len(g.normalised) for g in self.groups),
             "bytes_before": before,
             "bytes_after": after,
@@ -1037,7 +1144,12 @@ def consolidate_month(
     archive_dir = Path(archive_dir) if archive_dir else archive_dir_for(market_data_dir)
     quarantine_dir = Path(quarantine_dir) if quarantine_dir else quarantine_dir_for(market_data_dir)
     sessions = month_sessions(month, as_of, calendar_name)
-    groups = discover_daily_files(market_data_dir, month)
+    stale = find_stale_temporaries(archive_dir, month)
+    if not dry_run:
+        for path in stale:
+            path.unlink(missing_ok=True)
+    groups, misnamed = scan_daily_files(market_data_dir, month)
+    misnamed_report = [quarantine_misnamed(entry, market_data_dir, quarantine_dir, dry_run) for entry in misnamed]
     batches = plan_batches(groups, max_workers, batch_groups)
 
     def run(batch):
@@ -1048,7 +1160,18 @@ def consolidate_month(
     else:
         with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="market-data") as pool:
             results = [r for rs in pool.map(run, batches) for r in rs]
-    return MonthResult(month, results, time.perf_counter() - started, dry_run)
+    return MonthResult(month, results, time.perf_counter() - started, dry_run, misnamed_report, [str(p) for p in stale])
+
+
+def quarantine_misnamed(entry: MisnamedEntry, market_data_dir: Path, quarantine_dir: Path, dry_run: bool) -> dict:
+    """Move an entry that is not a daily file out of the dated layout (a link moved as a link)."""
+    report = {"path": str(entry.path), "reason": entry.reason, "moved_to": ""}
+    if not dry_run:
+        try:
+            report["moved_to"] = str(quarantine_file(entry.path, market_data_dir, quarantine_dir, entry.reason))
+        except OSError as exc:
+            report["moved_to"] = f"not moved: {type(exc).__name__}: {exc.strerror}"
+    return report
 
 
 def plan_batches(
@@ -1113,11 +1236,14 @@ def archived_daily_files(
         folder = market_data_dir / symbol / timeframe
         candidates = []
         for src in manifest.get("sources", []):
-            path = folder / str(src.get("name", ""))
-            if not _DAY_FILE.match(path.name) or path.is_symlink():
+            # a manifest is read from disk: only a real day of its own month, in its own folder
+            name = str(src.get("name", ""))
+            day = parse_day_name(name)
+            if day is None or day.isoformat()[:7] != month:
                 continue
+            path = folder / name
             try:
-                if _file_stat(path) != (src.get("size"), src.get("mtime_ns")):
+                if not stat.S_ISREG(path.lstat().st_mode) or _file_stat(path) != (src.get("size"), src.get("mtime_ns")):
                     continue
             except OSError:
                 continue
@@ -1145,8 +1271,7 @@ def archived_daily_files(
 
 
 def file_day(path: Path) -> date | None:
-    m = _DAY_FILE.match(path.name)
-    return date.fromisoformat(m.group(1)) if m else None
+    return parse_day_name(path.name)
 
 
 def is_expired(day: date, today: date, retention_days: int) -> bool:
