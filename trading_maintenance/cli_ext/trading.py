@@ -14,19 +14,23 @@ EXIT_USAGE = 2
 DEFAULT_DEMO_PORT = 8780
 
 
-def resolve_export_date(value: str, tz_name: str, calendar_name: str = "XNYS") -> date:
-    """'today' (in the journal's zone) or YYYY-MM-DD; must be an NYSE trading day."""
-    from trading_maintenance.core.market_hours import is_trading_day
+def resolve_export_date(value: str, tz_name: str, first_day: str | None = None) -> date:
+    """'today' (in the journal's zone) or YYYY-MM-DD: any calendar day from the first partition to today.
 
+    Fills happen on every day (overnight sessions from Sunday evening, crypto), so weekends and
+    exchange holidays are exported like any other day."""
+    today = datetime.now(ZoneInfo(tz_name)).date()
     if value == "today":
-        day = datetime.now(ZoneInfo(tz_name)).date()
-    else:
-        try:
-            day = date.fromisoformat(value)
-        except ValueError:
-            raise click.BadParameter(f"{value!r}: expected 'today' or YYYY-MM-DD", param_hint="--date") from None
-    if not is_trading_day(day, calendar_name):
-        raise click.BadParameter(f"{day.isoformat()} is not an NYSE trading day: there is nothing to export", param_hint="--date")
+        return today
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected 'today' or YYYY-MM-DD", param_hint="--date") from None
+    if day > today:
+        raise click.BadParameter(f"{day.isoformat()} is in the future ({tz_name} today is {today.isoformat()})", param_hint="--date")
+    if first_day and day.isoformat() < first_day:
+        raise click.BadParameter(f"{day.isoformat()} is before the first partition {first_day} "
+                                 "(maintenance.scheduling.partitions_start_date)", param_hint="--date")
     return day
 
 
@@ -41,15 +45,15 @@ def demo_broker_address(base_url: str) -> tuple[str, int]:
 def register(cli: click.Group) -> None:
     @cli.command("export")
     @click.option("--type", "kind", type=click.Choice(["tradenote"]), required=True, help="what to export")
-    @click.option("--date", "on_date", default="today", show_default=True, help="today or YYYY-MM-DD (an NYSE trading day)")
+    @click.option("--date", "on_date", default="today", show_default=True, help="today or YYYY-MM-DD (any calendar day)")
     @click.option("-v", "--verbose", is_flag=True, help="show the run's logs")
     def export(kind: str, on_date: str, verbose: bool) -> None:
-        """Materialize the TradeNote export of one trading day (a partition of `tradenote_export`)."""
+        """Materialize the TradeNote export of one calendar day (a partition of `tradenote_export`)."""
         from trading_maintenance.cli import run_task
         from trading_maintenance.settings import load_settings
 
         settings = load_settings()
-        day = resolve_export_date(on_date, settings.trading.journal_timezone, settings.maintenance.scheduling.market_calendar)
+        day = resolve_export_date(on_date, settings.trading.journal_timezone, settings.maintenance.scheduling.partitions_start_date)
         ok = run_task("tradenote_export", verbose=verbose, partition=day.isoformat())
         path = settings.exports_dir / "tradenote" / f"tradenote_{day.isoformat()}.csv"
         if ok:

@@ -30,6 +30,9 @@ SIDES = ("B", "S", "SS", "BC")
 CENT = Decimal("0.01")
 ZERO = Decimal(0)
 T1_SETTLEMENT_FROM = date(2024, 5, 28)  # US equities moved from T+2 to T+1
+# Contract multiplier per Type, for checking proceeds; a future's multiplier depends on the contract.
+TYPE_MULTIPLIERS = {"stock": Decimal(1), "forex": Decimal(1), "call": Decimal(100), "put": Decimal(100)}
+SPLIT_NOTE = "split of "
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,7 @@ def build_rows(
                 account=account, trade_date=trade_date, settle_date=settle, type=fill.asset_type, side=code,
                 symbol=fill.symbol, qty=qty, price=q(fill.price), exec_time=local.strftime("%H:%M:%S"),
                 comm=comm, gross=gross, net=gross - comm, liq=fill.liquidity or "",
-                note=(f"split of {fill.trade_id}" if len(parts) == 2 else fill.trade_id) if fill.trade_id else "",
+                note=(f"{SPLIT_NOTE}{fill.trade_id}" if len(parts) == 2 else fill.trade_id) if fill.trade_id else "",
             ))
         position[fill.symbol] = after
     return rows
@@ -209,6 +212,12 @@ def parse_csv(text: str) -> list[dict[str, str]]:
             raise TemplateError(f"line {number}: quantity must be positive")
         out.append(row)
     return out
+
+
+def exported_trade_ids(text: str) -> set[str]:
+    """The fill ids a written Template CSV holds (its Note column), read leniently."""
+    reader = csv.DictReader(io.StringIO(text))
+    return {(row.get("Note") or "").removeprefix(SPLIT_NOTE) for row in reader if row.get("Note")}
 
 
 @dataclass
@@ -264,8 +273,9 @@ def replay_check(rows: list[dict[str, str]]) -> list[str]:
         buy = row["Side"] in ("B", "BC")
         if (buy and gross > 0) or (not buy and gross < 0):
             problems.append(f"line {number}: gross proceeds {gross} has the wrong sign for side {row['Side']}")
-        if row["Type"] == "stock" and abs(abs(gross) - qty * price) > CENT:
-            problems.append(f"line {number}: |gross| {abs(gross)} != qty x price {qty * price}")
+        multiplier = TYPE_MULTIPLIERS.get(row["Type"])
+        if multiplier is not None and abs(abs(gross) - qty * price * multiplier) > CENT:
+            problems.append(f"line {number}: |gross| {abs(gross)} != qty x price x {multiplier} {qty * price * multiplier}")
         if abs((gross - fees) - net) > Decimal("0.000001"):
             problems.append(f"line {number}: net {net} != gross {gross} - fees {fees}")
     return problems

@@ -11,11 +11,12 @@ from click.testing import CliRunner
 from trading_maintenance.cli_ext.trading import demo_broker_address, register, resolve_export_date
 
 
-def test_export_date_must_be_a_trading_day():
-    assert resolve_export_date("2024-03-05", "America/New_York") == date(2024, 3, 5)
-    for bad in ("2024-07-04", "2024-03-09", "yesterday"):
+def test_export_date_is_any_calendar_day_up_to_today():
+    for day in ("2024-03-05", "2024-07-04", "2024-03-10"):  # a weekday, a holiday, a Sunday (overnight and crypto fills)
+        assert resolve_export_date(day, "America/New_York") == date.fromisoformat(day)
+    for bad in ("yesterday", "2999-01-01", "2019-12-31"):
         with pytest.raises(click.BadParameter):
-            resolve_export_date(bad, "America/New_York")
+            resolve_export_date(bad, "America/New_York", "2020-01-01")
 
 
 def test_demo_broker_listens_where_the_client_looks():
@@ -30,5 +31,5 @@ def test_commands_register_on_a_group_with_or_without_demo():
 
     register(bare)
     assert "export" in bare.commands and "broker" in bare.commands["demo"].commands
-    result = CliRunner().invoke(bare, ["export", "--type", "tradenote", "--date", "2024-12-25"])
-    assert result.exit_code == 2 and "not an NYSE trading day" in result.output
+    result = CliRunner().invoke(bare, ["export", "--type", "tradenote", "--date", "2999-12-25"])
+    assert result.exit_code == 2 and "is in the future" in result.output

@@ -8,6 +8,7 @@ import zipfile
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
@@ -15,8 +16,14 @@ from sqlalchemy import insert
 
 from trading_maintenance.core import trading_schema as ts
 from trading_maintenance.core import tradenote as tn
-from trading_maintenance.defs.tradenote.assets import check_export, next_session_fn, tradenote_export, tradenote_pnl_matches_database
-from trading_maintenance.defs.tradenote.partitions import trading_day_partitions
+from trading_maintenance.defs.tradenote.assets import (
+    check_export,
+    day_fills,
+    next_session_fn,
+    tradenote_export,
+    tradenote_pnl_matches_database,
+)
+from trading_maintenance.defs.tradenote.partitions import journal_day_partitions
 from trading_maintenance.defs.tradenote.schedules import tradenote_export_schedule
 
 from ..conftest import write_config
@@ -190,12 +197,70 @@ def test_asset_materializes_a_partition_checks_pnl_and_uploads(tmp_path, data_di
         server.shutdown()
 
 
-def test_partitions_are_nyse_trading_days_and_schedule_skips_holidays():
-    keys = set(trading_day_partitions.get_partition_keys())
-    assert "2024-03-05" in keys and "2024-07-04" not in keys and "2024-03-09" not in keys and "2024-12-25" not in keys
+def _insert_fills(engine, rows, first_id=1):
+    with engine.begin() as conn:
+        for i, (sym, side, qty, price, when) in enumerate(rows, start=first_id):
+            conn.execute(insert(ts.fills).values(id=i, order_id=i, trade_id=f"t{i}", symbol=sym, side=side, quantity=qty,
+                                                 price=price, commission=0, timestamp=when.astimezone(UTC)))
+
+
+def test_every_calendar_day_is_a_partition_and_a_sunday_fill_is_exported_and_checked(data_dir, sqlite_engine, make_resources):
+    keys = set(journal_day_partitions.get_partition_keys())
+    assert {"2024-03-05", "2024-03-09", "2024-03-10", "2024-07-04", "2024-12-25"} <= keys
+    ny = ZoneInfo("America/New_York")
+    sunday_evening = datetime(2024, 3, 10, 23, 30, tzinfo=ny)  # overnight session opens Sunday evening
+    _insert_fills(sqlite_engine, [
+        ("SPY", "buy", 10, 510, sunday_evening), ("SPY", "sell", 10, 511, sunday_evening + timedelta(minutes=20)),
+        ("BTC/USD", "buy", "0.5", 60000, datetime(2024, 3, 10, 12, tzinfo=ny)),
+        ("BTCUSD", "sell", "0.5", 61000, datetime(2024, 3, 10, 13, tzinfo=ny)),  # the same pair as the broker spells it
+        ("AAPL240621C00190000", "buy", 2, "3.10", datetime(2024, 3, 11, 10, tzinfo=ny)),
+        ("AAPL240621C00190000", "sell", 2, "3.60", datetime(2024, 3, 11, 11, tzinfo=ny)),
+    ])
+    resources = make_resources()
+    result = dg.materialize([tradenote_export, tradenote_pnl_matches_database], resources=resources, partition_key="2024-03-10")
+    assert result.success and result.get_asset_check_evaluations()[0].passed
+    rows = tn.parse_csv((data_dir / "exports" / "tradenote" / "tradenote_2024-03-10.csv").read_text())
+    assert [(r["T/D"], r["Exec Time"], r["Type"], r["Side"], r["Symbol"]) for r in rows] == [
+        ("03/10/2024", "12:00:00", "forex", "B", "BTC/USD"), ("03/10/2024", "13:00:00", "forex", "S", "BTC/USD"),
+        ("03/10/2024", "23:30:00", "stock", "B", "SPY"), ("03/10/2024", "23:50:00", "stock", "S", "SPY")]
+    metrics = json.loads((data_dir / "exports" / "tradenote" / "tradenote_2024-03-10_metrics.json").read_text())
+    assert metrics["trades"] == 2 and metrics["net_pnl"] == 510.0  # 500 on the pair, 10 on SPY
+
+    monday = dg.materialize([tradenote_export, tradenote_pnl_matches_database], resources=resources, partition_key="2024-03-11")
+    assert monday.success and monday.get_asset_check_evaluations()[0].passed
+    options = tn.parse_csv((data_dir / "exports" / "tradenote" / "tradenote_2024-03-11.csv").read_text())
+    assert [(r["Type"], r["Side"], r["Gross Proceeds"]) for r in options] == [("call", "B", "-620"), ("call", "S", "720")]
+
+
+def test_check_fails_when_a_fill_of_the_day_is_not_in_the_file(data_dir, sqlite_engine):
+    ny = ZoneInfo("America/New_York")
+    _insert_fills(sqlite_engine, [("SPY", "buy", 10, 510, datetime(2024, 3, 10, 23, 30, tzinfo=ny)),
+                                  ("SPY", "sell", 10, 511, datetime(2024, 3, 10, 23, 40, tzinfo=ny))])
+    fills, opening = day_fills(sqlite_engine, date(2024, 3, 10), "America/New_York")
+    path = data_dir / "tradenote.csv"
+    path.write_text(tn.to_csv(tn.build_rows(fills[:1], opening)))  # the sell is missing; no closed trade either side
+    check = check_export(path, fills, opening)
+    assert not check.passed and "1 fills of the day are not in the CSV: t2" in check.metadata["problems"].value
+    path.write_text(tn.to_csv(tn.build_rows(fills, opening)))
+    assert check_export(path, fills, opening).passed
+
+
+def test_schedule_runs_every_day_and_re_exports_a_day_with_fills_after_its_export(tmp_path, data_dir, sqlite_engine, make_resources):
+    resources = make_resources()
+    ny = ZoneInfo("America/New_York")
     with dg.instance_for_test() as instance:
-        holiday = dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime(2024, 7, 4, 22, tzinfo=UTC))
-        assert isinstance(tradenote_export_schedule(holiday), dg.SkipReason)
-        day = dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime(2024, 7, 5, 22, tzinfo=UTC))
-        request = tradenote_export_schedule(day)
-        assert request.partition_key == "2024-07-05" and request.run_key == "tradenote_export:2024-07-05"
+        def tick(when):
+            context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when,
+                                                resources={k: resources[k] for k in ("settings", "trading_db")})
+            return tradenote_export_schedule(context)
+
+        holiday = tick(datetime(2024, 7, 4, 18, tzinfo=ny))
+        assert [(r.partition_key, r.run_key) for r in holiday] == [("2024-07-04", "tradenote_export:2024-07-04")]
+        _insert_fills(sqlite_engine, [("SPY", "buy", 1, 500, datetime(2024, 7, 4, 17, tzinfo=ny))])
+        assert dg.materialize([tradenote_export], resources=resources, partition_key="2024-07-04").success
+        assert [r.partition_key for r in tick(datetime(2024, 7, 5, 18, tzinfo=ny))] == ["2024-07-05"]  # nothing new
+
+        _insert_fills(sqlite_engine, [("SPY", "sell", 1, 501, datetime(2024, 7, 4, 20, 15, tzinfo=ny))], first_id=2)
+        late = tick(datetime(2024, 7, 5, 18, tzinfo=ny))
+        assert [(r.partition_key, r.run_key) for r in late] == [
+            ("2024-07-04", "tradenote_export:2024-07-04:1-late"), ("2024-07-05", "tradenote_export:2024-07-05")]

@@ -1,4 +1,4 @@
-"""tradenote_export: one trading day's fills as TradeNote's Template CSV, metrics, risk, one package."""
+"""tradenote_export: one calendar day's fills as TradeNote's Template CSV, metrics, risk, one package."""
 
 import io
 import json
@@ -13,10 +13,11 @@ from sqlalchemy import func, select
 
 from trading_maintenance.core import trading_schema as ts
 from trading_maintenance.core import tradenote as tn
+from trading_maintenance.core.instruments import canonical_symbol, tradenote_type
 from trading_maintenance.core.market_hours import calendar
 from trading_maintenance.core.masking import mask_text, mask_url
 from trading_maintenance.defs.common import atomic_write_bytes, atomic_write_text, md_table, publish_result
-from trading_maintenance.defs.tradenote.partitions import trading_day_partitions
+from trading_maintenance.defs.tradenote.partitions import journal_day_partitions
 from trading_maintenance.resources import MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
 
 TASK = "tradenote_export"
@@ -30,26 +31,30 @@ def export_paths(exports_dir, day: date) -> dict:
 
 
 def day_fills(engine, day: date, tz_name: str) -> tuple[list[tn.Fill], dict[str, Decimal]]:
-    """The day's fills (journal-zone day) and the opening position of each symbol traded that day."""
+    """The day's fills (a calendar day of the journal's zone) and the opening position of each instrument
+    traded that day. Symbols are written in the broker's spelling, so BTCUSD and BTC/USD are one instrument."""
     start, end = tn.day_bounds_utc(day, tz_name)
     with engine.connect() as conn:
         rows = conn.execute(select(ts.fills).where(ts.fills.c.timestamp >= start, ts.fills.c.timestamp < end)
                             .order_by(ts.fills.c.timestamp, ts.fills.c.id)).mappings().all()
-        symbols = sorted({r["symbol"] for r in rows})
         opening: dict[str, Decimal] = {}
-        if symbols:
+        if rows:
             for sym, side, qty in conn.execute(
                 select(ts.fills.c.symbol, ts.fills.c.side, func.sum(ts.fills.c.quantity))
-                .where(ts.fills.c.timestamp < start, ts.fills.c.symbol.in_(symbols))
-                .group_by(ts.fills.c.symbol, ts.fills.c.side)
+                .where(ts.fills.c.timestamp < start).group_by(ts.fills.c.symbol, ts.fills.c.side)
             ):
-                opening[sym] = opening.get(sym, Decimal(0)) + (Decimal(str(qty)) if side == "buy" else -Decimal(str(qty)))
+                symbol = canonical_symbol(sym)
+                opening[symbol] = opening.get(symbol, Decimal(0)) + (Decimal(str(qty)) if side == "buy" else -Decimal(str(qty)))
     fills = []
     for r in rows:
         stamp = r["timestamp"] if r["timestamp"].tzinfo else r["timestamp"].replace(tzinfo=timezone.utc)
-        fills.append(tn.Fill(r["symbol"], r["side"], Decimal(str(r["quantity"])), Decimal(str(r["price"])), stamp,
-                             Decimal(str(r["commission"] or 0)), r["trade_id"] or f"fill-{r['id']}", r["liquidity"] or ""))
-    return fills, {k: v for k, v in opening.items() if v != 0}
+        symbol = canonical_symbol(r["symbol"])
+        kind, multiplier = tradenote_type(symbol)
+        fills.append(tn.Fill(symbol, r["side"], Decimal(str(r["quantity"])), Decimal(str(r["price"])), stamp,
+                             Decimal(str(r["commission"] or 0)), r["trade_id"] or f"fill-{r['id']}", r["liquidity"] or "",
+                             multiplier, kind))
+    traded = {f.symbol for f in fills}
+    return fills, {k: v for k, v in opening.items() if v != 0 and k in traded}
 
 
 def next_session_fn(calendar_name: str):
@@ -62,10 +67,11 @@ def next_session_fn(calendar_name: str):
 
 
 @dg.asset(
-    partitions_def=trading_day_partitions,
+    partitions_def=journal_day_partitions,
     group_name="tradenote",
     kinds={"csv", "postgres"},
-    description="TradeNote Template CSV of one NYSE trading day's fills (exports/tradenote/tradenote_YYYY-MM-DD.csv), "
+    description="TradeNote Template CSV of one calendar day's fills in the journal's time zone, weekends and holidays "
+    "included (exports/tradenote/tradenote_YYYY-MM-DD.csv), "
     "with performance metrics and risk statistics JSON and a zip package of all three.",
 )
 def tradenote_export(
@@ -86,7 +92,7 @@ def tradenote_export(
         context.log.info(f"{day}: no fills, so no TradeNote file")
         result.update(status="success", rows=0, note="no fills: no CSV written")
         publish_result(client, TASK, result, context.log)
-        return dg.MaterializeResult(metadata={"fills": 0, "rows": 0, "note": "no fills on this trading day: no CSV written"})
+        return dg.MaterializeResult(metadata={"fills": 0, "rows": 0, "note": "no fills on this day: no CSV written"})
 
     rows = tn.build_rows(fills, opening, tcfg.tradenote_account, tcfg.journal_timezone,
                          next_session_fn(cfg.maintenance.scheduling.market_calendar))
@@ -151,7 +157,8 @@ def post_to_tradenote(url: str, api_key: str, csv_text: str, timeout: float = 30
 
 @dg.asset_check(asset=tradenote_export, blocking=True,
                 description="Parse the written CSV back, replay it the way TradeNote groups trades, and require its "
-                "closed-trade P&L to equal the database's realised P&L for the day to the cent.")
+                "closed-trade P&L to equal the database's realised P&L for the day to the cent, and every fill of the "
+                "day (weekends and holidays included) to be in it once with its quantity and instrument type.")
 def tradenote_pnl_matches_database(
     context: dg.AssetCheckExecutionContext, settings: MaintenanceSettingsResource, trading_db: TradingDatabaseResource
 ) -> dg.AssetCheckResult:
@@ -183,10 +190,23 @@ def check_export(path, fills, opening) -> dg.AssetCheckResult:
         problems.append(f"gross P&L: CSV {tn.cents(csv_gross)} != database {tn.cents(db.gross)}")
     if csv_closed != db.closed_trades:
         problems.append(f"closed trades: CSV {csv_closed} != database {db.closed_trades}")
-    csv_qty = sum((Decimal(r["Qty"]) for r in parsed if r["Symbol"] not in carried), Decimal(0))
-    db_qty = sum((f.quantity for f in fills if f.symbol not in carried), Decimal(0))
-    if csv_qty != db_qty:
-        problems.append(f"quantity: CSV {csv_qty} != database fills {db_qty}")
+    # every fill of the day, carried positions included: each one in the file, with its quantity and type
+    exported = tn.exported_trade_ids(path.read_text())
+    missing = sorted(f.trade_id for f in fills if f.trade_id not in exported)
+    if missing:
+        problems.append(f"{len(missing)} fills of the day are not in the CSV: {', '.join(missing[:10])}")
+    unknown = sorted(exported - {f.trade_id for f in fills})
+    if unknown:
+        problems.append(f"{len(unknown)} CSV rows are not fills of the day: {', '.join(unknown[:10])}")
+    for symbol in sorted({f.symbol for f in fills} | {r["Symbol"] for r in parsed}):
+        csv_qty = sum((Decimal(r["Qty"]) for r in parsed if r["Symbol"] == symbol), Decimal(0))
+        db_qty = sum((f.quantity for f in fills if f.symbol == symbol), Decimal(0))
+        if csv_qty != db_qty:
+            problems.append(f"{symbol} quantity: CSV {csv_qty} != database fills {db_qty}")
+        db_types = {f.asset_type for f in fills if f.symbol == symbol}
+        csv_types = {r["Type"] for r in parsed if r["Symbol"] == symbol}
+        if csv_types != db_types:
+            problems.append(f"{symbol} type: CSV {sorted(csv_types)} != {sorted(db_types)}")
     return dg.AssetCheckResult(
         passed=not problems,
         severity=dg.AssetCheckSeverity.ERROR,

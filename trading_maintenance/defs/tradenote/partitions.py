@@ -1,39 +1,22 @@
-"""Daily partitions on NYSE trading days: weekdays minus the exchange's holidays (exchange_calendars)."""
+"""Daily partitions on calendar days of the journal's time zone: every fill belongs to exactly one.
 
-from datetime import date, datetime, timedelta
+Fills happen on any day (overnight sessions from Sunday evening, crypto around the clock), so the
+export cannot follow the exchange's trading days: a Sunday fill would be in no file.
+"""
 
 import dagster as dg
-import pandas as pd
 
-from trading_maintenance.core.market_hours import calendar
-from trading_maintenance.defs.common import TIMEZONE
 from trading_maintenance.settings import get_settings
 
 
-def nyse_holidays(start: date, calendar_name: str = "XNYS") -> list[datetime]:
-    """Weekdays from start to the calendar's last session that are not sessions."""
-    cal = calendar(calendar_name)
-    end = cal.last_session.date()
-    sessions = {ts.date() for ts in cal.sessions_in_range(pd.Timestamp(max(start, cal.first_session.date())), pd.Timestamp(end))}
-    out, day = [], start
-    while day <= end:
-        if day.weekday() < 5 and day not in sessions:
-            out.append(datetime(day.year, day.month, day.day))
-        day += timedelta(days=1)
-    return out
-
-
-def _build() -> dg.TimeWindowPartitionsDefinition:
-    scheduling = get_settings().maintenance.scheduling
-    start = scheduling.partitions_start_date
-    return dg.TimeWindowPartitionsDefinition(
-        cron_schedule="0 0 * * 1-5",
-        start=start,
+def _build() -> dg.DailyPartitionsDefinition:
+    settings = get_settings()
+    return dg.DailyPartitionsDefinition(
+        start_date=settings.maintenance.scheduling.partitions_start_date,
+        timezone=settings.trading.journal_timezone,
         fmt="%Y-%m-%d",
-        timezone=TIMEZONE,
-        end_offset=1,  # today's session is a partition as soon as it starts (the export runs at 18:00)
-        exclusions=nyse_holidays(date.fromisoformat(start), scheduling.market_calendar),
+        end_offset=1,  # today is a partition as soon as it starts (the export runs at 18:00)
     )
 
 
-trading_day_partitions = _build()
+journal_day_partitions = _build()
