@@ -7,6 +7,10 @@ truncate loses whatever is written between the copy and the truncate.
 
 Rules
 - Only `*.log` files directly in the logs folder over `max_bytes` rotate; symlinks never.
+- The whole chain is checked before anything is renamed: a log whose chain holds anything but a
+  regular file (a folder `x.log.2/`, a symlink, a fifo) is left alone and reported, and when it was
+  due for rotation the task fails.
+- Temporary names (`*.tmp`, ...) are never logs; a gzip temporary whose process is gone is removed.
 - The existing chain shifts from the highest index down (each rename has a vacant target), then
   `x.log` becomes `x.log.1` and an empty `x.log` is created (O_APPEND, never truncating).
 - Per log at most `keep` rotated files stay; higher indices are deleted unless a process holds them.
@@ -24,7 +28,7 @@ import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from trading_maintenance.core.cleanup import gzip_file, is_held
+from trading_maintenance.core.cleanup import gzip_file, is_held, is_temporary_name, stale_gzip_temp
 
 _ROTATED = re.compile(r"^(?P<base>.+\.log)\.(?P<n>[1-9]\d*)(?P<gz>\.gz)?$")
 
@@ -50,6 +54,7 @@ class RotationPlan:
     keep: int
     ops: list[LogOp] = field(default_factory=list)
     notes: list[LogOp] = field(default_factory=list)  # skipped with reasons
+    blocked: list[LogOp] = field(default_factory=list)  # due for rotation but left alone: a failure
 
     @property
     def rotated_logs(self) -> list[str]:
@@ -63,7 +68,8 @@ class RotationPlan:
 
 
 def rotated_chain(log_path: str) -> dict[int, list[str]]:
-    """Index -> paths of `log.N` and/or `log.N.gz` beside the log (both can exist after a crash)."""
+    """Index -> paths of `log.N` and/or `log.N.gz` beside the log (both can exist after a crash),
+    whatever kind of entry they are."""
     folder, base = os.path.split(log_path)
     chain: dict[int, list[str]] = {}
     try:
@@ -74,11 +80,20 @@ def rotated_chain(log_path: str) -> dict[int, list[str]]:
         match = _ROTATED.match(name)
         if not match or match["base"] != base:
             continue
-        full = os.path.join(folder, name)
-        if os.path.islink(full):
-            continue
-        chain.setdefault(int(match["n"]), []).append(full)
+        chain.setdefault(int(match["n"]), []).append(os.path.join(folder, name))
     return chain
+
+
+def _entry_kind(st: os.stat_result) -> str:
+    if stat.S_ISDIR(st.st_mode):
+        return "a folder"
+    if stat.S_ISLNK(st.st_mode):
+        return "a symlink"
+    if stat.S_ISFIFO(st.st_mode):
+        return "a fifo"
+    if stat.S_ISSOCK(st.st_mode):
+        return "a socket"
+    return "not a regular file"
 
 
 def _with_index(log_path: str, index: int, gz: bool) -> str:
@@ -99,8 +114,13 @@ def plan_rotation(
         if os.path.islink(logs_dir):
             plan.notes.append(LogOp("skip", str(logs_dir), reason="logs folder is a symlink (never followed)"))
         return plan
-    for name in sorted(os.listdir(logs_dir)):
-        if not name.endswith(".log"):
+    names = sorted(os.listdir(logs_dir))
+    for name in names:
+        reason = stale_gzip_temp(str(logs_dir / name))
+        if reason and os.path.isfile(logs_dir / name) and not os.path.islink(logs_dir / name):
+            plan.ops.append(LogOp("remove_temp", str(logs_dir / name), bytes=os.lstat(logs_dir / name).st_size, reason=reason))
+    for name in names:
+        if not name.endswith(".log") or is_temporary_name(name):
             continue
         log_path = str(logs_dir / name)
         try:
@@ -111,16 +131,34 @@ def plan_rotation(
             plan.notes.append(LogOp("skip", log_path, reason="symlink (never followed)", log=name))
             continue
         if not stat.S_ISREG(st.st_mode):
+            plan.notes.append(LogOp("skip", log_path, reason=f"{_entry_kind(st)}, not a log file; left alone", log=name))
             continue
         chain = rotated_chain(log_path)
-        # after: (index, path after this run, size, mtime) of every rotated file
-        after: list[tuple[int, str, int, float]] = []
         rotate = st.st_size > max_bytes
-        for index in sorted(chain, reverse=True):
+        chain_stats: dict[str, os.stat_result] = {}
+        odd = []
+        for index in chain:
             for src in chain[index]:
                 try:
-                    sst = os.lstat(src)
+                    chain_stats[src] = os.lstat(src)
                 except FileNotFoundError:
+                    continue
+                if not stat.S_ISREG(chain_stats[src].st_mode):
+                    odd.append(src)
+        if odd:
+            for src in odd:
+                plan.notes.append(LogOp("skip", src, reason=f"{_entry_kind(chain_stats[src])} in the rotation chain of {name}; left alone", log=name))
+            if rotate:
+                names_odd = ", ".join(os.path.basename(p) for p in odd)
+                plan.blocked.append(LogOp("blocked", log_path, bytes=st.st_size, log=name,
+                                          reason=f"over {max_bytes} bytes but not rotated: {names_odd} is not a regular file; nothing renamed"))
+            continue
+        # after: (index, path after this run, size, mtime) of every rotated file
+        after: list[tuple[int, str, int, float]] = []
+        for index in sorted(chain, reverse=True):
+            for src in chain[index]:
+                sst = chain_stats.get(src)
+                if sst is None:
                     continue
                 if rotate:
                     dst = _with_index(log_path, index + 1, src.endswith(".gz"))
@@ -178,6 +216,8 @@ def apply_rotation(plan: RotationPlan, open_ids: set[tuple[int, int]] | None = N
             if op.action == "rename":
                 if os.path.lexists(op.target):
                     raise FileExistsError(f"{os.path.basename(op.target)} already exists")
+                if not stat.S_ISREG(os.lstat(op.path).st_mode):
+                    raise RuntimeError(f"{os.path.basename(op.path)} is no longer a regular file; not renamed")
                 os.rename(op.path, op.target)
             elif op.action == "create":
                 fd = os.open(op.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, op.mode)
@@ -188,6 +228,11 @@ def apply_rotation(plan: RotationPlan, open_ids: set[tuple[int, int]] | None = N
             elif op.action == "delete":
                 if is_held(op.path, open_ids):
                     raise RuntimeError("held open by a process; kept")
+                os.unlink(op.path)
+                outcome.bytes_freed += op.bytes
+            elif op.action == "remove_temp":
+                if stale_gzip_temp(op.path) is None or is_held(op.path, open_ids):
+                    continue  # its writer is alive after all
                 os.unlink(op.path)
                 outcome.bytes_freed += op.bytes
             elif op.action == "compress":
@@ -220,7 +265,7 @@ def verify_rotation(plan: RotationPlan, outcome: RotationOutcome) -> list[str]:
             present[op.target] = True
         elif op.action == "create":
             present[op.path] = True
-        elif op.action == "delete":
+        elif op.action in ("delete", "remove_temp"):
             present[op.path] = False
         elif op.action == "compress":
             present[op.path] = False

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -56,13 +58,21 @@ def test_mtime_cutoff_exact_boundary_and_one_second_either_side(tmp_path, data_d
     assert not older.exists() and at.exists() and younger.exists()
 
 
-@pytest.mark.parametrize("category,folder,retention", [("exports", "exports/tradenote", 90), ("reports", "reports/maintenance", 90)])
-def test_name_date_cutoff_exact_boundary_and_one_second_either_side(tmp_path, data_dir, category, folder, retention):
+@pytest.mark.parametrize(
+    "category,folder,name,retention",
+    [
+        ("exports", "exports/tradenote", "tradenote_2026-01-15.csv", 90),
+        ("exports", "exports/tradenote", "tradenote_2026-01-15_metrics.json.gz", 90),
+        ("reports", "reports/maintenance", "maintenance_report_2026-01-15.md", 90),
+        ("reports", "reports/reconciliation", "reconciliation_20260115T233000Z.json", 90),
+    ],
+)
+def test_name_date_cutoff_exact_boundary_and_one_second_either_side(tmp_path, data_dir, category, folder, name, retention):
     settings = _settings(tmp_path, data_dir)
     cat = _cat(c.standard_categories(settings), category)
     day = date(2026, 1, 15)
-    # mtime is recent: the date in the name decides
-    f = make_file(data_dir / folder / f"tradenote_{day.isoformat()}.csv", "Account,T/D\n", NOW)
+    # mtime is recent: the date in the name of a layout this project writes decides
+    f = make_file(data_dir / folder / name, "Account,T/D\n", NOW)
     undated = make_file(data_dir / folder / "notes.txt", "x", NOW - (retention - 1) * DAY)
     boundary = c.day_start(day, TZ) + retention * DAY
     for now, expired in ((boundary, False), (boundary - 1, False), (boundary + 1, True)):
@@ -136,13 +146,18 @@ def test_symlink_out_of_root_not_followed(tmp_path, data_dir):
     assert {os.path.basename(p) for p, _ in temp.skipped} == {"link_dir", "link_file"}
 
 
+SAME = "same content\n" * 400  # above the minimum size
+SAME_LENGTH = "same length!\n" * 400
+
+
 def test_identical_duplicates_reduced_to_one(tmp_path, data_dir):
     settings = _settings(tmp_path, data_dir)
     cat = _cat(c.standard_categories(settings), "exports")
-    first = make_file(data_dir / "exports" / "tradenote" / "a.csv", "same content\n", NOW - 3 * DAY)
-    second = make_file(data_dir / "exports" / "tradenote" / "b.csv", "same content\n", NOW - 2 * DAY)
-    third = make_file(data_dir / "exports" / "maintenance" / "c.csv", "same content\n", NOW - 1 * DAY)
-    other = make_file(data_dir / "exports" / "maintenance" / "d.csv", "same length!!\n"[:13] + "\n", NOW - 1 * DAY)
+    first = make_file(data_dir / "exports" / "tradenote" / "a.csv", SAME, NOW - 3 * DAY)
+    second = make_file(data_dir / "exports" / "tradenote" / "b.csv", SAME, NOW - 2 * DAY)
+    third = make_file(data_dir / "exports" / "maintenance" / "c.csv", SAME, NOW - 1 * DAY)
+    other = make_file(data_dir / "exports" / "maintenance" / "d.csv", SAME_LENGTH, NOW - 1 * DAY)
+    assert len(SAME) == len(SAME_LENGTH)
     plan = c.plan_category(cat, data_dir, NOW, TZ, None)
     assert sorted(d.path for d in plan.duplicates) == sorted([str(second), str(third)])
     assert {d.original for d in plan.duplicates} == {str(first)}
@@ -154,12 +169,12 @@ def test_identical_duplicates_reduced_to_one(tmp_path, data_dir):
 
 def test_duplicate_changed_after_planning_is_kept(tmp_path, data_dir):
     settings = _settings(tmp_path, data_dir)
-    cat = _cat(c.standard_categories(settings), "temp")
-    a = make_file(data_dir / "temp" / "a.bin", b"1234", NOW - 100)
-    b = make_file(data_dir / "temp" / "b.bin", b"1234", NOW - 50)
+    cat = _cat(c.standard_categories(settings), "backups")
+    a = make_file(data_dir / "backups" / "a.bin", b"1234" * 2000, NOW - 100)
+    b = make_file(data_dir / "backups" / "b.bin", b"1234" * 2000, NOW - 50)
     plan = c.plan_category(cat, data_dir, NOW, TZ, None)
     assert len(plan.duplicates) == 1
-    b.write_bytes(b"5678")
+    b.write_bytes(b"5678" * 2000)
     outcome = c.apply_category(plan)
     assert a.exists() and b.exists() and outcome.failed
 
@@ -241,3 +256,155 @@ def test_backup_archives_are_left_to_the_backup_jobs_verified_retention(tmp_path
     outcome = c.apply_category(plan)
     c.verify_category(plan, outcome, cat, data_dir, NOW, TZ, None)
     assert outcome.ok and archive.exists() and not stray.exists()
+
+
+# --- a name date counts only in the dated layouts ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "folder,name",
+    [
+        ("exports/tradenote", "order_20001231.csv"),
+        ("exports", "account_PA19990101_positions.csv"),
+        ("exports/maintenance", "summary_2019-06-30.json"),
+        ("reports/maintenance", "daily_2020-01-02.md"),
+        ("reports", "maintenance_report_2020-01-02.md"),  # a project layout, but not in its folder
+        ("exports/tradenote", "tradenote_2020-01-02_copy.csv"),
+        ("parquet/market_data/AAPL", "2020-01-02.parquet"),  # one folder short of the contract layout
+    ],
+)
+def test_fresh_file_with_a_date_like_name_outside_the_layouts_is_kept_and_reported(tmp_path, data_dir, folder, name):
+    settings = _settings(tmp_path, data_dir)
+    fresh = make_file(data_dir / folder / name, b"x" * 10, NOW - 3600)
+    plans = c.plan_cleanup(c.standard_categories(settings), data_dir, NOW, TZ, 7, archived={os.path.realpath(fresh)})
+    assert all(str(fresh) not in {e.path for e in p.delete} | {d.path for d in p.duplicates} for p in plans)
+    notes = [note for p in plans for path, note in p.notes if path == str(fresh)]
+    assert len(notes) == 1 and "age taken from the file's time" in notes[0]
+    for plan in plans:
+        assert c.apply_category(plan).ok
+    assert fresh.exists()
+
+
+def test_name_date_close_to_the_file_time_is_not_reported(tmp_path, data_dir):
+    settings = _settings(tmp_path, data_dir)
+    day = date(2026, 5, 27)
+    make_file(data_dir / "exports" / f"fills_{day:%Y%m%d}.csv", b"x", c.day_start(day, TZ) + 20 * 3600)
+    plans = c.plan_cleanup(c.standard_categories(settings), data_dir, c.day_start(day, TZ) + 30 * 3600, TZ, 7)
+    assert [n for p in plans for n in p.notes] == []
+
+
+def test_old_file_with_a_fresh_looking_name_expires_by_its_time(tmp_path, data_dir):
+    settings = _settings(tmp_path, data_dir)
+    old = make_file(data_dir / "exports" / "orders_20260527.csv", b"x", NOW - 200 * DAY)
+    plan = c.plan_category(_cat(c.standard_categories(settings), "exports"), data_dir, NOW, TZ, None)
+    assert [e.path for e in plan.delete] == [str(old)] and len(plan.notes) == 1
+
+
+# --- duplicates only where copies are waste -------------------------------------------------------
+
+
+@pytest.mark.parametrize("folder", ["temp", "logs", "parquet/market_data/AAPL/1min"])
+def test_identical_files_are_not_duplicates_outside_exports_reports_backups(tmp_path, data_dir, folder):
+    settings = _settings(tmp_path, data_dir)
+    a = make_file(data_dir / folder / "strategyA.lock", b"L" * 10_000, NOW - 100)
+    b = make_file(data_dir / folder / "strategyB.lock", b"L" * 10_000, NOW - 50)
+    plans = c.plan_cleanup(c.standard_categories(settings), data_dir, NOW, TZ, None)
+    assert [d for p in plans for d in p.duplicates] == []
+    for plan in plans:
+        c.apply_category(plan)
+    assert a.exists() and b.exists()
+
+
+@pytest.mark.parametrize("folder", ["exports/maintenance", "reports/maintenance", "backups"])
+def test_small_identical_files_are_never_deduplicated(tmp_path, data_dir, folder):
+    settings = _settings(tmp_path, data_dir)
+    a = make_file(data_dir / folder / "strategyA.lock", b"1\n", NOW - 100)
+    b = make_file(data_dir / folder / "strategyB.lock", b"1\n", NOW - 50)
+    just_below = [make_file(data_dir / folder / f"m{i}.json", b"m" * 4095, NOW - 40) for i in range(2)]
+    plans = c.plan_cleanup(c.standard_categories(settings), data_dir, NOW, TZ, None)
+    assert [d for p in plans for d in p.duplicates] == []
+    for plan in plans:
+        assert c.apply_category(plan).ok
+    assert a.exists() and b.exists() and all(p.exists() for p in just_below)
+
+
+def test_duplicate_held_open_is_kept(tmp_path, data_dir):
+    settings = _settings(tmp_path, data_dir)
+    cat = _cat(c.standard_categories(settings), "exports")
+    original = make_file(data_dir / "exports" / "a.csv", SAME, NOW - 100)
+    copy = make_file(data_dir / "exports" / "b.csv", SAME, NOW - 50)
+    plan = c.plan_category(cat, data_dir, NOW, TZ, None)
+    assert [d.path for d in plan.duplicates] == [str(copy)]
+    with open(copy, "rb"):
+        outcome = c.apply_category(plan, c.open_file_ids())
+    c.verify_category(plan, outcome, cat, data_dir, NOW, TZ, None)
+    assert outcome.ok and outcome.deduplicated == [] and copy.exists() and original.exists()
+    assert any(h.path == str(copy) and "held open" in h.reason for h in plan.held)
+
+
+# --- temporary names are their writer's -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "folder,name",
+    [
+        ("logs", ".app.log.2.redact.tmp"),
+        ("logs", "app.log.3.partial"),
+        ("exports/tradenote", ".tradenote_2026-01-02.csv.4242.tmp"),
+        ("reports/maintenance", "report.md.tmp"),
+        ("backups/.backup-work-abc123", "dump.sql"),
+        ("logs", "x.log.2.gz.tmp.gz"),
+    ],
+)
+def test_temporary_files_are_never_compressed_deduplicated_or_expired_by_other_categories(tmp_path, data_dir, folder, name):
+    settings = _settings(tmp_path, data_dir)
+    temp = make_file(data_dir / folder / name, SAME, NOW - 400 * DAY)
+    twin = make_file(data_dir / folder / ("twin-" + name.lstrip(".")), SAME, NOW - 400 * DAY)
+    plans = c.plan_cleanup(c.standard_categories(settings), data_dir, NOW, TZ, 7)
+    touched = {e.path for p in plans for e in p.delete + p.compress} | {d.path for p in plans for d in p.duplicates}
+    assert str(temp) not in touched and str(twin) not in touched
+    for plan in plans:
+        c.apply_category(plan)
+    assert temp.exists() and twin.exists() and not os.path.exists(str(temp) + ".gz")
+
+
+def test_temp_folder_retention_still_applies_to_temporary_names(tmp_path, data_dir):
+    settings = _settings(tmp_path, data_dir)
+    old = make_file(data_dir / "temp" / "download.partial", mtime=NOW - 3 * DAY)
+    plan = c.plan_category(_cat(c.standard_categories(settings), "temp"), data_dir, NOW, TZ, None)
+    assert [e.path for e in plan.delete] == [str(old)]
+
+
+def test_gzip_temporary_of_a_dead_process_is_removed_by_the_next_run_never_compressed(tmp_path, data_dir):
+    settings = _settings(tmp_path, data_dir)
+    cat = _cat(c.standard_categories(settings), "logs")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    legacy = make_file(data_dir / "logs" / ".app.log.2.gz.tmp", b"partial gzip", NOW - 10 * DAY)
+    crashed = make_file(data_dir / "logs" / f".app.log.3.gz.{dead.pid}.tmp", b"partial gzip", NOW - 10 * DAY)
+    live = make_file(data_dir / "logs" / f".app.log.4.gz.{os.getpid()}.tmp", b"partial gzip", NOW - 10 * DAY)
+    held = make_file(data_dir / "logs" / ".other.log.2.gz.tmp", b"partial gzip", NOW - 10 * DAY)
+    plan = c.plan_category(cat, data_dir, NOW, TZ, 7)
+    assert sorted(t.path for t in plan.stale_temporaries) == sorted([str(legacy), str(crashed), str(held)])
+    assert plan.compress == [] and plan.delete == []
+    with open(held, "rb"):
+        outcome = c.apply_category(plan, c.open_file_ids())
+    assert outcome.ok and sorted(t.path for t in outcome.stale_removed) == sorted([str(legacy), str(crashed)])
+    assert not legacy.exists() and not crashed.exists() and live.exists() and held.exists()
+    assert not list((data_dir / "logs").glob("*.tmp.gz"))
+
+
+def test_gzip_writes_under_a_temporary_name_carrying_its_process_id(tmp_path, monkeypatch):
+    path = make_file(tmp_path / "x.log.3", "line\n" * 100)
+    seen = []
+    real_open = open
+
+    def spy(file, mode="r", *args, **kwargs):
+        if "w" in mode:
+            seen.append(os.path.basename(str(file)))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", spy)
+    assert c.gzip_file(str(path)).ok
+    assert seen == [f".x.log.3.gz.{os.getpid()}.tmp"]
+    assert not c.gzip_file(str(make_file(tmp_path / ".y.log.gz.tmp", "z"))).ok

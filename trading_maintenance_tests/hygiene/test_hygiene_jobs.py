@@ -38,7 +38,7 @@ def test_data_cleanup_job_dry_run_then_real(tmp_path, data_dir, redis_client, ru
         make_file(data_dir / "logs" / "app.log.3.gz", b"l" * 20, now - 30 * DAY - HOUR),
         make_file(data_dir / "backups" / "b1.tar.zst", b"b" * 30, now - 7 * DAY - HOUR),
         make_file(data_dir / "exports" / "tradenote" / "tradenote_2020-01-02.csv", b"e" * 40, now),  # dated name: old
-        make_file(data_dir / "reports" / "maintenance" / "daily_2020-01-02.md", b"r" * 50, now),
+        make_file(data_dir / "reports" / "maintenance" / "maintenance_report_2020-01-02.md", b"r" * 50, now),
     ]
     kept = [
         make_file(data_dir / "temp" / "young.tmp", b"y" * 10, now - DAY + HOUR),
@@ -70,6 +70,27 @@ def test_data_cleanup_job_dry_run_then_real(tmp_path, data_dir, redis_client, ru
     assert published["status"] == "success" and published["files_deleted"] == 5
     cats = {row["category"]: row for row in out["categories"]}
     assert cats["temp"]["deleted_files"] == 1 and cats["temp"]["kept_files"] == 1
+
+
+def _output_metadata(result, node: str) -> dict:
+    event = next(e for e in result.events_for_node(node) if e.event_type_value == "STEP_OUTPUT")
+    return event.event_specific_data.metadata
+
+
+def test_data_cleanup_dry_run_shows_the_actions_first_and_counts_what_it_keeps(tmp_path, data_dir, run_job):
+    config = write_config(tmp_path, data_dir)
+    now = time.time()
+    for i in range(300):  # old daily files no archive covers: kept
+        make_file(data_dir / "parquet" / "market_data" / f"S{i:03d}" / "1min" / "2020-01-02.parquet", b"p", now)
+    expired = [make_file(data_dir / "temp" / f"zz_old_{i}.tmp", b"t", now - 3 * DAY) for i in range(3)]
+    dry = run_job(data_cleanup_job, config=config, run_config={"ops": {"clean_data_files": {"config": {"dry_run": True}}}})
+    assert dry.success and all(p.exists() for p in expired)
+    actions = dry.output_for_node("clean_data_files")["actions"]
+    assert [a["action"] for a in actions[:3]] == ["would delete"] * 3
+    keep_rows = [a for a in actions if a["action"] == "keep"]
+    assert len(keep_rows) == 1 and keep_rows[0]["files"] == 300 and keep_rows[0]["reason"] == "not archived, kept"
+    table = _output_metadata(dry, "clean_data_files")["actions"].md_str.splitlines()
+    assert all("would delete" in line for line in table[2:5]) and "300" in table[5]
 
 
 def test_idle_in_transaction_sessions_reported_and_terminated_only_when_configured(pg_url):

@@ -11,6 +11,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from trading_maintenance.core import log_rotation as lr
 from trading_maintenance.core.cleanup import open_file_ids
 from trading_maintenance.defs.hygiene.jobs import log_rotation_job
@@ -200,3 +202,67 @@ def test_plain_and_gz_twins_shift_together(tmp_path):
     assert outcome.ok and lr.verify_rotation(plan, outcome) == []
     assert sorted(os.listdir(logs)) == ["d.log", "d.log.1", "d.log.2", "d.log.3", "d.log.3.gz"]
     assert (logs / "d.log.1").read_text() == "d" * 3000 and (logs / "d.log.3").read_text() == "two\n"
+
+
+def _make_odd(kind: str, path: Path, tmp_path: Path) -> None:
+    if kind == "folder":
+        path.mkdir()
+        (path / "inside.txt").write_text("keep me")
+    elif kind == "symlink":
+        os.symlink(make_file(tmp_path / "elsewhere" / "target.log", "t" * 10), path)
+    else:
+        os.mkfifo(path)
+
+
+@pytest.mark.parametrize("kind", ["folder", "symlink", "fifo"])
+@pytest.mark.parametrize("odd_name", ["svc.log.2", "svc.log.1", "svc.log.5.gz"])
+def test_non_regular_entry_in_the_chain_is_reported_before_anything_is_renamed(tmp_path, kind, odd_name):
+    logs = tmp_path / "logs"
+    now = time.time()
+    make_file(logs / "svc.log", "s" * 3000, now)
+    for i in (1, 3):
+        make_file(logs / f"svc.log.{i}", f"rotated {i}\n", now - i * DAY)
+    if (logs / odd_name).exists():
+        (logs / odd_name).unlink()
+    _make_odd(kind, logs / odd_name, tmp_path)
+    make_file(logs / "other.log", "o" * 3000, now)
+    before = sorted(os.listdir(logs))
+
+    plan = lr.plan_rotation(logs, 1000, 5, now, None, set())
+    assert [op.log for op in plan.blocked] == ["svc.log"] and odd_name in plan.blocked[0].reason
+    assert any(n.path == str(logs / odd_name) and "left alone" in n.reason for n in plan.notes)
+    assert all(op.log != "svc.log" for op in plan.ops) and plan.rotated_logs == ["other.log"]
+    outcome = lr.apply_rotation(plan, set())
+    assert outcome.ok and lr.verify_rotation(plan, outcome) == []
+    after = sorted(os.listdir(logs))
+    assert [n for n in after if n.startswith("svc")] == [n for n in before if n.startswith("svc")]
+    assert (logs / "svc.log").read_text() == "s" * 3000 and (logs / "other.log.1").exists()
+
+
+def test_log_rotation_job_fails_when_a_due_log_is_blocked_and_lists_it_first(tmp_path, data_dir, run_job):
+    config = write_config(tmp_path, data_dir, maintenance={"performance": {"max_file_size_mb": 1}})
+    logs = data_dir / "logs"
+    make_file(logs / "svc.log", b"s" * (1024 * 1024 + 10))
+    (logs / "svc.log.2").mkdir()
+    result = run_job(log_rotation_job, config=config)
+    assert not result.success
+    assert (logs / "svc.log").stat().st_size == 1024 * 1024 + 10 and (logs / "svc.log.2").is_dir()
+    assert not (logs / "svc.log.1").exists() and not (logs / "svc.log.3").exists()
+
+
+def test_temporary_names_are_never_rotated_or_compressed_and_dead_gzip_temporaries_go(tmp_path):
+    logs = tmp_path / "logs"
+    now = time.time()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    work = make_file(logs / ".svc-work-1.log", "w" * 3000, now)
+    partial = make_file(logs / "svc.log.3.partial", "p" * 3000, now - 30 * DAY)
+    leftover = make_file(logs / f".svc.log.2.gz.{dead.pid}.tmp", b"half a gzip", now - 30 * DAY)
+    make_file(logs / "svc.log", "s" * 10, now)
+    make_file(logs / "svc.log.2", "two\n" * 100, now - 30 * DAY)
+    plan = lr.plan_rotation(logs, 1000, 5, now, 7 * DAY, set())
+    assert [(op.action, op.path) for op in plan.ops] == [("remove_temp", str(leftover)), ("compress", str(logs / "svc.log.2"))]
+    outcome = lr.apply_rotation(plan, set())
+    assert outcome.ok and lr.verify_rotation(plan, outcome) == []
+    assert work.read_text() == "w" * 3000 and partial.exists() and not leftover.exists()
+    assert sorted(os.listdir(logs)) == sorted([".svc-work-1.log", "svc.log.3.partial", "svc.log", "svc.log.2.gz"])

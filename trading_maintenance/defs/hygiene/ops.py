@@ -43,6 +43,25 @@ def _rel(path: str, root: Path) -> str:
         return path
 
 
+PASSIVE_ACTIONS = ("keep", "skip", "note", "left alone")
+
+
+def actions_first(rows: list[dict], passive: tuple[str, ...] = PASSIVE_ACTIONS) -> list[dict]:
+    """What was (or would be) done first, in order; then one counted row per kind of thing left
+    alone, so a few deletions are never buried under hundreds of "keep" rows."""
+    active = [row for row in rows if row["action"] not in passive]
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["action"] in passive:
+            groups.setdefault((row.get("category", ""), row["action"], row.get("reason", "")), []).append(row)
+    summary = []
+    for (category, action, reason), members in groups.items():
+        first = members[0].get("path", "")
+        path = first if len(members) == 1 else f"{len(members)} files, e.g. {first}"
+        summary.append({**members[0], "category": category, "action": action, "path": path, "reason": reason, "files": len(members)})
+    return [{**row, "files": 1} for row in active] + summary
+
+
 def _finish(context, redis_client, task: str, result: dict, failures: list[str]) -> dict:
     """Publish the result; fail the run (after publishing) when any part failed."""
     failures = [mask_text(f) for f in failures]
@@ -101,10 +120,14 @@ def run_data_cleanup(context, config: HygieneConfig, settings: MaintenanceSettin
     for category, plan in zip(categories, plans):
         for path, reason in plan.skipped:
             actions.append({"category": plan.name, "action": "skip", "path": _rel(path, root), "reason": reason})
-        for held in plan.held:
-            actions.append({"category": plan.name, "action": "keep", "path": _rel(held.path, root), "reason": held.reason})
+        for path in plan.temporaries:
+            actions.append({"category": plan.name, "action": "left alone", "path": _rel(path, root), "reason": "temporary file of another task"})
+        for path, note in plan.notes:
+            actions.append({"category": plan.name, "action": "note", "path": _rel(path, root), "reason": note})
         row = plan.summary()
         if config.dry_run:
+            for t in plan.stale_temporaries:
+                actions.append({"category": plan.name, "action": "would remove temporary", "path": _rel(t.path, root), "reason": t.reason})
             for e in plan.delete:
                 actions.append({"category": plan.name, "action": "would delete", "path": _rel(e.path, root), "reason": f"age {e.age_seconds / 86400:.2f} d"})
             for d in plan.duplicates:
@@ -115,6 +138,8 @@ def run_data_cleanup(context, config: HygieneConfig, settings: MaintenanceSettin
         else:
             outcome = cleanup_core.apply_category(plan, open_ids)
             cleanup_core.verify_category(plan, outcome, category, cfg.data_dir, now, tz, archived)
+            for t in outcome.stale_removed:
+                actions.append({"category": plan.name, "action": "removed temporary", "path": _rel(t.path, root), "reason": t.reason})
             for e in outcome.deleted:
                 actions.append({"category": plan.name, "action": "deleted", "path": _rel(e.path, root), "reason": f"age {e.age_seconds / 86400:.2f} d"})
             for d in outcome.deduplicated:
@@ -128,9 +153,12 @@ def run_data_cleanup(context, config: HygieneConfig, settings: MaintenanceSettin
             totals["duplicates_removed"] += len(outcome.deduplicated)
             totals["files_compressed"] += sum(1 for r in outcome.compressed if r.ok)
             totals["bytes_freed"] += outcome.bytes_freed
+        for held in plan.held:  # after applying: files found held open are added to the plan's held
+            actions.append({"category": plan.name, "action": "keep", "path": _rel(held.path, root), "reason": held.reason})
         totals["files_held"] += len(plan.held)
         totals["files_kept"] += len(plan.keep)
         rows.append(row)
+    actions = actions_first(actions)
     planned = {
         "planned_deletions": sum(len(p.delete) for p in plans),
         "planned_duplicates": sum(len(p.duplicates) for p in plans),
@@ -143,7 +171,7 @@ def run_data_cleanup(context, config: HygieneConfig, settings: MaintenanceSettin
         **planned,
         "market_data_coverage": archive_source,
         "categories": dg.MetadataValue.md(md_table(rows)),
-        "actions": dg.MetadataValue.md(md_table(actions, ["category", "action", "path", "reason"], limit=200)),
+        "actions": dg.MetadataValue.md(md_table(actions, ["category", "action", "files", "path", "reason"], limit=200)),
     }
     context.add_output_metadata(metadata)
     context.log.info(
@@ -174,8 +202,9 @@ def run_log_rotation(context, config: HygieneConfig, settings: MaintenanceSettin
     )
     root = cfg.data_dir
     rows = [{"action": op.action, "path": _rel(op.path, root), "target": _rel(op.target, root) if op.target else "", "bytes": op.bytes, "reason": op.reason} for op in plan.ops]
-    rows += [{"action": "skip", "path": _rel(op.path, root), "target": "", "bytes": 0, "reason": op.reason} for op in plan.notes]
-    failures: list[str] = []
+    rows += [{"action": "skip", "path": _rel(op.path, root), "target": "", "bytes": op.bytes, "reason": op.reason} for op in plan.notes + plan.blocked]
+    rows = actions_first(rows)
+    failures: list[str] = [f"{_rel(op.path, root)}: {op.reason}" for op in plan.blocked]
     if config.dry_run:
         summary = {"logs_rotated": 0, "files_compressed": 0, "files_deleted": 0, "bytes_freed": 0}
     else:
@@ -205,7 +234,8 @@ def run_log_rotation(context, config: HygieneConfig, settings: MaintenanceSettin
             **planned,
             "max_file_size_mb": cfg.maintenance.performance.max_file_size_mb,
             "rotations_kept_per_log": cfg.hygiene.log_rotations_kept,
-            "plan": dg.MetadataValue.md(md_table(rows, ["action", "path", "target", "bytes", "reason"], limit=200)),
+            "logs_blocked": len(plan.blocked),
+            "plan": dg.MetadataValue.md(md_table(rows, ["action", "files", "path", "target", "bytes", "reason"], limit=200)),
         }
     )
     result = {"dry_run": config.dry_run, **summary, **planned, "actions": rows[:500]}
@@ -471,7 +501,7 @@ def compression_candidates(cfg, now: float) -> list:
     forever = 10**6
     cats = [
         cleanup_core.Category("logs", str(cfg.logs_dir), forever, compress=True, exclude=cleanup_core.is_live_log, compress_exclude=cleanup_core.is_newest_rotated_log),
-        cleanup_core.Category("exports", str(cfg.exports_dir), forever, name_dates=True, compress=True),
+        cleanup_core.Category("exports", str(cfg.exports_dir), forever, cleanup_core.EXPORT_LAYOUTS, compress=True),
     ]
     return cleanup_core.plan_cleanup(cats, cfg.data_dir, now, tz, cfg.hygiene.compress_after_days, None)
 
