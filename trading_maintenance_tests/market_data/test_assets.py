@@ -222,3 +222,21 @@ def _check_full_definitions(defs, resolve_task):
     specs = {c.name: c for c in defs.resolve_assets_def("market_data_monthly").check_specs}
     assert specs["archive_matches_sources"].blocking and not specs["ohlc_sanity"].blocking
     defs.resolve_schedule_def("market_data_monthly_schedule")
+
+
+def test_misnamed_file_and_crashed_temporary_handled_through_dagster(md_defs, mdir, data_dir):
+    generate(mdir, ["AAA"], date(2024, 11, 18), date(2024, 11, 19))
+    impossible = mdir / "AAA" / "1min" / "2024-11-31.parquet"
+    impossible.write_bytes(daily_path(mdir, "AAA", "1min", date(2024, 11, 18)).read_bytes())
+    folder = md.archive_path(md.archive_dir_for(mdir), "AAA", "1min", NOV).parent
+    folder.mkdir(parents=True)
+    crashed = folder / f".{NOV}.manifest.json.notapid.tmp"
+    crashed.write_text("{")
+    with dg.instance_for_test() as instance:
+        result = run_job(md_defs, NOV_KEY, instance)
+    assert result.success
+    mat = result.asset_materializations_for_node("market_data_monthly")[0]
+    assert mat.metadata["files_misnamed"].value == 1 and mat.metadata["stale_temporaries_removed"].value == 1
+    assert "2024-11-31 is not a real date" in mat.metadata["quarantined"].value
+    assert not impossible.exists() and not crashed.exists()
+    assert (data_dir / "parquet" / "quarantine" / "market_data" / "AAA" / "1min" / "2024-11-31.parquet.reason.txt").exists()

@@ -96,6 +96,8 @@ def market_data_monthly(
     summary = result.summary()
     for q in result.quarantined:
         context.log.warning(f"quarantined {q['path']}: {q['reason']}" + (f" -> {q['moved_to']}" if q["moved_to"] else " (dry run: not moved)"))
+    for path in result.stale_temporaries:
+        context.log.info(("would remove" if config.dry_run else "removed") + f" a crashed writer's temporary file {path}")
     for g in result.failed:
         context.log.error(f"{g.symbol}/{g.timeframe} {month}: {g.error}")
     context.log.info(
@@ -160,7 +162,8 @@ def market_data_monthly(
         "dry_run": config.dry_run,
         **{name: summary[name] for name in (
             "groups", "archives_written", "files_read", "rows_in", "rows_out", "duplicates_removed", "files_quarantined",
-            "files_normalised", "bytes_before", "bytes_after", "bad_bars", "missing_days", "missing_bars")},
+            "files_misnamed", "stale_temporaries_removed", "files_normalised", "bytes_before", "bytes_after", "bad_bars",
+            "missing_days", "missing_bars")},
         "compression_ratio": dg.MetadataValue.float(float(summary["compression_ratio"])),
         "seconds": dg.MetadataValue.float(float(summary["seconds"])),
         "archive_dir": dg.MetadataValue.path(str(md.archive_dir_for(mdir))),
