@@ -504,20 +504,27 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def stale_tmp(folder: Path, name: str) -> list[Path]:
-    """Temporary files (tmp_name) left by a crashed writer of `name` in folder: its process is
-    gone, or the file is over an hour old. A live concurrent writer's file is not one."""
+def stale_tmp(folder: Path, *names: str) -> list[Path]:
+    """Temporary files (tmp_name) left by a crashed writer of any of `names` in folder: its process
+    is gone, or the file is over an hour old. A live concurrent writer's file is not one."""
+    prefixes = tuple(f".{name}." for name in names)
     found = []
-    if folder.is_dir():
-        now = time.time()
-        for entry in folder.glob(f".{name}.*.tmp"):
-            pid_text = entry.name[len(name) + 2:-4]
-            try:
-                stale = not (pid_text.isdigit() and _pid_alive(int(pid_text))) or now - entry.lstat().st_mtime > STALE_TMP_SECONDS
-            except FileNotFoundError:
-                continue
-            if stale:
-                found.append(entry)
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return found
+    for entry in entries:
+        if not (entry.name.startswith(prefixes) and entry.name.endswith(".tmp")):
+            continue
+        prefix = next(p for p in prefixes if entry.name.startswith(p))
+        pid_text = entry.name[len(prefix):-4]
+        try:
+            stale = not (pid_text.isdigit() and _pid_alive(int(pid_text))) or now - entry.stat(follow_symlinks=False).st_mtime > STALE_TMP_SECONDS
+        except FileNotFoundError:
+            continue
+        if stale:
+            found.append(Path(entry.path))
     return found
 
 
@@ -542,7 +549,7 @@ def find_stale_temporaries(archive_dir: str | Path, month: str) -> list[Path]:
             continue
         for tf_entry in os.scandir(sym_entry.path):
             if tf_entry.is_dir(follow_symlinks=False):
-                found.extend(p for name in names for p in stale_tmp(Path(tf_entry.path), name))
+                found.extend(stale_tmp(Path(tf_entry.path), *names))
     return sorted(found)
 
 
