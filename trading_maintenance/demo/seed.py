@@ -329,14 +329,15 @@ def seed_files(data_dir: Path, rng: random.Random, now: float, today: date) -> d
         path.write_bytes(rng.randbytes(2048 * (i + 1)))
         _set_age(path, now, age_hours * 3600)
         count += 1
-    dup_payload = json.dumps({"report": "duplicate", "value": 1}).encode()
+    exports = data_dir / "exports" / "maintenance"
+    exports.mkdir(parents=True, exist_ok=True)
+    # the same export saved three times: data cleanup keeps the oldest (large enough to be worth it)
+    dup_payload = json.dumps({"report": "duplicate", "rows": list(range(2000))}).encode()
     for i in range(3):
-        path = temp / f"copy_{i}.json"
+        path = exports / f"copy_{i}.json"
         path.write_bytes(dup_payload)
         _set_age(path, now, 3600 * (i + 2))
         count += 1
-    exports = data_dir / "exports" / "maintenance"
-    exports.mkdir(parents=True, exist_ok=True)
     for age_days in (1, 3, 10, 40, 100, 200):
         day = today - timedelta(days=age_days)
         path = exports / f"maintenance_summary_{day.isoformat()}.json"
