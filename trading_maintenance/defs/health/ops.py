@@ -103,6 +103,8 @@ def run_health_check(
         "health_status": dg.MetadataValue.text(report.status),
         "cpu_percent": dg.MetadataValue.float(sample.cpu_percent),
         "memory_percent": dg.MetadataValue.float(sample.memory_percent),
+        "memory_source": dg.MetadataValue.text(sample.memory_source),
+        "cpu_source": dg.MetadataValue.text(sample.cpu_source),
         "disk_percent": dg.MetadataValue.float(sample.disk_percent),
         "swap_percent": dg.MetadataValue.float(sample.swap_percent),
         "load_1": dg.MetadataValue.float(round(sample.load_1, 2)),
