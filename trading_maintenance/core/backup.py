@@ -225,16 +225,21 @@ def _secret_path(dotted: str, secret_keys: set[str]) -> bool:
     return any(SECRET_NAME.search(part) for part in dotted.split("."))
 
 
-def _mask_node(node: Any, dotted: str, secret_keys: set[str], masked: list[str]) -> Any:
+def _mask_node(node: Any, dotted: str, secret_keys: set[str], masked: list[str], values: set) -> Any:
+    """Mask secret paths; `values` collects the masked values (first pass) or, once filled, masks
+    the same value wherever else it appears (an anchor or a copy under an innocent key)."""
     if isinstance(node, dict):
-        return {key: _mask_node(value, f"{dotted}.{key}" if dotted else str(key), secret_keys, masked)
+        return {key: _mask_node(value, f"{dotted}.{key}" if dotted else str(key), secret_keys, masked, values)
                 for key, value in node.items()}
     if isinstance(node, list):
-        return [_mask_node(item, dotted, secret_keys, masked) for item in node]
-    if node is None or node == "":
+        return [_mask_node(item, dotted, secret_keys, masked, values) for item in node]
+    if node is None or node == "" or isinstance(node, bool):
         return node
-    if _secret_path(dotted, secret_keys) or (isinstance(node, str) and URL_CREDENTIALS.match(node.strip())):
+    secret = _secret_path(dotted, secret_keys) or (isinstance(node, str) and URL_CREDENTIALS.match(node.strip()))
+    if secret or (isinstance(node, str) and node in values):
         masked.append(dotted)
+        if isinstance(node, str):
+            values.add(node)
         return MASKED
     return node
 
@@ -265,7 +270,10 @@ def mask_config_text(text: str, secret_keys: set[str]) -> tuple[str, list[str]]:
     Comments are not kept (YAML parsers drop them).
     """
     masked: list[str] = []
-    document = _mask_node(_parse_config(text, "the configuration file"), "", set(secret_keys), masked)
+    values: set = set()
+    document = _parse_config(text, "the configuration file")
+    _mask_node(document, "", set(secret_keys), [], values)
+    document = _mask_node(document, "", set(secret_keys), masked, values)
     return _dump_config(document), sorted(set(masked))
 
 

@@ -282,6 +282,7 @@ class _DatabasePart(_Part):
     def __init__(self, verified, engine, db_url: str, data_dir: Path | None):
         self.engine, self.db_url, self.data_dir = engine, db_url, data_dir
         self.verified = verified
+        self.non_empty: dict = {}
         self.plan = {"action": "none", "reason": "no database dump in this backup"}
         db_members = [m for m in verified.staged if m.startswith("database/")]
         if not db_members or engine is None:
