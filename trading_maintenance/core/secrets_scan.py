@@ -45,6 +45,8 @@ PEM_CARRY = 64 * 1024  # a private key begun near a block's end is carried into 
 PEM_WINDOW = 20000  # a private key's lines are matched together within this many bytes
 # Longer than any rule's match (a PEM key is at most ~17 KB), so a cut never hides a secret.
 WINDOW_CONTEXT = 32 * 1024
+LONG_LINE_PIECE = 4 * 1024 * 1024  # a long line's part scanned at once: small, so its copies stay small
+LONG_LINE_WINDOW = 256 * 1024  # ... in windows this long, all pre-filtered in one vectorised pass
 
 # Invalid UTF-8 becomes '?' byte for byte, so the Arrow copy keeps every line's offsets.
 codecs.register_error("secrets_scan.same_length", lambda err: ("?" * (err.end - err.start), err.end))
@@ -211,19 +213,25 @@ def line_pieces(path: Path, block_size: int = BLOCK_SIZE, gz: bool | None = None
         while True:
             if long_line:
                 end = buf.find(b"\n")
-                if end >= 0:
-                    yield Piece(buf[: end + 1], offset, True, True, before)
-                    offset += end + 1
-                    buf = buf[end + 1 :]
-                    long_line, before = False, b""
-                    continue
-                if len(buf) >= block_size + WINDOW_CONTEXT:
-                    own = len(buf) - WINDOW_CONTEXT
-                    yield Piece(buf[:own], offset, True, False, before, buf[own:])
-                    before = buf[max(0, own - WINDOW_CONTEXT) : own]
-                    offset += own
-                    buf = buf[own:]
-                break
+                pos = 0
+                while True:
+                    if 0 <= end < pos + LONG_LINE_PIECE:  # the line ends in this part
+                        yield Piece(buf[pos : end + 1], offset, True, True, before)
+                        offset += end + 1 - pos
+                        pos = end + 1
+                        long_line, before = False, b""
+                        break
+                    if len(buf) - pos < LONG_LINE_PIECE + WINDOW_CONTEXT:
+                        break
+                    own = pos + LONG_LINE_PIECE
+                    yield Piece(buf[pos:own], offset, True, False, before, buf[own : own + WINDOW_CONTEXT])
+                    before = buf[own - WINDOW_CONTEXT : own]
+                    offset += LONG_LINE_PIECE
+                    pos = own
+                buf = buf[pos:]
+                if long_line:
+                    break
+                continue
             if len(buf) < block_size:
                 break
             cut = buf.rfind(b"\n") + 1
@@ -306,10 +314,6 @@ class SecretScanner:
         hits = pl.from_arrow(lines).str.contains(self.prefilter).arg_true().to_list()
         return hits, offsets
 
-    def _window_may_match(self, text: str) -> bool:
-        import polars as pl
-
-        return bool(pl.Series([text]).str.contains(self.prefilter)[0])
 
     def iter_matches(self, path: str | Path, stats: FileResult | None = None) -> Iterator[tuple[Piece, list[Located]]]:
         """Every piece of the file with the matches that start in it, in order.
@@ -359,18 +363,26 @@ class SecretScanner:
         return found, len(offsets) - 1
 
     def _long_line_matches(self, piece: Piece, line_no: int, line_start: int) -> list[Located]:
-        text = (piece.before + piece.data + piece.after).decode("latin-1")
-        if not self._window_may_match(text):
-            return []
-        own_from, own_to = len(piece.before), len(piece.before) + len(piece.data)
-        allowed = has_allow_marker(text)
+        """Matches starting in a part of a long line: windows with WINDOW_CONTEXT on both sides,
+        pre-filtered together; each window reports the matches that start in its own span."""
+        import polars as pl
+
+        text = piece.before + piece.data + piece.after
+        allowed = has_allow_marker(text.decode("latin-1"))
+        spans = [(own, min(own + LONG_LINE_WINDOW, len(piece.before) + len(piece.data)))
+                 for own in range(len(piece.before), len(piece.before) + len(piece.data), LONG_LINE_WINDOW)]
+        windows = [text[max(0, a - WINDOW_CONTEXT) : b + WINDOW_CONTEXT].decode("latin-1") for a, b in spans]
+        hits = pl.Series(windows, dtype=pl.String).str.contains(self.prefilter).arg_true().to_list()
         found = []
-        for raw in match_text(text, self.rules):
-            if own_from <= raw.start < own_to:
-                start = piece.offset + raw.start - own_from
-                found.append(
-                    Located(start, start + raw.end - raw.start, line_no, start - line_start + 1, raw.rule, _as_text(raw.value), allowed)
-                )
+        for idx in hits:
+            own_from, own_to = spans[idx]
+            window_start = max(0, own_from - WINDOW_CONTEXT)
+            for raw in match_text(windows[idx], self.rules):
+                if own_from <= window_start + raw.start < own_to:
+                    start = piece.offset + window_start + raw.start - len(piece.before)
+                    found.append(
+                        Located(start, start + raw.end - raw.start, line_no, start - line_start + 1, raw.rule, _as_text(raw.value), allowed)
+                    )
         return found
 
     def scan_file(self, path: str | Path, display: str | None = None) -> FileResult:
