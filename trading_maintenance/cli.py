@@ -190,7 +190,7 @@ def run_task(task_name: str, verbose: bool = False, partition: str | None = None
         try:
             recon_job, run = run_launch.claim_in_process_run(
                 instance, job, run_config, tags, wait,
-                on_wait=lambda decision: console.print(f"{task.name}: waiting: {decision.reason}"),
+                on_wait=lambda decision: console.print(f"{task.name}: waiting: {decision.reason}", soft_wrap=True),
             )
         except run_launch.RunRefused as exc:
             blocking = " ".join(run.run_id for run in exc.decision.blocking)

@@ -301,7 +301,9 @@ def submit_to_queue(instance, job_name: str, run_config: Mapping, tags: Mapping[
         workspace = process_context.create_request_context()
         location = workspace.get_code_location(location_name)
         repository = next(iter(location.get_repositories().values()))
-        remote_job = location.get_job(JobSubsetSelector(location_name=location_name, repository_name=repository.name, job_name=job_name))
+        remote_job = location.get_job(
+            JobSubsetSelector(location_name=location_name, repository_name=repository.name, job_name=job_name, op_selection=None)
+        )
         plan = location.get_execution_plan(remote_job, run_config, step_keys_to_execute=None, known_state=None, instance=instance)
         run = instance.create_run(
             job_name=job_name,
