@@ -58,8 +58,8 @@ DEFAULT_STATEMENT_TIMEOUT_MS = 300000
 
 
 def postgres_session_options(lock_timeout_ms: int, statement_timeout_ms: int) -> str:
-    """libpq `options` (also PGOPTIONS for pg_dump/pg_restore): every statement of every session waits
-    for a lock and runs at most this long, so a lock held elsewhere can never hang a task."""
+    """libpq `options`: every statement of every session waits for a lock and runs at most this long,
+    so a lock held elsewhere can never hang a task."""
     return f"-c lock_timeout={int(lock_timeout_ms)} -c statement_timeout={int(statement_timeout_ms)}"
 
 
