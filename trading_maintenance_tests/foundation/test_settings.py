@@ -137,3 +137,64 @@ def test_top_level_must_be_a_mapping(tmp_path):
 def test_missing_config_file_named_by_variable(tmp_path):
     with pytest.raises(SettingsError, match="MAINTENANCE_CONFIG.*does not exist"):
         load_settings(environ={"MAINTENANCE_CONFIG": str(tmp_path / "nope.yml")})
+
+
+# Configuration mistakes that put a secret where a section, a list or a safe value is expected.
+SECRET = "PW-sekrit-4711"
+MISPLACED_SECRETS = {
+    "url_as_section": (f"redis: 'redis://:{SECRET}@10.0.0.5:6379/0'\n", "redis: expected a mapping"),
+    "service_url_with_password": (f"services:\n  - {{name: x, url: 'ftp://ops:{SECRET}@h/health'}}\n", "services.0.url: expected an http"),
+    "list_for_mapping": (f"notifications: ['https://hooks.slack.com/services/T1/B2/{SECRET}']\n", "notifications: expected a mapping"),
+    "mapping_for_list": (f"services: {{x: 'http://ops:{SECRET}@h/health'}}\n", "services: expected a list"),
+    "secret_in_a_safe_key": (f"broker:\n  api_key: {SECRET}\n  timeout_seconds: {SECRET}\n", "broker.timeout_seconds"),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(MISPLACED_SECRETS))
+def test_misplaced_secret_is_named_not_shown_on_the_cli(tmp_path, shape):
+    import os
+    import subprocess
+    import sys
+
+    text, expected = MISPLACED_SECRETS[shape]
+    path = _write(tmp_path, text)
+    env = {**os.environ, "MAINTENANCE_CONFIG": str(path), "DAGSTER_HOME": str(tmp_path)}
+    cli = Path(sys.executable).with_name("trading-maintenance")
+    done = subprocess.run([str(cli), "status"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert expected in done.stderr and str(path) in done.stderr
+    assert "Traceback" not in done.stderr
+    assert SECRET not in done.stdout + done.stderr
+
+
+def test_misplaced_secrets_are_named_not_shown_when_dagster_loads_the_definitions(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    paths = []
+    for shape, (text, _) in sorted(MISPLACED_SECRETS.items()):
+        (tmp_path / shape).mkdir()
+        paths.append(str(_write(tmp_path / shape, text)))
+    # The code location's load error, as the webserver and `dagster` commands render it.
+    script = (
+        "import os, sys\n"
+        "from dagster._utils.error import serializable_error_info_from_exc_info\n"
+        "from trading_maintenance import settings\n"
+        "for path in sys.argv[1:]:\n"
+        "    os.environ['MAINTENANCE_CONFIG'] = path\n"
+        "    settings.get_settings.cache_clear()\n"
+        "    sys.modules.pop('trading_maintenance.definitions', None)\n"
+        "    try:\n"
+        "        import trading_maintenance.definitions\n"
+        "        print('LOADED')\n"
+        "    except Exception:\n"
+        "        print(serializable_error_info_from_exc_info(sys.exc_info()).to_string())\n"
+        "    print('=====')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, *paths], capture_output=True, text=True, timeout=300, env={**os.environ})
+    outputs = done.stdout.split("=====")[:-1]
+    assert len(outputs) == len(paths), done.stderr[-2000:]
+    for (shape, (_, expected)), output in zip(sorted(MISPLACED_SECRETS.items()), outputs):
+        assert "SettingsError" in output and expected in output, shape
+        assert SECRET not in output, shape
