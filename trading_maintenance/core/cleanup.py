@@ -299,6 +299,7 @@ def plan_category(
     if problem:
         plan.skipped.append((str(root), problem))
         return plan
+
     def include(path: str) -> bool:
         if category.exclude and category.exclude(path):
             return False

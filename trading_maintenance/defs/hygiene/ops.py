@@ -385,6 +385,7 @@ def run_rate_limit_reset(context, config: RateLimitConfig, settings: Maintenance
         results.append(res.as_dict())
         history = rate_core.read_history(client, api)
         analyses.append(rate_core.analyse(api, history, today, 90, hygiene.rate_limit_warn_share).as_dict())
+    results.sort(key=lambda r: r["status"] not in ("reset", "dry_run"))  # counters reset (or to reset) first
     summary = {
         "apis": len(results),
         "counters_reset": sum(1 for r in results if r["status"] == "reset"),
