@@ -537,24 +537,29 @@ def remove_stale_temporaries(candidates: list[Held], open_ids: set[tuple[int, in
     return removed, failed
 
 
-def apply_category(plan: CategoryPlan, open_ids: set[tuple[int, int]] | None = None) -> CategoryOutcome:
-    outcome = CategoryOutcome(plan.name)
-    outcome.stale_removed, failed = remove_stale_temporaries(plan.stale_temporaries, open_ids)
-    outcome.failed.extend(failed)
+def keep_files_held_open(plan: CategoryPlan, open_ids: set[tuple[int, int]] | None) -> None:
+    """Move planned deletions of files a process holds open to `held` (a dry run shows the same)."""
     for entry in list(plan.delete):
         if is_held(entry.path, open_ids):
             # a writer that never reopens may still append to it: deleting would lose its lines
             plan.delete.remove(entry)
             plan.held.append(Held(entry.path, entry.size, "held open by a process; kept"))
-            continue
-        if _unlink_if_same(entry.path, entry.mtime, outcome):
-            outcome.deleted.append(entry)
     for dup in list(plan.duplicates):
         if is_held(dup.path, open_ids) or is_held(dup.original, open_ids):
             # a copy in use is no waste: its holder may write to it or expect it to stay
             plan.duplicates.remove(dup)
             plan.held.append(Held(dup.path, dup.size, f"identical to {os.path.basename(dup.original)} but held open; kept"))
-            continue
+
+
+def apply_category(plan: CategoryPlan, open_ids: set[tuple[int, int]] | None = None) -> CategoryOutcome:
+    outcome = CategoryOutcome(plan.name)
+    outcome.stale_removed, failed = remove_stale_temporaries(plan.stale_temporaries, open_ids)
+    outcome.failed.extend(failed)
+    keep_files_held_open(plan, open_ids)
+    for entry in plan.delete:
+        if _unlink_if_same(entry.path, entry.mtime, outcome):
+            outcome.deleted.append(entry)
+    for dup in plan.duplicates:
         try:
             if not os.path.isfile(dup.original) or os.path.islink(dup.original):
                 outcome.failed.append((dup.path, "original vanished; duplicate kept"))

@@ -230,3 +230,30 @@ def test_data_cleanup_deletes_only_market_data_a_verified_archive_covers(tmp_pat
     assert [a["path"] for a in held] == ["parquet/market_data/AAPL/1h/2025-01-07.parquet"]
     assert all(a.exists() for a in archives)
     assert {row["category"]: row["deleted_files"] for row in out["categories"]}["market_data"] == len(archived_days)
+
+
+def test_data_cleanup_job_keeps_fresh_date_like_names_and_copies_in_use(tmp_path, data_dir, redis_client, run_job):
+    config = write_config(tmp_path, data_dir)
+    now = time.time()
+    fresh = [
+        make_file(data_dir / "exports" / "tradenote" / "order_20001231.csv", b"o" * 100, now - HOUR),
+        make_file(data_dir / "exports" / "account_PA19990101_positions.csv", b"a" * 100, now - HOUR),
+    ]
+    payload = b"export row\n" * 1000
+    original = make_file(data_dir / "exports" / "maintenance" / "summary_a.json", payload, now - 3 * HOUR)
+    in_use = make_file(data_dir / "exports" / "maintenance" / "summary_b.json", payload, now - 2 * HOUR)
+    spare = make_file(data_dir / "exports" / "maintenance" / "summary_c.json", payload, now - HOUR)
+    dry_config = {"ops": {"clean_data_files": {"config": {"dry_run": True}}}}
+    with open(in_use, "rb"):
+        dry = run_job(data_cleanup_job, config=config, run_config=dry_config)
+        out = dry.output_for_node("clean_data_files")
+        assert [a["path"] for a in out["actions"] if a["action"] == "would delete duplicate"] == ["exports/maintenance/summary_c.json"]
+        assert any(a["action"] == "keep" and "held open" in a["reason"] and a["path"].endswith("summary_b.json") for a in out["actions"])
+        real = run_job(data_cleanup_job, config=config)
+    assert real.success
+    out = real.output_for_node("clean_data_files")
+    assert out["files_deleted"] == 0 and out["duplicates_removed"] == 1 and out["name_date_notes"] == 2
+    assert all(p.exists() for p in fresh) and original.exists() and in_use.exists() and not spare.exists()
+    notes = [a for a in out["actions"] if a["action"] == "note"]
+    assert {a["path"] for a in notes} == {"exports/tradenote/order_20001231.csv", "exports/account_PA19990101_positions.csv"}
+    assert json.loads(redis_client.get("maintenance:result:data_cleanup"))["status"] == "success"

@@ -115,8 +115,8 @@ def run_data_cleanup(context, config: HygieneConfig, settings: MaintenanceSettin
     root = cfg.data_dir
     failures: list[str] = []
     rows, actions = [], []
-    totals = {"files_deleted": 0, "duplicates_removed": 0, "files_compressed": 0, "bytes_freed": 0, "files_held": 0, "files_kept": 0}
-    open_ids = None if config.dry_run else cleanup_core.open_file_ids()
+    totals = {"files_deleted": 0, "duplicates_removed": 0, "files_compressed": 0, "bytes_freed": 0, "files_held": 0, "files_kept": 0, "name_date_notes": 0}
+    open_ids = cleanup_core.open_file_ids()
     for category, plan in zip(categories, plans):
         for path, reason in plan.skipped:
             actions.append({"category": plan.name, "action": "skip", "path": _rel(path, root), "reason": reason})
@@ -124,7 +124,10 @@ def run_data_cleanup(context, config: HygieneConfig, settings: MaintenanceSettin
             actions.append({"category": plan.name, "action": "left alone", "path": _rel(path, root), "reason": "temporary file of another task"})
         for path, note in plan.notes:
             actions.append({"category": plan.name, "action": "note", "path": _rel(path, root), "reason": note})
+        if config.dry_run:
+            cleanup_core.keep_files_held_open(plan, open_ids)
         row = plan.summary()
+        totals["name_date_notes"] += len(plan.notes)
         if config.dry_run:
             for t in plan.stale_temporaries:
                 actions.append({"category": plan.name, "action": "would remove temporary", "path": _rel(t.path, root), "reason": t.reason})
