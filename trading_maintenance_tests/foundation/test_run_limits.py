@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import dagster as dg
 import psutil
@@ -203,3 +204,32 @@ def test_no_wait_needs_a_daemon(cli_env):
     result = _run(["maintenance", "run", "--task", "system_health_check", "--no-wait"], cli_env)
     assert result.returncode == 2 and "--no-wait needs a daemon" in result.stderr
     assert _runs(cli_env, "system_health_check_job") == []
+
+
+@pytest.mark.slow
+def test_with_a_daemon_the_cli_goes_through_the_run_queue(cli_env):
+    assert _run(["init"], cli_env).returncode == 0
+    daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"], env=cli_env,
+                              cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
+            while "QUEUED_RUN_COORDINATOR" not in instance.get_daemon_heartbeats():
+                assert daemon.poll() is None
+                time.sleep(0.5)
+        followed = _run(["maintenance", "run", "--task", "system_health_check"], cli_env)
+        assert followed.returncode == 0, followed.stderr[-2000:]
+        assert "queued for the daemon" in followed.stdout and "system_health_check: succeeded" in followed.stdout
+        submitted = _run(["maintenance", "run", "--task", "system_health_check", "--no-wait"], cli_env)
+        assert submitted.returncode == 0, submitted.stderr[-2000:]
+        queued_id = submitted.stdout.split("run ")[-1].strip()
+        with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
+            runs = {r.dagster_run.run_id: r.dagster_run for r in instance.get_run_records(dg.RunsFilter(job_name="system_health_check_job"))}
+            assert queued_id in runs and len(runs) == 2
+            assert all(run.remote_job_origin is not None for run in runs.values())  # both went through the queue
+            while not runs[queued_id].is_finished:
+                time.sleep(0.5)
+                runs[queued_id] = instance.get_run_by_id(queued_id)
+            assert runs[queued_id].is_success
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(timeout=60)
