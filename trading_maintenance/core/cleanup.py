@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 from zoneinfo import ZoneInfo
 
-from trading_maintenance.core.retention import FileEntry, iter_files, plan_expired, unlink_if_unchanged
+from trading_maintenance.core.retention import FileEntry, plan_expired, unlink_if_unchanged
 from trading_maintenance.core.atomic import fsync_dir as _fsync_dir
 
 DAY = 86400
@@ -627,7 +627,7 @@ def is_managed_backup(path: str) -> bool:
     return name.startswith(("backup-", ".backup-"))
 
 
-def standard_categories(settings, archived_available: bool = True) -> list[Category]:
+def standard_categories(settings) -> list[Category]:
     """The contract's categories with their retention settings."""
     retention = settings.maintenance.data_retention
     min_bytes = settings.hygiene.dedupe_min_bytes
@@ -639,9 +639,3 @@ def standard_categories(settings, archived_available: bool = True) -> list[Categ
         Category("reports", str(settings.reports_dir), retention.report_files, REPORT_LAYOUTS, dedupe=True, dedupe_min_bytes=min_bytes, compress=True),
         Category("backups", str(settings.backups_dir), retention.backup_files, dedupe=True, dedupe_min_bytes=min_bytes, exclude=is_managed_backup),
     ]
-
-
-def iter_regular_files(root: Path):
-    for kind, path in iter_files(root):
-        if kind == "file":
-            yield path
