@@ -76,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     target = args.mb or (1024 if args.large else 250)
 
-    from trading_maintenance.core.backup_run import collect_trading_files, create_backup
+    from trading_maintenance.core.backups.run import collect_trading_files, create_backup
 
     work = Path(tempfile.mkdtemp(prefix="backup-bench-"))
     try:

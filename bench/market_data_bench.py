@@ -9,7 +9,7 @@ one run on the same data, each phase in its own process so peak memory is measur
 - bare:     pyarrow.parquet.ParquetFile(path).read() of every file, nothing else (the floor: cost per file)
 - polars:   one polars scan of all files (decode only)
 - duckdb:   COPY (SELECT DISTINCT * ... ORDER BY symbol, timestamp) TO ... (FORMAT parquet, PARTITION_BY (symbol))
-- project:  trading_maintenance.core.market_data.consolidate_month for each month of the data: read,
+- project:  trading_maintenance.core.market_data.consolidate.consolidate_month for each month of the data: read,
             normalise, dedup (last written wins), sort, sanity and coverage, write zstd under a temporary
             name, fsync, read back and verify, rename, manifest
 
@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def generate_data(root: Path, symbols: int, days: int) -> dict:
-    from trading_maintenance.core.market_data_synth import collector_file, session_bars, write_daily
-    from trading_maintenance.core.market_hours import trading_days
+    from trading_maintenance_tests.market_data.synth import collector_file, session_bars, write_daily
+    from trading_maintenance.core.common.market_hours import trading_days
 
     mdir = root / "parquet" / "market_data"
     sessions = [d for d in trading_days(date(2024, 1, 2), date(2024, 12, 31)) if d.month not in (11, 7)][:days]  # full sessions
@@ -90,7 +90,7 @@ def phase(name: str, mdir: Path, months: list[str], workers: int, out_dir: Path)
         rows = con.execute(f"SELECT count(*) FROM read_parquet('{target}/*/*.parquet')").fetchone()[0]
         return {"seconds": seconds, "rows_out": rows}
     if name == "project":
-        from trading_maintenance.core import market_data as md
+        from trading_maintenance.core.market_data import consolidate as md
 
         shutil.rmtree(md.archive_dir_for(mdir), ignore_errors=True)
         for m in months:

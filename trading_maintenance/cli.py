@@ -116,7 +116,7 @@ def maintenance() -> None:
 def _default_partition(kind: str, settings) -> str:
     from datetime import timedelta
 
-    from trading_maintenance.core.market_hours import trading_days
+    from trading_maintenance.core.common.market_hours import trading_days
 
     today = datetime.now(timezone.utc).date()
     if kind == "monthly":

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from trading_maintenance.core.atomic import atomic_write_text
-from trading_maintenance.core.masking import mask_text
+from trading_maintenance.core.common.atomic import atomic_write_text
+from trading_maintenance.core.common.masking import mask_text
 from trading_maintenance.settings import PROJECT_ROOT, load_settings
 
 DEFAULT_TEMPLATE = PROJECT_ROOT / "dagster.yaml"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from trading_maintenance.core import market_data as md
+from trading_maintenance.core.market_data import consolidate as md
 
 __all__ = ["read_bars"]
 

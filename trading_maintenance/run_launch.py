@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import psutil
 import yaml
 
-from trading_maintenance.core.run_limits import RunInProgress, StartDecision, TagLimit, may_start
+from trading_maintenance.core.runs.limits import RunInProgress, StartDecision, TagLimit, may_start
 from trading_maintenance.instance import dagster_home, home_lock
 from trading_maintenance.settings import PROJECT_ROOT
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from trading_maintenance.core.masking import mask_text
+from trading_maintenance.core.common.masking import mask_text
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "maintenance.yml"
@@ -221,7 +221,7 @@ class HygieneSettings(_Section):
     @field_validator("cache_namespaces")
     @classmethod
     def _clear_of_protected_keys(cls, namespaces: list[str]) -> list[str]:
-        from trading_maintenance.core.cache import namespace_overlaps
+        from trading_maintenance.core.hygiene.cache import namespace_overlaps
 
         problems = [
             f"[{index}] {namespace!r} overlaps protected keys {protected!r} (e.g. key {example!r})"

@@ -13,7 +13,7 @@ EXIT_REFUSED = 3
 
 def _archive_for(settings, which: str, on_date: str | None, work: Path, secret: str | None) -> tuple[Path, list[str]]:
     """The archive to restore and the problems met choosing it (archives left out, misnamed copies)."""
-    from trading_maintenance.core.backup import ArchiveError, identify_local_backups, is_temporary_name, select_backup
+    from trading_maintenance.core.backups.archive import ArchiveError, identify_local_backups, is_temporary_name, select_backup
 
     candidate = Path(which)
     if which not in ("latest",) and (candidate.is_file() or "/" in which):
@@ -49,9 +49,9 @@ def register(cli: click.Group) -> None:
         truncated or wrongly keyed archive, or one with a member escaping its target, is refused."""
         import tempfile
 
-        from trading_maintenance.core.backup import ArchiveError
-        from trading_maintenance.core.masking import mask_text
-        from trading_maintenance.core.restore import TYPES, RestoreFailed, RestoreRefused, describe_plan, restore_backup
+        from trading_maintenance.core.backups.archive import ArchiveError
+        from trading_maintenance.core.common.masking import mask_text
+        from trading_maintenance.core.backups.restore import TYPES, RestoreFailed, RestoreRefused, describe_plan, restore_backup
         from trading_maintenance.resources.database import database_engine
         from trading_maintenance.resources.redis import redis_client
         from trading_maintenance.settings import SettingsError, load_settings
@@ -119,7 +119,7 @@ def register(cli: click.Group) -> None:
     @click.option("--remote", is_flag=True, help="list the S3 copies too")
     def backups_list(remote: bool) -> None:
         """Backups on disk (and in S3), newest last."""
-        from trading_maintenance.core.backup import list_local_backups
+        from trading_maintenance.core.backups.archive import list_local_backups
         from trading_maintenance.settings import SettingsError, load_settings
 
         try:

@@ -47,7 +47,7 @@ def register(cli: click.Group) -> None:
         from datetime import datetime, timezone
         from zoneinfo import ZoneInfo
 
-        from trading_maintenance.core import market_data as md
+        from trading_maintenance.core.market_data import consolidate as md
         from trading_maintenance.settings import load_settings
 
         settings = load_settings()

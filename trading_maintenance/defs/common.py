@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from trading_maintenance.core.atomic import atomic_write_bytes, atomic_write_text
+from trading_maintenance.core.common.atomic import atomic_write_bytes, atomic_write_text
 from trading_maintenance.settings import get_settings
 
 TIMEZONE = "America/New_York"

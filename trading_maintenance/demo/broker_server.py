@@ -233,7 +233,7 @@ def broker_state_from_db(engine, now: datetime | None = None) -> dict[str, Any]:
     """
     from sqlalchemy import select
 
-    from trading_maintenance.core import trading_schema as ts
+    from trading_maintenance.core.trading import schema as ts
 
     now = now or datetime.now(timezone.utc)
     state = empty_state()

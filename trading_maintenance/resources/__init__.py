@@ -23,7 +23,7 @@ from trading_maintenance.resources.redis import RedisResource
 from trading_maintenance.resources.services import PlatformServicesResource
 from trading_maintenance.resources.settings import MaintenanceSettingsResource
 from trading_maintenance.resources.system import SystemProbeResource
-from trading_maintenance.core.masking import mask_text
+from trading_maintenance.core.common.masking import mask_text
 from trading_maintenance.settings import Settings, load_settings
 
 __all__ = [

@@ -16,8 +16,8 @@ import dagster as dg
 import httpx
 from pydantic import Field
 
-from trading_maintenance.core.alerts import Alert, CooldownStore, email_message, slack_payload, webhook_payload
-from trading_maintenance.core.masking import mask_text, mask_url
+from trading_maintenance.core.common.alerts import Alert, CooldownStore, email_message, slack_payload, webhook_payload
+from trading_maintenance.core.common.masking import mask_text, mask_url
 
 ALERTS_LIST_KEY = "maintenance:alerts"
 ALERTS_LIST_MAX = 1000

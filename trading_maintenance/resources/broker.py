@@ -19,32 +19,14 @@ import dagster as dg
 import httpx
 from pydantic import Field
 
-from trading_maintenance.core.masking import mask_text, mask_url
+from trading_maintenance.core.common.masking import mask_text, mask_url
+from trading_maintenance.core.trading.broker_data import BrokerError, to_decimal
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class _RequestDeadline(httpx.TimeoutException):
     """The whole request (not one network read) ran past its deadline."""
-
-
-class BrokerError(RuntimeError):
-    """The broker could not be read. `status` is the HTTP status when there was one."""
-
-    def __init__(self, message: str, status: int | None = None, endpoint: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.endpoint = endpoint
-
-
-def to_decimal(value: Any, field: str = "value") -> Decimal:
-    """Alpaca sends numbers as JSON strings; a missing or malformed number is an error, never 0."""
-    if value is None or value == "":
-        raise BrokerError(f"broker answer has no {field}")
-    try:
-        return Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        raise BrokerError(f"broker answer has a malformed {field}: {str(value)[:40]!r}") from None
 
 
 class AlpacaClient:

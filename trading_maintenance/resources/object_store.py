@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from trading_maintenance.core.backup import BackupRef, parse_archive_name
+from trading_maintenance.core.backups.archive import BackupRef, parse_archive_name
 
 
 class ObjectStoreResource(dg.ConfigurableResource):

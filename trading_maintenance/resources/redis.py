@@ -10,7 +10,7 @@ import dagster as dg
 import redis
 from pydantic import Field
 
-from trading_maintenance.core.masking import mask_text, mask_url
+from trading_maintenance.core.common.masking import mask_text, mask_url
 from trading_maintenance.resources.store_errors import RedisUnavailable, RedisUrlInvalid
 
 _clients: dict[tuple, redis.Redis] = {}

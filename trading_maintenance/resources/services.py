@@ -42,7 +42,7 @@ class PlatformServicesResource(dg.ConfigurableResource):
     timeout_seconds: float = Field(default=3.0, description="per-request timeout")
 
     def check_all(self) -> list[ServiceHealth]:
-        from trading_maintenance.core.masking import mask_url
+        from trading_maintenance.core.common.masking import mask_url
 
         results = []
         with httpx.Client(timeout=self.timeout_seconds, follow_redirects=False) as client:

@@ -12,7 +12,7 @@ import dagster as dg
 import psutil
 from pydantic import Field
 
-from trading_maintenance.core.cgroup import CgroupReading, read_cgroup
+from trading_maintenance.core.health.cgroup import CgroupReading, read_cgroup
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def fill_redis(client) -> None:
 
 
 def fill_database(engine) -> dict:
-    from trading_maintenance.core import trading_schema as ts
+    from trading_maintenance.core.trading import schema as ts
     from trading_maintenance.resources.database import ensure_trading_schema
 
     ensure_trading_schema(engine)

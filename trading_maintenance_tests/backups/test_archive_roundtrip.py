@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from trading_maintenance.core import backup_database as bdb
-from trading_maintenance.core.backup import ArchiveError, list_local_backups, verify_archive
-from trading_maintenance.core.backup_redis import snapshot_stats
-from trading_maintenance.core.backup_run import collect_trading_files, create_backup
-from trading_maintenance.core.restore import RestoreRefused, restore_backup
+from trading_maintenance.core.backups import database as bdb
+from trading_maintenance.core.backups.archive import ArchiveError, list_local_backups, verify_archive
+from trading_maintenance.core.backups.redis_snapshot import snapshot_stats
+from trading_maintenance.core.backups.run import collect_trading_files, create_backup
+from trading_maintenance.core.backups.restore import RestoreRefused, restore_backup
 from trading_maintenance.settings import SECRET_KEYS
 from trading_maintenance_tests.backups.conftest import fill_database, fill_redis, fill_trading_data
 

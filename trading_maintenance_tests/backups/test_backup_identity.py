@@ -17,7 +17,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from trading_maintenance.core.backup import (
+from trading_maintenance.core.backups.archive import (
     MASKED,
     ArchiveError,
     ArchiveWriter,
@@ -112,7 +112,7 @@ def test_killed_backup_work_folder_is_removed_and_a_live_one_kept(tmp_path):
     root = tmp_path / "backups"
     script = textwrap.dedent(f"""
         import os, signal
-        from trading_maintenance.core.backup import WORK_PREFIX, owned_temp_dir
+        from trading_maintenance.core.backups.archive import WORK_PREFIX, owned_temp_dir
         with owned_temp_dir({str(root)!r}, WORK_PREFIX) as work:
             (work / "keys.jsonl").write_text("x")
             os.kill(os.getpid(), signal.SIGKILL)
@@ -128,7 +128,7 @@ def test_killed_backup_work_folder_is_removed_and_a_live_one_kept(tmp_path):
 
 
 def test_temporary_files_are_never_listed_or_restored(tmp_path, data_dir):
-    from trading_maintenance.core.restore import restore_backup
+    from trading_maintenance.core.backups.restore import restore_backup
 
     dest = data_dir / "backups"
     good = _archive(dest, NOW)
@@ -166,7 +166,7 @@ def test_masked_config_restores_current_secrets_and_stays_valid_yaml():
 
 
 def test_unparsable_config_is_never_copied_as_is():
-    from trading_maintenance.core.backup import ConfigMaskError
+    from trading_maintenance.core.backups.archive import ConfigMaskError
 
     with pytest.raises(ConfigMaskError, match="not valid YAML"):
         mask_config_text("redis:\n  url: [redis://:pw@h\n", SECRET_KEYS)
@@ -186,7 +186,7 @@ def cli(tmp_path, data_dir, redis_url, monkeypatch):
 
 
 def test_cli_says_what_it_means(cli, data_dir, redis_client):
-    from trading_maintenance.core.backup_run import create_backup
+    from trading_maintenance.core.backups.run import create_backup
 
     group, config = cli
     runner = CliRunner()

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from trading_maintenance.core.backup import list_local_backups
+from trading_maintenance.core.backups.archive import list_local_backups
 from trading_maintenance.defs.backups import defs as backup_defs
 from trading_maintenance.defs.backups.assets import BACKUP_ASSET, backup_archive
 from trading_maintenance.defs.backups.checks import LAST_RESTORE_KEY, restore_drill
@@ -57,7 +57,7 @@ def test_backup_then_drill_records_passing_asset_check(setup, data_dir, redis_cl
         mat = instance.get_latest_materialization_event(BACKUP_ASSET).asset_materialization
         from sqlalchemy import create_engine
 
-        from trading_maintenance.core import backup_database as bdb
+        from trading_maintenance.core.backups import database as bdb
 
         engine = create_engine(pg_url)
         expected_method = bdb.choose_pg_method(bdb.server_version(engine))[0]  # pg_dump when one matches the server

@@ -1,6 +1,6 @@
 """Which pg_dump is used, and how it connects (TCP or Unix socket), without leaking the password."""
 
-from trading_maintenance.core import backup_database as bdb
+from trading_maintenance.core.backups import database as bdb
 
 
 def test_libpq_args_tcp_and_unix_socket():

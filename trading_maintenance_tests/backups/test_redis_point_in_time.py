@@ -10,7 +10,7 @@ import threading
 import pytest
 import redis
 
-from trading_maintenance.core.backup_redis import (
+from trading_maintenance.core.backups.redis_snapshot import (
     RedisSnapshotError,
     export_redis,
     fetch_rdb,

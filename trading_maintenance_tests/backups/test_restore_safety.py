@@ -17,10 +17,10 @@ import pytest
 import zstandard
 from sqlalchemy import create_engine, text
 
-from trading_maintenance.core import backup_database as bdb
-from trading_maintenance.core.backup import ArchiveError, ArchiveWriter, copy_bounded, verify_archive
-from trading_maintenance.core.backup_run import create_backup
-from trading_maintenance.core.restore import RestoreFailed, RestoreRefused, restore_backup
+from trading_maintenance.core.backups import database as bdb
+from trading_maintenance.core.backups.archive import ArchiveError, ArchiveWriter, copy_bounded, verify_archive
+from trading_maintenance.core.backups.run import create_backup
+from trading_maintenance.core.backups.restore import RestoreFailed, RestoreRefused, restore_backup
 from trading_maintenance.resources.database import TradingDatabaseResource
 from trading_maintenance.settings import SECRET_KEYS
 from trading_maintenance_tests.backups.conftest import fill_database, fill_redis, fill_trading_data
@@ -183,8 +183,8 @@ def test_oversized_member_writes_nothing_even_under_a_file_size_limit(tmp_path, 
         from pathlib import Path
         signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
-        from trading_maintenance.core.backup import ArchiveError
-        from trading_maintenance.core.restore import restore_backup
+        from trading_maintenance.core.backups.archive import ArchiveError
+        from trading_maintenance.core.backups.restore import restore_backup
         try:
             restore_backup({str(archive)!r}, None, {{"trading_data"}}, stage_root=Path({str(data_dir / "temp")!r}),
                            data_dir=Path({str(data_dir)!r}), force=True)

@@ -14,7 +14,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from trading_maintenance.core.backup import (
+from trading_maintenance.core.backups.archive import (
     MASKED,
     ArchiveError,
     BackupRef,
@@ -72,7 +72,7 @@ def test_s3_upload_list_download_and_retention(tmp_path, s3_endpoint, s3_bucket)
     ages = [timedelta(days=31), timedelta(days=30), timedelta(days=2)]
     archives = [_archive(local, NOW - age) for age in ages]
     big = _archive(local, NOW, os.urandom(12 * 1024 * 1024))  # multipart: 12 MiB over a 5 MiB threshold
-    from trading_maintenance.core.backup import sha256_file
+    from trading_maintenance.core.backups.archive import sha256_file
 
     for path in [*archives, big]:
         sha = sha256_file(path)
@@ -99,7 +99,7 @@ def test_killed_backup_leaves_no_valid_looking_archive(tmp_path):
     big.write_bytes(os.urandom(4 * 1024 * 1024))
     script = textwrap.dedent(f"""
         import os, signal
-        from trading_maintenance.core.backup import ArchiveWriter
+        from trading_maintenance.core.backups.archive import ArchiveWriter
         w = ArchiveWriter({str(dest)!r}, "20261129T063000Z", "tar.zst", "k" * 20)
         w.add_file("data/big.bin", {str(big)!r}, "trading_data")
         w.add_file("data/big2.bin", {str(big)!r}, "trading_data")
@@ -148,7 +148,7 @@ def cli_env(tmp_path, data_dir, redis_url, monkeypatch):
 
 
 def test_restore_cli_dry_run_real_and_refusal(cli_env, data_dir, redis_client):
-    from trading_maintenance.core.backup_run import create_backup
+    from trading_maintenance.core.backups.run import create_backup
     from trading_maintenance.settings import SECRET_KEYS
 
     group, config = cli_env

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from aiosmtpd.controller import Controller
 
-from trading_maintenance.core.alerts import Alert
+from trading_maintenance.core.common.alerts import Alert
 from trading_maintenance.resources import AlertsResource
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from trading_maintenance.core.cgroup import CgroupReading, read_cgroup
+from trading_maintenance.core.health.cgroup import CgroupReading, read_cgroup
 from trading_maintenance.defs.health.jobs import system_health_check_job
 from trading_maintenance.resources import SystemProbeResource
 from trading_maintenance.resources.system import cgroup_cpu_percent

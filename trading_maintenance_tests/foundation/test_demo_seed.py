@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import insert, text
 
-from trading_maintenance.core import trading_schema as ts
+from trading_maintenance.core.trading import schema as ts
 from trading_maintenance.demo.seed import DEMO_MARK_KEY, DemoStoreRefused, mark_demo_redis, seed_platform
 from trading_maintenance.resources.database import database_engine, ensure_trading_schema
 from trading_maintenance_tests.conftest import write_config

@@ -5,7 +5,7 @@ import time
 
 import dagster as dg
 
-from trading_maintenance.core.emergency import HealthReading, decide
+from trading_maintenance.core.emergency.decision import HealthReading, decide
 from trading_maintenance.defs.emergency.sensors import emergency_maintenance_sensor
 from trading_maintenance.resources import MaintenanceSettingsResource
 from trading_maintenance_tests.conftest import write_config

@@ -2,8 +2,8 @@
 
 import pytest
 
-from trading_maintenance.core import health
-from trading_maintenance.core.health import GREEN, RED, SKIPPED, YELLOW
+from trading_maintenance.core.health import scoring as health
+from trading_maintenance.core.health.scoring import GREEN, RED, SKIPPED, YELLOW
 
 
 @pytest.mark.parametrize(

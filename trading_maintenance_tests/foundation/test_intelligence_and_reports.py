@@ -11,7 +11,7 @@ import pytest
 from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
 from dagster._core.events.log import EventLogEntry
 
-from trading_maintenance.core import trends
+from trading_maintenance.core.intelligence import trends
 from trading_maintenance.defs.intelligence import intelligent_maintenance_job
 from trading_maintenance.defs.reports import maintenance_report, maintenance_report_is_complete
 

@@ -14,7 +14,7 @@ import dagster as dg
 import psutil
 import pytest
 
-from trading_maintenance.core.run_limits import RunInProgress, TagLimit, may_start
+from trading_maintenance.core.runs.limits import RunInProgress, TagLimit, may_start
 from trading_maintenance.run_launch import submit_to_queue
 from trading_maintenance.settings import PROJECT_ROOT
 from trading_maintenance_tests.conftest import write_config

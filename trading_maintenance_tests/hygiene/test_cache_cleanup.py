@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import insert
 
-from trading_maintenance.core import cache as cc
-from trading_maintenance.core.trading_schema import orders
+from trading_maintenance.core.hygiene import cache as cc
+from trading_maintenance.core.trading.schema import orders
 from trading_maintenance.defs.hygiene.jobs import cache_cleanup_job
 from trading_maintenance.resources import TradingDatabaseResource
 from trading_maintenance.settings import SettingsError, load_settings

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from trading_maintenance.core import cleanup as c
+from trading_maintenance.core.hygiene import cleanup as c
 from trading_maintenance.settings import load_settings
 from trading_maintenance_tests.conftest import write_config
 from trading_maintenance_tests.hygiene.conftest import make_file

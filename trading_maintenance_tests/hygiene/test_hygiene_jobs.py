@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 from sqlalchemy import create_engine, text
 
-from trading_maintenance.core import performance as perf
+from trading_maintenance.core.hygiene import performance as perf
 from trading_maintenance.defs.hygiene.jobs import data_cleanup_job, performance_optimization_job, resource_optimization_job
 from trading_maintenance_tests.conftest import write_config
 from trading_maintenance_tests.hygiene.conftest import make_file
@@ -206,8 +206,8 @@ def test_definitions_load_with_hygiene_jobs_and_schedules():
 def test_data_cleanup_deletes_only_market_data_a_verified_archive_covers(tmp_path, data_dir, run_job):
     from datetime import date
 
-    from trading_maintenance.core import market_data as md
-    from trading_maintenance.core import market_data_synth as synth
+    from trading_maintenance.core.market_data import consolidate as md
+    from trading_maintenance_tests.market_data import synth as synth
 
     config = write_config(tmp_path, data_dir)
     market = data_dir / "parquet" / "market_data"

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 
 import redis
 
-from trading_maintenance.core import rate_limits as rl
+from trading_maintenance.core.hygiene import rate_limits as rl
 from trading_maintenance.defs.hygiene.jobs import api_rate_limit_job
 
 

@@ -12,8 +12,8 @@ from datetime import date, datetime, timedelta, timezone
 import dagster as dg
 import polars as pl
 
-from trading_maintenance.core import market_data as md
-from trading_maintenance.core.market_data_synth import daily_path, generate
+from trading_maintenance.core.market_data import consolidate as md
+from trading_maintenance_tests.market_data.synth import daily_path, generate
 from trading_maintenance.market_data import read_bars
 
 # Months well past the 90-day retention of the real clock, so cleanup deletes their daily files.
@@ -125,7 +125,7 @@ def test_truncated_file_quarantined_through_dagster(md_defs, mdir, data_dir):
 CRASH_SCRIPT = """
 import os, signal, sys
 from pathlib import Path
-from trading_maintenance.core import market_data as md
+from trading_maintenance.core.market_data import consolidate as md
 mdir = Path(sys.argv[1])
 result = md.consolidate_month(mdir, sys.argv[2])
 assert all(g.verified for g in result.groups), [g.error for g in result.groups]

@@ -9,8 +9,8 @@ import click
 from click.testing import CliRunner
 
 from trading_maintenance.cli_ext.market_data import register
-from trading_maintenance.core import market_data as md
-from trading_maintenance.core.market_data_synth import generate
+from trading_maintenance.core.market_data import consolidate as md
+from trading_maintenance_tests.market_data.synth import generate
 
 
 def _cli() -> click.Group:

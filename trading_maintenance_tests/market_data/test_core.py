@@ -10,8 +10,8 @@ from datetime import date, datetime, timedelta, timezone
 import polars as pl
 import pytest
 
-from trading_maintenance.core import market_data as md
-from trading_maintenance.core.market_data_synth import collector_file, daily_path, generate, session_bars, write_daily
+from trading_maintenance.core.market_data import consolidate as md
+from trading_maintenance_tests.market_data.synth import collector_file, daily_path, generate, session_bars, write_daily
 
 MAR = "2024-03"
 MAR_DAYS = [date(2024, 3, 1), date(2024, 3, 4), date(2024, 3, 5)]

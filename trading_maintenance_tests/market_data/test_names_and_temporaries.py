@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from trading_maintenance.cli_ext.market_data import register
-from trading_maintenance.core import market_data as md
-from trading_maintenance.core.market_data_synth import daily_path, session_bars, write_daily
+from trading_maintenance.core.market_data import consolidate as md
+from trading_maintenance_tests.market_data.synth import daily_path, session_bars, write_daily
 from trading_maintenance.market_data import read_bars
 
 FEB = "2026-02"

@@ -7,8 +7,8 @@ from datetime import date, datetime, timedelta, timezone
 import polars as pl
 import pytest
 
-from trading_maintenance.core import market_data as md
-from trading_maintenance.core.market_data_synth import daily_path, session_bars, write_daily
+from trading_maintenance.core.market_data import consolidate as md
+from trading_maintenance_tests.market_data.synth import daily_path, session_bars, write_daily
 from trading_maintenance.market_data import read_bars
 
 AS_OF = datetime(2025, 1, 1, tzinfo=timezone.utc)

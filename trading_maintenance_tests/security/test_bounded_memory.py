@@ -5,7 +5,7 @@ import subprocess
 import sys
 import textwrap
 
-from trading_maintenance.core import secrets_scan as scan
+from trading_maintenance.core.security import scan
 
 MB = 1024 * 1024
 FILE_SIZE = 400 * MB

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from trading_maintenance.core import secrets_scan as scan
-from trading_maintenance.core.secret_rules import is_placeholder
+from trading_maintenance.core.security import scan
+from trading_maintenance.core.security.rules import is_placeholder
 from trading_maintenance.defs.security.jobs import security_audit_job
 from trading_maintenance.settings import load_settings
 from trading_maintenance_tests.conftest import write_config

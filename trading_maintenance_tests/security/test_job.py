@@ -7,8 +7,8 @@ import random
 
 import dagster as dg
 
-from trading_maintenance.core import secrets_scan as scan
-from trading_maintenance.core.sarif import validate_sarif
+from trading_maintenance.core.security import scan
+from trading_maintenance.core.security.sarif import validate_sarif
 from trading_maintenance.defs.security import defs as security_defs
 from trading_maintenance.defs.security.jobs import security_audit_job
 from trading_maintenance.defs.security.schedules import security_audit_schedule

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from trading_maintenance.core import exposure as exp
-from trading_maintenance.core import permissions as perm
+from trading_maintenance.core.security import exposure as exp
+from trading_maintenance.core.security import permissions as perm
 from trading_maintenance.defs.security.ops import assess_exposure, broker_key_status, redis_facts
 
 

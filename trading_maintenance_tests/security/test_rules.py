@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from trading_maintenance.core.secret_rules import RULES, RULES_BY_ID, combined_prefilter, is_placeholder, shannon_entropy
-from trading_maintenance.core.secrets_scan import match_text
+from trading_maintenance.core.security.rules import RULES, RULES_BY_ID, combined_prefilter, is_placeholder, shannon_entropy
+from trading_maintenance.core.security.scan import match_text
 from trading_maintenance_tests.security.samples import DECOYS, planted_lines
 
 PLANTED = planted_lines(random.Random(7))

@@ -5,7 +5,7 @@ import json
 import os
 import random
 
-from trading_maintenance.core import secrets_scan as scan
+from trading_maintenance.core.security import scan
 from trading_maintenance_tests.security.samples import DECOYS, planted_lines
 
 PLANTED = planted_lines(random.Random(11))

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import insert
 
-from trading_maintenance.core import trading_schema as ts
+from trading_maintenance.core.trading import schema as ts
 from trading_maintenance.demo.broker_server import DemoBrokerServer, broker_state_from_db
 from trading_maintenance.resources.broker import AlpacaBrokerResource
 from trading_maintenance.resources.database import database_engine, ensure_trading_schema

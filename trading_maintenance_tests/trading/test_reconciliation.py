@@ -9,9 +9,9 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, insert, select, update
 
-from trading_maintenance.core import trading_schema as ts
-from trading_maintenance.core.instruments import canonical_symbol
-from trading_maintenance.core.reconciliation import PortfolioView, Position, Tolerances, compare_positions, normalize_symbols
+from trading_maintenance.core.trading import schema as ts
+from trading_maintenance.core.trading.instruments import canonical_symbol
+from trading_maintenance.core.reconciliation.compare import PortfolioView, Position, Tolerances, compare_positions, normalize_symbols
 from trading_maintenance.defs.reconciliation.jobs import portfolio_reconciliation_job
 from trading_maintenance.demo.broker_server import broker_state_from_db
 from trading_maintenance.resources.broker import AlpacaClient, BrokerError

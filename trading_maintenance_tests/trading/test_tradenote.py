@@ -14,8 +14,8 @@ import dagster as dg
 import pytest
 from sqlalchemy import insert
 
-from trading_maintenance.core import trading_schema as ts
-from trading_maintenance.core import tradenote as tn
+from trading_maintenance.core.trading import schema as ts
+from trading_maintenance.core.tradenote import export as tn
 from trading_maintenance.defs.tradenote.assets import (
     check_export,
     day_fills,

@@ -5,17 +5,17 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from trading_maintenance.core import backup_database as bdb
-from trading_maintenance.core.alerts import Alert
-from trading_maintenance.core.backup import (
+from trading_maintenance.core.backups import database as bdb
+from trading_maintenance.core.common.alerts import Alert
+from trading_maintenance.core.backups.archive import (
     identify_local_backups,
     list_local_backups,
     plan_backup_retention,
     remove_dead_temporaries,
     verify_archive,
 )
-from trading_maintenance.core.backup_run import collect_trading_files, create_backup
-from trading_maintenance.core.masking import mask_text
+from trading_maintenance.core.backups.run import collect_trading_files, create_backup
+from trading_maintenance.core.common.masking import mask_text
 from trading_maintenance.defs.common import md_table, publish_result
 from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
 from trading_maintenance.resources.object_store import ObjectStoreResource

@@ -5,8 +5,8 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 from sqlalchemy.exc import DBAPIError
 
-from trading_maintenance.core.db_maintenance import Action, plan_postgres
-from trading_maintenance.core.db_maintenance_sql import (
+from trading_maintenance.core.database.maintenance import Action, plan_postgres
+from trading_maintenance.core.database.sql import (
     apply_postgres,
     explain_db_error,
     maintain_sqlite,
@@ -15,7 +15,7 @@ from trading_maintenance.core.db_maintenance_sql import (
     run_interruptible,
     sqlite_size,
 )
-from trading_maintenance.core.market_hours import is_market_open
+from trading_maintenance.core.common.market_hours import is_market_open
 from trading_maintenance.defs.common import md_table, publish_result
 from trading_maintenance.resources import MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
 

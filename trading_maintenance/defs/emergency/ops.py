@@ -5,8 +5,8 @@ import time
 
 import dagster as dg
 
-from trading_maintenance.core.alerts import Alert
-from trading_maintenance.core.retention import apply_plan, plan_expired, verify_plan
+from trading_maintenance.core.common.alerts import Alert
+from trading_maintenance.core.hygiene.retention import apply_plan, plan_expired, verify_plan
 from trading_maintenance.defs.common import md_table, publish_result
 from trading_maintenance.defs.health.ops import HealthCheckConfig, run_health_check
 from trading_maintenance.resources import (

@@ -4,7 +4,7 @@ import time
 
 import dagster as dg
 
-from trading_maintenance.core.emergency import HealthReading, decide, parse_state
+from trading_maintenance.core.emergency.decision import HealthReading, decide, parse_state
 from trading_maintenance.defs.emergency.jobs import emergency_maintenance_job
 from trading_maintenance.defs.health.ops import SYSTEM_HEALTH_ASSET
 from trading_maintenance.resources import MaintenanceSettingsResource

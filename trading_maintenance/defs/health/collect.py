@@ -10,8 +10,8 @@ from pathlib import Path
 import dagster as dg
 from sqlalchemy import text
 
-from trading_maintenance.core import health
-from trading_maintenance.core.market_hours import is_market_open
+from trading_maintenance.core.health import scoring as health
+from trading_maintenance.core.common.market_hours import is_market_open
 from trading_maintenance.settings import Settings
 
 METRICS_KEY = "maintenance:metrics:{metric}"
@@ -42,7 +42,7 @@ def failure_reason(exc: BaseException, known_secrets: list[str] = ()) -> str:
     The project's store errors already name the setting and the server; anything else is shown
     with its type, and never longer than one line.
     """
-    from trading_maintenance.core.masking import mask_text
+    from trading_maintenance.core.common.masking import mask_text
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if not isinstance(exc, dg.Failure):

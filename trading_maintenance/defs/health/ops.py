@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from trading_maintenance.core import health
-from trading_maintenance.core.alerts import Alert
+from trading_maintenance.core.health import scoring as health
+from trading_maintenance.core.common.alerts import Alert
 from trading_maintenance.defs.common import md_table, publish_result
 from trading_maintenance.defs.health.collect import collect_health, failure_reason
 from trading_maintenance.resources import (

@@ -1,7 +1,7 @@
 
 import dagster as dg
 
-from trading_maintenance.core.cadence import health_check_due
+from trading_maintenance.core.health.cadence import health_check_due
 from trading_maintenance.defs.common import TIMEZONE
 from trading_maintenance.defs.health.jobs import system_health_check_job
 from trading_maintenance.settings import get_settings

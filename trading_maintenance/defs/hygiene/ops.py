@@ -14,13 +14,13 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 from sqlalchemy import select
 
-from trading_maintenance.core import cache as cache_core
-from trading_maintenance.core import cleanup as cleanup_core
-from trading_maintenance.core import log_rotation as rotation_core
-from trading_maintenance.core import performance as perf_core
-from trading_maintenance.core import rate_limits as rate_core
-from trading_maintenance.core.masking import mask_text
-from trading_maintenance.core.trading_schema import orders as orders_table
+from trading_maintenance.core.hygiene import cache as cache_core
+from trading_maintenance.core.hygiene import cleanup as cleanup_core
+from trading_maintenance.core.hygiene import log_rotation as rotation_core
+from trading_maintenance.core.hygiene import performance as perf_core
+from trading_maintenance.core.hygiene import rate_limits as rate_core
+from trading_maintenance.core.common.masking import mask_text
+from trading_maintenance.core.trading.schema import orders as orders_table
 from trading_maintenance.defs.common import atomic_write_text, md_table, publish_result
 from trading_maintenance.resources import (
     MaintenanceSettingsResource,

@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from trading_maintenance.core import trends
-from trading_maintenance.core.alerts import Alert
+from trading_maintenance.core.intelligence import trends
+from trading_maintenance.core.common.alerts import Alert
 from trading_maintenance.defs.common import md_table, publish_result
 from trading_maintenance.defs.health.ops import SYSTEM_HEALTH_ASSET
 from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from trading_maintenance.core import market_data as md
+from trading_maintenance.core.market_data import consolidate as md
 from trading_maintenance.defs.common import RESULT_KEY, TIMEZONE, md_table, publish_result
 from trading_maintenance.defs.market_data.partitions import (
     market_data_daily_partitions,

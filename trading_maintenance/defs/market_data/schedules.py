@@ -1,6 +1,6 @@
 import dagster as dg
 
-from trading_maintenance.core.market_data import months_to_consolidate
+from trading_maintenance.core.market_data.consolidate import months_to_consolidate
 from trading_maintenance.defs.common import TIMEZONE
 from trading_maintenance.defs.market_data.jobs import market_data_monthly_job
 from trading_maintenance.defs.market_data.partitions import market_data_monthly_partitions

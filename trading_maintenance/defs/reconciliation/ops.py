@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import dagster as dg
 
-from trading_maintenance.core.alerts import Alert
-from trading_maintenance.core.masking import mask_text
-from trading_maintenance.core.reconciliation import (
+from trading_maintenance.core.common.alerts import Alert
+from trading_maintenance.core.common.masking import mask_text
+from trading_maintenance.core.reconciliation.compare import (
     Tolerances,
     normalize_symbols,
     plan_redis_fixes,
@@ -16,7 +16,7 @@ from trading_maintenance.core.reconciliation import (
     report_markdown,
     summarize,
 )
-from trading_maintenance.core.reconciliation_sources import (
+from trading_maintenance.core.reconciliation.sources import (
     apply_redis_fixes,
     broker_view,
     db_view,

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from trading_maintenance.core.report import render_markdown, summarise_day
+from trading_maintenance.core.reports.report import render_markdown, summarise_day
 from trading_maintenance.defs.common import TIMEZONE, atomic_write_text, job_tags
 from trading_maintenance.defs.health.ops import SYSTEM_HEALTH_ASSET
 from trading_maintenance.resources import MaintenanceSettingsResource, RedisResource

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import dagster as dg
 
-from trading_maintenance.core import exposure as exp
-from trading_maintenance.core import permissions as perm
-from trading_maintenance.core import secrets_scan as scan
-from trading_maintenance.core.alerts import Alert
-from trading_maintenance.core.masking import mask_text
+from trading_maintenance.core.security import exposure as exp
+from trading_maintenance.core.security import permissions as perm
+from trading_maintenance.core.security import scan
+from trading_maintenance.core.common.alerts import Alert
+from trading_maintenance.core.common.masking import mask_text
 from trading_maintenance.settings import config_file_holds_secrets
-from trading_maintenance.core.sarif import sarif_report
-from trading_maintenance.core.secret_rules import RULES
+from trading_maintenance.core.security.sarif import sarif_report
+from trading_maintenance.core.security.rules import RULES
 from trading_maintenance.defs.common import atomic_write_text, md_table, publish_result
 from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
 

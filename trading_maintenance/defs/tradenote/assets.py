@@ -11,11 +11,11 @@ import httpx
 import pandas as pd
 from sqlalchemy import func, select
 
-from trading_maintenance.core import trading_schema as ts
-from trading_maintenance.core import tradenote as tn
-from trading_maintenance.core.instruments import canonical_symbol, tradenote_type
-from trading_maintenance.core.market_hours import calendar
-from trading_maintenance.core.masking import mask_text, mask_url
+from trading_maintenance.core.trading import schema as ts
+from trading_maintenance.core.tradenote import export as tn
+from trading_maintenance.core.trading.instruments import canonical_symbol, tradenote_type
+from trading_maintenance.core.common.market_hours import calendar
+from trading_maintenance.core.common.masking import mask_text, mask_url
 from trading_maintenance.defs.common import atomic_write_bytes, atomic_write_text, md_table, publish_result
 from trading_maintenance.defs.tradenote.partitions import journal_day_partitions
 from trading_maintenance.resources import MaintenanceSettingsResource, RedisResource, TradingDatabaseResource

@@ -3,7 +3,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from trading_maintenance.core import tradenote as tn
+from trading_maintenance.core.tradenote import export as tn
 from trading_maintenance.defs.common import TIMEZONE
 from trading_maintenance.defs.tradenote.assets import day_fills, export_paths
 from trading_maintenance.defs.tradenote.jobs import tradenote_export_job

@@ -46,8 +46,8 @@ from typing import Iterable
 import numpy as np
 import polars as pl
 
-from trading_maintenance.core.market_hours import session_bounds, trading_days
-from trading_maintenance.core.atomic import fsync_dir as _fsync_dir
+from trading_maintenance.core.common.market_hours import session_bounds, trading_days
+from trading_maintenance.core.common.atomic import fsync_dir as _fsync_dir
 
 NY = "America/New_York"
 KEY = ["symbol", "timeframe", "timestamp"]

@@ -28,7 +28,7 @@ import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from trading_maintenance.core.cleanup import gzip_file, is_held, is_temporary_name, stale_gzip_temp
+from trading_maintenance.core.hygiene.cleanup import gzip_file, is_held, is_temporary_name, stale_gzip_temp
 
 _ROTATED = re.compile(r"^(?P<base>.+\.log)\.(?P<n>[1-9]\d*)(?P<gz>\.gz)?$")
 

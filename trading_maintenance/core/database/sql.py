@@ -18,8 +18,8 @@ from sqlalchemy import and_, create_engine, event, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from trading_maintenance.core import trading_schema as ts
-from trading_maintenance.core.db_maintenance import (
+from trading_maintenance.core.trading import schema as ts
+from trading_maintenance.core.database.maintenance import (
     PURGE_TARGETS,
     Action,
     IndexStats,

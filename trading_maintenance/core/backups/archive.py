@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator
 import yaml
 import zstandard
 
-from trading_maintenance.core.backup_crypto import MAGIC, DecryptingReader, DecryptionError, EncryptingWriter
+from trading_maintenance.core.backups.crypto import MAGIC, DecryptingReader, DecryptionError, EncryptingWriter
 
 MANIFEST_NAME = "MANIFEST.json"
 FORMATS = ("tar.zst", "tar.gz")

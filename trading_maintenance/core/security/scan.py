@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from trading_maintenance.core.secret_rules import (
+from trading_maintenance.core.security.rules import (
     ALLOW_MARKERS,
     RULES,
     RULES_BY_ID,

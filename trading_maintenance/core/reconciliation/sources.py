@@ -11,8 +11,8 @@ from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import func, select
 
-from trading_maintenance.core import trading_schema as ts
-from trading_maintenance.core.reconciliation import FillRecord, Order, PortfolioView, Position
+from trading_maintenance.core.trading import schema as ts
+from trading_maintenance.core.reconciliation.compare import FillRecord, Order, PortfolioView, Position
 
 
 def parse_time(value) -> datetime | None:
@@ -42,7 +42,7 @@ def market_minutes_between(start: datetime, end: datetime, calendar_name: str = 
     """Minutes the exchange was in a regular session between start and end."""
     import pandas as pd
 
-    from trading_maintenance.core.market_hours import calendar
+    from trading_maintenance.core.common.market_hours import calendar
 
     if end <= start:
         return 0.0
@@ -57,7 +57,7 @@ def market_minutes_between(start: datetime, end: datetime, calendar_name: str = 
 # -- broker ------------------------------------------------------------------------------------
 def broker_view(client, fills_after: datetime, fills_until: datetime) -> PortfolioView:
     """Ask the broker (any failure raises BrokerError: never an empty portfolio)."""
-    from trading_maintenance.resources.broker import to_decimal
+    from trading_maintenance.core.trading.broker_data import to_decimal
 
     view = PortfolioView("broker")
     account = client.get_account()

@@ -19,9 +19,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trading_maintenance.core import backup_database as bdb
-from trading_maintenance.core.atomic import atomic_copy, atomic_write_bytes, atomic_write_text
-from trading_maintenance.core.backup import (
+from trading_maintenance.core.backups import database as bdb
+from trading_maintenance.core.common.atomic import atomic_copy, atomic_write_bytes, atomic_write_text
+from trading_maintenance.core.backups.archive import (
     MANIFEST_NAME,
     MIN_FREE_BYTES,
     ArchiveError,
@@ -34,7 +34,7 @@ from trading_maintenance.core.backup import (
     unmask_config_text,
     verify_archive,
 )
-from trading_maintenance.core.backup_redis import CORE_TYPES, compare_ttls, plan_redis_restore, read_records, restore_redis, snapshot_stats
+from trading_maintenance.core.backups.redis_snapshot import CORE_TYPES, compare_ttls, plan_redis_restore, read_records, restore_redis, snapshot_stats
 
 TYPES = ("config", "redis", "trading_data", "database")
 APPLY_ORDER = ("database", "redis", "config", "trading_data")  # the part most likely to fail goes first
@@ -566,7 +566,7 @@ def _roll_back(applied: list[_Part], report: RestoreReport, safety: Path, error:
 
 
 def _sqlite_target(db_url: str, data_dir: Path | None) -> Path:
-    from trading_maintenance.core.backup_run import sqlite_file_for
+    from trading_maintenance.core.backups.run import sqlite_file_for
 
     return sqlite_file_for(db_url, data_dir)
 

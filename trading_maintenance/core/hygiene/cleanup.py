@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 from zoneinfo import ZoneInfo
 
-from trading_maintenance.core.retention import FileEntry, plan_expired, unlink_if_unchanged
-from trading_maintenance.core.atomic import fsync_dir as _fsync_dir
+from trading_maintenance.core.hygiene.retention import FileEntry, plan_expired, unlink_if_unchanged
+from trading_maintenance.core.common.atomic import fsync_dir as _fsync_dir
 
 DAY = 86400
 _DATE_IN_NAME = re.compile(r"(?<!\d)(20\d{2}|19\d{2})-?(0[1-9]|1[0-2])-?(0[1-9]|[12]\d|3[01])(?!\d)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from trading_maintenance.core.market_hours import is_market_open
+from trading_maintenance.core.common.market_hours import is_market_open
 
 
 def health_check_due(

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from trading_maintenance.core.instruments import canonical_symbol
+from trading_maintenance.core.trading.instruments import canonical_symbol
 
 ZERO = Decimal(0)
 STUCK_STATUSES = ("pending", "submitted", "pending_new", "new", "accepted")

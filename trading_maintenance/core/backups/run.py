@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from trading_maintenance.core import backup_database as bdb
-from trading_maintenance.core.backup import WORK_PREFIX, ArchiveResult, ArchiveWriter, mask_config_text, new_backup_id, owned_temp_dir
-from trading_maintenance.core.backup_redis import export_redis
+from trading_maintenance.core.backups import database as bdb
+from trading_maintenance.core.backups.archive import WORK_PREFIX, ArchiveResult, ArchiveWriter, mask_config_text, new_backup_id, owned_temp_dir
+from trading_maintenance.core.backups.redis_snapshot import export_redis
 
 DAILY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
 PARTS = ("config", "redis", "database", "trading_data")
@@ -175,7 +175,7 @@ def create_backup(
                 else:
                     source = sqlite_file_for(db_url, data_dir)
                     if not source.exists():
-                        from trading_maintenance.core.trading_schema import metadata
+                        from trading_maintenance.core.trading.schema import metadata
 
                         metadata.create_all(engine, checkfirst=True)
                     snapshot = work / "trading.sqlite"
