@@ -113,20 +113,6 @@ def maintenance() -> None:
     """Run maintenance tasks and read their history."""
 
 
-def _default_partition(kind: str, settings) -> str:
-    from datetime import timedelta
-
-    from trading_maintenance.core.common.market_hours import trading_days
-
-    today = datetime.now(timezone.utc).date()
-    if kind == "monthly":
-        first = today.replace(day=1)
-        previous = first - timedelta(days=1)
-        return previous.replace(day=1).isoformat()
-    days = trading_days(today - timedelta(days=10), today, settings.maintenance.scheduling.market_calendar)
-    return days[-1].isoformat()
-
-
 EXIT_REFUSED = 3
 EXIT_INTERRUPTED = 130
 
@@ -164,7 +150,7 @@ def run_task(task_name: str, verbose: bool = False, partition: str | None = None
     instance = _instance()
     tags = {**job.run_tags, run_launch.TASK_TAG: job.run_tags.get(run_launch.TASK_TAG, task.name), run_launch.TRIGGER_TAG: "cli"}
     if task.partitioned:
-        tags["dagster/partition"] = partition or _default_partition(task.partitioned, load_settings())
+        tags["dagster/partition"] = partition or run_launch.default_partition(task.partitioned, load_settings())
     label = f"{task.name} ({task.job_name})" + (f" partition {tags['dagster/partition']}" if task.partitioned else "")
     started = time.perf_counter()
     if run_launch.daemon_serves_queue(instance):

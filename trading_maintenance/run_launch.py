@@ -16,6 +16,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psutil
@@ -135,6 +136,21 @@ def fail_runs_of_dead_processes(instance) -> list[str]:
             )
             failed.append(run.run_id)
     return failed
+
+
+def default_partition(kind: str, settings) -> str:
+    """The partition a partitioned task runs when none is named: the latest complete month, or the
+    latest trading day."""
+    from datetime import datetime, timedelta, timezone
+
+    from trading_maintenance.core.common.market_hours import trading_days
+
+    today = datetime.now(timezone.utc).date()
+    if kind == "monthly":
+        previous_month_end = today.replace(day=1) - timedelta(days=1)
+        return previous_month_end.replace(day=1).isoformat()
+    days = trading_days(today - timedelta(days=10), today, settings.maintenance.scheduling.market_calendar)
+    return days[-1].isoformat()
 
 
 # ---- op config from the command line -----------------------------------------------------------
@@ -287,45 +303,60 @@ def daemon_location_name(instance, instigator_names: set[str]) -> str:
 
 def submit_to_queue(instance, job_name: str, run_config: Mapping, tags: Mapping[str, str], location_name: str) -> str:
     """Create the run from this project's code location and hand it to the run queue; its id."""
+    with project_workspace(instance, location_name) as process_context:
+        return submit_in_workspace(instance, process_context, location_name, job_name, run_config, tags)
+
+
+@contextmanager
+def project_workspace(instance, location_name: str):
+    """This project's definitions loaded as the code location `location_name` (kept open by a
+    long-lived process such as the API, so each submission does not load them again)."""
     from dagster._core.remote_origin import InProcessCodeLocationOrigin
     from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
     from dagster._core.workspace.context import WorkspaceProcessContext
     from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
-    from dagster._core.definitions.selector import JobSubsetSelector
 
     origin = InProcessCodeLocationOrigin(
         LoadableTargetOrigin(module_name=DEFINITIONS_MODULE, attribute="defs", working_directory=str(PROJECT_ROOT)),
         location_name=location_name,
     )
     with WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget([origin]), read_only=False) as process_context:
-        workspace = process_context.create_request_context()
-        location = workspace.get_code_location(location_name)
-        repository = next(iter(location.get_repositories().values()))
-        remote_job = location.get_job(
-            JobSubsetSelector(location_name=location_name, repository_name=repository.name, job_name=job_name, op_selection=None)
-        )
-        plan = location.get_execution_plan(remote_job, run_config, step_keys_to_execute=None, known_state=None, instance=instance)
-        run = instance.create_run(
-            job_name=job_name,
-            run_id=None,
-            run_config=run_config,
-            resolved_op_selection=None,
-            step_keys_to_execute=plan.execution_plan_snapshot.step_keys_to_execute,
-            op_selection=None,
-            status=None,
-            root_run_id=None,
-            parent_run_id=None,
-            tags={**remote_job.tags, **tags},
-            job_snapshot=remote_job.job_snapshot,
-            execution_plan_snapshot=plan.execution_plan_snapshot,
-            parent_job_snapshot=remote_job.parent_job_snapshot,
-            remote_job_origin=remote_job.get_remote_origin(),
-            job_code_origin=remote_job.get_python_origin(),
-            asset_selection=None,
-            asset_check_selection=None,
-            asset_graph=repository.asset_graph,
-        )
-        instance.submit_run(run.run_id, workspace)
+        yield process_context
+
+
+def submit_in_workspace(instance, process_context, location_name: str, job_name: str, run_config: Mapping,
+                        tags: Mapping[str, str]) -> str:
+    """Create the run with the job's own tags plus `tags` and submit it to the instance's run queue."""
+    from dagster._core.definitions.selector import JobSubsetSelector
+
+    workspace = process_context.create_request_context()
+    location = workspace.get_code_location(location_name)
+    repository = next(iter(location.get_repositories().values()))
+    remote_job = location.get_job(
+        JobSubsetSelector(location_name=location_name, repository_name=repository.name, job_name=job_name, op_selection=None)
+    )
+    plan = location.get_execution_plan(remote_job, run_config, step_keys_to_execute=None, known_state=None, instance=instance)
+    run = instance.create_run(
+        job_name=job_name,
+        run_id=None,
+        run_config=run_config,
+        resolved_op_selection=None,
+        step_keys_to_execute=plan.execution_plan_snapshot.step_keys_to_execute,
+        op_selection=None,
+        status=None,
+        root_run_id=None,
+        parent_run_id=None,
+        tags={**remote_job.tags, **tags},
+        job_snapshot=remote_job.job_snapshot,
+        execution_plan_snapshot=plan.execution_plan_snapshot,
+        parent_job_snapshot=remote_job.parent_job_snapshot,
+        remote_job_origin=remote_job.get_remote_origin(),
+        job_code_origin=remote_job.get_python_origin(),
+        asset_selection=None,
+        asset_check_selection=None,
+        asset_graph=repository.asset_graph,
+    )
+    instance.submit_run(run.run_id, workspace)
     return run.run_id
 
 
