@@ -163,6 +163,11 @@ class NotificationSettings(_Section):
     email_to: list[str] = Field(default_factory=list)
     cooldown_minutes: int = Field(30, ge=0)
     timeout_seconds: float = Field(10, gt=0)
+    slack_min_severity: Literal["info", "warning", "critical"] = "warning"
+    webhook_min_severity: Literal["info", "warning", "critical"] = "info"
+    email_min_severity: Literal["info", "warning", "critical"] = "critical"
+    ui_base_url: str = Field("http://127.0.0.1:3000", description="the Dagster UI, for links to runs in alerts and reports")
+    daily_summary_enabled: bool = Field(True, description="send the daily report as an info email and Slack message")
 
 
 class TaskSettings(_Section):
@@ -415,6 +420,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "SMTP_USERNAME": "notifications.smtp_username",
     "SMTP_PASSWORD": "notifications.smtp_password",
     "ALERT_EMAIL_TO": "notifications.email_to",
+    "DAGSTER_UI_URL": "notifications.ui_base_url",
     "MAX_CONCURRENT_TASKS": "tasks.max_concurrent_tasks",
     "TASK_TIMEOUT_MINUTES": "tasks.task_timeout_minutes",
     "ENABLE_COMPRESSION": "maintenance.performance.compression_enabled",

@@ -33,6 +33,41 @@ class Alert:
         return asdict(self)
 
 
+def severity_at_least(severity: str, minimum: str) -> bool:
+    """True when `severity` is `minimum` or more urgent (info < warning < critical)."""
+    return SEVERITIES.index(severity) >= SEVERITIES.index(minimum)
+
+
+CRITICAL_TASKS = frozenset({"backup", "portfolio_reconciliation"})
+
+
+def run_failure_alert(task: str, run_id: str, status: str, error_line: str, ui_base_url: str) -> Alert:
+    """One alert for a failed or canceled run: the task, the run, its first error line, a link to it.
+
+    A failing backup or reconciliation is critical (money or recoverability is at stake); any other
+    task failing is a warning."""
+    link = f"{ui_base_url.rstrip('/')}/runs/{run_id}" if ui_base_url else run_id
+    verb = "was canceled" if status == "CANCELED" else "failed"
+    return Alert(
+        key=f"task_failed:{task}",
+        severity="critical" if task in CRITICAL_TASKS else "warning",
+        title=f"{task} {verb}",
+        message=f"{task} run {run_id[:8]} {verb}: {error_line or 'no error message'}",
+        details={"task": task, "run_id": run_id, "status": status, "error": error_line, "run_url": link},
+    )
+
+
+def resolution_of(active: dict, message: str) -> Alert:
+    """The notice that an active alert's condition cleared, routed like the alert itself."""
+    return Alert(
+        key=active["key"],
+        severity=active.get("severity", "info") if active.get("severity") in SEVERITIES else "info",
+        title=f"Resolved: {active.get('title', active['key'])}",
+        message=message,
+        details={"alerted_at": active.get("created_at", ""), "resolved": "true"},
+    )
+
+
 def slack_payload(alert: Alert) -> dict:
     fields = [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in list(alert.details.items())[:10]]
     blocks: list[dict] = [
@@ -79,6 +114,26 @@ class CooldownStore:
         value = self._read().get(key)
         return datetime.fromisoformat(value) if value else None
 
+    def forget(self, key: str) -> None:
+        """Clear the key's last-sent time (its problem resolved; a recurrence alerts at once)."""
+        self._update(lambda data: data.pop(key, None))
+
+    def _update(self, change) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = self._read()
+            change(data)
+            self._write(data)
+
+    def _write(self, data: dict) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".cooldown.")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+
     def try_acquire(self, key: str, now: datetime, cooldown: timedelta) -> tuple[bool, datetime | None]:
         """Record `now` for key and return (True, previous) unless the key is still cooling down."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,10 +146,5 @@ class CooldownStore:
             data[key] = now.isoformat()
             horizon = now - timedelta(days=7)
             data = {k: v for k, v in data.items() if datetime.fromisoformat(v) >= horizon}
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".cooldown.")
-            with os.fdopen(fd, "w") as handle:
-                json.dump(data, handle, indent=1, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
+            self._write(data)
             return True, previous
