@@ -31,7 +31,7 @@ def test_sensor_launches_once_per_incident_and_resets_on_recovery(tmp_path, data
 
         _report(instance, 85)
         result, cursor = _tick(instance, cursor, settings)
-        assert not result.run_requests and "healthy" in result.skip_reason.skip_message
+        assert not result.run_requests and "score 85 is above the emergency threshold 30" in result.skip_reason.skip_message
 
         _report(instance, 12)
         result, cursor = _tick(instance, cursor, settings)
