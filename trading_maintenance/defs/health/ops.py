@@ -116,7 +116,10 @@ def run_health_check(
         "alerts_sent": dg.MetadataValue.int(sum(1 for d in dispatched if d["sent"])),
         "alerts_suppressed": dg.MetadataValue.int(sum(1 for d in dispatched if not d["sent"])),
         "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in report.reasons) or "all components green"),
-        "components": dg.MetadataValue.md(md_table(rows)),
+        "components": dg.MetadataValue.md(markdown_table(rows)),
+        # The same two as data, for readers other than the UI (the API, the dashboard).
+        "reason_list": dg.MetadataValue.json(list(report.reasons)),
+        "component_list": dg.MetadataValue.json([c.as_dict() for c in report.components]),
     }
     context.log_event(dg.AssetMaterialization(asset_key=SYSTEM_HEALTH_ASSET, description=f"health {report.score} ({report.status})", metadata=metadata))
     context.add_output_metadata({"health_score": report.score, "health_status": report.status})

@@ -1,0 +1,105 @@
+"""What every route shares: the Dagster instance, settings, the project's definitions, and one kept-open
+workspace through which runs are submitted to the instance's run queue, exactly as a schedule's are."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+from trading_maintenance import run_launch
+from trading_maintenance.tasks import Task
+
+API_TRIGGER = "api"
+EMERGENCY_TRIGGER = "api-emergency"
+# The queue starts higher-priority runs first; an emergency run should not wait behind routine ones.
+EMERGENCY_PRIORITY = "10"
+
+
+class ApiProblem(Exception):
+    """A request that cannot be served; becomes a JSON error with this status and message."""
+
+    def __init__(self, status_code: int, message: str, valid: list[str] | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.valid = valid
+
+
+@dataclass
+class ApiContext:
+    instance: object
+    settings: object
+    token: str | None
+    _exit_stack: ExitStack = field(default_factory=ExitStack)
+    _workspaces: dict = field(default_factory=dict)
+    _submit_lock: threading.Lock = field(default_factory=threading.Lock)
+    _defs: object = None
+    work_done_cache: dict = field(default_factory=dict)  # finished run id -> (bytes freed, files processed)
+
+    @property
+    def defs(self):
+        if self._defs is None:
+            from trading_maintenance.definitions import defs
+
+            self._defs = defs
+        return self._defs
+
+    def instigator_names(self) -> set[str]:
+        repo = self.defs.get_repository_def()
+        return {s.name for s in repo.schedule_defs} | {s.name for s in repo.sensor_defs}
+
+    def workspace(self):
+        """(location name, process context) of the project's definitions, as the daemon names them."""
+        location = run_launch.daemon_location_name(self.instance, self.instigator_names())
+        if location not in self._workspaces:
+            self._workspaces[location] = self._exit_stack.enter_context(run_launch.project_workspace(self.instance, location))
+        return location, self._workspaces[location]
+
+    def close(self) -> None:
+        self._exit_stack.close()
+
+    def redis(self):
+        from trading_maintenance.resources.redis import redis_client
+
+        return redis_client(self.settings.redis_url(), self.settings.data_dir)
+
+    # ---- submitting runs ------------------------------------------------------------------------
+
+    def submit(self, task: Task, dry_run: bool, partition: str | None, trigger: str, extra_tags: Mapping[str, str] = ()) -> dict:
+        """Submit one task's job to the run queue with the job's tags; never executes it here."""
+        from dagster._core.run_coordinator import QueuedRunCoordinator
+
+        if not isinstance(self.instance.run_coordinator, QueuedRunCoordinator):
+            raise ApiProblem(503, "this Dagster instance does not queue runs (its run_coordinator is not the queued one); "
+                                  "render its dagster.yaml with `trading-maintenance init` so runs obey the run limits")
+        job = self.defs.resolve_job_def(task.job_name)
+        run_config = run_launch.dry_run_config(job) if dry_run else {}
+        if dry_run and not run_config:
+            raise ApiProblem(422, f"dry_run: task {task.name!r} has no dry run (none of its steps changes anything it could plan)")
+        tags = {**job.run_tags, run_launch.TASK_TAG: job.run_tags.get(run_launch.TASK_TAG, task.name),
+                run_launch.TRIGGER_TAG: trigger, **dict(extra_tags)}
+        if task.partitioned:
+            key = partition or run_launch.default_partition(task.partitioned, self.settings)
+            if job.partitions_def is not None and not job.partitions_def.has_partition_key(key):
+                raise ApiProblem(422, f"partition: {key!r} is not a partition of task {task.name!r} ({task.partitioned})")
+            tags["dagster/partition"] = key
+        elif partition is not None:
+            raise ApiProblem(422, f"partition: task {task.name!r} is not partitioned")
+        try:
+            run_launch.validate_run_config(job, run_config)
+        except run_launch.OpConfigError as exc:
+            raise ApiProblem(422, str(exc)) from None
+        with self._submit_lock:
+            location, process_context = self.workspace()
+            run_id = run_launch.submit_in_workspace(self.instance, process_context, location, job.name, run_config, tags)
+        run = self.instance.get_run_by_id(run_id)
+        return {"task": task.name, "job": job.name, "run_id": run_id, "status": run.status.value,
+                "partition": tags.get("dagster/partition"), "dry_run": dry_run}
+
+    def remote_repository(self):
+        with self._submit_lock:
+            location, process_context = self.workspace()
+            request = process_context.create_request_context()
+            return next(iter(request.get_code_location(location).get_repositories().values()))

@@ -1,0 +1,39 @@
+"""Serving the API with uvicorn; without a token it listens on loopback only."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+
+class UnsafeBind(ValueError):
+    """Binding where others can reach the API without a token."""
+
+
+def is_loopback(host: str) -> bool:
+    """True when every address `host` names is a loopback address."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses)
+
+
+def check_bind(host: str, token: str | None) -> None:
+    if not token and not is_loopback(host):
+        raise UnsafeBind(f"--host {host}: without MAINTENANCE_API_TOKEN the API only listens on loopback "
+                         "(127.0.0.1, ::1, localhost); set a token to serve other addresses")
+
+
+def serve(host: str, port: int, token: str | None, log_level: str = "info") -> None:
+    import uvicorn
+
+    from trading_maintenance.api.app import create_app
+
+    check_bind(host, token)
+    app = create_app(token=token)
+    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), access_log=False)
