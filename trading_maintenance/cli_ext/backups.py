@@ -13,7 +13,8 @@ EXIT_REFUSED = 3
 
 def _archive_for(settings, which: str, on_date: str | None, work: Path, secret: str | None) -> tuple[Path, list[str]]:
     """The archive to restore and the problems met choosing it (archives left out, misnamed copies)."""
-    from trading_maintenance.core.backups.archive import ArchiveError, identify_local_backups, is_temporary_name, select_backup
+    from trading_maintenance.core.backups.archive import ArchiveError, is_temporary_name, select_backup
+    from trading_maintenance.core.backups.archive_reader import identify_local_backups
 
     candidate = Path(which)
     if which not in ("latest",) and (candidate.is_file() or "/" in which):
@@ -51,7 +52,8 @@ def register(cli: click.Group) -> None:
 
         from trading_maintenance.core.backups.archive import ArchiveError
         from trading_maintenance.core.common.masking import mask_text
-        from trading_maintenance.core.backups.restore import TYPES, RestoreFailed, RestoreRefused, describe_plan, restore_backup
+        from trading_maintenance.core.backups.restore import TYPES, RestoreFailed, describe_plan, restore_backup
+        from trading_maintenance.core.backups.restore_parts import RestoreRefused
         from trading_maintenance.resources.database import database_engine
         from trading_maintenance.resources.redis import redis_client
         from trading_maintenance.settings import SettingsError, load_settings

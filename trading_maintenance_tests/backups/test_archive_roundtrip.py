@@ -12,10 +12,13 @@ import pytest
 from sqlalchemy import text
 
 from trading_maintenance.core.backups import database as bdb
-from trading_maintenance.core.backups.archive import ArchiveError, list_local_backups, verify_archive
-from trading_maintenance.core.backups.redis_snapshot import snapshot_stats
+from trading_maintenance.core.backups import postgres_dump
+from trading_maintenance.core.backups.archive import ArchiveError, list_local_backups
+from trading_maintenance.core.backups.archive_reader import verify_archive
+from trading_maintenance.core.backups.redis_records import snapshot_stats
 from trading_maintenance.core.backups.run import collect_trading_files, create_backup
-from trading_maintenance.core.backups.restore import RestoreRefused, restore_backup
+from trading_maintenance.core.backups.restore import restore_backup
+from trading_maintenance.core.backups.restore_parts import RestoreRefused
 from trading_maintenance.settings import SECRET_KEYS
 from trading_maintenance_tests.backups.conftest import fill_database, fill_redis, fill_trading_data
 
@@ -65,7 +68,7 @@ def test_round_trip_restores_exactly_what_was_backed_up(tmp_path, data_dir, redi
     assert archive.name.endswith(fmt + (".enc" if secret else ""))
     # "auto" takes pg_dump only when an installed pg_dump is at least the server's version
     # (pgserver's PostgreSQL 16 beside a system pg_dump 15 falls back to the logical export).
-    expected = "logical" if method == "logical" else bdb.choose_pg_method(bdb.server_version(pg_engine), "auto")[0]
+    expected = "logical" if method == "logical" else postgres_dump.choose_pg_method(bdb.server_version(pg_engine), "auto")[0]
     assert outcome.database["method"] == expected
     assert excluded == 1  # the 400-day-old daily file is in the monthly archive, not the backup
     assert outcome.redis["keys"] == 10

@@ -17,20 +17,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from trading_maintenance.core.backups.archive import (
-    MASKED,
-    ArchiveError,
-    ArchiveWriter,
-    identify_local_backups,
-    list_local_backups,
-    mask_config_text,
-    new_backup_id,
-    owned_temp_dir,
-    plan_backup_retention,
-    remove_dead_temporaries,
-    select_backup,
-    unmask_config_text,
-)
+from trading_maintenance.core.backups.archive import ArchiveError, list_local_backups, new_backup_id, plan_backup_retention, select_backup
+from trading_maintenance.core.backups.archive_reader import identify_local_backups
+from trading_maintenance.core.backups.archive_writer import ArchiveWriter
+from trading_maintenance.core.backups.config_mask import MASKED, mask_config_text, unmask_config_text
+from trading_maintenance.core.backups.temporaries import owned_temp_dir, remove_dead_temporaries
 from trading_maintenance.settings import SECRET_KEYS
 from trading_maintenance_tests.conftest import write_config
 
@@ -112,7 +103,8 @@ def test_killed_backup_work_folder_is_removed_and_a_live_one_kept(tmp_path):
     root = tmp_path / "backups"
     script = textwrap.dedent(f"""
         import os, signal
-        from trading_maintenance.core.backups.archive import WORK_PREFIX, owned_temp_dir
+        from trading_maintenance.core.backups.archive import WORK_PREFIX
+        from trading_maintenance.core.backups.temporaries import owned_temp_dir
         with owned_temp_dir({str(root)!r}, WORK_PREFIX) as work:
             (work / "keys.jsonl").write_text("x")
             os.kill(os.getpid(), signal.SIGKILL)
@@ -166,7 +158,7 @@ def test_masked_config_restores_current_secrets_and_stays_valid_yaml():
 
 
 def test_unparsable_config_is_never_copied_as_is():
-    from trading_maintenance.core.backups.archive import ConfigMaskError
+    from trading_maintenance.core.backups.config_mask import ConfigMaskError
 
     with pytest.raises(ConfigMaskError, match="not valid YAML"):
         mask_config_text("redis:\n  url: [redis://:pw@h\n", SECRET_KEYS)

@@ -58,9 +58,10 @@ def test_backup_then_drill_records_passing_asset_check(setup, data_dir, redis_cl
         from sqlalchemy import create_engine
 
         from trading_maintenance.core.backups import database as bdb
+        from trading_maintenance.core.backups import postgres_dump
 
         engine = create_engine(pg_url)
-        expected_method = bdb.choose_pg_method(bdb.server_version(engine))[0]  # pg_dump when one matches the server
+        expected_method = postgres_dump.choose_pg_method(bdb.server_version(engine))[0]  # pg_dump when one matches the server
         engine.dispose()
         assert mat.metadata["redis_keys"].value >= 10 and mat.metadata["database_method"].value == expected_method
         assert mat.metadata["compression_ratio"].value > 0

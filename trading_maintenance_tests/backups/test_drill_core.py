@@ -6,7 +6,8 @@ import pytest
 import redis
 
 from trading_maintenance.core.backups.run import create_backup
-from trading_maintenance.core.backups.restore import DRILL_MARKER, RestoreRefused, prepare_scratch_redis, run_drill
+from trading_maintenance.core.backups.drill import DRILL_MARKER, prepare_scratch_redis, run_drill
+from trading_maintenance.core.backups.restore_parts import RestoreRefused
 from trading_maintenance.resources.database import TradingDatabaseResource
 from trading_maintenance_tests.backups.conftest import fill_database, fill_redis
 

@@ -10,14 +10,8 @@ import threading
 import pytest
 import redis
 
-from trading_maintenance.core.backups.redis_snapshot import (
-    RedisSnapshotError,
-    export_redis,
-    fetch_rdb,
-    restore_redis,
-    scratch_redis,
-    snapshot_stats,
-)
+from trading_maintenance.core.backups.redis_records import restore_redis, snapshot_stats
+from trading_maintenance.core.backups.redis_snapshot import RedisSnapshotError, export_redis, fetch_rdb, scratch_redis
 
 GENERATION_KEYS = 20_000
 ACCOUNTS = 50

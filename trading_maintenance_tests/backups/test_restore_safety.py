@@ -18,9 +18,13 @@ import zstandard
 from sqlalchemy import create_engine, text
 
 from trading_maintenance.core.backups import database as bdb
-from trading_maintenance.core.backups.archive import ArchiveError, ArchiveWriter, copy_bounded, verify_archive
+from trading_maintenance.core.backups import postgres_dump
+from trading_maintenance.core.backups.archive import ArchiveError
+from trading_maintenance.core.backups.archive_reader import copy_bounded, verify_archive
+from trading_maintenance.core.backups.archive_writer import ArchiveWriter
 from trading_maintenance.core.backups.run import create_backup
-from trading_maintenance.core.backups.restore import RestoreFailed, RestoreRefused, restore_backup
+from trading_maintenance.core.backups.restore import RestoreFailed, restore_backup
+from trading_maintenance.core.backups.restore_parts import RestoreRefused
 from trading_maintenance.resources.database import TradingDatabaseResource
 from trading_maintenance.settings import SECRET_KEYS
 from trading_maintenance_tests.backups.conftest import fill_database, fill_redis, fill_trading_data
@@ -267,7 +271,7 @@ def test_restore_all_puts_back_what_it_changed_when_a_later_part_fails(tmp_path,
 
 
 def test_pg_dump_with_objects_outside_trading_is_refused(tmp_path, data_dir, pg_engine, pg_url):
-    if bdb.choose_pg_method(bdb.server_version(pg_engine))[0] != "pg_dump":
+    if postgres_dump.choose_pg_method(bdb.server_version(pg_engine))[0] != "pg_dump":
         pytest.skip("no pg_dump for this server version")
     fill_database(pg_engine)
     with pg_engine.begin() as conn:

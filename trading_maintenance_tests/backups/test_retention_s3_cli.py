@@ -14,19 +14,11 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from trading_maintenance.core.backups.archive import (
-    MASKED,
-    ArchiveError,
-    BackupRef,
-    ArchiveWriter,
-    list_local_backups,
-    mask_config_text,
-    new_backup_id,
-    plan_backup_retention,
-    remove_dead_temporaries,
-    unmask_config_text,
-    verify_archive,
-)
+from trading_maintenance.core.backups.archive import ArchiveError, BackupRef, list_local_backups, new_backup_id, plan_backup_retention
+from trading_maintenance.core.backups.archive_reader import verify_archive
+from trading_maintenance.core.backups.archive_writer import ArchiveWriter
+from trading_maintenance.core.backups.config_mask import MASKED, mask_config_text, unmask_config_text
+from trading_maintenance.core.backups.temporaries import remove_dead_temporaries
 from trading_maintenance.resources.object_store import ObjectStoreResource
 from trading_maintenance_tests.backups.conftest import fill_redis
 from trading_maintenance_tests.conftest import write_config
@@ -72,7 +64,7 @@ def test_s3_upload_list_download_and_retention(tmp_path, s3_endpoint, s3_bucket)
     ages = [timedelta(days=31), timedelta(days=30), timedelta(days=2)]
     archives = [_archive(local, NOW - age) for age in ages]
     big = _archive(local, NOW, os.urandom(12 * 1024 * 1024))  # multipart: 12 MiB over a 5 MiB threshold
-    from trading_maintenance.core.backups.archive import sha256_file
+    from trading_maintenance.core.backups.archive_reader import sha256_file
 
     for path in [*archives, big]:
         sha = sha256_file(path)
@@ -99,7 +91,7 @@ def test_killed_backup_leaves_no_valid_looking_archive(tmp_path):
     big.write_bytes(os.urandom(4 * 1024 * 1024))
     script = textwrap.dedent(f"""
         import os, signal
-        from trading_maintenance.core.backups.archive import ArchiveWriter
+        from trading_maintenance.core.backups.archive_writer import ArchiveWriter
         w = ArchiveWriter({str(dest)!r}, "20261129T063000Z", "tar.zst", "k" * 20)
         w.add_file("data/big.bin", {str(big)!r}, "trading_data")
         w.add_file("data/big2.bin", {str(big)!r}, "trading_data")

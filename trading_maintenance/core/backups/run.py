@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import re
+import sqlite3
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -18,7 +19,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from trading_maintenance.core.backups import database as bdb
-from trading_maintenance.core.backups.archive import WORK_PREFIX, ArchiveResult, ArchiveWriter, mask_config_text, new_backup_id, owned_temp_dir
+from trading_maintenance.core.backups import postgres_dump
+from trading_maintenance.core.backups.archive import WORK_PREFIX, new_backup_id
+from trading_maintenance.core.backups.archive_writer import ArchiveResult, ArchiveWriter
+from trading_maintenance.core.backups.config_mask import mask_config_text
+from trading_maintenance.core.backups.temporaries import owned_temp_dir
 from trading_maintenance.core.backups.redis_snapshot import export_redis
 
 DAILY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
@@ -171,7 +176,7 @@ def create_backup(
                 export_path.unlink()
             if "database" in parts and engine is not None:
                 if engine.dialect.name == "postgresql":
-                    db_info = bdb.backup_postgres(engine, db_url, work, database_method)
+                    db_info = postgres_dump.backup_postgres(engine, db_url, work, database_method)
                 else:
                     source = sqlite_file_for(db_url, data_dir)
                     if not source.exists():
@@ -186,7 +191,7 @@ def create_backup(
                         "why": "embedded SQLite file",
                         "files": [("database/trading.sqlite", snapshot)],
                         "tables": tables,
-                        "versions": {"sqlite": bdb.sqlite3.sqlite_version},
+                        "versions": {"sqlite": sqlite3.sqlite_version},
                     }
                 versions.update(db_info["versions"])
                 for member, path in db_info["files"]:

@@ -7,13 +7,9 @@ import dagster as dg
 
 from trading_maintenance.core.backups import database as bdb
 from trading_maintenance.core.common.alerts import Alert
-from trading_maintenance.core.backups.archive import (
-    identify_local_backups,
-    list_local_backups,
-    plan_backup_retention,
-    remove_dead_temporaries,
-    verify_archive,
-)
+from trading_maintenance.core.backups.archive import list_local_backups, plan_backup_retention
+from trading_maintenance.core.backups.archive_reader import identify_local_backups, verify_archive
+from trading_maintenance.core.backups.temporaries import remove_dead_temporaries
 from trading_maintenance.core.backups.run import collect_trading_files, create_backup
 from trading_maintenance.core.common.masking import mask_text
 from trading_maintenance.defs.common import md_table, publish_result

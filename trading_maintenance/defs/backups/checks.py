@@ -8,9 +8,10 @@ from pathlib import Path
 import dagster as dg
 
 from trading_maintenance.core.common.alerts import Alert
-from trading_maintenance.core.backups.archive import ArchiveError, identify_local_backups, is_temporary_name, select_backup
+from trading_maintenance.core.backups.archive import ArchiveError, is_temporary_name, select_backup
+from trading_maintenance.core.backups.archive_reader import identify_local_backups
 from trading_maintenance.core.common.masking import mask_text
-from trading_maintenance.core.backups.restore import run_drill
+from trading_maintenance.core.backups.drill import run_drill
 from trading_maintenance.defs.backups.assets import BACKUP_ASSET
 from trading_maintenance.defs.common import md_table, publish_result
 from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
@@ -82,7 +83,7 @@ def restore_drill(
         try:
             archive = _find_archive(cfg, config.backup, object_store, work, secret, context.log)
             if config.dry_run:
-                from trading_maintenance.core.backups.archive import verify_archive
+                from trading_maintenance.core.backups.archive_reader import verify_archive
 
                 manifest = verify_archive(archive, secret).manifest
                 report = {"backup_id": manifest["backup_id"], "archive": str(archive), "passed": True, "seconds": 0,

@@ -1,0 +1,108 @@
+"""Temporary files and folders owned by the process writing them.
+
+Each is held under an exclusive flock by its writer, so the next run removes exactly those whose
+writer is gone (the kernel drops the lock of a killed process), never a live concurrent writer's.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from trading_maintenance.core.backups.archive import PARTIAL_PREFIX
+
+
+def fsync_dir(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def lock_held_path(fd: int, path: Path) -> bool:
+    """Lock fd and confirm `path` still names the same file or folder (a cleaner may have removed it)."""
+    if not _try_lock(fd):
+        return False
+    try:
+        return os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def unlink_if_same(path: Path, fd_ino: int | None) -> None:
+    try:
+        if fd_ino is None or os.stat(path, follow_symlinks=False).st_ino == fd_ino:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+@contextmanager
+def owned_temp_dir(parent: str | Path, prefix: str) -> Iterator[Path]:
+    """A private (0700) temporary folder locked by this process for as long as it is in use, then removed.
+
+    remove_dead_temporaries() removes such a folder only once the process holding its lock is gone.
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        if lock_held_path(fd, path):
+            break
+        os.close(fd)
+    try:
+        os.chmod(path, 0o700)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(fd)
+
+
+def remove_dead_temporaries(folder: str | Path, prefixes: tuple[str, ...] = (PARTIAL_PREFIX,)) -> list[str]:
+    """Temporary files and folders (names starting with one of `prefixes`) whose writer has died.
+
+    Each writer holds an exclusive flock on its temporary file or folder; the kernel releases it when
+    the process ends, however it ends. A lock that can be taken means nobody writes there any more;
+    a live writer's lock cannot be taken, so its files stay, however old they are.
+    """
+    removed: list[str] = []
+    root = Path(folder)
+    if not root.is_dir():
+        return removed
+    for entry in os.scandir(root):
+        if not entry.name.startswith(prefixes) or entry.is_symlink():
+            continue
+        path = Path(entry.path)
+        is_dir = entry.is_dir(follow_symlinks=False)
+        if not is_dir and not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if is_dir else 0) | os.O_NOFOLLOW)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        try:
+            if not lock_held_path(fd, path):
+                continue
+            if is_dir:
+                shutil.rmtree(path)
+            else:
+                unlink_if_same(path, os.fstat(fd).st_ino)
+            removed.append(str(path))
+        finally:
+            os.close(fd)
+    return removed
