@@ -91,7 +91,8 @@ class AlertsResource(dg.ConfigurableResource):
             created_at=alert.created_at,
         )
         dispatch = AlertDispatch(alert.key, sent=True)
-        if redis_client is not None:
+        # An info alert is a notice (maintenance completed, a recommendation), not a problem to resolve.
+        if redis_client is not None and safe.severity != "info":
             dispatch.channels["redis_list"] = _replace_active(redis_client, safe.key, json.dumps(safe.as_dict()))
         self._notify(safe, dispatch)
         return dispatch
