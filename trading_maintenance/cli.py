@@ -470,7 +470,11 @@ _load_extensions(cli)
 def main() -> None:
     warnings.filterwarnings("ignore", module="dagster")
     warnings.filterwarnings("ignore", message=".*(beta|superseded|preview).*")
+    from trading_maintenance.runtime_env import apply_log_level, load_project_env
+
+    load_project_env()
     try:
+        apply_log_level(load_settings().log_level)
         cli(standalone_mode=True)
     except SettingsError as exc:
         err_console.print(f"configuration error: {exc}")

@@ -71,7 +71,32 @@ def render_instance_yaml(template_text: str, template_path: Path = DEFAULT_TEMPL
     monitoring = config.setdefault("run_monitoring", {})
     monitoring["enabled"] = True
     monitoring["max_runtime_seconds"] = settings.tasks.task_timeout_minutes * 60
+    config["python_logs"] = {**run_log_files(settings), **(config.get("python_logs") or {})}
     return f"{RENDERED_PREFIX}{_display_path(template_path)}{RENDERED_SUFFIX}\n" + yaml.safe_dump(config, sort_keys=False)
+
+
+RUN_LOG_NAME = "maintenance_runner.log"
+ERROR_LOG_NAME = "error.log"
+RUN_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s - %(message)s"
+
+
+def run_log_files(settings) -> dict:
+    """Dagster's `python_logs`: LOG_LEVEL for its loggers, and every run's log lines also in
+    logs/maintenance_runner.log (errors in logs/error.log) under the data root, where the project's
+    log rotation rotates them (a watched handler reopens a file rotated away)."""
+    logs = Path(settings.logs_dir)
+
+    def handler(name: str, level: str) -> dict:
+        return {"class": "logging.handlers.WatchedFileHandler", "level": level, "filename": str(logs / name),
+                "formatter": "timestamped", "delay": True}
+
+    return {
+        "python_log_level": settings.log_level,
+        "dagster_handler_config": {
+            "handlers": {"run_log_file": handler(RUN_LOG_NAME, settings.log_level), "error_log_file": handler(ERROR_LOG_NAME, "ERROR")},
+            "formatters": {"timestamped": {"format": RUN_LOG_FORMAT}},
+        },
+    }
 
 
 def rendered_from(instance_file: Path) -> Path | None:
@@ -144,6 +169,7 @@ def _render_locked(home: Path, template: Path | None, replace_own_file: bool) ->
         atomic_write_text(home / f"dagster.yaml.replaced-{int(os.path.getmtime(target))}", existing)
     if rendered != existing:
         atomic_write_text(target, rendered)
+    load_settings().logs_dir.mkdir(parents=True, exist_ok=True)  # the run log handlers write there
     return HomeState(home, template)
 
 

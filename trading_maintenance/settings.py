@@ -178,6 +178,19 @@ class TaskSettings(_Section):
 class ServiceEndpoint(_Section):
     name: str
     url: str
+    restart_command: list[str] | None = Field(
+        None, description="argv that restarts the service for `trading-maintenance restart` (a string is split like a shell "
+                          "would, but never run through one), e.g. systemctl restart trading-data-collector")
+    restart_timeout_seconds: float = Field(60, gt=0, le=3600, description="how long the restart command and the wait for /health may take")
+
+    @field_validator("restart_command", mode="before")
+    @classmethod
+    def _argv(cls, value: Any) -> Any:
+        import shlex
+
+        if isinstance(value, str):
+            return shlex.split(value) or None
+        return value
 
     @field_validator("url")
     @classmethod

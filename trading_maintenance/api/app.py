@@ -21,8 +21,10 @@ log = logging.getLogger("trading_maintenance.api")
 
 def create_app(instance=None, settings=None, token: str | None = None) -> FastAPI:
     """The API over `instance` (default: DAGSTER_HOME's) with `token` (default: MAINTENANCE_API_TOKEN)."""
+    from trading_maintenance.runtime_env import load_project_env
     from trading_maintenance.settings import load_settings
 
+    load_project_env()
     if instance is None:
         from trading_maintenance.instance import open_instance
 

@@ -16,6 +16,7 @@ HEALTH_ASSET = "system_health"
 RESULT_PATTERN = "maintenance:result:*"
 MAX_RESULT_BYTES = 256 * 1024  # a published result larger than this is summarised, not shown
 METRIC_WINDOWS = (7, 30)
+MAX_HEALTH_POINTS = 10_000  # Dagster reads at most this many event records at once
 
 
 def iso(ts: float | None) -> str | None:
@@ -84,7 +85,7 @@ def health_history(ctx: ApiContext, hours: int) -> list[dict]:
 
     since = time.time() - hours * 3600
     records = ctx.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey(HEALTH_ASSET), after_timestamp=since), limit=hours * 60 + 10
+        AssetRecordsFilter(asset_key=AssetKey(HEALTH_ASSET), after_timestamp=since), limit=MAX_HEALTH_POINTS
     ).records
     points = []
     for record in records:
