@@ -10,7 +10,7 @@ from sqlalchemy import insert
 
 from trading_maintenance.core.hygiene import cache as cc
 from trading_maintenance.core.trading.schema import orders
-from trading_maintenance.defs.hygiene.jobs import cache_cleanup_job
+from trading_maintenance.defs.hygiene.cache_cleanup import cache_cleanup_job
 from trading_maintenance.resources import TradingDatabaseResource
 from trading_maintenance.settings import SettingsError, load_settings
 from trading_maintenance_tests.conftest import write_config
@@ -81,7 +81,7 @@ def test_cache_cleanup_job_against_real_redis_and_postgres(tmp_path, data_dir, r
     dry = run_job(cache_cleanup_job, database_url=pg_url, config=config, run_config={"ops": {"clean_redis_caches": {"config": {"dry_run": True}}}})
     assert dry.success
     out = dry.output_for_node("clean_redis_caches")
-    assert (out["planned_ttl_set"], out["planned_idle_deleted"], out["planned_orphans_deleted"]) == (5, 5, 2)
+    assert (out["planned_ttl_set"], out["planned_idle_deleted"], out["planned_orphans_deleted"]) == (5, 5, 1)
     assert (out["ttl_set"], out["idle_deleted"], out["orphans_deleted"]) == (0, 0, 0)
     assert all(r.ttl(k) == -1 for k in FIVE_TYPES) and all(r.exists(k + ":idle") for k in FIVE_TYPES)
     assert r.exists("ticker_last_seen:TSLA") and r.exists("orders:pending:co-filled")
@@ -89,14 +89,15 @@ def test_cache_cleanup_job_against_real_redis_and_postgres(tmp_path, data_dir, r
     real = run_job(cache_cleanup_job, database_url=pg_url, config=config)
     assert real.success, real.all_events
     out = real.output_for_node("clean_redis_caches")
-    assert (out["ttl_set"], out["idle_deleted"], out["orphans_deleted"]) == (5, 5, 2)
+    assert (out["ttl_set"], out["idle_deleted"], out["orphans_deleted"]) == (5, 5, 1)
     for key, key_type in FIVE_TYPES.items():
         assert r.type(key).decode() == key_type
         assert 0 < r.ttl(key) <= 777
         assert not r.exists(key + ":idle")
     assert 0 < r.ttl("cache:with_ttl") <= 500
-    assert not r.exists("ticker_last_seen:TSLA") and not r.exists("orders:pending:co-filled")
-    for kept in ("orders:pending:co-open", "orders:pending:co-unknown", "orders:pending:co-cancelled", "ticker_last_seen:MSFT"):
+    assert not r.exists("ticker_last_seen:TSLA")
+    assert [f["key"] for f in out["findings"]] == ["orders:pending:co-filled"] and "filled in the database" in out["findings"][0]["reason"]
+    for kept in ("orders:pending:co-filled", "orders:pending:co-open", "orders:pending:co-unknown", "orders:pending:co-cancelled", "ticker_last_seen:MSFT"):
         assert r.exists(kept), kept
     for key, dumped in protected_before.items():
         assert r.dump(key) == dumped and r.ttl(key) == -1, key
@@ -137,6 +138,26 @@ def test_apply_rechecks_each_key(redis_client):
     assert [a.key for a in outcome.applied] == ["cache:b"]
     assert r.ttl("cache:a") > 60 and r.exists("ticker_last_seen:NVDA")
     assert len(outcome.unchanged) == 2
+
+
+def test_pending_order_final_in_the_database_is_reported_never_deleted(redis_client):
+    r = redis_client
+    r.hset("orders:pending:co-filled", mapping={"symbol": "AAPL", "status": "submitted"})
+    r.hset("orders:pending:co-open", mapping={"symbol": "MSFT", "status": "submitted"})
+    r.hset("orders:pending:co-unknown", mapping={"symbol": "NVDA", "status": "submitted"})
+    statuses = {"co-filled": "filled", "co-open": "submitted"}
+    before = {k: r.dump(k) for k in r.scan_iter(match="orders:pending:*")}
+    plan = cc.plan_cache_cleanup(r, ["cache:"], 60, 10_000, 100, lambda ids: {i: statuses[i] for i in ids if i in statuses})
+    assert plan.actions == []
+    assert [f["key"] for f in plan.findings] == ["orders:pending:co-filled"]
+    assert "co-filled is filled in the database" in plan.findings[0]["reason"] and "reported only" in plan.findings[0]["reason"]
+    outcome = cc.apply_cache_plan(r, plan)
+    assert outcome.applied == [] and outcome.failed == []
+    forged = cc.CachePlan(actions=[cc.KeyAction("orders:pending:co-filled", "delete_orphan", "hash", "orders_pending", "forged")])
+    outcome = cc.apply_cache_plan(r, forged)
+    assert outcome.applied == [] and "protected key" in outcome.failed[0]["reason"]
+    assert {k: r.dump(k) for k in r.scan_iter(match="orders:pending:*")} == before
+    assert all(r.ttl(k) == -1 for k in before)
 
 
 OVERLAPPING_NAMESPACES = ["", "*", "p*", "pos?tions:*", "[po]*", "positions", "orders:", "portfolio:", "[a-c]ctive_tickers",

@@ -1,4 +1,4 @@
-"""Retention planning and applying (core/cleanup.py) on real files: boundaries, dry run, symlinks,
+"""Retention planning and applying (core/hygiene/cleanup.py) on real files: boundaries, dry run, symlinks,
 duplicates, compression, market-data archive coverage, verification."""
 
 from __future__ import annotations
@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from trading_maintenance.core.common.atomic import TemporaryName, host_label, parse_temporary_name
 from trading_maintenance.core.hygiene import cleanup as c
+from trading_maintenance.core.hygiene import compression
+from trading_maintenance.core.hygiene import file_names
+from trading_maintenance.core.hygiene import open_files
 from trading_maintenance.settings import load_settings
 from trading_maintenance_tests.conftest import write_config
 from trading_maintenance_tests.hygiene.conftest import make_file
@@ -74,7 +78,7 @@ def test_name_date_cutoff_exact_boundary_and_one_second_either_side(tmp_path, da
     # mtime is recent: the date in the name of a layout this project writes decides
     f = make_file(data_dir / folder / name, "Account,T/D\n", NOW)
     undated = make_file(data_dir / folder / "notes.txt", "x", NOW - (retention - 1) * DAY)
-    boundary = c.day_start(day, TZ) + retention * DAY
+    boundary = file_names.day_start(day, TZ) + retention * DAY
     for now, expired in ((boundary, False), (boundary - 1, False), (boundary + 1, True)):
         plan = c.plan_category(cat, data_dir, now, TZ, None)
         assert [e.path for e in plan.delete] == ([str(f)] if expired else []), now - boundary
@@ -87,11 +91,11 @@ def test_name_date_cutoff_exact_boundary_and_one_second_either_side(tmp_path, da
 
 
 def test_date_from_name_variants():
-    assert c.date_from_name("2026-03-02.parquet") == date(2026, 3, 2)
-    assert c.date_from_name("export_20260302.csv") == date(2026, 3, 2)
-    assert c.date_from_name("trading_system.log.3") is None
-    assert c.date_from_name("order_12345678901.csv") is None  # digits that are no date
-    assert c.date_from_name("2026-13-40.csv") is None
+    assert file_names.date_from_name("2026-03-02.parquet") == date(2026, 3, 2)
+    assert file_names.date_from_name("export_20260302.csv") == date(2026, 3, 2)
+    assert file_names.date_from_name("trading_system.log.3") is None
+    assert file_names.date_from_name("order_12345678901.csv") is None  # digits that are no date
+    assert file_names.date_from_name("2026-13-40.csv") is None
 
 
 def test_market_data_deleted_only_when_archived(tmp_path, data_dir):
@@ -101,7 +105,7 @@ def test_market_data_deleted_only_when_archived(tmp_path, data_dir):
     archived_old = make_file(base / "2025-01-02.parquet", b"p" * 50, NOW)
     unarchived_old = make_file(base / "2025-01-03.parquet", b"p" * 60, NOW)
     young = make_file(base / "2026-05-20.parquet", b"p" * 70, NOW)
-    now = c.day_start(date(2026, 5, 21), TZ)
+    now = file_names.day_start(date(2026, 5, 21), TZ)
     archived = {os.path.realpath(archived_old), os.path.realpath(young)}
 
     plan = c.plan_category(cat, data_dir, now, TZ, None, archived)
@@ -214,9 +218,9 @@ def test_verification_reports_a_file_deleted_that_should_remain(tmp_path, data_d
 def test_gzip_refuses_file_held_open(tmp_path):
     path = make_file(tmp_path / "held.log.3", "data\n" * 10)
     with open(path, "ab"):
-        held = c.open_file_ids()
-        assert held is not None and c.is_held(str(path), held)
-        result = c.gzip_file(str(path), None, held)
+        held = open_files.open_file_ids()
+        assert held is not None and open_files.is_held(str(path), held)
+        result = compression.gzip_file(str(path), None, held)
     assert not result.ok and "held open" in result.reason and path.exists()
 
 
@@ -228,7 +232,7 @@ def test_expired_file_held_open_is_kept(tmp_path, data_dir):
     plan = c.plan_category(cat, data_dir, NOW, TZ, None)
     assert len(plan.delete) == 2
     with open(held_file, "ab"):
-        outcome = c.apply_category(plan, c.open_file_ids())
+        outcome = c.apply_category(plan, open_files.open_file_ids())
     c.verify_category(plan, outcome, cat, data_dir, NOW, TZ, None)
     assert outcome.ok and held_file.exists() and not free_file.exists()
     assert [(h.path, h.reason) for h in plan.held] == [(str(held_file), "held open by a process; kept")]
@@ -288,8 +292,8 @@ def test_fresh_file_with_a_date_like_name_outside_the_layouts_is_kept_and_report
 def test_name_date_close_to_the_file_time_is_not_reported(tmp_path, data_dir):
     settings = _settings(tmp_path, data_dir)
     day = date(2026, 5, 27)
-    make_file(data_dir / "exports" / f"fills_{day:%Y%m%d}.csv", b"x", c.day_start(day, TZ) + 20 * 3600)
-    plans = c.plan_cleanup(c.standard_categories(settings), data_dir, c.day_start(day, TZ) + 30 * 3600, TZ, 7)
+    make_file(data_dir / "exports" / f"fills_{day:%Y%m%d}.csv", b"x", file_names.day_start(day, TZ) + 20 * 3600)
+    plans = c.plan_cleanup(c.standard_categories(settings), data_dir, file_names.day_start(day, TZ) + 30 * 3600, TZ, 7)
     assert [n for p in plans for n in p.notes] == []
 
 
@@ -336,7 +340,7 @@ def test_duplicate_held_open_is_kept(tmp_path, data_dir):
     plan = c.plan_category(cat, data_dir, NOW, TZ, None)
     assert [d.path for d in plan.duplicates] == [str(copy)]
     with open(copy, "rb"):
-        outcome = c.apply_category(plan, c.open_file_ids())
+        outcome = c.apply_category(plan, open_files.open_file_ids())
     c.verify_category(plan, outcome, cat, data_dir, NOW, TZ, None)
     assert outcome.ok and outcome.deduplicated == [] and copy.exists() and original.exists()
     assert any(h.path == str(copy) and "held open" in h.reason for h in plan.held)
@@ -388,23 +392,41 @@ def test_gzip_temporary_of_a_dead_process_is_removed_by_the_next_run_never_compr
     assert sorted(t.path for t in plan.stale_temporaries) == sorted([str(legacy), str(crashed), str(held)])
     assert plan.compress == [] and plan.delete == []
     with open(held, "rb"):
-        outcome = c.apply_category(plan, c.open_file_ids())
+        outcome = c.apply_category(plan, open_files.open_file_ids())
     assert outcome.ok and sorted(t.path for t in outcome.stale_removed) == sorted([str(legacy), str(crashed)])
     assert not legacy.exists() and not crashed.exists() and live.exists() and held.exists()
     assert not list((data_dir / "logs").glob("*.tmp.gz"))
 
 
-def test_gzip_writes_under_a_temporary_name_carrying_its_process_id(tmp_path, monkeypatch):
+def test_gzip_writes_under_a_temporary_name_carrying_its_process_id_and_host(tmp_path, monkeypatch):
     path = make_file(tmp_path / "x.log.3", "line\n" * 100)
     seen = []
     real_open = open
 
     def spy(file, mode="r", *args, **kwargs):
-        if "w" in mode:
+        if "w" in mode or "x" in mode:
             seen.append(os.path.basename(str(file)))
         return real_open(file, mode, *args, **kwargs)
 
     monkeypatch.setattr("builtins.open", spy)
-    assert c.gzip_file(str(path)).ok
-    assert seen == [f".x.log.3.gz.{os.getpid()}.tmp"]
-    assert not c.gzip_file(str(make_file(tmp_path / ".y.log.gz.tmp", "z"))).ok
+    assert compression.gzip_file(str(path)).ok
+    assert len(seen) == 1 and seen[0].endswith(".tmp") and file_names.is_temporary_name(seen[0])
+    assert parse_temporary_name(seen[0]) == TemporaryName("x.log.3.gz", os.getpid(), host_label())
+    assert not compression.gzip_file(str(make_file(tmp_path / ".y.log.gz.tmp", "z"))).ok
+
+
+def test_dead_gzip_temporary_in_the_current_name_format_is_removed_live_and_foreign_ones_stay(tmp_path, data_dir):
+    settings = _settings(tmp_path, data_dir)
+    cat = _cat(c.standard_categories(settings), "logs")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    logs = data_dir / "logs"
+    crashed = make_file(logs / f".app.log.3.gz.{dead.pid}@{host_label()}.0badc0de.tmp", b"half", NOW - 10 * DAY)
+    live = make_file(logs / f".app.log.4.gz.{os.getpid()}@{host_label()}.0badc0de.tmp", b"half", NOW - 10 * DAY)
+    other_host = make_file(logs / f".app.log.5.gz.{dead.pid}@not-{host_label()}.0badc0de.tmp", b"half", NOW - 10 * DAY)
+    report_temp = make_file(logs / f".report.md.{dead.pid}@{host_label()}.0badc0de.tmp", b"half", NOW - 10 * DAY)
+    plan = c.plan_category(cat, data_dir, NOW, TZ, 7)
+    assert [t.path for t in plan.stale_temporaries] == [str(crashed)]
+    assert sorted(plan.temporaries) == sorted(str(p) for p in (live, other_host, report_temp))  # left to their writers
+    outcome = c.apply_category(plan, open_files.open_file_ids())
+    assert outcome.ok and not crashed.exists() and live.exists() and other_host.exists() and report_temp.exists()

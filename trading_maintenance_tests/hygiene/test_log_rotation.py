@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from trading_maintenance.core.hygiene import log_rotation as lr
-from trading_maintenance.core.hygiene.cleanup import open_file_ids
-from trading_maintenance.defs.hygiene.jobs import log_rotation_job
+from trading_maintenance.core.hygiene.open_files import open_file_ids
+from trading_maintenance.defs.hygiene.log_rotation import log_rotation_job
 from trading_maintenance_tests.conftest import write_config
 from trading_maintenance_tests.hygiene.conftest import make_file
 

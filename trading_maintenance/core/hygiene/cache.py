@@ -12,13 +12,14 @@ Rules
 - `ticker_last_seen:{SYMBOL}` (a string) is orphaned when SYMBOL is not in the `active_tickers`
   set. A missing or wrongly typed `active_tickers` disables the rule (reported): an empty
   collector state must not wipe every key.
-- `orders:pending:{client_order_id}` (a hash) is orphaned when the database has that order in a
-  final status (filled, cancelled, rejected, expired). Orders unknown to the database stay.
+- `orders:pending:{client_order_id}` (a hash) whose order the database has in a final status
+  (filled, cancelled, rejected, expired) is reported as a finding (key and why), never deleted:
+  it is the executor's state, and only the executor (or reconciliation's explicit fixes) change it.
 - Protected keys (platform state: `positions:*`, `orders:*`, `portfolio:*`, `active_tickers`;
   `trading:emergency_stop`, `config:*`, `circuit:*`; maintenance's own `maintenance:*` and
   `rate_limit:*`) are never touched by a namespace, even if one is misconfigured to cover them:
-  settings refuse such a namespace (`namespace_overlaps`) and planning and applying refuse the keys.
-  The only exception is the orphan rule's `orders:pending:*` hash of an order the database has final.
+  settings refuse such a namespace (`namespace_overlaps`) and planning and applying refuse the keys,
+  with no exception.
 """
 
 from __future__ import annotations
@@ -177,6 +178,7 @@ class CachePlan:
     scanned: dict[str, int] = field(default_factory=dict)  # category -> keys seen
     rules_disabled: list[str] = field(default_factory=list)
     refused_namespaces: list[str] = field(default_factory=list)
+    findings: list[dict] = field(default_factory=list)  # {key, reason}: reported for a person, never acted on
 
     def count(self, action: str, category: str | None = None) -> int:
         return sum(1 for a in self.actions if a.action == action and (category is None or a.category == category))
@@ -260,7 +262,7 @@ def plan_cache_cleanup(
                     plan.actions.append(KeyAction(key, "set_ttl", key_type, namespace, reason, ttl=default_ttl, idle_seconds=idle))
         plan.scanned[namespace] = seen
     _plan_ticker_orphans(client, plan, scan_count)
-    _plan_pending_orphans(client, plan, scan_count, final_status_of)
+    _report_stale_pending_orders(client, plan, scan_count, final_status_of)
     return plan
 
 
@@ -289,7 +291,8 @@ def _plan_ticker_orphans(client, plan: CachePlan, scan_count: int) -> None:
                 plan.actions.append(KeyAction(key, "delete_orphan", key_type, "ticker_last_seen", f"{symbol} not in active_tickers"))
 
 
-def _plan_pending_orphans(client, plan: CachePlan, scan_count: int, final_status_of) -> None:
+def _report_stale_pending_orders(client, plan: CachePlan, scan_count: int, final_status_of) -> None:
+    """Findings for `orders:pending:*` hashes whose order is final in the database; nothing is planned."""
     keys = list(scan_keys(client, PENDING_PREFIX + "*", scan_count))
     plan.scanned["orders_pending"] = len(keys)
     if not keys:
@@ -311,7 +314,13 @@ def _plan_pending_orphans(client, plan: CachePlan, scan_count: int, final_status
     for key, order_id in zip(hashes, ids):
         status = (statuses.get(order_id) or "").lower()
         if status in FINAL_ORDER_STATUSES:
-            plan.actions.append(KeyAction(key, "delete_orphan", "hash", "orders_pending", f"order {order_id} is {status} in the database"))
+            plan.findings.append(
+                {
+                    "key": key,
+                    "reason": f"order {order_id} is {status} in the database but still listed as pending; "
+                    "platform state, reported only (the executor or reconciliation must clear it)",
+                }
+            )
 
 
 # Each script re-checks what the plan saw; returns 1 when it acted, 0 when the key changed meanwhile.
@@ -328,11 +337,6 @@ if redis.call('TYPE', KEYS[2]).ok ~= 'set' then return 0 end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 0 end
 return redis.call('DEL', KEYS[1])
 """
-_DELETE_IF_HASH = "if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 0 end return redis.call('DEL', KEYS[1])"
-
-
-def _is_pending_orphan(action: KeyAction) -> bool:
-    return action.action == "delete_orphan" and action.category == "orders_pending" and action.key.startswith(PENDING_PREFIX)
 
 
 @dataclass
@@ -351,10 +355,9 @@ def apply_cache_plan(client, plan: CachePlan) -> CacheOutcome:
         "set_ttl": client.register_script(_SET_TTL),
         "delete_idle": client.register_script(_DELETE_IDLE),
         "ticker": client.register_script(_DELETE_TICKER),
-        "pending": client.register_script(_DELETE_IF_HASH),
     }
     for action in plan.actions:
-        if is_protected(action.key) and not _is_pending_orphan(action):
+        if is_protected(action.key):
             outcome.failed.append({"key": action.key, "reason": "protected key in plan; refused"})
             continue
         try:
@@ -362,10 +365,11 @@ def apply_cache_plan(client, plan: CachePlan) -> CacheOutcome:
                 done = scripts["set_ttl"](keys=[action.key], args=[action.ttl])
             elif action.action == "delete_idle":
                 done = scripts["delete_idle"](keys=[action.key], args=[action.idle_limit])
-            elif action.category == "ticker_last_seen":
+            elif action.action == "delete_orphan" and action.category == "ticker_last_seen":
                 done = scripts["ticker"](keys=[action.key, ACTIVE_TICKERS], args=[action.key[len(TICKER_PREFIX) :]])
             else:
-                done = scripts["pending"](keys=[action.key])
+                outcome.failed.append({"key": action.key, "reason": f"unknown action {action.action} ({action.category}); refused"})
+                continue
         except Exception as exc:  # noqa: BLE001 - one bad key never stops the run
             outcome.failed.append({"key": action.key, "reason": f"{type(exc).__name__}: {exc}"})
             continue

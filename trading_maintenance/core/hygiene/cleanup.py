@@ -1,7 +1,8 @@
 """Data cleanup planning: retention per category, duplicate files, compression of old kept files.
 
 Pure logic over the filesystem (no Dagster). The plan is data: a dry run reports it, a real run
-applies it with `apply_cleanup` and checks the result with `verify_cleanup`.
+applies it with `apply_category` and checks the result with `verify_category`. What names mean is in
+file_names.py, compressing in compression.py, which files are held open in open_files.py.
 
 Rules
 - A file's age comes from the date in its name only in the dated layouts of the platform contract
@@ -28,144 +29,33 @@ Rules
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import re
 import stat as stat_mod
-from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, time as dtime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
-from zoneinfo import ZoneInfo
 
-from trading_maintenance.core.hygiene.retention import FileEntry, plan_expired, unlink_if_unchanged
-from trading_maintenance.core.common.atomic import fsync_dir as _fsync_dir
-
-DAY = 86400
-_DATE_IN_NAME = re.compile(r"(?<!\d)(20\d{2}|19\d{2})-?(0[1-9]|1[0-2])-?(0[1-9]|[12]\d|3[01])(?!\d)")
-ALREADY_COMPRESSED = (".gz", ".zst", ".zstd", ".bz2", ".xz", ".zip", ".parquet", ".tgz", ".7z", ".lz4", ".enc")
-NAME_DATE_TOLERANCE_DAYS = 2  # a name date further than this from the file's time is reported
-DEDUPE_MIN_BYTES = 4096  # below one filesystem block a removed copy frees nothing worth a risk
-
-_ISO_DAY = r"(?P<date>\d{4}-\d{2}-\d{2})"
-_COMPACT_STAMP = r"(?P<date>\d{8})T\d{6}Z"
-_GZ = r"(?:\.gz)?"
-# Relative paths (under the category folder) whose name date is the file's age.
-MARKET_DATA_LAYOUTS = (re.compile(rf"^[^/]+/[^/]+/{_ISO_DAY}\.parquet$"),)
-EXPORT_LAYOUTS = (re.compile(rf"^tradenote/tradenote_{_ISO_DAY}(?:\.csv|\.zip|_metrics\.json|_risk\.json){_GZ}$"),)
-REPORT_LAYOUTS = (
-    re.compile(rf"^maintenance/(?:maintenance_report|performance)_{_ISO_DAY}\.(?:json|md){_GZ}$"),
-    re.compile(rf"^reconciliation/reconciliation_{_COMPACT_STAMP}\.(?:json|md){_GZ}$"),
-    re.compile(rf"^security/security_audit_{_COMPACT_STAMP}\.(?:json|sarif){_GZ}$"),
+from trading_maintenance.core.hygiene.compression import GzipResult, dead_gzip_temporary, gzip_file
+from trading_maintenance.core.hygiene.file_names import (
+    DAY,
+    EXPORT_LAYOUTS,
+    MARKET_DATA_LAYOUTS,
+    REPORT_LAYOUTS,
+    age_stamp_factory,
+    is_compressed_name,
+    is_live_log,
+    is_managed_backup,
+    is_newest_rotated_log,
+    is_temporary_name,
+    layout_date,
+    misleading_name_date,
 )
+from trading_maintenance.core.hygiene.open_files import is_held
+from trading_maintenance.core.hygiene.retention import FileEntry, plan_expired, unlink_if_unchanged
 
-TEMPORARY_SUFFIXES = (".tmp", ".temp", ".partial", ".part")
-_GZIP_TEMP = re.compile(r"^\.(?P<name>.+)\.gz(?:\.(?P<pid>\d+))?\.tmp$")
-
-
-def date_from_name(name: str) -> date | None:
-    """The first YYYY-MM-DD or YYYYMMDD date in a file name, or None."""
-    for match in _DATE_IN_NAME.finditer(name):
-        try:
-            return date(int(match[1]), int(match[2]), int(match[3]))
-        except ValueError:
-            continue
-    return None
-
-
-def layout_date(relative: str, layouts: tuple[re.Pattern, ...]) -> date | None:
-    """The date of a path in one of the dated layouts, or None (not a dated layout, no real date)."""
-    for layout in layouts:
-        match = layout.match(relative.replace(os.sep, "/"))
-        if match:
-            digits = match["date"].replace("-", "")
-            try:
-                return date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
-            except ValueError:
-                return None
-    return None
-
-
-def day_start(day: date, tz: str) -> float:
-    return datetime.combine(day, dtime(0, 0), tzinfo=ZoneInfo(tz)).timestamp()
-
-
-def age_stamp_factory(root: str, layouts: tuple[re.Pattern, ...], tz: str) -> Callable[[str, os.stat_result], float]:
-    """The timestamp a file's age counts from: its layout's date (midnight, tz) or its mtime."""
-
-    def stamp(path: str, st: os.stat_result) -> float:
-        day = layout_date(os.path.relpath(path, root), layouts) if layouts else None
-        return day_start(day, tz) if day is not None else st.st_mtime
-
-    return stamp
-
-
-def misleading_name_date(path: str, mtime: float, tz: str) -> str | None:
-    """A note when a name outside the dated layouts holds a date far from the file's own time."""
-    day = date_from_name(os.path.basename(path))
-    if day is None:
-        return None
-    distance = abs(mtime - day_start(day, tz)) / DAY
-    if distance <= NAME_DATE_TOLERANCE_DAYS + 1:
-        return None
-    written = datetime.fromtimestamp(mtime, ZoneInfo(tz)).date()
-    return f"name holds date {day.isoformat()} but the file is from {written.isoformat()}: age taken from the file's time"
-
-
-def is_temporary_name(relative: str) -> bool:
-    """A name of a file still being written (or left by a crashed writer), not data.
-
-    Compression suffixes are looked through, so `x.gz.tmp.gz` (a temp file compressed by mistake) is
-    still temporary; a `.name-work-*` folder holds only temporaries."""
-    parts = relative.replace(os.sep, "/").split("/")
-    if any(part.startswith(".") and "-work-" in part for part in parts):
-        return True
-    name = parts[-1].lower()
-    while name.endswith(ALREADY_COMPRESSED) and "." in name.strip("."):
-        name = name.rsplit(".", 1)[0]
-    return name.endswith(TEMPORARY_SUFFIXES)
-
-
-def gzip_temp_name(path: str) -> str:
-    folder, name = os.path.split(path)
-    return os.path.join(folder, f".{name}.gz.{os.getpid()}.tmp")
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
-
-
-def stale_gzip_temp(path: str) -> str | None:
-    """Why a gzip temporary (`.x.gz.<pid>.tmp`, or the older `.x.gz.tmp`) is abandoned, or None
-    when it is not one or its process still runs."""
-    match = _GZIP_TEMP.match(os.path.basename(path))
-    if not match:
-        return None
-    if match["pid"] is None:
-        return "gzip temporary without a process id (left by an earlier version)"
-    if process_alive(int(match["pid"])):
-        return None
-    return f"gzip temporary of process {match['pid']}, which is gone"
-
-
-def is_live_log(path: str) -> bool:
-    return path.endswith(".log")
-
-
-def is_newest_rotated_log(path: str) -> bool:
-    """`x.log.1`: the newest rotated file, which a writer that never reopens may still hold."""
-    return path.endswith(".log.1")
-
-
-def is_compressed_name(path: str) -> bool:
-    return path.lower().endswith(ALREADY_COMPRESSED)
+DEDUPE_MIN_BYTES = 4096  # below one filesystem block a removed copy frees nothing worth a risk
 
 
 @dataclass
@@ -305,7 +195,7 @@ def plan_category(
             return False
         if category.temporaries_are_data or not is_temporary_name(os.path.relpath(path, root)):
             return True
-        reason = stale_gzip_temp(path)
+        reason = dead_gzip_temporary(path)
         if reason:
             try:
                 plan.stale_temporaries.append(Held(path, os.lstat(path).st_size, reason))
@@ -356,127 +246,6 @@ def plan_cleanup(
     return [plan_category(c, data_root, now, tz, compress_after_days, archived) for c in categories]
 
 
-# --- compression -----------------------------------------------------------------------------
-
-
-@dataclass
-class GzipResult:
-    path: str
-    ok: bool
-    target: str = ""
-    bytes_before: int = 0
-    bytes_after: int = 0
-    reason: str = ""
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def gzip_file(path: str, expected_mtime: float | None = None, open_ids: set[tuple[int, int]] | None = None) -> GzipResult:
-    """Gzip `path` to `path.gz` safely; the original is removed only when all checks pass.
-
-    Written to a temporary name, fsynced, read back and compared (SHA-256 of the content), given the
-    original's mtime, renamed into place; the original is deleted only if it did not change while
-    being compressed and no process holds it open.
-    """
-    target = path + ".gz"
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return GzipResult(path, False, reason="gone before compression")
-    if not stat_mod.S_ISREG(st.st_mode):
-        return GzipResult(path, False, reason="not a regular file")
-    if is_temporary_name(os.path.basename(path)):
-        return GzipResult(path, False, reason="temporary file of a writer; never compressed")
-    if expected_mtime is not None and st.st_mtime != expected_mtime:
-        return GzipResult(path, False, reason="modified since planning; kept")
-    if open_ids and (st.st_dev, st.st_ino) in open_ids:
-        return GzipResult(path, False, reason="held open by a process; kept uncompressed")
-    if os.path.lexists(target):
-        return GzipResult(path, False, reason=f"{os.path.basename(target)} already exists; kept")
-    folder, name = os.path.split(path)
-    tmp = gzip_temp_name(path)
-    source_digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as src, open(tmp, "wb") as raw:
-            with gzip.GzipFile(filename=name, mode="wb", fileobj=raw, mtime=int(st.st_mtime)) as gz:
-                while block := src.read(1 << 20):
-                    source_digest.update(block)
-                    gz.write(block)
-            raw.flush()
-            os.fsync(raw.fileno())
-        after = os.lstat(path)
-        if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
-            os.unlink(tmp)
-            return GzipResult(path, False, reason="changed while compressing; kept uncompressed")
-        check = hashlib.sha256()
-        with gzip.open(tmp, "rb") as back:
-            while block := back.read(1 << 20):
-                check.update(block)
-        if check.hexdigest() != source_digest.hexdigest():
-            os.unlink(tmp)
-            return GzipResult(path, False, reason="compressed copy did not read back identical; kept")
-        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-        if os.path.lexists(target):
-            os.unlink(tmp)
-            return GzipResult(path, False, reason="target appeared meanwhile; kept")
-        os.rename(tmp, target)
-        _fsync_dir(folder)
-        final = os.lstat(path)
-        if (final.st_size, final.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
-            os.unlink(target)
-            return GzipResult(path, False, reason="changed while compressing; kept uncompressed")
-        os.unlink(path)
-        _fsync_dir(folder)
-    except OSError as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        return GzipResult(path, False, reason=f"{type(exc).__name__}: {exc.strerror}")
-    return GzipResult(path, True, target, st.st_size, os.lstat(target).st_size)
-
-
-def file_id(path: str) -> tuple[int, int] | None:
-    """(device, inode) of a path without following a final symlink; None when it is gone."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
-
-
-def open_file_ids() -> set[tuple[int, int]] | None:
-    """(device, inode) of every file a readable process holds open (Linux /proc); None when unknown.
-
-    Identity by inode, not path: a file renamed after the snapshot (log rotation) is still known.
-    """
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return None
-    held: set[tuple[int, int]] = set()
-    for pid_dir in proc.iterdir():
-        if not pid_dir.name.isdigit():
-            continue
-        fd_dir = pid_dir / "fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                st = os.stat(fd_dir / fd)
-            except OSError:
-                continue
-            if stat_mod.S_ISREG(st.st_mode):
-                held.add((st.st_dev, st.st_ino))
-    return held
-
-
-def is_held(path: str, held: set[tuple[int, int]] | None) -> bool:
-    if not held:
-        return False
-    return file_id(path) in held
-
-
 # --- applying and verifying ------------------------------------------------------------------
 
 
@@ -523,7 +292,7 @@ def remove_stale_temporaries(candidates: list[Held], open_ids: set[tuple[int, in
     """Remove abandoned gzip temporaries, re-checking each: still abandoned and held by nobody."""
     removed, failed = [], []
     for temp in candidates:
-        if stale_gzip_temp(temp.path) is None or is_held(temp.path, open_ids):
+        if dead_gzip_temporary(temp.path) is None or is_held(temp.path, open_ids):
             continue  # its writer is alive after all
         try:
             if not stat_mod.S_ISREG(os.lstat(temp.path).st_mode):
@@ -617,14 +386,6 @@ def verify_category(
             problems.append(f"deleted file still present: {entry.path}")
     outcome.problems.extend(problems)
     return problems
-
-
-def is_managed_backup(path: str) -> bool:
-    """Archives written by backup_archive: their retention is the backup job's own, which runs only
-    after a new backup is verified and never deletes the newest one. Age alone must not remove the
-    last good backup when backups have been failing for a week."""
-    name = os.path.basename(path)
-    return name.startswith(("backup-", ".backup-"))
 
 
 def standard_categories(settings) -> list[Category]:

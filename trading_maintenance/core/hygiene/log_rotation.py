@@ -28,7 +28,9 @@ import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from trading_maintenance.core.hygiene.cleanup import gzip_file, is_held, is_temporary_name, stale_gzip_temp
+from trading_maintenance.core.hygiene.compression import dead_gzip_temporary, gzip_file
+from trading_maintenance.core.hygiene.file_names import is_temporary_name
+from trading_maintenance.core.hygiene.open_files import is_held
 
 _ROTATED = re.compile(r"^(?P<base>.+\.log)\.(?P<n>[1-9]\d*)(?P<gz>\.gz)?$")
 
@@ -116,7 +118,7 @@ def plan_rotation(
         return plan
     names = sorted(os.listdir(logs_dir))
     for name in names:
-        reason = stale_gzip_temp(str(logs_dir / name))
+        reason = dead_gzip_temporary(str(logs_dir / name))
         if reason and os.path.isfile(logs_dir / name) and not os.path.islink(logs_dir / name):
             plan.ops.append(LogOp("remove_temp", str(logs_dir / name), bytes=os.lstat(logs_dir / name).st_size, reason=reason))
     for name in names:
@@ -231,7 +233,7 @@ def apply_rotation(plan: RotationPlan, open_ids: set[tuple[int, int]] | None = N
                 os.unlink(op.path)
                 outcome.bytes_freed += op.bytes
             elif op.action == "remove_temp":
-                if stale_gzip_temp(op.path) is None or is_held(op.path, open_ids):
+                if dead_gzip_temporary(op.path) is None or is_held(op.path, open_ids):
                     continue  # its writer is alive after all
                 os.unlink(op.path)
                 outcome.bytes_freed += op.bytes
