@@ -179,14 +179,29 @@ def _add_counters(row: RunRow, metadata: dict) -> None:
             row.files_processed += int(value)
 
 
-def load_health(instance, since: float, until: float, limit: int = 20000) -> list[HealthPoint]:
-    """`system_health` materializations in [since, until), oldest first, numeric metrics only."""
+def _health_records_newest_first(instance, since: float, limit: int):
     import dagster as dg
 
+    cursor, seen = None, 0
+    while seen < limit:
+        page = instance.fetch_materializations(dg.AssetKey("system_health"), limit=PAGE, cursor=cursor, ascending=False)
+        for record in page.records:
+            if record.timestamp < since:
+                return
+            seen += 1
+            yield record
+        if not page.has_more:
+            return
+        cursor = page.cursor
+
+
+PAGE = 5000
+
+
+def load_health(instance, since: float, until: float, limit: int = 20000) -> list[HealthPoint]:
+    """`system_health` materializations in [since, until), oldest first, numeric metrics only."""
     points = []
-    for record in instance.fetch_materializations(dg.AssetKey("system_health"), limit=limit, ascending=False).records:
-        if record.timestamp < since:
-            break
+    for record in _health_records_newest_first(instance, since, limit):
         if record.timestamp >= until or record.asset_materialization is None:
             continue
         values = {}

@@ -33,6 +33,10 @@ JOBS = {"data_cleanup": data_cleanup_job, "cache_cleanup": cache_cleanup_job, "b
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
+def current_time() -> float:
+    return time.time()
+
+
 def _redis_info(redis: RedisResource) -> tuple[dict | None, str]:
     try:
         return redis.get_client().info("memory"), ""
@@ -75,7 +79,7 @@ def reprioritise_queue(instance: dg.DagsterInstance, findings: list[adaptive.Fin
                 "fragmented or near maxmemory, one retry of a failed heavy task outside market hours; orders the run queue.",
 )
 def adaptive_maintenance_sensor(context: dg.SensorEvaluationContext, redis: RedisResource):
-    now = time.time()
+    now = current_time()
     market_open = is_market_open(datetime.fromtimestamp(now, timezone.utc))
     points = load_health(context.instance, now - DISK_TREND_HOURS * 3600, now + 1)
     disk = linear_trend("disk_percent", [(p.timestamp, p.values["disk_percent"]) for p in points if "disk_percent" in p.values])
