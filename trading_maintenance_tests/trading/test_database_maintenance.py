@@ -17,7 +17,7 @@ from sqlalchemy.pool import NullPool
 from trading_maintenance.core.trading import schema as ts
 from trading_maintenance.core.database.maintenance import TableStats, estimate_index_bloat, id_checksum, plan_postgres
 from trading_maintenance.core.database.sql import run_interruptible
-from trading_maintenance.defs.database.jobs import database_maintenance_job
+from trading_maintenance.defs.database.ops import database_maintenance_job
 from trading_maintenance.resources.database import TradingDatabaseResource, database_engine, ensure_trading_schema
 
 from ..conftest import write_config
@@ -270,3 +270,44 @@ def test_interruption_cancels_the_backend_waiting_for_a_lock(pg_url):
     finally:
         conn.close()
         locker.dispose()
+
+
+def test_purge_archive_left_half_written_by_a_crash_is_removed_by_the_next_purge(data_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from trading_maintenance.core.common.atomic import host_label, parse_temporary_name
+    from trading_maintenance.core.database.maintenance import PURGE_TARGETS
+    from trading_maintenance.core.database.sql import purge_table
+
+    engine = database_engine("", data_dir)
+    _seed_purge(engine)
+    archive_dir = tmp_path / "archive"
+    fills = next(t for t in PURGE_TARGETS if t.table == "fills")
+    crash = textwrap.dedent(
+        f"""
+        import os
+        from datetime import datetime, timedelta, timezone
+        from pathlib import Path
+        from trading_maintenance.core.database import sql
+        from trading_maintenance.core.database.maintenance import PURGE_TARGETS
+        from trading_maintenance.resources.database import database_engine
+        os.replace = lambda *a: os._exit(3)
+        target = next(t for t in PURGE_TARGETS if t.table == "fills")
+        sql.archive_rows(database_engine("", {str(data_dir)!r}), target, datetime.now(timezone.utc) - timedelta(days=365), Path({str(archive_dir)!r}), "crashed")
+        """
+    )
+    child = subprocess.run([sys.executable, "-c", crash], capture_output=True, text=True)
+    assert child.returncode == 3, child.stderr
+    (leftover,) = archive_dir.iterdir()
+    writer = parse_temporary_name(leftover.name)
+    assert writer and writer.host == host_label() and writer.target.startswith("fills_before_") and writer.target.endswith("_crashed.parquet")
+    live = archive_dir / f".fills_before_x.parquet.{os.getpid()}@{host_label()}.0123abcd.tmp"
+    live.write_bytes(b"a purge still writing")
+
+    outcome = purge_table(engine, fills, NOW - timedelta(days=365), archive_dir, "next", 500, 1000, 10000, dry_run=False)
+    assert outcome.error == "" and outcome.verified and outcome.deleted == 1200
+    assert outcome.dead_temporaries_removed == 1 and not leftover.exists() and live.exists()
+    assert sorted(p.name for p in archive_dir.iterdir()) == sorted([live.name, os.path.basename(outcome.archive_path)])

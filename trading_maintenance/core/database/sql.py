@@ -7,6 +7,7 @@ its own transaction with lock and statement timeouts, deleting only ids the veri
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +19,7 @@ from sqlalchemy import and_, create_engine, event, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from trading_maintenance.core.common.atomic import fsync_dir, remove_dead_temporaries, temporary_name_for
 from trading_maintenance.core.trading import schema as ts
 from trading_maintenance.core.database.maintenance import (
     PURGE_TARGETS,
@@ -256,6 +258,7 @@ class PurgeOutcome:
     batches_done: int = 0
     remaining_old: int = 0
     error: str = ""
+    dead_temporaries_removed: int = 0  # archives a crashed earlier purge left half-written
     deleted_ids: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -284,9 +287,8 @@ def _arrow_value(value):
 
 
 def archive_rows(engine, target: PurgeTarget, cutoff: datetime, archive_dir: Path, stamp: str) -> tuple[list[int], Path | None]:
-    """Write the rows to purge to parquet (temp name, fsync, rename) and return their ids."""
-    import os
-
+    """Write the rows to purge to parquet (temporary name with process id and host, fsync, rename,
+    fsync the folder) and return their ids."""
     table, where = _old_rows_query(target, cutoff)
     with engine.connect() as conn:
         rows = [dict(r) for r in conn.execute(select(table).where(where).order_by(table.c.id)).mappings()]
@@ -296,11 +298,16 @@ def archive_rows(engine, target: PurgeTarget, cutoff: datetime, archive_dir: Pat
     arrow = pa.table({name: pa.array(values) for name, values in columns.items()})
     archive_dir.mkdir(parents=True, exist_ok=True)
     path = archive_dir / f"{target.table}_before_{cutoff.date().isoformat()}_{stamp}.parquet"
-    tmp = path.with_name("." + path.name + ".tmp")
-    pq.write_table(arrow, tmp, compression="zstd")
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    tmp = temporary_name_for(path)
+    try:
+        pq.write_table(arrow, tmp, compression="zstd")
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(archive_dir)
     return [int(r["id"]) for r in rows], path
 
 
@@ -323,6 +330,7 @@ def purge_table(engine, target: PurgeTarget, cutoff: datetime, archive_dir: Path
             outcome.selected = len(conn.execute(select(table.c.id).where(where)).all())
         outcome.remaining_old = outcome.selected
         return outcome
+    outcome.dead_temporaries_removed = len(remove_dead_temporaries(archive_dir, f"{target.table}_before_*.parquet").removed)
     ids, path = archive_rows(engine, target, cutoff, archive_dir, stamp)
     outcome.selected = len(ids)
     if not ids:
