@@ -28,7 +28,7 @@ class VerifiedListing:
     unreadable: list[str] = field(default_factory=list)  # names of the archives that could not be verified
 
 
-def _manifest_identity(manifest: dict, name: str) -> tuple[str, datetime]:
+def manifest_identity(manifest: dict, name: str) -> tuple[str, datetime]:
     backup_id = manifest.get("backup_id")
     if not isinstance(backup_id, str) or not re.fullmatch(r"\d{8}T\d{6}Z(?:-\d+)?", backup_id):
         raise ArchiveError(f"{name}: manifest field 'backup_id' is missing or malformed")
@@ -50,7 +50,7 @@ def identify_local_backups(backups_dir: str | Path, secret: str | None) -> Verif
     refs, problems, unreadable = [], [], []
     for ref in list_local_backups(backups_dir):
         try:
-            backup_id, created = _manifest_identity(verify_archive(ref.location, secret).manifest, ref.name)
+            backup_id, created = manifest_identity(verify_archive(ref.location, secret).manifest, ref.name)
         except ArchiveError as exc:
             problems.append(f"{ref.name}: left out, cannot be verified: {exc}")
             unreadable.append(ref.name)
@@ -160,7 +160,7 @@ def copy_bounded(source, out, limit: int, what: str) -> tuple[int, str]:
             out.write(chunk)
 
 
-def _manifest_members(manifest: dict, name: str) -> dict[str, dict]:
+def manifest_members(manifest: dict, name: str) -> dict[str, dict]:
     members = manifest.get("members") if isinstance(manifest, dict) else None
     if not isinstance(members, list):
         raise ArchiveError(f"{name}: manifest field 'members' is missing or not a list")
@@ -238,7 +238,7 @@ def verify_archive(
     """
     name = Path(path).name
     manifest, seen, total = _scan_archive(path, secret, accept)
-    listed = _manifest_members(manifest, name)
+    listed = manifest_members(manifest, name)
     for member_name, member in listed.items():
         if member_name not in seen:
             raise ArchiveError(f"{name}: member {member_name!r} listed in the manifest is missing: archive truncated or altered")

@@ -12,6 +12,8 @@ from trading_maintenance.core.backups import database_logical
 from trading_maintenance.core.backups import postgres_dump
 from trading_maintenance.core.backups.archive import ArchiveError
 from trading_maintenance.core.backups.archive_reader import sha256_file, verify_archive
+from trading_maintenance.core.backups.repository import Repository
+from trading_maintenance.core.backups.snapshots import stage_snapshot
 from trading_maintenance.core.backups.temporaries import owned_temp_dir, remove_dead_temporaries
 from trading_maintenance.core.backups.redis_records import compare_ttls, restore_redis, snapshot_stats
 from trading_maintenance.core.backups.restore import member_type
@@ -59,14 +61,20 @@ def run_drill(
     work_root: Path,
     scratch_redis=None,
     pg_admin_url: str | None = None,
+    repository: Repository | None = None,
 ) -> DrillReport:
-    """Restore everything into scratch targets and compare with what the manifest recorded."""
+    """Restore everything into scratch targets and compare with what the manifest recorded; with
+    `repository`, archive_path is the id of the snapshot to restore."""
     started = time.monotonic()
     report = DrillReport("", str(archive_path))
     remove_dead_temporaries(work_root, (DRILL_PREFIX,))
     with owned_temp_dir(work_root, DRILL_PREFIX) as stage:
         try:
-            verified = verify_archive(archive_path, secret, stage, accept=lambda name: member_type(name, None))
+            if repository is None:
+                verified = verify_archive(archive_path, secret, stage, accept=lambda name: member_type(name, None))
+            else:
+                with repository.lock(exclusive=False):
+                    verified = stage_snapshot(repository, str(archive_path), stage, accept=lambda name: member_type(name, None))
         except ArchiveError as exc:
             report.add("archive", False, str(exc))
             return report

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from trading_maintenance.core.backups.archive import MIN_FREE_BYTES, ArchiveError, is_temporary_name, parse_archive_name
 from trading_maintenance.core.backups.archive_reader import verify_archive
+from trading_maintenance.core.backups.repository import Repository
+from trading_maintenance.core.backups.snapshots import stage_snapshot
 from trading_maintenance.core.backups.temporaries import owned_temp_dir, remove_dead_temporaries
 from trading_maintenance.core.backups.restore_parts import ConfigPart, DatabasePart, RedisPart, RestorePart, RestoreRefused, TradingDataPart
 
@@ -124,7 +126,9 @@ def restore_backup(
     force: bool = False,
     dry_run: bool = False,
     min_free_bytes: int = MIN_FREE_BYTES,
+    repository: Repository | None = None,
 ) -> RestoreReport:
+    """Restore `types` from an archive file, or with `repository` from the snapshot whose id is archive_path."""
     unknown = set(types) - set(TYPES)
     if unknown:
         raise ValueError(f"unknown restore type(s) {sorted(unknown)}; expected {TYPES}")
@@ -133,12 +137,14 @@ def restore_backup(
     folders = tuple(data_folders) if "trading_data" in types else None
     remove_dead_temporaries(stage_root, (STAGE_PREFIX,))
     with owned_temp_dir(stage_root, STAGE_PREFIX) as stage:
-        verified = verify_archive(
-            archive_path, secret, stage,
-            want=lambda name: member_type(name, folders) in types,
-            accept=lambda name: member_type(name, folders),
-            min_free_bytes=min_free_bytes,
-        )
+        want = lambda name: member_type(name, folders) in types  # noqa: E731
+        accept = lambda name: member_type(name, folders)  # noqa: E731
+        if repository is None:
+            verified = verify_archive(archive_path, secret, stage, want=want, accept=accept, min_free_bytes=min_free_bytes)
+        else:
+            with repository.lock(exclusive=False):
+                verified = stage_snapshot(repository, str(archive_path), stage, want=want, accept=accept,
+                                          min_free_bytes=min_free_bytes)
         manifest = verified.manifest
         for entry in manifest["members"]:
             if entry["kind"] != member_type(entry["name"], folders):

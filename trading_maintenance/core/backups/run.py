@@ -14,6 +14,7 @@ import re
 import sqlite3
 import sys
 import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -25,6 +26,9 @@ from trading_maintenance.core.backups.archive_writer import ArchiveResult, Archi
 from trading_maintenance.core.backups.config_mask import mask_config_text
 from trading_maintenance.core.backups.temporaries import owned_temp_dir
 from trading_maintenance.core.backups.redis_snapshot import export_redis
+from trading_maintenance.core.backups.repository import Repository
+from trading_maintenance.core.backups.snapshot_writer import SnapshotWriter
+from trading_maintenance.core.backups.snapshots import list_snapshots, repair
 
 DAILY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
 PARTS = ("config", "redis", "database", "trading_data")
@@ -149,8 +153,11 @@ def create_backup(
     database_method: str = "auto",
     now: datetime | None = None,
     work_root: Path | None = None,
+    repository: Repository | None = None,
 ) -> BackupOutcome:
-    """Write one archive holding the requested parts; raises on a store failure (nothing published)."""
+    """Write one archive holding the requested parts, or with `repository` one snapshot into it
+    (unchanged files of the newest snapshot are not read again); raises on a store failure
+    (nothing published)."""
     now = now or datetime.now(timezone.utc)
     part_bytes = {p: 0 for p in parts}
     versions = {"project": project_version(), "python": platform.python_version()}
@@ -158,71 +165,80 @@ def create_backup(
     redis_stats: dict = {}
     db_info: dict = {}
     Path(dest_dir).mkdir(parents=True, exist_ok=True)
-    with owned_temp_dir(work_root or tempfile.gettempdir(), WORK_PREFIX) as work:
-        with ArchiveWriter(dest_dir, new_backup_id(now), fmt, secret) as writer:
-            if "config" in parts:
-                if config_path and Path(config_path).exists():
-                    masked, _ = mask_config_text(Path(config_path).read_text(), secret_keys)
-                    part_bytes["config"] += writer.add_bytes("config/maintenance.yml", masked.encode(), "config", str(config_path)).size
-                eff = json.dumps(effective_settings, indent=1, sort_keys=True, default=str).encode()
-                part_bytes["config"] += writer.add_bytes("config/effective_settings.json", eff, "config").size
-            if "redis" in parts and redis_client is not None:
-                info = redis_client.info("server")
-                versions["redis"] = info.get("redis_version", "unknown")
-                export_path = work / "keys.jsonl"
-                stats = export_redis(redis_client, export_path)
-                redis_stats = {**stats.as_dict(), "db": redis_client.connection_pool.connection_kwargs.get("db", 0)}
-                part_bytes["redis"] += writer.add_file("redis/keys.jsonl", export_path, "redis").size
-                export_path.unlink()
-            if "database" in parts and engine is not None:
-                if engine.dialect.name == "postgresql":
-                    db_info = postgres_dump.backup_postgres(engine, db_url, work, database_method)
-                else:
-                    source = sqlite_file_for(db_url, data_dir)
-                    if not source.exists():
-                        from trading_maintenance.core.trading.schema import metadata
+    with ExitStack() as stack:
+        work = stack.enter_context(owned_temp_dir(work_root or tempfile.gettempdir(), WORK_PREFIX))
+        if repository is None:
+            writer = stack.enter_context(ArchiveWriter(dest_dir, new_backup_id(now), fmt, secret))
+        else:
+            stack.enter_context(repository.lock())
+            warnings += repair(repository).lines()
+            listing = list_snapshots(repository)
+            parent = repository.read_snapshot(listing.refs[-1].name) if listing.refs else None
+            pack_work = stack.enter_context(owned_temp_dir(repository.root / "tmp", WORK_PREFIX))
+            writer = stack.enter_context(SnapshotWriter(repository, pack_work, parent, now=now))
+        if "config" in parts:
+            if config_path and Path(config_path).exists():
+                masked, _ = mask_config_text(Path(config_path).read_text(), secret_keys)
+                part_bytes["config"] += writer.add_bytes("config/maintenance.yml", masked.encode(), "config", str(config_path)).size
+            eff = json.dumps(effective_settings, indent=1, sort_keys=True, default=str).encode()
+            part_bytes["config"] += writer.add_bytes("config/effective_settings.json", eff, "config").size
+        if "redis" in parts and redis_client is not None:
+            info = redis_client.info("server")
+            versions["redis"] = info.get("redis_version", "unknown")
+            export_path = work / "keys.jsonl"
+            stats = export_redis(redis_client, export_path)
+            redis_stats = {**stats.as_dict(), "db": redis_client.connection_pool.connection_kwargs.get("db", 0)}
+            part_bytes["redis"] += writer.add_file("redis/keys.jsonl", export_path, "redis").size
+            export_path.unlink()
+        if "database" in parts and engine is not None:
+            if engine.dialect.name == "postgresql":
+                db_info = postgres_dump.backup_postgres(engine, db_url, work, database_method)
+            else:
+                source = sqlite_file_for(db_url, data_dir)
+                if not source.exists():
+                    from trading_maintenance.core.trading.schema import metadata
 
-                        metadata.create_all(engine, checkfirst=True)
-                    snapshot = work / "trading.sqlite"
-                    tables = bdb.backup_sqlite(source, snapshot)
-                    db_info = {
-                        "dialect": "sqlite",
-                        "method": "sqlite_backup_api",
-                        "why": "embedded SQLite file",
-                        "files": [("database/trading.sqlite", snapshot)],
-                        "tables": tables,
-                        "versions": {"sqlite": sqlite3.sqlite_version},
-                    }
-                versions.update(db_info["versions"])
-                for member, path in db_info["files"]:
-                    part_bytes["database"] += writer.add_file(member, path, "database").size
-                    Path(path).unlink()
-            files_written = 0
-            if "trading_data" in parts:
-                for planned in trading_files or []:
-                    try:
-                        member = writer.add_file(planned.member, planned.path, "trading_data", planned.path)
-                    except FileNotFoundError:
-                        warnings.append(f"{planned.path}: deleted before it could be read; skipped")
-                        continue
-                    except PermissionError as exc:
-                        warnings.append(f"{planned.path}: {exc.strerror}; skipped")
-                        continue
-                    if member.note:
-                        warnings.append(f"{planned.path}: {member.note}")
-                    part_bytes["trading_data"] += member.size
-                    files_written += 1
-            manifest = {
-                "created_at": now.isoformat(),
-                "parts": parts,
-                "versions": versions,
-                "part_bytes": part_bytes,
-                "redis": redis_stats,
-                "database": {k: v for k, v in db_info.items() if k != "files"},
-                "trading_files": files_written,
-                "warnings": warnings,
-                "host": platform.node(),
-                "argv0": Path(sys.argv[0]).name,
-            }
-            result = writer.finish(manifest)
+                    metadata.create_all(engine, checkfirst=True)
+                snapshot = work / "trading.sqlite"
+                tables = bdb.backup_sqlite(source, snapshot)
+                db_info = {
+                    "dialect": "sqlite",
+                    "method": "sqlite_backup_api",
+                    "why": "embedded SQLite file",
+                    "files": [("database/trading.sqlite", snapshot)],
+                    "tables": tables,
+                    "versions": {"sqlite": sqlite3.sqlite_version},
+                }
+            versions.update(db_info["versions"])
+            for member, path in db_info["files"]:
+                part_bytes["database"] += writer.add_file(member, path, "database").size
+                Path(path).unlink()
+        files_written = 0
+        if "trading_data" in parts:
+            for planned in trading_files or []:
+                try:
+                    member = writer.add_file(planned.member, planned.path, "trading_data", planned.path)
+                except FileNotFoundError:
+                    warnings.append(f"{planned.path}: deleted before it could be read; skipped")
+                    continue
+                except PermissionError as exc:
+                    warnings.append(f"{planned.path}: {exc.strerror}; skipped")
+                    continue
+                if member.note:
+                    warnings.append(f"{planned.path}: {member.note}")
+                part_bytes["trading_data"] += member.size
+                files_written += 1
+        manifest = {
+            "created_at": now.isoformat(),
+            "parts": parts,
+            "versions": versions,
+            "part_bytes": part_bytes,
+            "redis": redis_stats,
+            "database": {k: v for k, v in db_info.items() if k != "files"},
+            "trading_files": files_written,
+            "warnings": warnings,
+            "host": platform.node(),
+            "argv0": Path(sys.argv[0]).name,
+        }
+        result = writer.finish(manifest)
     return BackupOutcome(result, part_bytes, redis_stats, {k: v for k, v in db_info.items() if k != "files"}, files_written, [], warnings)

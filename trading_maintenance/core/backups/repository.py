@@ -1,0 +1,334 @@
+"""A content-addressed backup repository (the layout restic and borg use), under `backups/repository/`.
+
+    config.json          format version, chunker parameters, key salt and a key check (no secret)
+    data/<2 hex>/<id>    packs: many chunks, each compressed (zstd) then sealed (AES-256-GCM),
+                         followed by a sealed header listing them; <id> is the SHA-256 of the pack
+    index/<id>           sealed: which pack holds which chunk (written only after its packs are fsynced)
+    snapshots/<id>       sealed manifests: the files of one backup and the chunks of each file
+    lock                 flock: one writer (backup, forget/prune, repair) at a time
+
+A chunk's id is a keyed BLAKE2b of its plaintext (keyed so ids reveal nothing about the content),
+so a chunk is stored once whatever file or backup it comes from. Keys are derived from the backup
+key (scrypt, then BLAKE2b per purpose). Every read authenticates, decompresses within the size the
+index declares and checks the chunk's id: a changed byte is found, never restored.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import struct
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import zstandard
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from trading_maintenance.core.backups.archive import ArchiveError
+from trading_maintenance.core.backups.temporaries import fsync_dir, remove_dead_temporaries
+
+REPOSITORY_DIR = "repository"
+FORMAT_VERSION = 1
+CHUNK_MIN, CHUNK_AVG, CHUNK_MAX = 256 << 10, 1 << 20, 4 << 20
+PACK_TARGET = 16 << 20
+MAX_HEADER_BYTES = 16 << 20
+MAX_METADATA_BYTES = 256 << 20
+PACK_TEMP_PREFIX = ".pack-"
+LOCK_WAIT_SECONDS = 30.0
+_PLAIN, _ZSTD = b"\x00", b"\x01"
+_NONCE = 12
+
+
+class RepositoryError(ArchiveError):
+    """The repository cannot be used as it is; the message says which file and why."""
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    pack: str
+    offset: int
+    length: int
+    raw_length: int
+
+
+class Keys:
+    """Encryption and chunk-id keys derived from the backup key; None secret = an unencrypted repository."""
+
+    def __init__(self, secret: str | None, salt: bytes):
+        self.encrypted = bool(secret)
+        if secret:
+            master = hashlib.scrypt(secret.encode("utf-8"), salt=salt, n=2**14, r=8, p=1, dklen=32)
+            self.aead = AESGCM(hashlib.blake2b(b"encryption", key=master, digest_size=32).digest())
+            self.id_key = hashlib.blake2b(b"chunk-id", key=master, digest_size=32).digest()
+            self.check = hashlib.blake2b(b"key-check", key=master, digest_size=32).hexdigest()
+        else:
+            self.aead = None
+            self.id_key = b""
+            self.check = ""
+
+    def chunk_id(self, data) -> str:
+        return hashlib.blake2b(data, key=self.id_key, digest_size=32).hexdigest()
+
+    def seal(self, plaintext: bytes, context: bytes) -> bytes:
+        if self.aead is None:
+            return plaintext
+        nonce = os.urandom(_NONCE)
+        return nonce + self.aead.encrypt(nonce, plaintext, context)
+
+    def open(self, sealed: bytes, context: bytes, what: str) -> bytes:
+        if self.aead is None:
+            return sealed
+        try:
+            return self.aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], context)
+        except (InvalidTag, ValueError):
+            raise RepositoryError(f"{what} failed authentication: altered, corrupt or sealed with another key") from None
+
+
+def encode_chunk(keys: Keys, data: bytes, compressor: zstandard.ZstdCompressor) -> tuple[str, bytes]:
+    """(chunk id, stored bytes): compressed when that helps, then sealed with the id as associated data."""
+    chunk_id = keys.chunk_id(data)
+    packed = compressor.compress(data)
+    body = _ZSTD + packed if len(packed) < len(data) else _PLAIN + data
+    return chunk_id, keys.seal(body, chunk_id.encode())
+
+
+def decode_chunk(keys: Keys, chunk_id: str, stored: bytes, raw_length: int) -> bytes:
+    body = keys.open(stored, chunk_id.encode(), f"chunk {chunk_id[:16]}")
+    if body[:1] == _ZSTD:
+        try:
+            data = zstandard.ZstdDecompressor().decompress(body[1:], max_output_size=raw_length)
+        except zstandard.ZstdError as exc:
+            raise RepositoryError(f"chunk {chunk_id[:16]} does not decompress: {exc}") from None
+    elif body[:1] == _PLAIN:
+        data = body[1:]
+    else:
+        raise RepositoryError(f"chunk {chunk_id[:16]} has an unknown encoding")
+    if len(data) != raw_length or not hmac.compare_digest(keys.chunk_id(data), chunk_id):
+        raise RepositoryError(f"chunk {chunk_id[:16]} does not match its id: the repository was altered or corrupted")
+    return data
+
+
+def _is_hex_id(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+class Repository:
+    """One repository folder; open with `Repository.open_or_create(backups_dir, secret)`."""
+
+    def __init__(self, root: Path, keys: Keys, config: dict):
+        self.root = root
+        self.keys = keys
+        self.config = config
+
+    # ----------------------------------------------------------------- opening and locking
+
+    @classmethod
+    def open_or_create(cls, backups_dir: str | Path, secret: str | None, create: bool = True) -> "Repository":
+        root = Path(backups_dir) / REPOSITORY_DIR
+        config_path = root / "config.json"
+        if not config_path.exists():
+            if not create:
+                raise RepositoryError(f"no backup repository in {root}")
+            for sub in ("data", "index", "snapshots", "tmp"):
+                (root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+            salt = os.urandom(16)
+            keys = Keys(secret, salt)
+            config = {"version": FORMAT_VERSION, "encrypted": keys.encrypted, "salt": salt.hex(), "key_check": keys.check,
+                      "chunker": {"algorithm": "fastcdc", "min": CHUNK_MIN, "avg": CHUNK_AVG, "max": CHUNK_MAX}}
+            _write_file(config_path, json.dumps(config, indent=1).encode())
+            return cls(root, keys, config)
+        try:
+            config = json.loads(_read_bounded(config_path, 1 << 16))
+            salt = bytes.fromhex(config["salt"])
+            version, encrypted, check = config["version"], config["encrypted"], config["key_check"]
+        except (ValueError, KeyError, TypeError):
+            raise RepositoryError(f"{config_path}: not a valid repository configuration") from None
+        if version != FORMAT_VERSION:
+            raise RepositoryError(f"{config_path}: field 'version' is {version!r}; this program reads version {FORMAT_VERSION}")
+        if encrypted and not secret:
+            raise RepositoryError("the backup repository is encrypted: set BACKUP_ENCRYPTION_KEY (or backup.encryption_key)")
+        keys = Keys(secret if encrypted else None, salt)
+        if encrypted and not hmac.compare_digest(keys.check, str(check)):
+            raise RepositoryError("wrong encryption key: the repository was created with a different BACKUP_ENCRYPTION_KEY")
+        return cls(root, keys, config)
+
+    @contextmanager
+    def lock(self, exclusive: bool = True, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+        """Exclusive for writers (backup, forget/prune, repair); shared for readers. Temporaries of a
+        writer that died are removed once the exclusive lock is held."""
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise RepositoryError(f"the backup repository {self.root} is locked by another backup or prune "
+                                              f"(waited {wait:.0f} s)") from None
+                    time.sleep(0.2)
+            if exclusive:
+                remove_dead_temporaries(self.root / "tmp", (PACK_TEMP_PREFIX, ".backup-work-"))
+            yield
+        finally:
+            os.close(fd)
+
+    # ----------------------------------------------------------------- packs
+
+    def pack_path(self, pack_id: str) -> Path:
+        return self.root / "data" / pack_id[:2] / pack_id
+
+    def pack_ids(self) -> set[str]:
+        found = set()
+        data = self.root / "data"
+        for sub in os.scandir(data) if data.is_dir() else ():
+            if sub.is_dir(follow_symlinks=False) and len(sub.name) == 2:
+                found.update(e.name for e in os.scandir(sub.path) if _is_hex_id(e.name) and e.name.startswith(sub.name))
+        return found
+
+    def publish_pack(self, temp: Path, pack_id: str) -> None:
+        """A finished pack (already fsynced under its temporary name) given its content address."""
+        final = self.pack_path(pack_id)
+        final.parent.mkdir(exist_ok=True, mode=0o700)
+        os.replace(temp, final)
+        fsync_dir(final.parent)
+
+    def read_pack_header(self, pack_id: str) -> list[tuple[str, BlobRef]]:
+        path = self.pack_path(pack_id)
+        try:
+            with open(path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if size < 4:
+                    raise RepositoryError(f"pack {pack_id[:16]} is truncated")
+                handle.seek(size - 4)
+                (length,) = struct.unpack(">I", handle.read(4))
+                if length > min(MAX_HEADER_BYTES, size - 4):
+                    raise RepositoryError(f"pack {pack_id[:16]} has a header length beyond the file: truncated or corrupt")
+                handle.seek(size - 4 - length)
+                sealed = handle.read(length)
+        except FileNotFoundError:
+            raise RepositoryError(f"pack {pack_id[:16]} is missing") from None
+        header = _json(self.keys.open(sealed, b"pack-header", f"pack {pack_id[:16]} header"),
+                       f"pack {pack_id[:16]} header")
+        entries = []
+        limit = size - 4 - length
+        for item in header if isinstance(header, list) else [None]:
+            if not (isinstance(item, list) and len(item) == 4 and isinstance(item[0], str) and _is_hex_id(item[0])
+                    and all(type(v) is int and 0 <= v for v in item[1:]) and item[1] + item[2] <= limit
+                    and item[3] <= CHUNK_MAX):
+                raise RepositoryError(f"pack {pack_id[:16]} header lists an invalid entry")
+            entries.append((item[0], BlobRef(pack_id, item[1], item[2], item[3])))
+        return entries
+
+    def read_chunk(self, chunk_id: str, ref: BlobRef, handle=None) -> bytes:
+        if handle is None:
+            with open(self.pack_path(ref.pack), "rb") as own:
+                return self.read_chunk(chunk_id, ref, own)
+        handle.seek(ref.offset)
+        stored = handle.read(ref.length)
+        if len(stored) != ref.length:
+            raise RepositoryError(f"pack {ref.pack[:16]} is truncated: chunk {chunk_id[:16]} cut short")
+        return decode_chunk(self.keys, chunk_id, stored, ref.raw_length)
+
+    # ----------------------------------------------------------------- index
+
+    def index_files(self) -> list[str]:
+        folder = self.root / "index"
+        return sorted(e.name for e in os.scandir(folder) if _is_hex_id(e.name)) if folder.is_dir() else []
+
+    def read_index_file(self, name: str) -> dict[str, list[list]]:
+        sealed = _read_bounded(self.root / "index" / name, MAX_METADATA_BYTES)
+        if not hmac.compare_digest(hashlib.sha256(sealed).hexdigest(), name):
+            raise RepositoryError(f"index {name[:16]} does not match its name: altered or corrupt")
+        document = _json(self.keys.open(sealed, b"index", f"index {name[:16]}"), f"index {name[:16]}")
+        packs = document.get("packs") if isinstance(document, dict) else None
+        if not isinstance(packs, dict) or not all(_is_hex_id(p) and isinstance(v, list) for p, v in packs.items()):
+            raise RepositoryError(f"index {name[:16]}: field 'packs' is not a map of pack ids to chunk lists")
+        return packs
+
+    def load_index(self) -> tuple[dict[str, BlobRef], dict[str, list[str]]]:
+        """(chunk id -> where it is, index file -> its packs) over every index file."""
+        chunks: dict[str, BlobRef] = {}
+        files: dict[str, list[str]] = {}
+        for name in self.index_files():
+            packs = self.read_index_file(name)
+            files[name] = list(packs)
+            for pack_id, entries in packs.items():
+                for item in entries:
+                    if not (isinstance(item, list) and len(item) == 4 and _is_hex_id(str(item[0]))
+                            and all(type(v) is int and v >= 0 for v in item[1:]) and item[3] <= CHUNK_MAX):
+                        raise RepositoryError(f"index {name[:16]} lists an invalid entry for pack {pack_id[:16]}")
+                    chunks.setdefault(item[0], BlobRef(pack_id, item[1], item[2], item[3]))
+        return chunks, files
+
+    def write_index(self, packs: dict[str, list[tuple[str, BlobRef]]]) -> str | None:
+        if not packs:
+            return None
+        document = {"packs": {p: [[cid, r.offset, r.length, r.raw_length] for cid, r in entries] for p, entries in packs.items()}}
+        sealed = self.keys.seal(json.dumps(document, separators=(",", ":")).encode(), b"index")
+        name = hashlib.sha256(sealed).hexdigest()
+        _write_file(self.root / "index" / name, sealed)
+        return name
+
+    # ----------------------------------------------------------------- snapshots
+
+    def snapshot_ids(self) -> list[str]:
+        folder = self.root / "snapshots"
+        return sorted(e.name for e in os.scandir(folder) if _is_hex_id(e.name)) if folder.is_dir() else []
+
+    def write_snapshot(self, manifest: dict) -> str:
+        sealed = self.keys.seal(json.dumps(manifest, sort_keys=True, separators=(",", ":"), default=str).encode(), b"snapshot")
+        name = hashlib.sha256(sealed).hexdigest()
+        _write_file(self.root / "snapshots" / name, sealed)
+        return name
+
+    def read_snapshot(self, name: str) -> dict:
+        sealed = _read_bounded(self.root / "snapshots" / name, MAX_METADATA_BYTES)
+        if not hmac.compare_digest(hashlib.sha256(sealed).hexdigest(), name):
+            raise RepositoryError(f"snapshot {name[:16]} does not match its name: altered or corrupt")
+        manifest = _json(self.keys.open(sealed, b"snapshot", f"snapshot {name[:16]}"), f"snapshot {name[:16]}")
+        if not isinstance(manifest, dict):
+            raise RepositoryError(f"snapshot {name[:16]} is not a manifest")
+        return manifest
+
+    def remove_file(self, folder: str, name: str) -> None:
+        path = self.root / folder / name
+        path.unlink(missing_ok=True)
+        fsync_dir(path.parent)
+
+
+def _json(data: bytes, what: str):
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise RepositoryError(f"{what} is not valid JSON: corrupt") from None
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except FileNotFoundError:
+        raise RepositoryError(f"{path.name[:16]} is missing from the repository") from None
+    if len(data) > limit:
+        raise RepositoryError(f"{path} is larger than {limit} bytes: refused")
+    return data
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Written under a temporary name, fsynced, then renamed: a crash never leaves half a file."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    fsync_dir(path.parent)

@@ -1,0 +1,220 @@
+"""Writing one snapshot into the repository: files cut into content-defined chunks (FastCDC), each new
+chunk compressed and sealed by a pool of threads and appended to a pack; unchanged files of the
+parent snapshot (same size, mtime and inode) are taken over without being read again.
+
+Order of durability: packs are fsynced and renamed, then the index naming them, then the snapshot.
+A crash before the snapshot leaves no snapshot; packs it left unindexed are found by the next run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import struct
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+import zstandard
+from fastcdc import fastcdc
+
+from trading_maintenance.core.backups.archive import MANIFEST_VERSION, new_backup_id
+from trading_maintenance.core.backups.archive_reader import check_member_name
+from trading_maintenance.core.backups.archive_writer import ArchiveResult, MemberInfo
+from trading_maintenance.core.backups.repository import (
+    CHUNK_AVG,
+    CHUNK_MAX,
+    CHUNK_MIN,
+    PACK_TARGET,
+    PACK_TEMP_PREFIX,
+    BlobRef,
+    Repository,
+    encode_chunk,
+)
+
+READ_SEGMENT = 32 << 20
+ZSTD_LEVEL = 3
+
+
+class SnapshotWriter:
+    """add_file()/add_bytes() like ArchiveWriter; finish(manifest) writes the index and the snapshot.
+
+    The caller holds the repository's exclusive lock for the writer's whole life.
+    """
+
+    def __init__(self, repo: Repository, work_dir: Path, parent: dict | None = None, backup_id: str | None = None,
+                 now: datetime | None = None, threads: int | None = None):
+        self.repo = repo
+        self.work_dir = work_dir
+        self.known, _ = repo.load_index()
+        self.parent = {m["name"]: m for m in (parent or {}).get("members", []) if isinstance(m, dict) and "stat" in m}
+        taken = set()
+        for name in repo.snapshot_ids():
+            try:
+                taken.add(repo.read_snapshot(name).get("backup_id"))
+            except Exception:  # noqa: BLE001 - an unreadable snapshot only cannot reserve its id
+                pass
+        base = backup_id or new_backup_id(now)
+        self.backup_id = next(c for c in (base if i == 0 else f"{base}-{i}" for i in range(10000)) if c not in taken)
+        self.members: list[dict] = []
+        self.new_packs: dict[str, list[tuple[str, BlobRef]]] = {}
+        self.written_here: dict[str, BlobRef] = {}
+        self.new_bytes = 0
+        self.logical = 0
+        self.reused_files = 0
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(max_workers=threads or max(2, os.cpu_count() or 2))
+        self._window = 4 * (threads or max(2, os.cpu_count() or 2))
+        self._pending: deque = deque()
+        self._pack = None
+        self._started = time.monotonic()
+
+    # ----------------------------------------------------------------- chunks and packs
+
+    def _encode(self, data: bytes) -> tuple[str, bytes, int]:
+        compressor = getattr(self._local, "zstd", None)
+        if compressor is None:
+            compressor = self._local.zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        chunk_id, stored = encode_chunk(self.repo.keys, data, compressor)
+        return chunk_id, stored, len(data)
+
+    def _submit(self, data: bytes, ids: list) -> None:
+        slot = [None]
+        ids.append(slot)
+        self._pending.append((self._pool.submit(self._encode, data), slot))
+        while len(self._pending) > self._window:
+            self._drain_one()
+
+    def _drain_one(self) -> None:
+        future, slot = self._pending.popleft()
+        chunk_id, stored, raw_length = future.result()
+        slot[0] = chunk_id
+        if chunk_id in self.known or chunk_id in self.written_here:
+            return
+        if self._pack is None:
+            path = Path(self.work_dir) / f"{PACK_TEMP_PREFIX}{os.urandom(8).hex()}"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            self._pack = {"file": os.fdopen(fd, "wb", buffering=1 << 20), "path": path, "entries": [],
+                          "hash": hashlib.sha256(), "size": 0}
+        pack = self._pack
+        pack["file"].write(stored)
+        pack["hash"].update(stored)
+        pack["entries"].append((chunk_id, pack["size"], len(stored), raw_length))
+        pack["size"] += len(stored)
+        self.written_here[chunk_id] = BlobRef("", 0, 0, 0)
+        self.new_bytes += len(stored)
+        if pack["size"] >= PACK_TARGET:
+            self._close_pack()
+
+    def _close_pack(self) -> None:
+        pack, self._pack = self._pack, None
+        header = self.repo.keys.seal(
+            json.dumps([list(e) for e in pack["entries"]], separators=(",", ":")).encode(), b"pack-header")
+        tail = header + struct.pack(">I", len(header))
+        pack["file"].write(tail)
+        pack["hash"].update(tail)
+        pack["file"].flush()
+        os.fsync(pack["file"].fileno())
+        pack["file"].close()
+        pack_id = pack["hash"].hexdigest()
+        self.repo.publish_pack(pack["path"], pack_id)
+        refs = [(cid, BlobRef(pack_id, off, length, raw)) for cid, off, length, raw in pack["entries"]]
+        self.new_packs[pack_id] = refs
+        self.written_here.update(refs)
+
+    # ----------------------------------------------------------------- files
+
+    def _chunk_stream(self, handle, size: int, ids: list) -> tuple[str, bool]:
+        """Chunk exactly `size` bytes of handle (zeros pad a file that shrank); (sha256, shrank)."""
+        digest = hashlib.sha256()
+        carry = b""
+        remaining = size
+        short = False
+        while True:
+            data = handle.read(min(READ_SEGMENT, remaining)) if remaining else b""
+            if remaining and len(data) < min(READ_SEGMENT, remaining):
+                short = True
+                data += b"\0" * (min(READ_SEGMENT, remaining) - len(data))
+            remaining -= len(data)
+            digest.update(data)
+            buffer = carry + data if carry else data
+            if not buffer:
+                break
+            cuts = list(fastcdc(buffer, min_size=CHUNK_MIN, avg_size=CHUNK_AVG, max_size=CHUNK_MAX))
+            last = len(cuts) if remaining == 0 else len(cuts) - 1
+            view = memoryview(buffer)
+            for cut in cuts[:last]:
+                self._submit(bytes(view[cut.offset:cut.offset + cut.length]), ids)
+            carry = bytes(view[cuts[last].offset:]) if last < len(cuts) else b""
+            if remaining == 0 and not carry:
+                break
+        return digest.hexdigest(), short
+
+    def add_file(self, name: str, path: str | Path, kind: str, source: str = "") -> MemberInfo:
+        check_member_name(name)
+        with open(path, "rb", buffering=0) as handle:
+            st = os.fstat(handle.fileno())
+            stat = [st.st_size, st.st_mtime_ns, st.st_ino]
+            previous = self.parent.get(name)
+            if (source and previous and previous.get("stat") == stat and previous.get("kind") == kind
+                    and all(c in self.known for c in previous.get("chunks", []))):
+                self.reused_files += 1
+                return self._record(name, st.st_size, previous["sha256"], kind, source, list(previous["chunks"]), stat)
+            ids: list = []
+            sha, short = self._chunk_stream(handle, st.st_size, ids)
+        member = self._record(name, st.st_size, sha, kind, source, ids, stat if source else None)
+        if short:
+            member.note = "file shrank while being read; padded"
+        return member
+
+    def add_bytes(self, name: str, data: bytes, kind: str, source: str = "") -> MemberInfo:
+        check_member_name(name)
+        ids: list = []
+        sha, _ = self._chunk_stream(io.BytesIO(data), len(data), ids)
+        return self._record(name, len(data), sha, kind, source, ids, None)
+
+    def _record(self, name, size, sha, kind, source, ids, stat) -> MemberInfo:
+        entry = {"name": name, "size": size, "sha256": sha, "kind": kind, "chunks": ids}
+        if source:
+            entry["source"] = source
+        if stat:
+            entry["stat"] = stat
+        self.members.append(entry)
+        self.logical += size
+        return MemberInfo(name, size, sha, kind, source)
+
+    def finish(self, manifest: dict) -> ArchiveResult:
+        while self._pending:
+            self._drain_one()
+        if self._pack is not None:
+            self._close_pack()
+        self._pool.shutdown()
+        for entry in self.members:
+            entry["chunks"] = [c[0] if isinstance(c, list) else c for c in entry["chunks"]]
+        self.repo.write_index(self.new_packs)
+        document = {"manifest_version": MANIFEST_VERSION, "backup_id": self.backup_id, "format": "repository",
+                    "encrypted": self.repo.keys.encrypted, **manifest, "members": self.members,
+                    "repository": {"new_bytes": self.new_bytes, "new_packs": len(self.new_packs), "reused_files": self.reused_files}}
+        snapshot_id = self.repo.write_snapshot(document)
+        return ArchiveResult(self.backup_id, str(self.repo.root / "snapshots" / snapshot_id), snapshot_id, self.new_bytes,
+                             snapshot_id, self.logical, [MemberInfo(m["name"], m["size"], m["sha256"], m["kind"], m.get("source", ""))
+                                                         for m in self.members], document, time.monotonic() - self._started)
+
+    def __enter__(self) -> "SnapshotWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def abort(self) -> None:
+        self._pool.shutdown(cancel_futures=True)
+        if self._pack is not None:
+            self._pack["file"].close()
+            Path(self._pack["path"]).unlink(missing_ok=True)
+            self._pack = None

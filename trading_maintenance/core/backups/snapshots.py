@@ -1,0 +1,292 @@
+"""Snapshots in the repository: listing and choosing one, staging its files verified for a restore,
+exporting one as a portable archive, retention (forget, then prune unreferenced packs), repair and check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from trading_maintenance.core.backups.archive import MIN_FREE_BYTES, BackupRef, plan_backup_retention, select_backup
+from trading_maintenance.core.backups.archive_reader import VerifiedArchive, check_member_name, manifest_identity, manifest_members
+from trading_maintenance.core.backups.archive_writer import ArchiveResult, ArchiveWriter
+from trading_maintenance.core.backups.repository import BlobRef, Repository, RepositoryError
+from trading_maintenance.core.backups.temporaries import owned_temp_dir
+
+LOCATION_PREFIX = "repository:"
+
+
+@dataclass
+class SnapshotListing:
+    refs: list[BackupRef]  # oldest first; name = snapshot file id, size = logical bytes
+    details: dict[str, dict] = field(default_factory=dict)  # snapshot file id -> files, new bytes
+    problems: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+
+def list_snapshots(repo: Repository) -> SnapshotListing:
+    listing = SnapshotListing([])
+    for name in repo.snapshot_ids():
+        try:
+            manifest = repo.read_snapshot(name)
+            backup_id, created = manifest_identity(manifest, f"snapshot {name[:16]}")
+            members = manifest_members(manifest, f"snapshot {name[:16]}")
+        except RepositoryError as exc:
+            listing.problems.append(str(exc))
+            listing.unreadable.append(name)
+            continue
+        logical = sum(m["size"] for m in members.values())
+        listing.refs.append(BackupRef(backup_id, name, created, logical, LOCATION_PREFIX + name, repo.keys.encrypted, "repository"))
+        added = (manifest.get("repository") or {}).get("new_bytes", 0)
+        listing.details[name] = {"files": len(members), "logical_bytes": logical, "new_bytes": added if type(added) is int else 0}
+    listing.refs.sort(key=lambda r: (r.created_at, r.backup_id))
+    return listing
+
+
+def select_snapshot(repo: Repository, which: str = "latest", on_date: str | None = None, tz: str = "America/New_York") -> BackupRef:
+    """`latest`, a backup id, a snapshot id (or a unique prefix of either), narrowed to `on_date`."""
+    refs = list_snapshots(repo).refs
+    by_file = [r for r in refs if which not in ("", "latest") and len(which) >= 8 and r.name.startswith(which)]
+    if len(by_file) == 1 and not on_date:
+        return by_file[0]
+    return select_backup(refs, which, on_date, tz)
+
+
+def _chunk_refs(manifest: dict, index: dict[str, BlobRef], label: str, listed: dict[str, dict]) -> dict[str, list[tuple[str, BlobRef]]]:
+    """Every member's chunks, checked against the index and its declared size before anything is read."""
+    layout: dict[str, list[tuple[str, BlobRef]]] = {}
+    for entry in manifest["members"]:
+        name = entry["name"]
+        chunks = entry.get("chunks")
+        if not isinstance(chunks, list) or not all(isinstance(c, str) for c in chunks):
+            raise RepositoryError(f"{label}: member {name!r} has no valid chunk list")
+        missing = [c for c in chunks if c not in index]
+        if missing:
+            raise RepositoryError(f"{label}: member {name!r} needs {len(missing)} chunks that no index lists "
+                                  f"(e.g. {missing[0][:16]}): the repository is damaged; run `backups check`")
+        refs = [(c, index[c]) for c in chunks]
+        if sum(r.raw_length for _, r in refs) != listed[name]["size"]:
+            raise RepositoryError(f"{label}: member {name!r}: its chunks do not add up to its declared size")
+        layout[name] = refs
+    return layout
+
+
+def stage_snapshot(repo: Repository, snapshot: str, stage_dir: Path | None, want: Callable[[str], bool] | None = None,
+                   accept: Callable[[str], None] | None = None, min_free_bytes: int = MIN_FREE_BYTES) -> VerifiedArchive:
+    """The snapshot's manifest checked (names, sizes, chunks indexed, packs present), then the members
+    `want` selects written to stage_dir chunk by chunk, every chunk authenticated and checked against
+    its id and every file against its SHA-256. Nothing outside stage_dir is written."""
+    label = f"snapshot {snapshot[:16]}"
+    manifest = repo.read_snapshot(snapshot)
+    manifest_identity(manifest, label)
+    listed = manifest_members(manifest, label)
+    for name in listed:
+        check_member_name(name)
+        if accept is not None:
+            accept(name)
+    index, _ = repo.load_index()
+    layout = _chunk_refs(manifest, index, label, listed)
+    absent = sorted({r.pack for refs in layout.values() for _, r in refs if not repo.pack_path(r.pack).is_file()})
+    if absent:
+        raise RepositoryError(f"{label}: packs {[p[:16] for p in absent[:3]]} are missing: the repository is damaged")
+    verified = VerifiedArchive(LOCATION_PREFIX + snapshot, manifest, {}, sum(m["size"] for m in listed.values()))
+    if stage_dir is None:
+        return verified
+    wanted = {n: m for n, m in listed.items() if want is None or want(n)}
+    need = sum(m["size"] for m in wanted.values())
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(stage_dir).free
+    if need + min_free_bytes > free:
+        raise RepositoryError(f"{label}: staging needs {need} bytes plus {min_free_bytes} kept free in {stage_dir}, "
+                              f"only {free} are free: refused before writing")
+    handles: dict[str, object] = {}
+    try:
+        for name, member in wanted.items():
+            target = stage_dir / name
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            digest = hashlib.sha256()
+            with open(target, "xb") as out:
+                for chunk_id, ref in layout[name]:
+                    handle = handles.get(ref.pack) or handles.setdefault(ref.pack, open(repo.pack_path(ref.pack), "rb"))
+                    data = repo.read_chunk(chunk_id, ref, handle)
+                    digest.update(data)
+                    out.write(data)
+            if not hmac.compare_digest(digest.hexdigest(), member["sha256"]):
+                raise RepositoryError(f"{label}: member {name!r} does not match its checksum: the repository was altered")
+            verified.staged[name] = target
+    finally:
+        for handle in handles.values():
+            handle.close()
+    return verified
+
+
+def export_snapshot(repo: Repository, snapshot: str, dest_dir: Path, secret: str | None, fmt: str = "tar.zst") -> ArchiveResult:
+    """One portable archive (today's format, verifiable with verify_archive) holding the snapshot's files."""
+    manifest = repo.read_snapshot(snapshot)
+    with owned_temp_dir(repo.root / "tmp", ".backup-work-") as work:
+        with ArchiveWriter(dest_dir, manifest["backup_id"], fmt, secret) as writer:
+            for entry in manifest_members(manifest, f"snapshot {snapshot[:16]}").values():
+                staged = stage_snapshot(repo, snapshot, work, want=lambda n, name=entry["name"]: n == name).staged[entry["name"]]
+                writer.add_file(entry["name"], staged, entry["kind"], entry.get("source", ""))
+                staged.unlink()
+            kept = {k: v for k, v in manifest.items() if k not in ("members", "manifest_version", "backup_id", "format",
+                                                                    "encrypted", "repository")}
+            return writer.finish({**kept, "exported_from_snapshot": snapshot})
+
+
+# --------------------------------------------------------------------------- repair, retention, check
+
+
+@dataclass
+class RepairReport:
+    reindexed_packs: list[str] = field(default_factory=list)
+    removed_packs: list[str] = field(default_factory=list)  # unreadable packs no index lists
+    dropped_index_entries: list[str] = field(default_factory=list)  # packs an index named that are missing
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.reindexed_packs or self.removed_packs or self.dropped_index_entries)
+
+    def lines(self) -> list[str]:
+        return ([f"pack {p[:16]} was written but never indexed (a backup crashed): re-indexed" for p in self.reindexed_packs]
+                + [f"pack {p[:16]} was written but never indexed and is unreadable: removed" for p in self.removed_packs]
+                + [f"an index names pack {p[:16]}, which is missing: its entries were dropped, so snapshots using it show as "
+                   f"damaged and the next backup stores those chunks again" for p in self.dropped_index_entries])
+
+
+def repair(repo: Repository, dry_run: bool = False) -> RepairReport:
+    """Packs no index lists and index entries whose pack is missing, found and made consistent.
+    The caller holds the exclusive lock."""
+    report = RepairReport()
+    index, files = repo.load_index()
+    on_disk = repo.pack_ids()
+    indexed = {pack for packs in files.values() for pack in packs}
+    recovered: dict[str, list[tuple[str, BlobRef]]] = {}
+    for pack in sorted(on_disk - indexed):
+        try:
+            recovered[pack] = repo.read_pack_header(pack)
+            report.reindexed_packs.append(pack)
+        except RepositoryError:
+            report.removed_packs.append(pack)
+    report.dropped_index_entries = sorted(indexed - on_disk)
+    if dry_run or not report.changed:
+        return report
+    repo.write_index(recovered)
+    for pack in report.removed_packs:
+        repo.pack_path(pack).unlink(missing_ok=True)
+    if report.dropped_index_entries:
+        _rewrite_index(repo, keep=on_disk)
+    return report
+
+
+def _rewrite_index(repo: Repository, keep: set[str]) -> None:
+    """One new index of the packs in `keep`, durable before the old index files are removed."""
+    _, files = repo.load_index()
+    packs: dict[str, list[tuple[str, BlobRef]]] = {}
+    for name in files:
+        for pack, entries in repo.read_index_file(name).items():
+            if pack in keep:
+                packs[pack] = [(e[0], BlobRef(pack, e[1], e[2], e[3])) for e in entries]
+    new = repo.write_index(packs)
+    for name in files:
+        if name != new:
+            repo.remove_file("index", name)
+
+
+@dataclass
+class RetentionReport:
+    forgotten: list[str] = field(default_factory=list)  # backup ids
+    kept: list[str] = field(default_factory=list)
+    removed_packs: int = 0
+    freed_bytes: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def forget_and_prune(repo: Repository, retention_days: int, now: datetime, protect: set[str] = frozenset(),
+                     dry_run: bool = False) -> RetentionReport:
+    """Snapshots older than retention_days forgotten (the newest and `protect` always kept), then packs
+    no remaining snapshot references removed: new index first, old index files next, packs last, so
+    a crash at any point leaves only unindexed packs, which repair() finds. The caller holds the lock."""
+    listing = list_snapshots(repo)
+    report = RetentionReport(problems=list(listing.problems))
+    plan = plan_backup_retention(listing.refs, retention_days, now, protect)
+    report.forgotten = [r.backup_id for r in plan.delete]
+    report.kept = [r.backup_id for r in plan.keep]
+    if listing.unreadable:
+        report.problems.append("prune skipped: a snapshot that cannot be read may reference any pack")
+    if dry_run:
+        return report
+    for ref in plan.delete:
+        repo.remove_file("snapshots", ref.name)
+    if listing.unreadable:
+        return report
+    referenced: set[str] = set()
+    for ref in plan.keep:
+        for entry in repo.read_snapshot(ref.name).get("members", []):
+            referenced.update(entry.get("chunks", []))
+    _, files = repo.load_index()
+    pack_chunks: dict[str, set[str]] = {}
+    for name in files:
+        for pack, entries in repo.read_index_file(name).items():
+            pack_chunks.setdefault(pack, set()).update(e[0] for e in entries)
+    unused = {pack for pack, chunks in pack_chunks.items() if not chunks & referenced}
+    if not unused:
+        return report
+    _rewrite_index(repo, keep=set(pack_chunks) - unused)
+    for pack in sorted(unused):
+        path = repo.pack_path(pack)
+        try:
+            report.freed_bytes += path.stat().st_size
+            path.unlink()
+            report.removed_packs += 1
+        except FileNotFoundError:
+            pass
+    return report
+
+
+def check_repository(repo: Repository, read_data: bool = False) -> list[str]:
+    """Problems found (empty: consistent). Structure always; with read_data every chunk is read and verified."""
+    problems: list[str] = []
+    try:
+        index, files = repo.load_index()
+    except RepositoryError as exc:
+        return [str(exc)]
+    on_disk = repo.pack_ids()
+    indexed = {pack for packs in files.values() for pack in packs}
+    problems += [f"pack {p[:16]} is listed in an index but missing" for p in sorted(indexed - on_disk)]
+    problems += [f"pack {p[:16]} is not listed in any index (a crashed backup; the next backup re-indexes it)"
+                 for p in sorted(on_disk - indexed)]
+    listing = list_snapshots(repo)
+    problems += listing.problems
+    for ref in listing.refs:
+        try:
+            stage_snapshot(repo, ref.name, None)
+        except RepositoryError as exc:
+            problems.append(str(exc))
+    for pack in sorted(on_disk & indexed):
+        size = repo.pack_path(pack).stat().st_size
+        try:
+            header = repo.read_pack_header(pack)
+        except RepositoryError as exc:
+            problems.append(str(exc))
+            continue
+        if any(ref.offset + ref.length > size for _, ref in header):
+            problems.append(f"pack {pack[:16]} is shorter than its header says")
+            continue
+        if read_data:
+            with open(repo.pack_path(pack), "rb") as handle:
+                for chunk_id, ref in header:
+                    try:
+                        repo.read_chunk(chunk_id, ref, handle)
+                    except RepositoryError as exc:
+                        problems.append(str(exc))
+    return problems
+
+
+def snapshot_time(ref: BackupRef) -> str:
+    return ref.created_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")

@@ -1,0 +1,146 @@
+"""The content-addressed repository: dedup, parent reuse, verified restore, crash repair, retention, check, lock, export."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from trading_maintenance.core.backups.archive_reader import verify_archive
+from trading_maintenance.core.backups.repository import Repository, RepositoryError
+from trading_maintenance.core.backups.restore import restore_backup
+from trading_maintenance.core.backups.run import PlannedFile, create_backup
+from trading_maintenance.core.backups.snapshots import (
+    check_repository,
+    export_snapshot,
+    forget_and_prune,
+    list_snapshots,
+    repair,
+    select_snapshot,
+    stage_snapshot,
+)
+
+KEY = "repository-test-key-0123456789"
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
+
+
+def _tree(data_dir, files=12, size=300_000):
+    root = data_dir / "parquet" / "market_data"
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        (root / f"f{i:02d}.bin").write_bytes(os.urandom(size))
+    return sorted(root.iterdir())
+
+
+def _backup(repo, data_dir, tmp_path, now):
+    planned = [PlannedFile(f"data/{p.relative_to(data_dir).as_posix()}", str(p), p.stat().st_size)
+               for p in sorted((data_dir / "parquet").rglob("*")) if p.is_file()]
+    return create_backup(dest_dir=data_dir / "backups", fmt="tar.zst", secret=KEY, parts=["trading_data"], config_path=None,
+                         effective_settings={}, secret_keys=set(), data_dir=data_dir, trading_files=planned, now=now,
+                         work_root=tmp_path, repository=repo)
+
+
+def test_second_backup_stores_only_changed_bytes_and_restores_exactly(tmp_path, data_dir):
+    files = _tree(data_dir)
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+    first = _backup(repo, data_dir, tmp_path, NOW)
+    files[3].write_bytes(os.urandom(300_000))
+    second = _backup(repo, data_dir, tmp_path, NOW + timedelta(days=1))
+    listing = list_snapshots(repo)
+    assert [r.backup_id for r in listing.refs] == [first.archive.backup_id, second.archive.backup_id]
+    assert second.archive.size < first.archive.size / 5  # new bytes: one file of twelve
+    assert second.archive.manifest["repository"]["reused_files"] == 11
+    expected = {p: p.read_bytes() for p in files}
+    for p in files:
+        p.unlink()
+    latest = select_snapshot(repo, "latest")
+    report = restore_backup(latest.name, KEY, {"trading_data"}, stage_root=tmp_path / "stage", data_dir=data_dir,
+                            repository=repo)
+    assert report.backup_id == second.archive.backup_id
+    assert {p: p.read_bytes() for p in files} == expected
+    assert check_repository(repo, read_data=True) == []
+
+
+def test_altered_chunk_is_found_and_refused_before_any_target_is_written(tmp_path, data_dir):
+    files = _tree(data_dir, files=3)
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+    _backup(repo, data_dir, tmp_path, NOW)
+    pack = next(iter(repo.pack_ids()))
+    path = repo.pack_path(pack)
+    raw = bytearray(path.read_bytes())
+    raw[100] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    assert check_repository(repo) == []  # structure is intact
+    assert any("failed authentication" in p for p in check_repository(repo, read_data=True))
+    for p in files:
+        p.unlink()
+    with pytest.raises(RepositoryError, match="failed authentication"):
+        restore_backup(select_snapshot(repo).name, KEY, {"trading_data"}, stage_root=tmp_path / "stage",
+                       data_dir=data_dir, repository=repo)
+    assert not any(p.exists() for p in files)
+
+
+def test_unindexed_pack_is_reindexed_and_missing_pack_is_reported_never_used(tmp_path, data_dir):
+    _tree(data_dir, files=4)
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+    _backup(repo, data_dir, tmp_path, NOW)
+    for name in repo.index_files():  # a crash after the packs, before their index
+        (repo.root / "index" / name).unlink()
+    assert any("not listed in any index" in p for p in check_repository(repo))
+    fixed = repair(repo)
+    assert fixed.reindexed_packs and check_repository(repo, read_data=True) == []
+
+    lost = next(iter(repo.pack_ids()))
+    repo.pack_path(lost).unlink()
+    assert any("missing" in p for p in check_repository(repo))
+    with pytest.raises(RepositoryError, match="missing|no index"):
+        stage_snapshot(repo, select_snapshot(repo).name, tmp_path / "s")
+    assert repair(repo).dropped_index_entries == [lost]
+    third = _backup(repo, data_dir, tmp_path, NOW + timedelta(days=1))  # the lost chunks are stored again
+    assert third.archive.size > 0
+    restore_backup(select_snapshot(repo).name, KEY, {"trading_data"}, stage_root=tmp_path / "stage", data_dir=data_dir,
+                   repository=repo, force=True)
+
+
+def test_retention_forgets_old_snapshots_and_prunes_their_packs_only(tmp_path, data_dir):
+    files = _tree(data_dir, files=3)
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+    _backup(repo, data_dir, tmp_path, NOW - timedelta(days=10))
+    for p in files:
+        p.write_bytes(os.urandom(300_000))
+    newest = _backup(repo, data_dir, tmp_path, NOW)
+    packs_before = repo.pack_ids()
+    dry = forget_and_prune(repo, 7, NOW, dry_run=True)
+    assert len(dry.forgotten) == 1 and repo.pack_ids() == packs_before and len(list_snapshots(repo).refs) == 2
+    done = forget_and_prune(repo, 7, NOW)
+    assert done.removed_packs >= 1 and done.freed_bytes > 0
+    assert [r.backup_id for r in list_snapshots(repo).refs] == [newest.archive.backup_id]
+    assert check_repository(repo, read_data=True) == []
+
+
+def test_repository_lock_excludes_a_second_writer(data_dir):
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+    with repo.lock():
+        with pytest.raises(RepositoryError, match="locked"):
+            with Repository.open_or_create(data_dir / "backups", KEY).lock(wait=0.3):
+                pass
+
+
+def test_wrong_key_and_missing_key_are_named(data_dir):
+    Repository.open_or_create(data_dir / "backups", KEY)
+    with pytest.raises(RepositoryError, match="wrong encryption key"):
+        Repository.open_or_create(data_dir / "backups", "another-key")
+    with pytest.raises(RepositoryError, match="BACKUP_ENCRYPTION_KEY"):
+        Repository.open_or_create(data_dir / "backups", None)
+
+
+def test_snapshot_exports_as_one_verifiable_archive(tmp_path, data_dir):
+    files = _tree(data_dir, files=3)
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+    outcome = _backup(repo, data_dir, tmp_path, NOW)
+    result = export_snapshot(repo, outcome.archive.name, tmp_path / "export", KEY)
+    verified = verify_archive(result.path, KEY)
+    assert verified.manifest["backup_id"] == outcome.archive.backup_id
+    assert sorted(m["name"] for m in verified.members("trading_data")) == sorted(
+        f"data/{p.relative_to(data_dir).as_posix()}" for p in files)
