@@ -435,7 +435,7 @@ def demo_services() -> None:
 
 @cli.command("init")
 @click.option("--template", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="instance template to render, e.g. deploy/dagster.postgres.yaml (default: the one rendered before, else dagster.yaml)")
+              help="instance template to render, e.g. deploy/dagster.yaml (default: the one rendered before, else dagster.yaml)")
 @click.option("--replace", is_flag=True, help="replace an instance file a person wrote (kept beside it as dagster.yaml.replaced-*)")
 def init_home(template: Path | None, replace: bool) -> None:
     """Create DAGSTER_HOME with the instance configuration rendered from settings

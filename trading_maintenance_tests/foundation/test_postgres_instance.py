@@ -17,7 +17,7 @@ def test_production_instance_config_on_real_postgres(tmp_path, pg_url, make_reso
         pytest.skip("the embedded PostgreSQL (pgserver) listens on a Unix socket only; dagster-postgres needs a TCP host")
     home = tmp_path / "prod_home"
     home.mkdir()
-    shutil.copy(PROJECT_ROOT / "deploy" / "dagster.postgres.yaml", home / "dagster.yaml")
+    shutil.copy(PROJECT_ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_PG_HOST", url.host)
     monkeypatch.setenv("DAGSTER_PG_PORT", str(url.port or 5432))
     monkeypatch.setenv("DAGSTER_PG_USER", url.username or "postgres")

@@ -13,7 +13,9 @@ import dagster as dg
 from sqlalchemy import create_engine, text
 
 from trading_maintenance.core.hygiene import performance as perf
-from trading_maintenance.defs.hygiene.jobs import data_cleanup_job, performance_optimization_job, resource_optimization_job
+from trading_maintenance.defs.hygiene.data_cleanup import data_cleanup_job
+from trading_maintenance.defs.hygiene.performance_optimization import performance_optimization_job
+from trading_maintenance.defs.hygiene.resource_optimization import resource_optimization_job
 from trading_maintenance_tests.conftest import write_config
 from trading_maintenance_tests.hygiene.conftest import make_file
 
@@ -206,13 +208,13 @@ def test_definitions_load_with_hygiene_jobs_and_schedules():
 def test_data_cleanup_deletes_only_market_data_a_verified_archive_covers(tmp_path, data_dir, run_job):
     from datetime import date
 
-    from trading_maintenance.core.market_data import consolidate as md
+    from trading_maintenance.core.market_data.consolidate import consolidate_month
     from trading_maintenance_tests.market_data import synth as synth
 
     config = write_config(tmp_path, data_dir)
     market = data_dir / "parquet" / "market_data"
     archived_days = synth.generate(market, ["AAPL", "MSFT"], date(2025, 1, 2), date(2025, 1, 6), timeframe="1h", dup_fraction=0, shuffle=False)
-    result = md.consolidate_month(market, "2025-01", max_workers=1)
+    result = consolidate_month(market, "2025-01", max_workers=1)
     assert result is not None
     late = synth.write_daily(market, synth.session_bars("AAPL", date(2025, 1, 7), "1h"), "AAPL", "1h", date(2025, 1, 7))
     recent_day = synth.last_trading_day_before(date.today())
@@ -257,3 +259,36 @@ def test_data_cleanup_job_keeps_fresh_date_like_names_and_copies_in_use(tmp_path
     notes = [a for a in out["actions"] if a["action"] == "note"]
     assert {a["path"] for a in notes} == {"exports/tradenote/order_20001231.csv", "exports/account_PA19990101_positions.csv"}
     assert json.loads(redis_client.get("maintenance:result:data_cleanup"))["status"] == "success"
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_performance_with_redis_down_fails_naming_the_masked_cause(tmp_path, data_dir, run_job, make_resources):
+    from trading_maintenance.resources import RedisResource
+
+    password = "Sup3rSecretRedisPw"
+    down = RedisResource(url=f"redis://:{password}@127.0.0.1:{_closed_port()}/0", data_dir=str(data_dir))
+    result = performance_optimization_job.execute_in_process(
+        resources=make_resources(config=write_config(tmp_path, data_dir), redis=down), raise_on_error=False
+    )
+    assert not result.success
+    message = result.failure_data_for_node("measure_performance").error.message
+    assert "performance_optimization: 1 part(s) failed: redis measurement failed: " in message
+    assert "REDIS_URL" in message and "Connection refused" in message and password not in message
+
+
+def test_failure_message_lists_each_part_bounded_and_masked():
+    from trading_maintenance.core.hygiene.failures import CAUSES_IN_MESSAGE, failure_message, part_failed
+
+    parts = [part_failed(f"part {i}", ConnectionError(f"redis://:pw-{i}-secret@db:6379 refused\nsecond line")) for i in range(7)]
+    message = failure_message("data_cleanup", parts)
+    assert message.startswith("data_cleanup: 7 part(s) failed: part 0 failed: ConnectionError: redis://:***@db:6379 refused; part 1")
+    assert "secret" not in message and "second line" not in message
+    assert f"part {CAUSES_IN_MESSAGE - 1} failed" in message and f"part {CAUSES_IN_MESSAGE} failed" not in message
+    assert message.endswith(f"(and {7 - CAUSES_IN_MESSAGE} more in the run's metadata)")
