@@ -27,6 +27,10 @@ INSTANCE_LOCK_NAME = ".trading-maintenance-instance.lock"
 RENDERED_PREFIX = "# rendered by trading-maintenance from "
 RENDERED_SUFFIX = "; edit that file, not this one"
 _LEGACY_TEMPLATE_NAME = "the repository's dagster.yaml"
+_RENAMED_TEMPLATES = {"deploy/dagster.postgres.yaml": "deploy/dagster.yaml"}
+# Connection settings Dagster defaults when absent (no password, port 5432): bound to a variable
+# that is not set, they are left out of the rendered file, since Dagster refuses an unset variable.
+_OPTIONAL_POSTGRES_KEYS = ("password", "port", "params", "scheme")
 
 
 class InstanceError(Exception):
@@ -71,8 +75,21 @@ def render_instance_yaml(template_text: str, template_path: Path = DEFAULT_TEMPL
     monitoring = config.setdefault("run_monitoring", {})
     monitoring["enabled"] = True
     monitoring["max_runtime_seconds"] = settings.tasks.task_timeout_minutes * 60
+    _drop_unset_optional_postgres_settings(config)
     config["python_logs"] = {**run_log_files(settings), **(config.get("python_logs") or {})}
     return f"{RENDERED_PREFIX}{_display_path(template_path)}{RENDERED_SUFFIX}\n" + yaml.safe_dump(config, sort_keys=False)
+
+
+def _drop_unset_optional_postgres_settings(config: dict) -> None:
+    """`storage: postgres:` and the older per-storage `config:` blocks hold the same connection keys."""
+    blocks = [(config.get("storage") or {}).get("postgres")]
+    blocks += [(config.get(kind) or {}).get("config") for kind in ("run_storage", "event_log_storage", "schedule_storage")]
+    for block in blocks:
+        connection = block.get("postgres_db") if isinstance(block, dict) else None
+        for key in _OPTIONAL_POSTGRES_KEYS if isinstance(connection, dict) else ():
+            value = connection.get(key)
+            if isinstance(value, dict) and set(value) == {"env"} and not os.environ.get(str(value["env"])):
+                del connection[key]
 
 
 RUN_LOG_NAME = "maintenance_runner.log"
@@ -107,6 +124,7 @@ def rendered_from(instance_file: Path) -> Path | None:
     name = re.sub(re.escape(RENDERED_SUFFIX) + "$", "", first_line[len(RENDERED_PREFIX):])
     if name == _LEGACY_TEMPLATE_NAME:
         return DEFAULT_TEMPLATE
+    name = _RENAMED_TEMPLATES.get(name, name)
     path = Path(name)
     return path if path.is_absolute() else PROJECT_ROOT / path
 

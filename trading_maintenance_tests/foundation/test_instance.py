@@ -74,14 +74,15 @@ def test_init_renders_the_postgres_template_with_settings_and_keeps_it(tmp_path,
     monkeypatch.setenv("MAINTENANCE_CONFIG", str(write_config(tmp_path, data_dir)))
     monkeypatch.setenv("MAX_CONCURRENT_TASKS", "5")
     monkeypatch.setenv("TASK_TIMEOUT_MINUTES", "11")
-    template = PROJECT_ROOT / "deploy" / "dagster.postgres.yaml"
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", "set")  # an unset optional variable is left out of the file
+    template = PROJECT_ROOT / "deploy" / "dagster.yaml"
     state = prepare_home(template)
     rendered = yaml.safe_load((home / "dagster.yaml").read_text())
     assert state.template == template
     assert rendered["storage"]["postgres"]["postgres_db"]["password"] == {"env": "DAGSTER_PG_PASSWORD"}
     assert rendered["concurrency"]["runs"]["max_concurrent_runs"] == 5
     assert {"key": "maintenance/task", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in rendered["concurrency"]["runs"]["tag_concurrency_limits"]
-    assert rendered["run_monitoring"] == {"enabled": True, "max_runtime_seconds": 660, "poll_interval_seconds": 60}
+    assert rendered["run_monitoring"] == {"enabled": True, "max_runtime_seconds": 660, "poll_interval_seconds": 15}
     monkeypatch.setenv("MAX_CONCURRENT_TASKS", "4")
     prepare_home()  # every later command re-renders from the template the file names
     assert rendered_from(home / "dagster.yaml") == template
@@ -96,7 +97,7 @@ def test_init_replaces_a_hand_written_file_only_when_asked_and_keeps_it(tmp_path
     (home / "dagster.yaml").write_text(own)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("MAINTENANCE_CONFIG", str(write_config(tmp_path, data_dir)))
-    template = PROJECT_ROOT / "deploy" / "dagster.postgres.yaml"
+    template = PROJECT_ROOT / "deploy" / "dagster.yaml"
     with pytest.raises(InstanceError, match="written by hand"):
         prepare_home(template)
     assert (home / "dagster.yaml").read_text() == own
