@@ -144,3 +144,35 @@ def test_snapshot_exports_as_one_verifiable_archive(tmp_path, data_dir):
     assert verified.manifest["backup_id"] == outcome.archive.backup_id
     assert sorted(m["name"] for m in verified.members("trading_data")) == sorted(
         f"data/{p.relative_to(data_dir).as_posix()}" for p in files)
+
+
+def test_cli_lists_checks_restores_and_exports_snapshots(tmp_path, data_dir, monkeypatch):
+    import click
+    from click.testing import CliRunner
+
+    from trading_maintenance.cli_ext.backups import register
+    from trading_maintenance_tests.conftest import write_config
+
+    monkeypatch.setenv("MAINTENANCE_CONFIG", str(write_config(tmp_path, data_dir)))
+    for var in ("DATABASE_URL", "BACKUP_ENCRYPTION_KEY", "TRADING_DATA_DIR", "BACKUP_REMOTE_ENABLED"):
+        monkeypatch.delenv(var, raising=False)
+    files = _tree(data_dir, files=3)
+    repo = Repository.open_or_create(data_dir / "backups", None)
+    outcome = create_backup(dest_dir=data_dir / "backups", fmt="tar.zst", secret=None, parts=["trading_data"], config_path=None,
+                            effective_settings={}, secret_keys=set(), data_dir=data_dir, now=NOW, work_root=tmp_path,
+                            trading_files=[PlannedFile(f"data/{p.relative_to(data_dir).as_posix()}", str(p), p.stat().st_size)
+                                           for p in files], repository=repo)
+    group = click.Group("trading-maintenance")
+    register(group)
+    runner = CliRunner()
+    listed = runner.invoke(group, ["backups", "list"])
+    assert listed.exit_code == 0 and outcome.archive.backup_id in listed.output and outcome.archive.name[:16] in listed.output
+    checked = runner.invoke(group, ["backups", "check", "--read-data"])
+    assert checked.exit_code == 0 and "0 problems" in checked.output
+    files[0].unlink()
+    restored = runner.invoke(group, ["restore", "--type", "trading_data", "--date", "2026-03-02"])
+    assert restored.exit_code == 0, restored.output
+    assert files[0].exists()
+    exported = runner.invoke(group, ["backups", "export", "latest", "--to", str(tmp_path / "out")])
+    assert exported.exit_code == 0, exported.output
+    assert verify_archive(next((tmp_path / "out").iterdir())).manifest["backup_id"] == outcome.archive.backup_id
