@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trading_maintenance.core import secrets_scan as scan  # noqa: E402
+from trading_maintenance.core.security import scan  # noqa: E402
 from trading_maintenance.core.security.rules import combined_prefilter  # noqa: E402
 from trading_maintenance_tests.security.samples import DECOYS, planted_lines  # noqa: E402
 

@@ -5,7 +5,8 @@ import subprocess
 import sys
 import textwrap
 
-from trading_maintenance.core.security import scan
+from trading_maintenance.core.security import reading
+from trading_maintenance.core.security.findings import mask
 
 MB = 1024 * 1024
 FILE_SIZE = 400 * MB
@@ -17,8 +18,8 @@ SECRET_NEAR_END = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"  # github-toke
 def _write_log(path) -> tuple[int, int]:
     filler = (b"lorem ipsum dolor sit amet consectetur adipiscing elit " * 20000)[:MB]
     # A line without newlines is cut into LONG_LINE_PIECE parts, scanned in LONG_LINE_WINDOW windows.
-    at_cut = scan.LONG_LINE_PIECE - 7
-    near_end = FILE_SIZE - scan.LONG_LINE_WINDOW - 7
+    at_cut = reading.LONG_LINE_PIECE - 7
+    near_end = FILE_SIZE - reading.LONG_LINE_WINDOW - 7
     with open(path, "wb") as handle:
         written = 0
         while written < FILE_SIZE:
@@ -41,8 +42,8 @@ CHILD = textwrap.dedent(
     print(json.dumps({"rc": proc.returncode, "out": proc.stdout, "err": proc.stderr[-2000:], "peak": peak}))
     """
 )
-SCAN = "import json, sys; from trading_maintenance.core import secrets_scan as s; r = s.SecretScanner().scan_file(sys.argv[1]); print(json.dumps([[f.rule, f.line, f.column, f.fingerprint] for f in r.findings] + [r.lines, r.error]))"
-REDACT = "import json, sys; from trading_maintenance.core import secrets_scan as s; r = s.redact_file(sys.argv[1], set(json.loads(sys.argv[2])), dry_run=False); print(json.dumps([r.done, r.secrets_masked, r.error]))"
+SCAN = "import json, sys; from trading_maintenance.core.security.scan import SecretScanner; r = SecretScanner().scan_file(sys.argv[1]); print(json.dumps([[f.rule, f.line, f.column, f.fingerprint] for f in r.findings] + [r.lines, r.error]))"
+REDACT = "import json, sys; from trading_maintenance.core.security.redaction import redact_file; r = redact_file(sys.argv[1], set(json.loads(sys.argv[2])), dry_run=False); print(json.dumps([r.done, r.secrets_masked, r.error]))"
 
 
 def _measured(code: str, *args: str) -> tuple[object, int]:
@@ -71,8 +72,8 @@ def test_scan_and_redaction_of_a_400_mb_line_stay_under_300_mb(tmp_path):
 
     with open(path, "rb") as handle:
         handle.seek(at_cut)
-        assert handle.read(40).startswith(scan.mask(SECRET_AT_CUT).encode())
+        assert handle.read(40).startswith(mask(SECRET_AT_CUT).encode())
         handle.seek(near_end - 100)  # earlier masks shortened the file a little
         tail = handle.read()
-    assert SECRET_NEAR_END.encode() not in tail and scan.mask(SECRET_NEAR_END).encode() in tail
-    assert path.stat().st_size == FILE_SIZE - sum(len(v) - len(scan.mask(v).encode()) for v in (SECRET_AT_CUT, SECRET_NEAR_END))
+    assert SECRET_NEAR_END.encode() not in tail and mask(SECRET_NEAR_END).encode() in tail
+    assert path.stat().st_size == FILE_SIZE - sum(len(v) - len(mask(v).encode()) for v in (SECRET_AT_CUT, SECRET_NEAR_END))

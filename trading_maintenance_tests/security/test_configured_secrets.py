@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from trading_maintenance.core.security import scan
+from trading_maintenance.core.security import findings, scan
 from trading_maintenance.core.security.rules import is_placeholder
-from trading_maintenance.defs.security.jobs import security_audit_job
+from trading_maintenance.defs.security.ops import security_audit_job
 from trading_maintenance.settings import load_settings
 from trading_maintenance_tests.conftest import write_config
 
@@ -55,7 +55,7 @@ def test_every_configured_secret_is_found_and_redacted_by_the_audit(tmp_path, da
         secrets = result.output_for_node("scan_log_secrets")
     configured = [f for f in secrets["findings"] if f["rule"] == "configured-secret"]
     assert sorted(f["line"] for f in configured) == list(range(1, len(SECRETS) + 1))
-    assert {f["masked"] for f in configured} == {scan.mask(v) for v in SECRETS}
+    assert {f["masked"] for f in configured} == {findings.mask(v) for v in SECRETS}
     assert all(f["line"] != len(lines) for f in secrets["findings"])  # the template line is no finding
     assert [r["done"] for r in secrets["redactions"]] == [True]
     text = (logs / "broker.log.1").read_text()

@@ -7,7 +7,7 @@ import random
 
 import dagster as dg
 
-from trading_maintenance.core.security import scan
+from trading_maintenance.core.security import findings
 from trading_maintenance.core.security.sarif import validate_sarif
 from trading_maintenance.defs.security import defs as security_defs
 from trading_maintenance.defs.security.jobs import security_audit_job
@@ -75,7 +75,7 @@ def test_audit_finds_masks_redacts_alerts_and_fails(tmp_path, data_dir, make_res
         secrets = result.output_for_node("scan_log_secrets")
         found = {(f["rule"], f["masked"]) for f in secrets["findings"]}
         for rule_id, value, _ in planted:
-            assert (rule_id, scan.mask(value)) in found, rule_id
+            assert (rule_id, findings.mask(value)) in found, rule_id
         assert len(secrets["findings"]) == len(planted)  # no decoy reported
         assert secrets["errors"] == []
 
@@ -108,7 +108,7 @@ def test_audit_finds_masks_redacts_alerts_and_fails(tmp_path, data_dir, make_res
         # the masked value is all that appears anywhere
         everything = _everything_written(instance, result, data_dir, redis_client)
         # the search does see metadata, reports and alerts (fingerprints are in all of them)
-        assert scan.fingerprint(planted[0][0], planted[0][1])[:12] in everything
+        assert findings.fingerprint(planted[0][0], planted[0][1])[:12] in everything
         for _, value, _ in planted:
             assert value not in everything
             for piece in value.split("\\n"):

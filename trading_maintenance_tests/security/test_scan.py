@@ -5,7 +5,7 @@ import json
 import os
 import random
 
-from trading_maintenance.core.security import scan
+from trading_maintenance.core.security import baseline, findings, redaction, scan, targets
 from trading_maintenance_tests.security.samples import DECOYS, planted_lines
 
 PLANTED = planted_lines(random.Random(11))
@@ -50,7 +50,7 @@ def test_secret_split_across_gzip_member_boundary_and_last_line_without_newline(
     # only masked values in the findings
     blob = json.dumps([f.as_dict() for f in result.findings])
     assert value not in blob and last_value not in blob
-    assert any(f.masked == scan.mask(value) for f in result.findings)
+    assert any(f.masked == findings.mask(value) for f in result.findings)
 
 
 def test_truncated_gzip_is_reported_not_fatal(tmp_path):
@@ -84,7 +84,7 @@ def test_inline_allow_marker_and_path_allowlist(tmp_path):
     (root / "logs" / "a.log").write_text(PLANTED[2][2] + "  # gitleaks:allow\n" + PLANTED[6][2] + "\n")
     (root / "logs" / "fixtures").mkdir()
     (root / "logs" / "fixtures" / "sample.log").write_text(PLANTED[6][2] + "\n")
-    files = list(scan.iter_scan_files(root, ["logs"], ["logs/fixtures/**"]))
+    files = list(targets.iter_scan_files(root, ["logs"], ["logs/fixtures/**"]))
     assert [rel for _, rel in files] == ["logs/a.log"]
     result = scan.SecretScanner().scan_file(files[0][0], files[0][1])
     assert {(f.rule, f.status) for f in result.findings} == {("aws-access-key-id", "allowed"), ("github-token", "active")}
@@ -93,23 +93,23 @@ def test_inline_allow_marker_and_path_allowlist(tmp_path):
 def test_baseline_suppresses_exactly_the_accepted_findings(tmp_path):
     path = tmp_path / "app.log"
     path.write_text("\n".join(line for _, _, line in PLANTED[:6]) + "\n")
-    findings = scan.SecretScanner().scan_file(path).findings
-    assert len(findings) == 6
-    accepted = findings[1:3]
-    baseline = tmp_path / "baseline.json"
-    baseline.write_text(json.dumps(scan.baseline_document(accepted)))
-    prints, error = scan.load_baseline(baseline)
+    found = scan.SecretScanner().scan_file(path).findings
+    assert len(found) == 6
+    accepted = found[1:3]
+    baseline_path = tmp_path / "baseline.json"
+    baseline_path.write_text(json.dumps(baseline.baseline_document(accepted)))
+    prints, error = baseline.load_baseline(baseline_path)
     assert error == "" and prints == {f.fingerprint for f in accepted}
-    judged = scan.apply_baseline(findings, prints)
+    judged = baseline.apply_baseline(found, prints)
     assert [f.status for f in judged] == ["active", "baselined", "baselined", "active", "active", "active"]
     # the same secret in another file / line is the same accepted fingerprint
     other = tmp_path / "other.log.1"
     other.write_text("noise\n" + PLANTED[1][2] + "\n")
-    again = scan.apply_baseline(scan.SecretScanner().scan_file(other).findings, prints)
+    again = baseline.apply_baseline(scan.SecretScanner().scan_file(other).findings, prints)
     assert [f.status for f in again] == ["baselined"]
     # a corrupt baseline is reported, and accepts nothing
-    baseline.write_text("{not json")
-    assert scan.load_baseline(baseline)[0] == set() and scan.load_baseline(baseline)[1]
+    baseline_path.write_text("{not json")
+    assert baseline.load_baseline(baseline_path)[0] == set() and baseline.load_baseline(baseline_path)[1]
 
 
 def test_redaction_rotated_masked_byte_identical_live_untouched(tmp_path):
@@ -124,19 +124,19 @@ def test_redaction_rotated_masked_byte_identical_live_untouched(tmp_path):
     prints = {f.fingerprint for f in scan.SecretScanner().scan_file(rotated).findings}
     assert len(prints) == 3
 
-    dry = scan.redact_file(rotated, prints, dry_run=True)
+    dry = redaction.redact_file(rotated, prints, dry_run=True)
     assert dry.secrets_masked == 3 and not dry.done and rotated.read_bytes() == original
 
-    refused = scan.redact_file(live, prints, dry_run=False)
+    refused = redaction.redact_file(live, prints, dry_run=False)
     assert refused.error and not refused.done and live.read_bytes() == original
 
-    done = scan.redact_file(rotated, prints, dry_run=False)
+    done = redaction.redact_file(rotated, prints, dry_run=False)
     assert done.done and done.secrets_masked == 3 and done.error == ""
     new = rotated.read_bytes()
     expected = original
     for _, value, _ in secrets:
         assert value.encode() in expected
-        expected = expected.replace(value.encode(), scan.mask(value).encode())
+        expected = expected.replace(value.encode(), findings.mask(value).encode())
         assert value.encode() not in new
     assert new == expected  # everything but the secrets byte-identical
     assert oct(os.stat(rotated).st_mode & 0o777) == oct(0o640)
@@ -150,12 +150,12 @@ def test_redaction_of_gzipped_rotated_log(tmp_path):
     path = tmp_path / "scheduler.log.3.gz"
     path.write_bytes(gzip.compress(text))
     prints = {f.fingerprint for f in scan.SecretScanner().scan_file(path).findings}
-    assert scan.redact_file(path, prints, dry_run=False).done
-    assert gzip.decompress(path.read_bytes()) == text.replace(value.encode(), scan.mask(value).encode())
+    assert redaction.redact_file(path, prints, dry_run=False).done
+    assert gzip.decompress(path.read_bytes()) == text.replace(value.encode(), findings.mask(value).encode())
 
 
 def test_rotation_names():
     for name in ("a.log.1", "a.log.2.gz", "a-20240501.log.gz", "a.log.20240501", "a.log.old", "x.gz"):
-        assert scan.is_rotated(name), name
+        assert targets.is_rotated(name), name
     for name in ("a.log", "trading_system.log", "error.log"):
-        assert not scan.is_rotated(name), name
+        assert not targets.is_rotated(name), name

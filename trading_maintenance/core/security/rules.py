@@ -1,9 +1,10 @@
 """Secret-detection rules: a pattern, a cheap pre-filter, an entropy floor and placeholder checks.
 
-Each rule has a `regex` (Python `re`, run only on candidate lines) whose group ``secret`` is the
-value to mask, and a `prefilter` (a Rust-regex-compatible pattern without look-arounds) that must
-match every line the regex can match: the scanner runs all prefilters at once over whole files
-(SIMD literal search in polars) and hands only the few matching lines to the exact rules.
+Each rule has a `regex` (Python `re`, run only where candidates are) whose group ``secret`` is the
+value to mask, and a `prefilter` that must occur inside every match of the regex: a pattern in the
+syntax Hyperscan, Rust regex and Python `re` share (no look-arounds, no back-references, flags
+only as a leading `(?i)`). The scanner's candidate engine runs all pre-filters at once over whole
+files and hands only the spans where one occurs to the exact rules.
 
 Documentation examples (`AKIAIOSFODNN7EXAMPLE`, `xoxb-REDACTED`, `api_key=<redacted>`, the jwt.io
 token, Slack's `T00000000/B00000000/XXXX...` webhook), public keys and certificates must not match:
@@ -74,6 +75,11 @@ class Rule:
     validator: Callable[[str, re.Match[str]], bool] | None = None
     tags: tuple[str, ...] = field(default=("secret",))
     literal: bool = False  # matches only known values: no placeholder or entropy check
+    literals: tuple[str, ...] = ()  # those values (Latin-1 text), each searched for on its own
+
+    def candidate_patterns(self) -> list[str]:
+        """What the candidate search looks for: the pre-filter, or each known value literally."""
+        return [literal_pattern(t) for t in self.literals] or [self.prefilter]
 
     def accepts(self, value: str, match: re.Match[str]) -> bool:
         if self.literal:
@@ -264,9 +270,9 @@ def _generic_ok(value: str, match: re.Match[str]) -> bool:
 CONFIGURED_SECRET_MIN_LENGTH = 4  # shorter values would match everywhere; settings should refuse them
 
 
-def _rust_literal(value: str) -> str:
-    """`value` as a literal for the Rust regex engine (every non-alphanumeric escaped by code point)."""
-    return "".join(c if c.isascii() and c.isalnum() else f"\\x{{{ord(c):X}}}" for c in value)
+def literal_pattern(text: str) -> str:
+    """`text` (Latin-1) as a pattern that Hyperscan, Rust regex and Python `re` all read literally."""
+    return "".join(c if c.isascii() and c.isalnum() else f"\\x{ord(c):02X}" for c in text)
 
 
 def configured_secret_rule(values) -> Rule | None:
@@ -288,7 +294,8 @@ def configured_secret_rule(values) -> Rule | None:
         name="Configured secret",
         description="A value configured as a secret (broker key, password, webhook URL, backup key...) written in clear.",
         regex=re.compile("(?P<secret>" + "|".join(re.escape(t) for t in texts) + ")"),
-        prefilter="|".join(_rust_literal(t) for t in texts),
+        prefilter="|".join(literal_pattern(t) for t in texts),
+        literals=tuple(texts),
         min_length=CONFIGURED_SECRET_MIN_LENGTH,
         literal=True,
         tags=("secret", "configured"),

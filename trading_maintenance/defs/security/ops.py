@@ -1,12 +1,11 @@
 """Security audit ops: thin shells over core/secrets_scan, permissions, exposure and sarif.
 
-Secret values never leave core/secrets_scan: what flows between these ops (and into the IO
+Secret values never leave core/security's scanning modules: what flows between these ops (and into the IO
 manager's storage, run logs, metadata, reports and alerts) is masked values and fingerprints.
 """
 
 import json
 import os
-import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import dagster as dg
 
 from trading_maintenance.core.security import exposure as exp
 from trading_maintenance.core.security import permissions as perm
-from trading_maintenance.core.security import scan
+from trading_maintenance.core.security.secret_audit import run_secret_scan
 from trading_maintenance.core.common.alerts import Alert
 from trading_maintenance.core.common.masking import mask_text
 from trading_maintenance.settings import config_file_holds_secrets
@@ -47,82 +46,9 @@ class ReportConfig(dg.Config):
 # secrets in logs
 
 
-def run_secret_scan(cfg, config: SecretScanConfig, log) -> dict:
-    security = cfg.security
-    root = Path(cfg.data_dir)
-    # Every configured secret is looked for as it is, whatever the rules think of its shape.
-    known_secrets = cfg.secret_values()
-    scanner = scan.SecretScanner(known_secrets=known_secrets)
-    baseline_path = Path(security.baseline_file)
-    if not baseline_path.is_absolute():
-        baseline_path = root / baseline_path
-    accepted, baseline_error = scan.load_baseline(baseline_path)
-
-    started = time.perf_counter()
-    files, errors, skipped = [], [], []
-    findings: list[scan.Finding] = []
-    total_bytes = 0
-    for path, rel in scan.iter_scan_files(root, security.scan_dirs, security.allowlist_paths):
-        result = scanner.scan_file(path, rel)
-        total_bytes += result.bytes_scanned
-        if result.skipped:
-            skipped.append({"path": rel, "reason": result.skipped})
-            continue
-        files.append(rel)
-        if result.error:
-            errors.append({"path": rel, "error": result.error})
-            log.warning(f"{rel}: {result.error} (findings up to the error are kept)")
-        findings.extend(result.findings)
-    elapsed = time.perf_counter() - started
-    findings = scan.apply_baseline(findings, accepted)
-    active = [f for f in findings if f.status == "active"]
-
-    baseline_written = False
-    if config.update_baseline and not config.dry_run:
-        doc = scan.baseline_document(active, accepted)
-        atomic_write_text(baseline_path, json.dumps(doc, indent=1, sort_keys=True) + "\n", mode=0o600)
-        baseline_written = True
-        findings = scan.apply_baseline(findings, set(doc["fingerprints"]))
-        active = []
-
-    redact = security.redact if config.redact is None else config.redact
-    redactions = []
-    if redact:
-        by_file: dict[str, set[str]] = {}
-        for f in active:
-            by_file.setdefault(f.path, set()).add(f.fingerprint)
-        for rel, prints in sorted(by_file.items()):
-            path = root / rel
-            if not scan.is_rotated(path):
-                redactions.append({"path": rel, "secrets_masked": 0, "done": False, "dry_run": config.dry_run, "error": "", "skipped": "live log: never rewritten"})
-                continue
-            outcome = scan.redact_file(path, prints, dry_run=config.dry_run, known_secrets=known_secrets)
-            redactions.append({"path": rel, "secrets_masked": outcome.secrets_masked, "done": outcome.done, "dry_run": config.dry_run, "error": outcome.error, "skipped": ""})
-            verb = "would mask" if config.dry_run else "masked"
-            log.info(f"redaction {rel}: {verb} {outcome.secrets_masked} secret(s)" + (f"; {outcome.error}" if outcome.error else ""))
-    return {
-        "files_scanned": len(files),
-        "bytes_scanned": total_bytes,
-        "seconds": round(elapsed, 3),
-        "mb_per_second": round(total_bytes / 1e6 / elapsed, 1) if elapsed > 0 else None,
-        "findings": [f.as_dict() for f in findings],
-        "active": len(active),
-        "baselined": sum(1 for f in findings if f.status == "baselined"),
-        "allowed": sum(1 for f in findings if f.status == "allowed"),
-        "files_with_secrets": sorted({f.path for f in active}),
-        "errors": errors,
-        "skipped": skipped,
-        "baseline_file": str(baseline_path),
-        "baseline_error": baseline_error,
-        "baseline_written": baseline_written,
-        "redactions": redactions,
-        "redaction_failures": sum(1 for r in redactions if r["error"]),
-    }
-
-
 @dg.op(description="Scan logs (rotated and gzipped too) and other configured folders for secrets; optionally redact rotated logs.")
 def scan_log_secrets(context: dg.OpExecutionContext, config: SecretScanConfig, settings: MaintenanceSettingsResource) -> dict:
-    result = run_secret_scan(settings.get(), config, context.log)
+    result = run_secret_scan(settings.get(), config.dry_run, config.redact, config.update_baseline, context.log)
     context.log.info(
         f"secret scan: {result['files_scanned']} files, {result['bytes_scanned'] / 1e6:.1f} MB in {result['seconds']}s; "
         f"{result['active']} active, {result['baselined']} baselined, {result['allowed']} allowed"
