@@ -90,13 +90,15 @@ def phase(name: str, mdir: Path, months: list[str], workers: int, out_dir: Path)
         rows = con.execute(f"SELECT count(*) FROM read_parquet('{target}/*/*.parquet')").fetchone()[0]
         return {"seconds": seconds, "rows_out": rows}
     if name == "project":
-        from trading_maintenance.core.market_data import consolidate as md
+        from trading_maintenance.core.market_data.consolidate import consolidate_month
+        from trading_maintenance.core.market_data.layout import archive_dir_for
+        from trading_maintenance.core.market_data.months import month_sessions
 
-        shutil.rmtree(md.archive_dir_for(mdir), ignore_errors=True)
+        shutil.rmtree(archive_dir_for(mdir), ignore_errors=True)
         for m in months:
-            md.month_sessions(m)  # exchange calendar loaded outside the timing
+            month_sessions(m)  # exchange calendar loaded outside the timing
         t = time.perf_counter()
-        summaries = [md.consolidate_month(mdir, m, max_workers=workers).summary() for m in months]
+        summaries = [consolidate_month(mdir, m, max_workers=workers).summary() for m in months]
         seconds = time.perf_counter() - t
         failed = sum(s["groups_failed"] for s in summaries)
         return {

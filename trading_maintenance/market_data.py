@@ -21,7 +21,8 @@ from pathlib import Path
 
 import polars as pl
 
-from trading_maintenance.core.market_data import consolidate as md
+from trading_maintenance.core.market_data.io import UnreadableFile, read_market_file
+from trading_maintenance.core.market_data.layout import KEY, SCHEMA, archive_dir_for, archive_path, scan_day_folder
 
 __all__ = ["read_bars"]
 
@@ -67,20 +68,20 @@ def read_bars(
 
         market_data_dir = get_settings().market_data_dir
     market_data_dir = Path(market_data_dir)
-    archive_dir = Path(archive_dir) if archive_dir else md.archive_dir_for(market_data_dir)
+    archive_dir = Path(archive_dir) if archive_dir else archive_dir_for(market_data_dir)
     for field, value in (("symbol", symbol), ("timeframe", timeframe)):
         if not _NAME.match(value) or ".." in value:
             raise ValueError(f"{field}: {value[:40]!r} is not a valid {field} name")
     lo, hi = _utc(start, "start"), _utc(end, "end")
     if hi <= lo:
-        return pl.DataFrame(schema=md.SCHEMA)
+        return pl.DataFrame(schema=SCHEMA)
     # a trading day's file may hold bars whose UTC date is the next day: widen by a day each side
     first_day, last_day = lo.date() - timedelta(days=1), hi.date() + timedelta(days=1)
     months = _months(first_day, last_day)
     paths: list[Path] = []
     skipped: list[str] = []
     for month in months:
-        archive = md.archive_path(archive_dir, symbol, timeframe, month)
+        archive = archive_path(archive_dir, symbol, timeframe, month)
         try:
             mode = archive.lstat().st_mode
         except OSError:
@@ -91,14 +92,14 @@ def read_bars(
             skipped.append(f"{archive}: not a regular file")
     folder = market_data_dir / symbol / timeframe
     if folder.is_dir() and not folder.is_symlink():
-        days, misnamed = md.scan_day_folder(folder)
+        days, misnamed = scan_day_folder(folder)
         paths.extend(path for day, path in days if first_day <= day <= last_day)
         skipped.extend(f"{m.path}: {m.reason}" for m in misnamed if m.month is None or m.month in months)
     frames = []
     for path in paths:  # archives first, then daily files by date: later wins
         try:
-            df, _ = md.read_market_file(path, symbol, timeframe)
-        except (md.UnreadableFile, OSError) as exc:
+            df, _ = read_market_file(path, symbol, timeframe)
+        except (UnreadableFile, OSError) as exc:
             skipped.append(f"{path}: {exc}")
             continue
         frames.append(df.filter((pl.col("timestamp") >= lo) & (pl.col("timestamp") < hi)))
@@ -108,5 +109,5 @@ def read_bars(
             stacklevel=2,
         )
     if not frames:
-        return pl.DataFrame(schema=md.SCHEMA)
-    return pl.concat(frames).unique(subset=md.KEY, keep="last").sort("timestamp")
+        return pl.DataFrame(schema=SCHEMA)
+    return pl.concat(frames).unique(subset=KEY, keep="last").sort("timestamp")

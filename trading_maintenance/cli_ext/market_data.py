@@ -47,17 +47,17 @@ def register(cli: click.Group) -> None:
         from datetime import datetime, timezone
         from zoneinfo import ZoneInfo
 
-        from trading_maintenance.core.market_data import consolidate as md
+        from trading_maintenance.core.market_data.retention import archived_daily_files, expired_archived_daily_files
         from trading_maintenance.settings import load_settings
 
         settings = load_settings()
         mdir = settings.market_data_dir
         if show_all:
-            files = sorted(md.archived_daily_files(mdir))
+            files = sorted(archived_daily_files(mdir))
         else:
             days = retention_days if retention_days is not None else settings.maintenance.data_retention.parquet_files
             today = datetime.now(timezone.utc).astimezone(ZoneInfo(settings.maintenance.scheduling.timezone)).date()
-            files = md.expired_archived_daily_files(mdir, None, days, today)
+            files = expired_archived_daily_files(mdir, None, days, today)
         if as_json:
             click.echo(json.dumps([str(p) for p in files]))
         else:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from trading_maintenance.core.market_data.consolidate import INTRADAY_MINUTES, SCHEMA
+from trading_maintenance.core.market_data.layout import INTRADAY_MINUTES, SCHEMA
 from trading_maintenance.core.common.market_hours import session_bounds, trading_days
 
 

@@ -12,7 +12,9 @@ from datetime import date, datetime, timedelta, timezone
 import dagster as dg
 import polars as pl
 
-from trading_maintenance.core.market_data import consolidate as md
+from trading_maintenance.core.market_data.consolidate import consolidate_month
+from trading_maintenance.core.market_data.layout import KEY, archive_dir_for, archive_path
+from trading_maintenance.core.market_data.months import month_bounds
 from trading_maintenance_tests.market_data.synth import daily_path, generate
 from trading_maintenance.market_data import read_bars
 
@@ -34,7 +36,7 @@ def checks_of(result) -> dict[str, bool]:
 
 
 def all_bars(mdir, symbols, month):
-    first, last = md.month_bounds(month)
+    first, last = month_bounds(month)
     return {s: read_bars(s, "1min", first, last + timedelta(days=1), market_data_dir=mdir) for s in symbols}
 
 
@@ -79,7 +81,7 @@ def test_dry_run_changes_nothing(md_defs, mdir, data_dir):
 def test_blocking_check_failure_stops_deletion(md_defs, mdir, redis_client):
     generate(mdir, ["AAA", "BBB"], date(2024, 11, 18), date(2024, 11, 22))
     # a real write failure for AAA: the archive's name is taken by a folder, the rename fails
-    blocker = md.archive_path(md.archive_dir_for(mdir), "AAA", "1min", NOV)
+    blocker = archive_path(archive_dir_for(mdir), "AAA", "1min", NOV)
     blocker.mkdir(parents=True)
     (blocker / "keep").write_text("x")
     with dg.instance_for_test() as instance:
@@ -90,7 +92,7 @@ def test_blocking_check_failure_stops_deletion(md_defs, mdir, redis_client):
         cleanup_step = [e for e in result.all_events if e.step_key == "market_data_daily_cleanup" and e.is_step_success]
         assert not cleanup_step
     # BBB's archive was written and verified, yet nothing was deleted: the check blocks the cleanup
-    assert md.archive_path(md.archive_dir_for(mdir), "BBB", "1min", NOV).is_file()
+    assert archive_path(archive_dir_for(mdir), "BBB", "1min", NOV).is_file()
     assert len(list((mdir / "AAA" / "1min").glob("*.parquet"))) == 5
     assert len(list((mdir / "BBB" / "1min").glob("*.parquet"))) == 5
     published = json.loads(redis_client.get("maintenance:result:trading_data_maintenance"))
@@ -119,15 +121,17 @@ def test_truncated_file_quarantined_through_dagster(md_defs, mdir, data_dir):
     assert mat.metadata["files_quarantined"].value == 1
     assert "BBB" in mat.metadata["worst_symbols"].value
     assert (data_dir / "parquet" / "quarantine" / "market_data" / "BBB" / "1min" / bad.name).exists()
-    assert md.archive_path(md.archive_dir_for(mdir), "AAA", "1min", NOV).is_file()
+    assert archive_path(archive_dir_for(mdir), "AAA", "1min", NOV).is_file()
 
 
 CRASH_SCRIPT = """
 import os, signal, sys
 from pathlib import Path
-from trading_maintenance.core.market_data import consolidate as md
+from trading_maintenance.core.market_data.consolidate import consolidate_month
+from trading_maintenance.core.market_data.layout import KEY, archive_dir_for, archive_path
+from trading_maintenance.core.market_data.months import month_bounds
 mdir = Path(sys.argv[1])
-result = md.consolidate_month(mdir, sys.argv[2])
+result = consolidate_month(mdir, sys.argv[2])
 assert all(g.verified for g in result.groups), [g.error for g in result.groups]
 # the archives are written and verified; crash before any daily file is deleted
 os.kill(os.getpid(), signal.SIGKILL)
@@ -139,10 +143,10 @@ def test_crash_after_archive_before_deletion_rerun_completes(md_defs, mdir):
     before = all_bars(mdir, ["AAA", "BBB"], NOV)
     proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(mdir), NOV], capture_output=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
-    assert md.archive_path(md.archive_dir_for(mdir), "AAA", "1min", NOV).is_file()
+    assert archive_path(archive_dir_for(mdir), "AAA", "1min", NOV).is_file()
     assert len(list((mdir / "AAA" / "1min").glob("*.parquet"))) == 20  # nothing deleted yet
     # a second crash left a half-written temporary archive behind
-    target = md.archive_path(md.archive_dir_for(mdir), "BBB", "1min", NOV)
+    target = archive_path(archive_dir_for(mdir), "BBB", "1min", NOV)
     leftover = target.parent / f".{target.name}.4242.tmp"
     leftover.write_bytes(b"PAR1 half")
     os.utime(leftover, (0, 0))  # left long ago, whatever process 4242 is now
@@ -167,7 +171,7 @@ def test_crash_after_archive_before_deletion_rerun_completes(md_defs, mdir):
 def test_backfill_of_several_months(md_defs, mdir):
     months = ["2024-01", "2024-02", "2024-03"]
     for m in months:
-        first, _ = md.month_bounds(m)
+        first, _ = month_bounds(m)
         generate(mdir, ["AAA"], first, first + timedelta(days=9), dup_fraction=0.02)
     with dg.instance_for_test() as instance:
         # one run per partition, as a multi-run backfill launches them
@@ -179,9 +183,9 @@ def test_backfill_of_several_months(md_defs, mdir):
         records = instance.fetch_materializations(dg.AssetKey("market_data_monthly"), limit=10).records
         assert {r.asset_materialization.partition for r in records} == {f"{m}-01" for m in months}
     for m in months:
-        archive = pl.read_parquet(md.archive_path(md.archive_dir_for(mdir), "AAA", "1min", m))
+        archive = pl.read_parquet(archive_path(archive_dir_for(mdir), "AAA", "1min", m))
         assert archive["timestamp"].dt.strftime("%Y-%m").unique().to_list() == [m]
-        assert archive["timestamp"].is_sorted() and archive.n_unique(subset=md.KEY) == archive.height
+        assert archive["timestamp"].is_sorted() and archive.n_unique(subset=KEY) == archive.height
 
 
 def test_schedule_requests_latest_complete_and_current_month(md_defs):
@@ -228,7 +232,7 @@ def test_misnamed_file_and_crashed_temporary_handled_through_dagster(md_defs, md
     generate(mdir, ["AAA"], date(2024, 11, 18), date(2024, 11, 19))
     impossible = mdir / "AAA" / "1min" / "2024-11-31.parquet"
     impossible.write_bytes(daily_path(mdir, "AAA", "1min", date(2024, 11, 18)).read_bytes())
-    folder = md.archive_path(md.archive_dir_for(mdir), "AAA", "1min", NOV).parent
+    folder = archive_path(archive_dir_for(mdir), "AAA", "1min", NOV).parent
     folder.mkdir(parents=True)
     crashed = folder / f".{NOV}.manifest.json.notapid.tmp"
     crashed.write_text("{")

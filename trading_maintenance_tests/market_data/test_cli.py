@@ -9,7 +9,7 @@ import click
 from click.testing import CliRunner
 
 from trading_maintenance.cli_ext.market_data import register
-from trading_maintenance.core.market_data import consolidate as md
+from trading_maintenance.core.market_data.consolidate import consolidate_month
 from trading_maintenance_tests.market_data.synth import generate
 
 
@@ -25,7 +25,7 @@ def _cli() -> click.Group:
 def test_bars_and_archived_commands(mdir, config_path, monkeypatch):
     monkeypatch.setenv("MAINTENANCE_CONFIG", str(config_path))
     generate(mdir, ["AAA"], date(2024, 3, 1), date(2024, 3, 5))
-    md.consolidate_month(mdir, "2024-03", as_of=datetime(2025, 1, 1, tzinfo=timezone.utc))
+    consolidate_month(mdir, "2024-03", as_of=datetime(2025, 1, 1, tzinfo=timezone.utc))
     runner = CliRunner()
     result = runner.invoke(_cli(), ["market-data", "bars", "AAA", "1min", "2024-03-01", "2024-03-06", "--limit", "3", "--csv"])
     assert result.exit_code == 0, result.output

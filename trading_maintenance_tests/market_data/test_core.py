@@ -10,7 +10,14 @@ from datetime import date, datetime, timedelta, timezone
 import polars as pl
 import pytest
 
-from trading_maintenance.core.market_data import consolidate as md
+from trading_maintenance.core.market_data.archive_write import adjacent_duplicates
+from trading_maintenance.core.market_data.consolidate import consolidate_month
+from trading_maintenance.core.market_data.group import read_group_fast
+from trading_maintenance.core.market_data.io import STALE_TMP_SECONDS, UnreadableFile, normalise, remove_stale_tmp
+from trading_maintenance.core.market_data.layout import KEY, SCHEMA, archive_dir_for, archive_path, discover_daily_files, manifest_path, quarantine_dir_for
+from trading_maintenance.core.market_data.manifest import SourcePlan
+from trading_maintenance.core.market_data.months import months_to_consolidate
+from trading_maintenance.core.market_data.retention import archived_daily_files, delete_archived, expired_archived_daily_files, is_expired
 from trading_maintenance_tests.market_data.synth import collector_file, daily_path, generate, session_bars, write_daily
 
 MAR = "2024-03"
@@ -19,7 +26,7 @@ AS_OF = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
 
 def archive_of(mdir, symbol="AAA", tf="1min", month=MAR) -> pl.DataFrame:
-    return pl.read_parquet(md.archive_path(md.archive_dir_for(mdir), symbol, tf, month))
+    return pl.read_parquet(archive_path(archive_dir_for(mdir), symbol, tf, month))
 
 
 def expected_union(frames: list[pl.DataFrame]) -> pl.DataFrame:
@@ -29,7 +36,7 @@ def expected_union(frames: list[pl.DataFrame]) -> pl.DataFrame:
         for row in frame.iter_rows(named=True):
             last[(row["symbol"], row["timeframe"], row["timestamp"])] = row
     rows = sorted(last.values(), key=lambda r: r["timestamp"])
-    return pl.DataFrame(rows, schema=md.SCHEMA)
+    return pl.DataFrame(rows, schema=SCHEMA)
 
 
 def test_duplicates_within_and_across_files_last_written_wins(mdir):
@@ -43,14 +50,14 @@ def test_duplicates_within_and_across_files_last_written_wins(mdir):
     write_daily(mdir, f1, "AAA", "1min", MAR_DAYS[0])
     write_daily(mdir, f2, "AAA", "1min", MAR_DAYS[1])
 
-    result = md.consolidate_month(mdir, MAR, as_of=AS_OF)
+    result = consolidate_month(mdir, MAR, as_of=AS_OF)
     (group,) = result.groups
     assert not group.error and group.verified
     assert group.rows_in == f1.height + f2.height
     assert group.duplicates_removed == 40
     out = archive_of(mdir)
     assert out.height == day1.height + day2.height
-    assert out.n_unique(subset=md.KEY) == out.height
+    assert out.n_unique(subset=KEY) == out.height
     assert out.equals(expected_union([f1, f2]))
     # the corrected rows (within) and day 2's copies (across, later file) are the ones kept
     first = out.filter(pl.col("timestamp") == day1["timestamp"][0])
@@ -66,7 +73,7 @@ def test_unsorted_input_is_sorted_and_order_of_arrival_does_not_matter(mdir, tmp
     order = [2, 0, 1]  # files arrive out of order, with mtimes in that order
     for i in order:
         write_daily(mdir, frames[i], "AAA", "1min", MAR_DAYS[i])
-    md.consolidate_month(mdir, MAR, as_of=AS_OF)
+    consolidate_month(mdir, MAR, as_of=AS_OF)
     out = archive_of(mdir)
     assert out["timestamp"].is_sorted()
     assert out.equals(expected_union(frames))
@@ -74,7 +81,7 @@ def test_unsorted_input_is_sorted_and_order_of_arrival_does_not_matter(mdir, tmp
     other = tmp_path / "other" / "parquet" / "market_data"
     for i in [1, 2, 0]:
         write_daily(other, frames[i], "AAA", "1min", MAR_DAYS[i])
-    md.consolidate_month(other, MAR, as_of=AS_OF)
+    consolidate_month(other, MAR, as_of=AS_OF)
     assert archive_of(other).equals(out)
 
 
@@ -82,14 +89,14 @@ def test_late_arriving_file_is_merged_even_after_daily_files_were_deleted(mdir, 
     frames = {d: collector_file(session_bars("AAA", d), 0.02, True, seed=d.day) for d in MAR_DAYS}
     write_daily(mdir, frames[MAR_DAYS[0]], "AAA", "1min", MAR_DAYS[0])
     write_daily(mdir, frames[MAR_DAYS[2]], "AAA", "1min", MAR_DAYS[2])
-    md.consolidate_month(mdir, MAR, as_of=AS_OF)
+    consolidate_month(mdir, MAR, as_of=AS_OF)
     assert archive_of(mdir).height == 2 * 390
     # cleanup removed the archived files; then the missing day arrives late, with a repeated bar
     for d in (MAR_DAYS[0], MAR_DAYS[2]):
         daily_path(mdir, "AAA", "1min", d).unlink()
     late = pl.concat([frames[MAR_DAYS[1]], frames[MAR_DAYS[2]].head(3)])
     write_daily(mdir, late, "AAA", "1min", MAR_DAYS[1])
-    result = md.consolidate_month(mdir, MAR, as_of=AS_OF)
+    result = consolidate_month(mdir, MAR, as_of=AS_OF)
     (group,) = result.groups
     assert group.verified and group.previous_archive_rows == 780
     out = archive_of(mdir)
@@ -99,8 +106,8 @@ def test_late_arriving_file_is_merged_even_after_daily_files_were_deleted(mdir, 
     write_daily(fresh, frames[MAR_DAYS[0]], "AAA", "1min", MAR_DAYS[0])
     write_daily(fresh, late, "AAA", "1min", MAR_DAYS[1])
     write_daily(fresh, frames[MAR_DAYS[2]], "AAA", "1min", MAR_DAYS[2])
-    md.consolidate_month(fresh, MAR, as_of=AS_OF)
-    assert archive_of(fresh).select(md.KEY).equals(out.select(md.KEY))
+    consolidate_month(fresh, MAR, as_of=AS_OF)
+    assert archive_of(fresh).select(KEY).equals(out.select(KEY))
 
 
 def test_old_schema_file_is_normalised(mdir):
@@ -115,12 +122,12 @@ def test_old_schema_file_is_normalised(mdir):
     )
     write_daily(mdir, old, "AAA", "1min", MAR_DAYS[0])
     write_daily(mdir, new, "AAA", "1min", MAR_DAYS[1])
-    result = md.consolidate_month(mdir, MAR, as_of=AS_OF)
+    result = consolidate_month(mdir, MAR, as_of=AS_OF)
     (group,) = result.groups
     assert group.verified and not group.quarantined
     assert len(group.normalised) == 1 and "asset_type" in " ".join(group.normalised[0]["notes"])
     out = archive_of(mdir)
-    assert out.schema == md.SCHEMA
+    assert out.schema == SCHEMA
     assert out.height == 780
     day0 = out.filter(pl.col("timestamp") < new["timestamp"][0])
     assert day0["asset_type"].null_count() == 390  # not invented
@@ -129,8 +136,8 @@ def test_old_schema_file_is_normalised(mdir):
 
 def test_normalise_rejects_a_file_without_prices():
     df = pl.DataFrame({"timestamp": [datetime(2024, 3, 1, 15, tzinfo=timezone.utc)], "close": [1.0]})
-    with pytest.raises(md.UnreadableFile, match="open"):
-        md.normalise(df, "AAA", "1min")
+    with pytest.raises(UnreadableFile, match="open"):
+        normalise(df, "AAA", "1min")
 
 
 def test_truncated_file_is_quarantined_and_others_are_done(mdir):
@@ -138,19 +145,19 @@ def test_truncated_file_is_quarantined_and_others_are_done(mdir):
     bad = daily_path(mdir, "AAA", "1min", MAR_DAYS[1])
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 2])  # truncated mid-write
-    result = md.consolidate_month(mdir, MAR, as_of=AS_OF)
+    result = consolidate_month(mdir, MAR, as_of=AS_OF)
     summary = result.summary()
     assert summary["files_quarantined"] == 1 and summary["groups_failed"] == 0
     (q,) = result.quarantined
     assert q["path"] == str(bad) and "unreadable" in q["reason"]
     assert not bad.exists()
-    moved = md.quarantine_dir_for(mdir) / "AAA" / "1min" / bad.name
+    moved = quarantine_dir_for(mdir) / "AAA" / "1min" / bad.name
     assert moved.exists() and moved.read_bytes() == data[: len(data) // 2]
     assert "unreadable parquet" in moved.with_name(moved.name + ".reason.txt").read_text()
     assert archive_of(mdir, "AAA").height == 2 * 390
     assert archive_of(mdir, "BBB").height == 3 * 390
     # the quarantined file is not listed in the manifest, so it can never be "archived"
-    manifest = json.loads(md.manifest_path(md.archive_path(md.archive_dir_for(mdir), "AAA", "1min", MAR)).read_text())
+    manifest = json.loads(manifest_path(archive_path(archive_dir_for(mdir), "AAA", "1min", MAR)).read_text())
     assert bad.name not in {s["name"] for s in manifest["sources"]}
 
 
@@ -158,11 +165,11 @@ def test_dry_run_reports_without_touching_anything(mdir):
     generate(mdir, ["AAA"], MAR_DAYS[0], MAR_DAYS[-1], dup_fraction=0.02)
     bad = daily_path(mdir, "AAA", "1min", MAR_DAYS[0])
     bad.write_bytes(b"PAR1 not really")
-    result = md.consolidate_month(mdir, MAR, dry_run=True, as_of=AS_OF)
+    result = consolidate_month(mdir, MAR, dry_run=True, as_of=AS_OF)
     s = result.summary()
     assert s["files_quarantined"] == 1 and s["rows_out"] == 2 * 390 and s["archives_written"] == 0
     assert bad.exists()
-    assert not md.archive_dir_for(mdir).exists()
+    assert not archive_dir_for(mdir).exists()
 
 
 def test_holiday_and_early_close_coverage(mdir):
@@ -171,7 +178,7 @@ def test_holiday_and_early_close_coverage(mdir):
     files = sorted((mdir / "AAA" / "1min").iterdir())
     assert "2024-11-28.parquet" not in {f.name for f in files}
     assert pl.read_parquet(mdir / "AAA" / "1min" / "2024-11-29.parquet").height == 210
-    result = md.consolidate_month(mdir, "2024-11", as_of=AS_OF)
+    result = consolidate_month(mdir, "2024-11", as_of=AS_OF)
     q = result.groups[0].quality
     assert q["missing_days"] == 0 and q["missing_bars"] == 0 and q["outside_session"] == 0
     assert q["expected_bars"] == 19 * 390 + 210  # 20 sessions: 19 full and the early close
@@ -182,7 +189,7 @@ def test_holiday_and_early_close_coverage(mdir):
     write_daily(mdir, shifted, "AAA", "1min", date(2024, 11, 29))
     # a bar on the holiday itself
     write_daily(mdir, session_bars("AAA", date(2024, 11, 27)).head(1).with_columns(pl.col("timestamp") + timedelta(days=1)), "AAA", "1min", date(2024, 11, 28))
-    result = md.consolidate_month(mdir, "2024-11", as_of=AS_OF)
+    result = consolidate_month(mdir, "2024-11", as_of=AS_OF)
     q = result.groups[0].quality
     assert q["outside_session"] == 180 + 1
     assert q["missing_days"] == 0 and q["missing_bars"] == 0
@@ -197,7 +204,7 @@ def test_coverage_counts_missing_bars_and_days_when_no_archive(mdir):
     gapped = session_bars("AAA", date(2024, 11, 27))
     write_daily(mdir, gapped.filter(pl.int_range(pl.len()) % 10 != 0), "AAA", "1min", date(2024, 11, 27))
     as_of = datetime(2024, 11, 30, tzinfo=timezone.utc)
-    q = md.consolidate_month(mdir, "2024-11", as_of=as_of).groups[0].quality
+    q = consolidate_month(mdir, "2024-11", as_of=as_of).groups[0].quality
     # 20 trading days closed by Nov 30; files for 4; Nov 27 misses every 10th bar
     assert q["missing_days"] == 20 - 4
     assert q["missing_bars"] == 16 * 390 + 39
@@ -220,7 +227,7 @@ def test_sanity_anomalies_counted_never_changed(mdir):
     stray = session_bars("AAA", MAR_DAYS[1]).head(1)
     premarket = bars.head(1).with_columns(pl.col("timestamp") - timedelta(minutes=30))
     write_daily(mdir, pl.concat([bad, stray, premarket]), "AAA", "1min", MAR_DAYS[0])
-    q = md.consolidate_month(mdir, MAR, as_of=AS_OF).groups[0].quality
+    q = consolidate_month(mdir, MAR, as_of=AS_OF).groups[0].quality
     assert q["high_below_open_close"] == 1  # row 0 (row 4's wobble is within tolerance)
     assert q["low_above_open_close"] == 2  # row 1, and row 3 whose open became 0
     assert q["negative_volume"] == 1
@@ -234,8 +241,8 @@ def test_sanity_anomalies_counted_never_changed(mdir):
 
 def test_retention_exactly_at_90_days_is_kept():
     today = date(2025, 6, 30)
-    assert not md.is_expired(today - timedelta(days=90), today, 90)
-    assert md.is_expired(today - timedelta(days=91), today, 90)
+    assert not is_expired(today - timedelta(days=90), today, 90)
+    assert is_expired(today - timedelta(days=91), today, 90)
 
 
 def test_expired_archived_daily_files_boundary(mdir):
@@ -243,47 +250,47 @@ def test_expired_archived_daily_files_boundary(mdir):
     d90, d91, d92 = (today - timedelta(days=n) for n in (90, 91, 92))  # Apr 1, Mar 31, Mar 30 2025
     for d in (d90, d91, d92):
         write_daily(mdir, session_bars("AAA", date(2025, 3, 31)).with_columns(pl.col("timestamp") + (d - date(2025, 3, 31))), "AAA", "1min", d)
-    md.consolidate_month(mdir, "2025-03", as_of=AS_OF)
-    md.consolidate_month(mdir, "2025-04", as_of=AS_OF)
-    plan = md.expired_archived_daily_files(mdir, None, 90, today)
+    consolidate_month(mdir, "2025-03", as_of=AS_OF)
+    consolidate_month(mdir, "2025-04", as_of=AS_OF)
+    plan = expired_archived_daily_files(mdir, None, 90, today)
     assert [p.name for p in plan] == [f"{d92}.parquet", f"{d91}.parquet"]
-    assert set(md.archived_daily_files(mdir)) == {daily_path(mdir, "AAA", "1min", d) for d in (d90, d91, d92)}
+    assert set(archived_daily_files(mdir)) == {daily_path(mdir, "AAA", "1min", d) for d in (d90, d91, d92)}
 
 
 def test_archived_daily_files_refuses_what_is_not_verified(mdir):
     generate(mdir, ["AAA", "BBB"], MAR_DAYS[0], MAR_DAYS[-1])
-    assert md.archived_daily_files(mdir) == set()  # nothing archived yet
-    md.consolidate_month(mdir, MAR, as_of=AS_OF)
-    all_files = {f.path for g in md.discover_daily_files(mdir).values() for f in g}
-    assert md.archived_daily_files(mdir) == all_files
+    assert archived_daily_files(mdir) == set()  # nothing archived yet
+    consolidate_month(mdir, MAR, as_of=AS_OF)
+    all_files = {f.path for g in discover_daily_files(mdir).values() for f in g}
+    assert archived_daily_files(mdir) == all_files
     # a daily file appended to after consolidation is no longer covered
     appended = daily_path(mdir, "AAA", "1min", MAR_DAYS[0])
     extra = pl.concat([pl.read_parquet(appended), session_bars("AAA", MAR_DAYS[0]).head(1).with_columns(pl.col("timestamp") - timedelta(minutes=1))])
     extra.write_parquet(appended)
     # an archive replaced by something else invalidates its manifest
-    b_archive = md.archive_path(md.archive_dir_for(mdir), "BBB", "1min", MAR)
+    b_archive = archive_path(archive_dir_for(mdir), "BBB", "1min", MAR)
     pl.read_parquet(b_archive).head(10).write_parquet(b_archive)
-    remaining = md.archived_daily_files(mdir)
+    remaining = archived_daily_files(mdir)
     assert remaining == {daily_path(mdir, "AAA", "1min", d) for d in MAR_DAYS[1:]}
     # verify=True re-reads: a key missing from the archive (manifest forged to match) is refused
-    a_archive = md.archive_path(md.archive_dir_for(mdir), "AAA", "1min", MAR)
+    a_archive = archive_path(archive_dir_for(mdir), "AAA", "1min", MAR)
     pl.read_parquet(a_archive).filter(pl.col("timestamp") != session_bars("AAA", MAR_DAYS[1])["timestamp"][5]).write_parquet(a_archive)
-    mpath = md.manifest_path(a_archive)
+    mpath = manifest_path(a_archive)
     manifest = json.loads(mpath.read_text())
     st = a_archive.stat()
     manifest["archive"].update(size=st.st_size, mtime_ns=st.st_mtime_ns, rows=pl.read_parquet(a_archive).height)
     mpath.write_text(json.dumps(manifest))
-    assert md.archived_daily_files(mdir) == {daily_path(mdir, "AAA", "1min", MAR_DAYS[2])}
-    assert len(md.archived_daily_files(mdir, verify=False)) == 2
+    assert archived_daily_files(mdir) == {daily_path(mdir, "AAA", "1min", MAR_DAYS[2])}
+    assert len(archived_daily_files(mdir, verify=False)) == 2
 
 
 def test_delete_archived_deletes_only_planned_and_verifies(mdir):
     generate(mdir, ["AAA"], MAR_DAYS[0], MAR_DAYS[-1])
-    md.consolidate_month(mdir, MAR, as_of=AS_OF)
-    plan = sorted(md.archived_daily_files(mdir))[:2]
-    dry = md.delete_archived(plan, mdir, md.archive_dir_for(mdir), dry_run=True)
+    consolidate_month(mdir, MAR, as_of=AS_OF)
+    plan = sorted(archived_daily_files(mdir))[:2]
+    dry = delete_archived(plan, mdir, archive_dir_for(mdir), dry_run=True)
     assert dry.planned == [str(p) for p in plan] and not dry.deleted and all(p.exists() for p in plan)
-    outcome = md.delete_archived(plan, mdir, md.archive_dir_for(mdir))
+    outcome = delete_archived(plan, mdir, archive_dir_for(mdir))
     assert outcome.ok and outcome.deleted == [str(p) for p in plan]
     assert not any(p.exists() for p in plan)
     assert daily_path(mdir, "AAA", "1min", MAR_DAYS[2]).exists()
@@ -292,47 +299,47 @@ def test_delete_archived_deletes_only_planned_and_verifies(mdir):
 
 def test_stale_temporary_file_from_a_crash_is_replaced(mdir):
     generate(mdir, ["AAA"], MAR_DAYS[0], MAR_DAYS[0])
-    target = md.archive_path(md.archive_dir_for(mdir), "AAA", "1min", MAR)
+    target = archive_path(archive_dir_for(mdir), "AAA", "1min", MAR)
     target.parent.mkdir(parents=True)
     stale = target.with_name(f".{target.name}.99999.tmp")
     stale.write_bytes(b"half an archive")
     os.utime(stale, (0, 0))  # old, whatever process 99999 is now
-    md.consolidate_month(mdir, MAR, as_of=AS_OF)
+    consolidate_month(mdir, MAR, as_of=AS_OF)
     assert not stale.exists() and archive_of(mdir).height == 390
 
 
 def test_months_to_consolidate():
     # Saturday 23:00 ET after the last trading day: the month is final
     sat = datetime(2024, 11, 30, 23, tzinfo=timezone.utc) + timedelta(hours=5)
-    assert md.months_to_consolidate(sat) == [("2024-11", "final")]
+    assert months_to_consolidate(sat) == [("2024-11", "final")]
     # mid-month: last complete month plus the current month so far
-    assert md.months_to_consolidate(datetime(2024, 5, 5, 3, tzinfo=timezone.utc)) == [("2024-04", "final"), ("2024-05", "so_far")]
+    assert months_to_consolidate(datetime(2024, 5, 5, 3, tzinfo=timezone.utc)) == [("2024-04", "final"), ("2024-05", "so_far")]
     # Saturday 2024-06-01: no session of June has closed yet, May is final
-    assert md.months_to_consolidate(datetime(2024, 6, 2, 3, tzinfo=timezone.utc)) == [("2024-05", "final")]
+    assert months_to_consolidate(datetime(2024, 6, 2, 3, tzinfo=timezone.utc)) == [("2024-05", "final")]
 
 
 def test_parallel_and_serial_give_identical_archives(mdir, tmp_path):
     generate(mdir, [f"S{i}" for i in range(4)], MAR_DAYS[0], MAR_DAYS[-1], dup_fraction=0.03)
-    md.consolidate_month(mdir, MAR, max_workers=4, as_of=AS_OF)
+    consolidate_month(mdir, MAR, max_workers=4, as_of=AS_OF)
     other = tmp_path / "serial" / "parquet" / "market_data"
     generate(other, [f"S{i}" for i in range(4)], MAR_DAYS[0], MAR_DAYS[-1], dup_fraction=0.03)
-    md.consolidate_month(other, MAR, max_workers=1, as_of=AS_OF)
+    consolidate_month(other, MAR, max_workers=1, as_of=AS_OF)
     for i in range(4):
         assert archive_of(mdir, f"S{i}").equals(archive_of(other, f"S{i}"))
 
 
 def test_fast_multi_file_read_equals_file_by_file_read(mdir):
     generate(mdir, ["AAA"], MAR_DAYS[0], MAR_DAYS[-1], dup_fraction=0.05, shuffle=True)
-    files = md.discover_daily_files(mdir, MAR)[("AAA", "1min")]
-    fast, sources = md._read_group_fast(files)
+    files = discover_daily_files(mdir, MAR)[("AAA", "1min")]
+    fast, sources = read_group_fast(SourcePlan(files))
     careful = pl.concat([pl.read_parquet(f.path).with_columns(pl.lit(f.day).alias("_file_date")) for f in files])
     assert fast.equals(careful)
     assert [s["rows"] for s in sources] == [pl.read_parquet(f.path).height for f in files]
     # one file in an old schema: the fast path declines, the careful path normalises it
     old = pl.read_parquet(files[1].path).drop("asset_type")
     old.write_parquet(files[1].path)
-    assert md._read_group_fast(files) is None
-    (group,) = md.consolidate_month(mdir, MAR, as_of=AS_OF).groups
+    assert read_group_fast(SourcePlan(files)) is None
+    (group,) = consolidate_month(mdir, MAR, as_of=AS_OF).groups
     assert group.verified and len(group.normalised) == 1 and group.files_read == 3
 
 
@@ -344,24 +351,28 @@ def test_foreign_rows_stay_in_their_folder_and_are_not_merged(mdir):
     write_daily(mdir, pl.concat([a, stray]), "AAA", "1min", MAR_DAYS[0])
     write_daily(mdir, b, "BBB", "1min", MAR_DAYS[0])
     for batch_groups in (16, 1):  # the batched path and the per-group path agree
-        result = md.consolidate_month(mdir, MAR, as_of=AS_OF, batch_groups=batch_groups, max_workers=1)
+        result = consolidate_month(mdir, MAR, as_of=AS_OF, batch_groups=batch_groups, max_workers=1)
         assert all(g.verified for g in result.groups)
         out = archive_of(mdir, "AAA")
-        assert out.height == 395 and out.n_unique(subset=md.KEY) == 395
+        assert out.height == 395 and out.n_unique(subset=KEY) == 395
         assert out.filter(pl.col("symbol") == "BBB").height == 5
-        assert out.select(md.KEY).equals(out.select(md.KEY).sort(md.KEY))
+        assert out.select(KEY).equals(out.select(KEY).sort(KEY))
         assert archive_of(mdir, "BBB").height == 390
-        shutil.rmtree(md.archive_dir_for(mdir))
+        shutil.rmtree(archive_dir_for(mdir))
 
 
 def test_batched_and_per_group_paths_agree_with_previous_archives(mdir, tmp_path):
     generate(mdir, [f"S{i}" for i in range(5)], MAR_DAYS[0], MAR_DAYS[1], dup_fraction=0.05)
-    md.consolidate_month(mdir, MAR, as_of=AS_OF, batch_groups=16, max_workers=1)
+    consolidate_month(mdir, MAR, as_of=AS_OF, batch_groups=16, max_workers=1)
+    snapshot = tmp_path / "archives-before"
+    shutil.copytree(archive_dir_for(mdir), snapshot)  # copy2: mtimes kept, manifests still match
     generate(mdir, [f"S{i}" for i in range(5)], MAR_DAYS[2], MAR_DAYS[2], dup_fraction=0.05)
-    batched = md.consolidate_month(mdir, MAR, as_of=AS_OF, batch_groups=16, max_workers=1)
-    assert all(g.previous_archive_rows == 780 for g in batched.groups)
+    batched = consolidate_month(mdir, MAR, as_of=AS_OF, batch_groups=16, max_workers=1)
+    assert all(g.previous_archive_rows == 780 and g.files_read == 1 and g.files_reused == 2 for g in batched.groups)
     first = {i: archive_of(mdir, f"S{i}") for i in range(5)}
-    single = md.consolidate_month(mdir, MAR, as_of=AS_OF, batch_groups=1, max_workers=1)
+    shutil.rmtree(archive_dir_for(mdir))
+    shutil.copytree(snapshot, archive_dir_for(mdir))
+    single = consolidate_month(mdir, MAR, as_of=AS_OF, batch_groups=1, max_workers=1)
     for i in range(5):
         assert archive_of(mdir, f"S{i}").equals(first[i])
     strip = lambda r: [{k: v for k, v in g.as_dict().items() if k not in ("seconds", "bytes_after", "bytes_before", "previous_archive_rows", "duplicates_removed")} for g in r.groups]
@@ -370,25 +381,25 @@ def test_batched_and_per_group_paths_agree_with_previous_archives(mdir, tmp_path
 
 def test_unreadable_previous_archive_is_an_error_and_nothing_is_touched(mdir):
     generate(mdir, ["AAA", "BBB"], MAR_DAYS[0], MAR_DAYS[1])
-    md.consolidate_month(mdir, MAR, as_of=AS_OF)
-    archive = md.archive_path(md.archive_dir_for(mdir), "AAA", "1min", MAR)
+    consolidate_month(mdir, MAR, as_of=AS_OF)
+    archive = archive_path(archive_dir_for(mdir), "AAA", "1min", MAR)
     archive.write_bytes(archive.read_bytes()[:100])  # damaged on disk
-    result = md.consolidate_month(mdir, MAR, as_of=AS_OF)
+    result = consolidate_month(mdir, MAR, as_of=AS_OF)
     (failed,) = result.failed
     assert failed.symbol == "AAA" and "existing archive unreadable" in failed.error
     assert len(archive.read_bytes()) == 100  # left in place for a person to look at
     assert all(g.verified for g in result.groups if g.symbol == "BBB")
     # its daily files are no longer "archived": the manifest no longer matches the archive
-    assert not any(p.parent.parent.name == "AAA" for p in md.archived_daily_files(mdir))
+    assert not any(p.parent.parent.name == "AAA" for p in archived_daily_files(mdir))
 
 
 def test_adjacent_duplicates_true_and_false_positive():
     bars = session_bars("AAA", MAR_DAYS[0]).head(5)
-    assert md._adjacent_duplicates(bars) == 0
-    assert md._adjacent_duplicates(pl.concat([bars, bars.tail(1)])) == 1
+    assert adjacent_duplicates(bars) == 0
+    assert adjacent_duplicates(pl.concat([bars, bars.tail(1)])) == 1
     # same minute, another symbol: not a duplicate key
     other = bars.tail(1).with_columns(pl.lit("BBB").alias("symbol"))
-    assert md._adjacent_duplicates(pl.concat([bars, other])) == 0
+    assert adjacent_duplicates(pl.concat([bars, other])) == 0
 
 
 def test_a_live_writers_temporary_file_is_left_alone(tmp_path):
@@ -404,11 +415,11 @@ def test_a_live_writers_temporary_file_is_left_alone(tmp_path):
         mine.write_bytes(b"in progress")
         crashed = folder / ".2024-03.parquet.notapid.tmp"
         crashed.write_bytes(b"x")
-        assert md.remove_stale_tmp(folder, "2024-03.parquet") == [crashed]
+        assert remove_stale_tmp(folder, "2024-03.parquet") == [crashed]
         assert mine.exists()
-        old = _time.time() - 2 * md.STALE_TMP_SECONDS
+        old = _time.time() - 2 * STALE_TMP_SECONDS
         os.utime(mine, (old, old))
-        assert md.remove_stale_tmp(folder, "2024-03.parquet") == [mine]
+        assert remove_stale_tmp(folder, "2024-03.parquet") == [mine]
     finally:
         live.kill()
         live.wait()

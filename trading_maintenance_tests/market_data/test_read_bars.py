@@ -7,7 +7,8 @@ from datetime import date, datetime, timedelta, timezone
 import polars as pl
 import pytest
 
-from trading_maintenance.core.market_data import consolidate as md
+from trading_maintenance.core.market_data.consolidate import consolidate_month
+from trading_maintenance.core.market_data.layout import KEY, SCHEMA
 from trading_maintenance_tests.market_data.synth import daily_path, session_bars, write_daily
 from trading_maintenance.market_data import read_bars
 
@@ -18,15 +19,15 @@ def test_reads_archive_and_daily_files_together(mdir):
     d1, d2, d3 = date(2024, 3, 28), date(2024, 4, 1), date(2024, 4, 2)
     for d in (d1, d2):
         write_daily(mdir, session_bars("AAA", d), "AAA", "1min", d)
-    md.consolidate_month(mdir, "2024-03", as_of=AS_OF)
-    md.consolidate_month(mdir, "2024-04", as_of=AS_OF)
+    consolidate_month(mdir, "2024-03", as_of=AS_OF)
+    consolidate_month(mdir, "2024-04", as_of=AS_OF)
     daily_path(mdir, "AAA", "1min", d1).unlink()  # March now lives only in its archive
     # April 2nd is still a daily file, and it repeats a bar of April 1st with a corrected close
     fix = session_bars("AAA", d2).tail(1).with_columns(pl.col("close") + 1)
     write_daily(mdir, pl.concat([session_bars("AAA", d3), fix]), "AAA", "1min", d3)
     bars = read_bars("AAA", "1min", "2024-03-01", "2024-05-01", market_data_dir=mdir)
-    assert bars.height == 3 * 390 and bars.schema == md.SCHEMA
-    assert bars["timestamp"].is_sorted() and bars.n_unique(subset=md.KEY) == bars.height
+    assert bars.height == 3 * 390 and bars.schema == SCHEMA
+    assert bars["timestamp"].is_sorted() and bars.n_unique(subset=KEY) == bars.height
     last_of_d2 = bars.filter(pl.col("timestamp") == fix["timestamp"][0])
     assert last_of_d2["close"][0] == pytest.approx(fix["close"][0])  # the daily file wins
 

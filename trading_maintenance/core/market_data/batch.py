@@ -1,0 +1,217 @@
+"""Consolidating several symbol-months of one timeframe together: the fast path.
+
+Every file the batch reads is read in one multi-file scan and its previous archives in another,
+deduplicated, sorted and checked in one query each; each group's archive is then written and
+verified on its own, and the batch's temporary archives are read back in one scan. Anything
+unusual sends the batch to the careful per-group path (group.py). Memory is bounded by the
+batch, never by the data set.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from trading_maintenance.core.market_data.archive_write import check_read_back, finish_verified, write_tmp
+from trading_maintenance.core.market_data.group import consolidate_group, error_text, source_entry, summarise
+from trading_maintenance.core.market_data.io import file_sha256, file_stat, scan_runs
+from trading_maintenance.core.market_data.layout import KEY, archive_path
+from trading_maintenance.core.market_data.manifest import SourcePlan
+from trading_maintenance.core.market_data.months import MonthSessions
+from trading_maintenance.core.market_data.quality import day_entries, per_day_counts
+from trading_maintenance.core.market_data.results import GroupResult
+
+WRITE_THREADS = 2  # archives of one batch written at a time (polars and fsync release the GIL)
+
+
+def dedup_sorted(combined: pl.DataFrame) -> pl.DataFrame:
+    """Last written row per (_group, symbol, timeframe, timestamp), sorted by that key.
+
+    Fast path when every group holds one symbol and timeframe (the normal case): two stable sorts
+    (timestamp, then group) keep the writing order among equal keys, so the last row of each run of
+    equal (group, timestamp) is the last written. Otherwise a general unique + sort.
+    """
+    ordered = combined.lazy().sort("timestamp", maintain_order=True).sort("_group", maintain_order=True).collect()
+    groups = ordered["_group"]
+    single = (
+        ordered.height == 0
+        or (ordered["timeframe"].n_unique() == 1 and bool((ordered["symbol"].rle_id() == groups.rle_id()).all()))
+    )
+    if single:
+        last_of_run = (
+            (pl.col("timestamp") != pl.col("timestamp").shift(-1)) | (pl.col("_group") != pl.col("_group").shift(-1))
+        ).fill_null(True)
+        return ordered.filter(last_of_run)
+    return combined.lazy().unique(subset=["_group", *KEY], keep="last").sort(["_group", *KEY]).collect()
+
+
+
+def _scan_batch(plans: list[SourcePlan]):
+    """Every file the plans read, in one scan, widened until no reused source overlaps what was read.
+    (frame with _file_date and _group, rows per file, stats, hashes, ranges per group) or None."""
+    while True:
+        files = [f for plan in plans for f in plan.read]
+        stats = [file_stat(f.path) for f in files]
+        hashes = [file_sha256(f.path) for f in files]
+        scanned = scan_runs([str(f.path) for f in files])
+        if scanned is None:
+            return None
+        daily, lengths = scanned
+        group_of_file = np.repeat(np.arange(len(plans)), [len(plan.read) for plan in plans])
+        days = np.array([f.day for f in files], dtype="datetime64[D]")
+        daily = daily.with_columns(
+            pl.Series("_file_date", np.repeat(days, lengths)).cast(pl.Date),
+            pl.Series("_group", np.repeat(group_of_file, lengths)).cast(pl.Int32),
+        )
+        ranges = [{} for _ in plans]
+        bounds = (
+            daily.lazy()
+            .group_by("_group", "_file_date")
+            .agg(pl.col("timestamp").dt.epoch("us").min().alias("lo"), pl.col("timestamp").dt.epoch("us").max().alias("hi"))
+            .collect()
+        )
+        for g, d, lo, hi in bounds.iter_rows():
+            ranges[g][d] = (lo, hi)
+        widened = [plan.widen(list(r.values())) for plan, r in zip(plans, ranges)]
+        if not any(widened):
+            return daily, lengths, stats, hashes, ranges
+
+
+def consolidate_batch(
+    items: list[tuple[str, str, SourcePlan]],
+    month: str,
+    market_data_dir: Path,
+    archive_dir: Path,
+    quarantine_dir: Path,
+    sessions: MonthSessions,
+    dry_run: bool = False,
+    calendar_name: str = "XNYS",
+) -> list[GroupResult]:
+    """Several (symbol, timeframe) groups of one timeframe consolidated together; the careful
+    per-group path when anything is unusual. Same results either way."""
+    def careful() -> list[GroupResult]:
+        return [
+            consolidate_group(sym, tf, month, plan, market_data_dir, archive_dir, quarantine_dir, sessions, dry_run, calendar_name)
+            for sym, tf, plan in items
+        ]
+
+    if len(items) < 2 or len({tf for _, tf, _ in items}) != 1:
+        return careful()
+    started = time.perf_counter()
+    timeframe = items[0][1]
+    plans = [plan for _, _, plan in items]
+    try:
+        targets = [archive_path(archive_dir, sym, tf, month) for sym, tf, _ in items]
+        with_archive = [i for i, t in enumerate(targets) if t.exists()]
+        scanned = _scan_batch(plans)
+        if scanned is None:
+            return careful()
+        daily, lengths, stats, hashes, ranges = scanned
+        frames = [daily]
+        prev_rows = [0] * len(items)
+        prev_bytes = [0] * len(items)
+        if with_archive:
+            scanned = scan_runs([str(targets[i]) for i in with_archive])
+            if scanned is None:
+                return careful()  # the careful path reports an unreadable archive per group
+            arch, arch_lengths = scanned
+            for i, n in zip(with_archive, arch_lengths):
+                prev_rows[i] = n
+                prev_bytes[i] = targets[i].stat().st_size
+            arch = arch.with_columns(
+                pl.lit(None, pl.Date).alias("_file_date"),
+                pl.Series("_group", np.repeat(np.array(with_archive), arch_lengths)).cast(pl.Int32),
+            )
+            frames.insert(0, arch)  # the previous archive first: lowest priority
+        combined = pl.concat(frames, how="vertical", rechunk=False)
+        deduped = dedup_sorted(combined)
+        per_day = per_day_counts(deduped.lazy(), timeframe, sessions, by=["_group"]).collect()
+    except Exception:  # noqa: BLE001 - any doubt (a file vanishing, an odd schema): the careful path, which reports per group
+        return careful()
+    prepare_seconds = time.perf_counter() - started
+    rows_by_group: dict[int, list[dict]] = {}
+    for row in per_day.to_dicts():
+        rows_by_group.setdefault(row["_group"], []).append(row)
+    out_all = deduped.drop("_file_date", "_group")
+    group_ids = deduped["_group"].to_numpy()
+    del deduped, combined, frames, daily, per_day
+    # each group's rows are one contiguous run of out_all (sorted by group first)
+    present = np.unique(group_ids) if len(group_ids) else np.array([], dtype=np.int32)
+    first = np.searchsorted(group_ids, present, side="left")
+    last = np.searchsorted(group_ids, present, side="right")
+    span = {int(g): (int(a), int(b - a)) for g, a, b in zip(present, first, last)}
+    del group_ids
+    results = []
+    offset = 0
+    to_write = []  # (result, out, manifest, seconds)
+    for i, (sym, tf, plan) in enumerate(items):
+        t0 = time.perf_counter()
+        n_files = len(plan.read)
+        file_lengths = lengths[offset:offset + n_files]
+        file_stats = stats[offset:offset + n_files]
+        file_hashes = hashes[offset:offset + n_files]
+        offset += n_files
+        result = GroupResult(sym, tf, month, str(targets[i]))
+        result.files_read = n_files
+        result.rows_in = sum(file_lengths)
+        result.previous_archive_rows = prev_rows[i]
+        result.bytes_before = sum(st[0] for st in file_stats) + prev_bytes[i]
+        a, n = span.get(i, (0, 0))
+        out = out_all.slice(a, n)
+        result.rows_out = out.height
+        day_rows = rows_by_group.get(i, [])
+        read_sources = [
+            source_entry(f, st, h, rows, *ranges[i].get(f.day, (None, None)))
+            for f, st, h, rows in zip(plan.read, file_stats, file_hashes, file_lengths)
+        ]
+        manifest_sources = summarise(result, plan, day_rows, read_sources, tf, sessions)
+        results.append(result)
+        if dry_run:
+            result.seconds = prepare_seconds / len(items) + time.perf_counter() - t0
+            continue
+        to_write.append((result, out, (manifest_sources, calendar_name, day_entries(day_rows)), time.perf_counter() - t0))
+
+    def write(job):
+        result, out, manifest, spent = job
+        t0 = time.perf_counter()
+        try:
+            return (result, out, write_tmp(out, Path(result.archive)), manifest, spent + time.perf_counter() - t0)
+        except Exception as exc:  # noqa: BLE001 - one group's failure never stops the others
+            result.error = error_text(exc)
+            return None
+
+    # the batch's archives written (and fsynced) a few at a time: writes and fsyncs release the GIL;
+    # memory is unchanged (the batch is already in memory)
+    if len(to_write) > 1 and WRITE_THREADS > 1:
+        with ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="market-data-write") as pool:
+            pending = [p for p in pool.map(write, to_write) if p is not None]
+    else:
+        pending = [p for p in map(write, to_write) if p is not None]
+    del to_write
+    if not pending:
+        return results
+    t0 = time.perf_counter()
+    checks = check_read_back([p[2] for p in pending], [p[1] for p in pending])
+    share = (time.perf_counter() - t0) / len(pending)
+
+    def finish(job):
+        (result, out, tmp, manifest, spent), check = job
+        t1 = time.perf_counter()
+        try:
+            finish_verified(result, out, tmp, Path(result.archive), manifest, check)
+        except Exception as exc:  # noqa: BLE001
+            result.error = error_text(exc)
+            result.verified = False
+        result.seconds = prepare_seconds / len(items) + spent + share + time.perf_counter() - t1
+
+    if len(pending) > 1 and WRITE_THREADS > 1:
+        with ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="market-data-finish") as pool:
+            list(pool.map(finish, zip(pending, checks)))
+    else:
+        for job in zip(pending, checks):
+            finish(job)
+    return results

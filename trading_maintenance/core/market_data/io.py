@@ -1,0 +1,225 @@
+"""Reading, normalising and quarantining market-data files; crash-safe temporary files.
+
+Old schemas are normalised (missing asset_type -> null, timestamps in ns or without zone -> us UTC,
+numeric types cast); a file that cannot be read or normalised raises UnreadableFile, whose message
+is the quarantine reason. A temporary file is `.{name}.{pid}.tmp` in the target's folder; one left
+by a crashed writer is removed by the next writer of that name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from trading_maintenance.core.common.atomic import fsync_dir as _fsync_dir
+from trading_maintenance.core.market_data.layout import SCHEMA, manifest_path
+
+_SCHEMA_ITEMS = list(SCHEMA.items())
+
+
+class UnreadableFile(Exception):
+    """A file that cannot be read or normalised; the message is the quarantine reason."""
+
+
+def normalise(df: pl.DataFrame, symbol: str | None = None, timeframe: str | None = None) -> tuple[pl.DataFrame, list[str]]:
+    """The contract's columns and types. Returns (frame, notes on what was normalised).
+
+    Fixes only representation (types, zone, a missing optional column); never values. Raises
+    UnreadableFile when a required column is missing or a value cannot be converted.
+    """
+    if df.schema == SCHEMA:
+        return df, []
+    notes: list[str] = []
+    missing = [c for c in ("timestamp", "open", "high", "low", "close") if c not in df.columns]
+    if missing:
+        raise UnreadableFile(f"required column(s) missing: {', '.join(missing)}")
+    exprs = []
+    for name, dtype in SCHEMA.items():
+        if name not in df.columns:
+            if name == "symbol" and symbol is not None:
+                exprs.append(pl.lit(symbol, pl.String).alias(name))
+            elif name == "timeframe" and timeframe is not None:
+                exprs.append(pl.lit(timeframe, pl.String).alias(name))
+            else:
+                exprs.append(pl.lit(None, dtype).alias(name))
+            notes.append(f"missing column {name} added")
+            continue
+        current = df.schema[name]
+        if current == dtype:
+            exprs.append(pl.col(name))
+            continue
+        notes.append(f"{name}: {current} -> {dtype}")
+        if name == "timestamp":
+            if isinstance(current, pl.Datetime):
+                col = pl.col(name)
+                col = col.dt.replace_time_zone("UTC") if current.time_zone is None else col.dt.convert_time_zone("UTC")
+                exprs.append(col.dt.cast_time_unit("us").alias(name))
+            elif current in (pl.Int64, pl.UInt64, pl.Int32):
+                # epoch numbers: guess the unit from magnitude (ns ~1e18, us ~1e15, ms ~1e12, s ~1e9)
+                exprs.append(pl.col(name))  # handled below
+            elif current == pl.String:
+                exprs.append(pl.col(name).str.to_datetime(time_zone="UTC", strict=True).dt.cast_time_unit("us").alias(name))
+            else:
+                raise UnreadableFile(f"timestamp of type {current} cannot be read as a time")
+        else:
+            exprs.append(pl.col(name).cast(dtype, strict=True).alias(name))
+    try:
+        out = df.select(exprs)
+        if out.schema["timestamp"] != SCHEMA["timestamp"]:
+            sample = out["timestamp"].drop_nulls().abs().max() or 0
+            unit = "ns" if sample > 1e17 else "us" if sample > 1e14 else "ms" if sample > 1e11 else "s"
+            out = out.with_columns(
+                pl.from_epoch(pl.col("timestamp"), time_unit=unit).dt.replace_time_zone("UTC").dt.cast_time_unit("us")
+            )
+            notes.append(f"timestamp: epoch {unit} -> datetime")
+    except (pl.exceptions.PolarsError, ValueError, TypeError) as exc:
+        raise UnreadableFile(f"cannot normalise: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    return out, notes
+
+
+def read_market_file(path: str | Path, symbol: str | None = None, timeframe: str | None = None) -> tuple[pl.DataFrame, list[str]]:
+    """Read and normalise one parquet file; UnreadableFile when it is truncated, corrupt or unusable."""
+    try:
+        df = pl.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - polars/arrow raise many kinds for corrupt files
+        raise UnreadableFile(f"unreadable parquet: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+    return normalise(df, symbol, timeframe)
+
+
+def quarantine_file(path: Path, market_data_dir: Path, quarantine_dir: Path, reason: str) -> Path:
+    """Move a bad file under quarantine_dir (same relative path, never overwriting) with a reason file."""
+    try:
+        rel = path.relative_to(market_data_dir)
+    except ValueError:
+        rel = Path(path.name)
+    target = quarantine_dir / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.lexists(target):
+        target = target.with_name(f"{target.stem}.{int(time.time() * 1000)}{target.suffix}")
+    reason_file = target.with_name(target.name + ".reason.txt")
+    reason_file.write_text(
+        f"source: {path}\nquarantined_at: {datetime.now(timezone.utc).isoformat()}\nreason: {reason}\n"
+    )
+    shutil.move(str(path), str(target))
+    return target
+
+
+def tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+STALE_TMP_SECONDS = 3600
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own leftover (this process writes each name once at a time)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def stale_tmp(folder: Path, *names: str) -> list[Path]:
+    """Temporary files (tmp_name) left by a crashed writer of any of `names` in folder: its process
+    is gone, or the file is over an hour old. A live concurrent writer's file is not one."""
+    prefixes = tuple(f".{name}." for name in names)
+    found = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return found
+    for entry in entries:
+        if not (entry.name.startswith(prefixes) and entry.name.endswith(".tmp")):
+            continue
+        prefix = next(p for p in prefixes if entry.name.startswith(p))
+        pid_text = entry.name[len(prefix):-4]
+        try:
+            stale = not (pid_text.isdigit() and _pid_alive(int(pid_text))) or now - entry.stat(follow_symlinks=False).st_mtime > STALE_TMP_SECONDS
+        except FileNotFoundError:
+            continue
+        if stale:
+            found.append(Path(entry.path))
+    return found
+
+
+def remove_stale_tmp(folder: Path, name: str) -> list[Path]:
+    """Remove stale_tmp(folder, name); returns what was removed."""
+    removed = stale_tmp(folder, name)
+    for entry in removed:
+        entry.unlink(missing_ok=True)
+    return removed
+
+
+def find_stale_temporaries(archive_dir: str | Path, month: str) -> list[Path]:
+    """Every temporary name a consolidation of month writes (its archives' and manifests') that a
+    crashed writer left in the archive tree."""
+    root = Path(archive_dir)
+    names = (f"{month}.parquet", manifest_path(Path(f"{month}.parquet")).name)
+    found: list[Path] = []
+    if not root.is_dir():
+        return found
+    for sym_entry in os.scandir(root):
+        if not sym_entry.is_dir(follow_symlinks=False):
+            continue
+        for tf_entry in os.scandir(sym_entry.path):
+            if tf_entry.is_dir(follow_symlinks=False):
+                found.extend(stale_tmp(Path(tf_entry.path), *names))
+    return sorted(found)
+
+
+def write_json_atomic(data: dict, path: Path, fsync_dir: bool = True, fsync_file: bool = True) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(path.parent, path.name)
+    tmp = tmp_name(path)
+    try:
+        text = json.dumps(data, separators=(",", ":"), default=str)  # dumps uses the C encoder
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            if fsync_file:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if fsync_dir:
+        _fsync_dir(path.parent)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes: what tells a file rewritten in place with the same size and
+    mtime from the one an archive was verified against."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def file_stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def scan_runs(paths: list[str]) -> tuple[pl.DataFrame, list[int]] | None:
+    """Several parquet files in one scan, with the row count of each (None unless every file is
+    readable, in the current schema, and its rows come back as one contiguous run in file order)."""
+    df = pl.scan_parquet(paths, include_file_paths="_path").collect()
+    if list(df.schema.items())[:-1] != _SCHEMA_ITEMS:
+        return None
+    runs = df["_path"].rle().struct.unnest()
+    run_paths, run_lengths = runs["value"].to_list(), runs["len"].to_list()
+    counts = dict(zip(run_paths, run_lengths))
+    if len(counts) != len(run_paths) or [p for p in paths if p in counts] != run_paths:
+        return None
+    return df.drop("_path"), [int(counts.get(p, 0)) for p in paths]
+

@@ -1,0 +1,200 @@
+"""An archive's manifest: what the archive was verified against, and what a re-run may reuse.
+
+{archive_dir}/{SYMBOL}/{timeframe}/{YYYY-MM}.manifest.json is written only after its archive was
+read back and found equal to its deduplicated sources:
+
+    archive   name, size, mtime_ns, rows of the archive as verified
+    sources   per daily file: name, size, mtime_ns, sha256, rows, first_us/last_us (its timestamps'
+              range, epoch microseconds), outside_file_date (its rows in the archive whose New York
+              date is not the file's)
+    calendar, days   the archive's per-New-York-day sanity counts, so an unchanged archive's quality
+              is known without reading it
+
+A re-run reuses a source (does not read it) only when the archive still has the manifest's size
+and mtime and the source still has its recorded size and mtime. Reusing is exact: a reused source
+whose timestamps overlap anything read this run (a late file, a changed file's old or new rows) is
+read again, so the last written row wins exactly as if every file had been read. Content changed
+under an unchanged size and mtime is caught by the hash before any daily file is deleted.
+
+A manifest is read from disk: every field is checked, anything unexpected means "not trusted".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from trading_maintenance.core.market_data.io import file_stat, write_json_atomic
+from trading_maintenance.core.market_data.layout import DailyFile, manifest_path, parse_day_name
+
+MANIFEST_VERSION = 2
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # a month of daily sources is a few KB
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+DAY_COUNTS = ("high_below_open_close", "low_above_open_close", "negative_volume", "non_positive_price", "outside_session", "bad_bars", "_in_session")
+
+
+def load_manifest(archive: Path) -> dict | None:
+    """The manifest next to an archive, or None when missing, oversized or not a JSON object."""
+    path = manifest_path(archive)
+    try:
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            return None
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def has_recorded_hash(entry) -> bool:
+    """A source entry with a well-formed SHA-256 (manifests from before hashes have none)."""
+    return isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and bool(_SHA256.match(entry["sha256"]))
+
+
+def _valid_source(entry, month: str) -> bool:
+    if not has_recorded_hash(entry):
+        return False
+    day = parse_day_name(str(entry.get("name", "")))
+    if day is None or day.isoformat()[:7] != month:
+        return False
+    if not all(_is_count(entry.get(k)) for k in ("size", "mtime_ns", "rows", "outside_file_date")):
+        return False
+    first, last = entry.get("first_us"), entry.get("last_us")
+    if entry["rows"] == 0:
+        return first is None and last is None
+    return isinstance(first, int) and isinstance(last, int) and first <= last
+
+
+def _valid_day(row) -> bool:
+    if not isinstance(row, dict) or not all(_is_count(row.get(k)) for k in DAY_COUNTS):
+        return False
+    try:
+        datetime.strptime(str(row.get("ny_date")), "%Y-%m-%d")
+    except ValueError:
+        return False
+    return True
+
+
+def trusted_manifest(archive: Path, symbol: str, timeframe: str, month: str, calendar_name: str) -> dict | None:
+    """The archive's manifest when a re-run may rely on it: this version, for this archive as it is
+    on disk now (size and mtime), the same calendar, every source and day entry well formed."""
+    manifest = load_manifest(archive)
+    if not manifest or manifest.get("version") != MANIFEST_VERSION:
+        return None
+    if (manifest.get("symbol"), manifest.get("timeframe"), manifest.get("month"), manifest.get("calendar")) != (symbol, timeframe, month, calendar_name):
+        return None
+    meta = manifest.get("archive")
+    try:
+        current = file_stat(archive)
+    except OSError:
+        return None
+    if not isinstance(meta, dict) or (meta.get("size"), meta.get("mtime_ns")) != current or not _is_count(meta.get("rows")):
+        return None
+    sources, days = manifest.get("sources"), manifest.get("days")
+    if not isinstance(sources, list) or not isinstance(days, list):
+        return None
+    if not all(_valid_source(s, month) for s in sources) or not all(_valid_day(d) for d in days):
+        return None
+    if len({s["name"] for s in sources}) != len(sources):
+        return None
+    return manifest
+
+
+def write_manifest(
+    target: Path, symbol: str, timeframe: str, month: str, rows: int, sources: list[dict], calendar_name: str, days: list[dict]
+) -> None:
+    """The manifest of an archive just renamed into place after verification."""
+    st = target.stat()
+    write_json_atomic(
+        {
+            "version": MANIFEST_VERSION,
+            "symbol": symbol,
+            "timeframe": timeframe,
+            "month": month,
+            "archive": {"name": target.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "rows": rows},
+            "sources": sorted(sources, key=lambda s: s["name"]),
+            "calendar": calendar_name,
+            "days": days,
+            "verified_at": datetime.now(timezone.utc).isoformat(),
+        },
+        manifest_path(target),
+        # its folder fsync makes the archive's rename durable; the manifest's own bytes need
+        # none: a manifest lost or torn by a crash only means "not deletable, re-read next run"
+        fsync_file=False,
+    )
+
+
+def forget_sources(archive: Path, names: set[str]) -> None:
+    """Drop sources from an archive's manifest (their content changed since): the next run reads
+    them again and they are not deletable until then. The archive's own entry is kept as is."""
+    manifest = load_manifest(archive)
+    if not manifest or not isinstance(manifest.get("sources"), list):
+        return
+    manifest["sources"] = [s for s in manifest["sources"] if not (isinstance(s, dict) and s.get("name") in names)]
+    write_json_atomic(manifest, manifest_path(archive), fsync_file=False)
+
+
+@dataclass
+class SourcePlan:
+    """Which of a group's daily files a run reads, and which it reuses from the verified archive."""
+
+    read: list[DailyFile]
+    reused: list[tuple[DailyFile, dict]] = field(default_factory=list)  # (file, its manifest entry)
+    manifest: dict | None = None  # the trusted manifest of the existing archive, if any
+
+    @property
+    def unchanged(self) -> bool:
+        """Nothing to read: the archive is verified against every daily file there is."""
+        return self.manifest is not None and not self.read
+
+    def widen(self, ranges: list[tuple[int, int]]) -> list[DailyFile]:
+        """Move the reused sources whose timestamp range overlaps any of `ranges` (those of the rows
+        read, epoch µs), and those overlapping them in turn, to the files read; returns them."""
+        moved: list[DailyFile] = []
+        ranges = list(ranges)
+        while True:
+            overlapping = [
+                (f, e) for f, e in self.reused
+                if e["rows"] and any(e["first_us"] <= hi and lo <= e["last_us"] for lo, hi in ranges)
+            ]
+            if not overlapping:
+                break
+            for f, e in overlapping:
+                self.reused.remove((f, e))
+                moved.append(f)
+                ranges.append((e["first_us"], e["last_us"]))
+        if moved:
+            self.read = sorted([*self.read, *moved], key=lambda f: (f.day, f.path.name))
+        return moved
+
+
+def plan_sources(archive: Path, files: list[DailyFile], symbol: str, timeframe: str, month: str, calendar_name: str) -> SourcePlan:
+    """Read what is new or changed since the archive was verified (and whatever overlaps the old
+    rows of a changed file); reuse the rest. Without a trusted manifest, read everything."""
+    ordered = sorted(files, key=lambda f: (f.day, f.path.name))
+    manifest = trusted_manifest(archive, symbol, timeframe, month, calendar_name) if archive.exists() else None
+    if manifest is None:
+        return SourcePlan(ordered)
+    entries = {s["name"]: s for s in manifest["sources"]}
+    plan = SourcePlan([], [], manifest)
+    changed_ranges = []
+    for f in ordered:
+        entry = entries.get(f.path.name)
+        try:
+            same = entry is not None and file_stat(f.path) == (entry["size"], entry["mtime_ns"])
+        except OSError:
+            same = False
+        if same:
+            plan.reused.append((f, entry))
+            continue
+        plan.read.append(f)
+        if entry is not None and entry["rows"]:  # its old rows are in the archive: what they overlapped is read again
+            changed_ranges.append((entry["first_us"], entry["last_us"]))
+    plan.widen(changed_ranges)
+    return plan

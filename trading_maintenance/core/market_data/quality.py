@@ -1,0 +1,161 @@
+"""Bar sanity and calendar coverage of a symbol-timeframe-month.
+
+Bars failing sanity (OHLC, volume, prices, session, file date) are counted, never changed.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import polars as pl
+
+from trading_maintenance.core.market_data.layout import DAILY_TIMEFRAMES, INTRADAY_MINUTES
+from trading_maintenance.core.market_data.manifest import DAY_COUNTS
+from trading_maintenance.core.market_data.months import NY, MonthSessions, expected_bars
+
+OHLC_TOLERANCE = 1e-6  # relative: high may sit this far below max(open, close) before it counts
+ANOMALIES = ("high_below_open_close", "low_above_open_close", "negative_volume", "non_positive_price", "outside_session", "outside_file_date")
+_HOUR_US = 3_600_000_000
+
+
+def _with_ny_date(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """lf with `ny_date`, the New York date of each timestamp.
+
+    New York's offsets from UTC are whole hours and change on whole UTC hours, so the date is
+    converted once per distinct UTC hour and joined back (a time-zone conversion per row costs
+    more than the rest of the checks). Exact: when any hour's first and last microsecond fall on
+    different New York dates, every row is converted instead."""
+    hour = pl.col("timestamp").dt.epoch("us") // _HOUR_US
+    try:
+        hours = lf.select(hour.unique().alias("_hour")).collect()
+        start = pl.from_epoch(pl.col("_hour") * _HOUR_US, time_unit="us").dt.replace_time_zone("UTC")
+        end = start + pl.duration(microseconds=_HOUR_US - 1)
+        table = hours.select(
+            "_hour",
+            start.dt.convert_time_zone(NY).dt.date().alias("ny_date"),
+            end.dt.convert_time_zone(NY).dt.date().alias("_end"),
+        )
+        exact = not bool((table["ny_date"] != table["_end"]).any())
+    except pl.exceptions.PolarsError:  # e.g. a timestamp too far out to convert per hour
+        exact = False
+    if not exact:
+        return lf.with_columns(pl.col("timestamp").dt.convert_time_zone(NY).dt.date().alias("ny_date"))
+    return (
+        lf.with_columns(hour.alias("_hour"))
+        .join(table.lazy().select("_hour", "ny_date"), on="_hour", how="left")
+        .drop("_hour")
+    )
+
+
+def per_day_counts(lf: pl.LazyFrame, timeframe: str, sessions: MonthSessions, by: list[str] | None = None) -> pl.LazyFrame:
+    """Sanity flags counted per New York day and source file date (and per `by` columns), with the
+    rows of each (`_rows`): one pass over the bars. `_file_date` is null for rows of the previous
+    archive that no file read this run replaced."""
+    tol = OHLC_TOLERANCE
+    hi_oc = pl.max_horizontal("open", "close")
+    lo_oc = pl.min_horizontal("open", "close")
+    intraday = timeframe in INTRADAY_MINUTES
+    checks_date = intraday or timeframe in DAILY_TIMEFRAMES
+    lf = _with_ny_date(lf)
+    if intraday:
+        lf = lf.join(sessions.frame.lazy(), on="ny_date", how="left")
+        outside_session = (
+            pl.col("session_open").is_null()
+            | (pl.col("timestamp") < pl.col("session_open"))
+            | (pl.col("timestamp") >= pl.col("session_close"))
+        )
+    elif timeframe in DAILY_TIMEFRAMES:
+        outside_session = ~pl.col("ny_date").is_in(sessions.frame["ny_date"].implode())
+    else:
+        outside_session = pl.lit(False)
+    flags = {
+        "high_below_open_close": pl.col("high") < hi_oc * (1 - tol),
+        "low_above_open_close": pl.col("low") > lo_oc * (1 + tol),
+        "negative_volume": pl.col("volume") < 0,
+        "non_positive_price": pl.any_horizontal(pl.col("open", "high", "low", "close") <= 0),
+        "outside_session": outside_session,
+    }
+    return (
+        lf.with_columns(**{k: v.fill_null(False) for k, v in flags.items()})
+        .group_by([*(by or []), "ny_date", "_file_date"])
+        .agg(
+            pl.len().alias("_rows"),
+            *(pl.col(k).sum() for k in flags),
+            (
+                (pl.col("ny_date") != pl.col("_file_date")).fill_null(False).sum() if checks_date else pl.lit(0, pl.UInt32)
+            ).alias("outside_file_date"),
+            pl.any_horizontal(*(pl.col(k) for k in flags)).sum().alias("bad_bars"),
+            (~pl.col("outside_session")).sum().alias("_in_session"),
+        )
+    )
+
+
+QUALITY_COUNTS = (*ANOMALIES, "bad_bars")
+
+
+def expected_by_day(timeframe: str, sessions: MonthSessions) -> list[tuple[date, int]]:
+    """(day, expected bars) of the counted sessions, for timeframes whose coverage is checked."""
+    if not (timeframe in INTRADAY_MINUTES or timeframe in DAILY_TIMEFRAMES):
+        return []
+    counted = set(sessions.counted_days)
+    minutes = INTRADAY_MINUTES.get(timeframe)
+    return [
+        (d, expected_bars(o, c, minutes) if minutes else 1)
+        for d, o, c in sessions.frame.iter_rows()
+        if d in counted
+    ]
+
+
+def quality_from_rows(
+    rows: list[dict], timeframe: str, expected_days: list[tuple[date, int]], reused_outside_file_date: int = 0
+) -> dict[str, int]:
+    """Quality totals from per-day rows (per_day_counts, or a manifest's days). Rows of sources not
+    read this run carry no file date: their outside_file_date, recorded when they were last read,
+    is added."""
+    result = {k: sum(int(r.get(k) or 0) for r in rows) for k in QUALITY_COUNTS}
+    result["outside_file_date"] += reused_outside_file_date
+    missing_days = expected = present = 0
+    if timeframe in INTRADAY_MINUTES or timeframe in DAILY_TIMEFRAMES:
+        have: dict = {}
+        for r in rows:
+            have[r["ny_date"]] = have.get(r["ny_date"], 0) + int(r["_in_session"] or 0)
+        for d, want in expected_days:
+            n = have.get(d, 0)
+            if n == 0:
+                missing_days += 1
+            expected += want
+            present += min(n, want)
+    result["missing_days"] = missing_days
+    result["expected_bars"] = expected
+    result["missing_bars"] = expected - present
+    return result
+
+
+def day_entries(rows: list[dict]) -> list[dict]:
+    """Per-day rows summed over source files, as a manifest records them (no file date)."""
+    days: dict[date, dict] = {}
+    for r in rows:
+        entry = days.setdefault(r["ny_date"], {k: 0 for k in DAY_COUNTS})
+        for k in DAY_COUNTS:
+            entry[k] += int(r[k] or 0)
+    return [{"ny_date": d.isoformat(), **counts} for d, counts in sorted(days.items())]
+
+
+def manifest_day_rows(days: list[dict]) -> list[dict]:
+    """A manifest's days back as per-day rows for quality_from_rows."""
+    return [{**d, "ny_date": date.fromisoformat(d["ny_date"])} for d in days]
+
+
+def _quality_from_days(per_day: pl.DataFrame, timeframe: str, sessions: MonthSessions) -> dict[str, int]:
+    return quality_from_rows(per_day.to_dicts(), timeframe, expected_by_day(timeframe, sessions))
+
+
+def quality(df: pl.DataFrame, timeframe: str, sessions: MonthSessions) -> dict[str, int]:
+    """Sanity counts and calendar coverage of one deduplicated symbol-timeframe-month.
+
+    df carries the contract columns plus `_file_date` (Date, null for rows from an older archive).
+    Coverage: trading days closed by sessions' as_of without any in-session bar are missing days;
+    intraday sessions expect ceil(session minutes / bar minutes) bars (early closes are shorter).
+    """
+    return _quality_from_days(per_day_counts(df.lazy(), timeframe, sessions).collect(), timeframe, sessions)
+
