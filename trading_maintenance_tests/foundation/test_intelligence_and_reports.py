@@ -13,7 +13,6 @@ from dagster._core.events.log import EventLogEntry
 
 from trading_maintenance.core.intelligence import trends
 from trading_maintenance.defs.intelligence import intelligent_maintenance_job
-from trading_maintenance.defs.reports import maintenance_report, maintenance_report_is_complete
 
 
 def test_robust_anomalies_find_the_planted_outlier_only():
@@ -70,27 +69,3 @@ def test_intelligent_maintenance_job_forecasts_disk_and_flags_low_score(make_res
     topics = [r["topic"] for r in output["recommendations"]]
     assert "disk_percent" in topics and "health_score" in topics
     assert json.loads(redis_client.get("maintenance:result:intelligent_maintenance"))["health_checks_analysed"] == 52
-
-
-def test_maintenance_report_lists_the_days_runs_health_and_alerts(make_resources, data_dir, redis_client):
-    from trading_maintenance.defs.health.jobs import system_health_check_job
-
-    resources = make_resources()
-    today = datetime.now(ZoneInfo("America/New_York")).date().isoformat()
-    with dg.instance_for_test() as instance:
-        system_health_check_job.execute_in_process(resources=resources, instance=instance)
-        system_health_check_job.execute_in_process(resources=resources, instance=instance)
-        redis_client.lpush("maintenance:alerts", json.dumps({"key": "k", "severity": "warning", "created_at": datetime.now(ZoneInfo("UTC")).isoformat()}))
-        result = dg.materialize(
-            [maintenance_report, maintenance_report_is_complete], resources=resources, instance=instance, partition_key=today
-        )
-        assert result.success
-        checks = result.get_asset_check_evaluations()
-    report = json.loads((data_dir / "reports" / "maintenance" / f"maintenance_report_{today}.json").read_text())
-    assert report["runs"]["total"] == 2 and report["runs"]["by_status"] == {"SUCCESS": 2}
-    assert report["health"]["checks"] == 2
-    assert report["alerts"]["total"] == redis_client.llen("maintenance:alerts") >= 1
-    assert report["latest_results"]["system_health_check"]["status"] == "success"
-    md = (data_dir / "reports" / "maintenance" / f"maintenance_report_{today}.md").read_text()
-    assert md.startswith(f"# Maintenance report {today}") and "system_health_check_job" in md
-    assert len(checks) == 1 and checks[0].passed
