@@ -3,8 +3,6 @@
 import json
 import logging
 import time
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
