@@ -150,7 +150,7 @@ def run_task(task_name: str, verbose: bool = False, partition: str | None = None
     instance = _instance()
     tags = {**job.run_tags, run_launch.TASK_TAG: job.run_tags.get(run_launch.TASK_TAG, task.name), run_launch.TRIGGER_TAG: "cli"}
     if task.partitioned:
-        tags["dagster/partition"] = partition or run_launch.default_partition(task.partitioned, load_settings())
+        tags["dagster/partition"] = partition or run_launch.default_partition(task.partitioned, load_settings(), job.partitions_def)
     label = f"{task.name} ({task.job_name})" + (f" partition {tags['dagster/partition']}" if task.partitioned else "")
     started = time.perf_counter()
     if run_launch.daemon_serves_queue(instance):

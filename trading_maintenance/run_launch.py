@@ -138,9 +138,17 @@ def fail_runs_of_dead_processes(instance) -> list[str]:
     return failed
 
 
-def default_partition(kind: str, settings) -> str:
-    """The partition a partitioned task runs when none is named: the latest complete month, or the
-    latest trading day."""
+def default_partition(kind: str, settings, partitions_def=None) -> str:
+    """The partition a partitioned task runs when none is named: the latest complete month, the
+    latest trading day, or else (another cadence, or a day not yet a partition) the job's own last
+    partition."""
+    key = _usual_partition(kind, settings)
+    if partitions_def is not None and not partitions_def.has_partition_key(key):
+        return partitions_def.get_last_partition_key()
+    return key
+
+
+def _usual_partition(kind: str, settings) -> str:
     from datetime import datetime, timedelta, timezone
 
     from trading_maintenance.core.common.market_hours import trading_days

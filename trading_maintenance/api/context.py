@@ -81,7 +81,7 @@ class ApiContext:
         tags = {**job.run_tags, run_launch.TASK_TAG: job.run_tags.get(run_launch.TASK_TAG, task.name),
                 run_launch.TRIGGER_TAG: trigger, **dict(extra_tags)}
         if task.partitioned:
-            key = partition or run_launch.default_partition(task.partitioned, self.settings)
+            key = partition or run_launch.default_partition(task.partitioned, self.settings, job.partitions_def)
             if job.partitions_def is not None and not job.partitions_def.has_partition_key(key):
                 raise ApiProblem(422, f"partition: {key!r} is not a partition of task {task.name!r} ({task.partitioned})")
             tags["dagster/partition"] = key
