@@ -13,7 +13,7 @@ import pkgutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import warnings
@@ -66,46 +66,31 @@ def cli() -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def status(as_json: bool) -> None:
-    """Latest health, recent runs and the state of schedules and sensors."""
-    from dagster import AssetKey, RunsFilter
+    """Latest health with its reasons, and recent runs (read from the instance, no definitions loaded)."""
+    from trading_maintenance.instance_read import latest_health, open_storage, recent_runs
 
-    instance = _instance()
+    storage, state = open_storage()
+    _warn_limit_mismatches(state)
     settings = load_settings()
-    event = instance.get_latest_materialization_event(AssetKey("system_health"))
-    health = None
-    if event and event.asset_materialization:
-        md = event.asset_materialization.metadata
-        health = {
-            "score": md["health_score"].value if "health_score" in md else None,
-            "status": md["health_status"].value if "health_status" in md else None,
-            "checked_at": datetime.fromtimestamp(event.timestamp, timezone.utc).isoformat(),
-            "run_id": event.run_id,
-        }
-    records = instance.get_run_records(RunsFilter(), limit=10)
-    runs = [
-        {"run_id": r.dagster_run.run_id[:8], "job": r.dagster_run.job_name, "status": r.dagster_run.status.value,
-         "started": _fmt_ts(r.start_time), "ended": _fmt_ts(r.end_time)}
-        for r in records
-    ]
+    health = latest_health(storage)
+    runs = [{**run, "run_id": run["run_id"][:8]} for run in recent_runs(storage, 10)]
     if as_json:
         click.echo(json.dumps({"health": health, "recent_runs": runs, "data_dir": str(settings.data_dir)}, indent=2))
         return
     if health:
         colour = {"green": "green", "yellow": "yellow", "red": "red"}.get(health["status"], "white")
         console.print(f"Health: [{colour}]{health['score']} ({health['status']})[/] at {health['checked_at']}")
+        for reason in health["reasons"]:
+            console.print(f"  - {reason}", markup=False, highlight=False)
     else:
         console.print("Health: no health check recorded yet (run: trading-maintenance maintenance run --task system_health_check)")
-    console.print(f"Data root: {settings.data_dir}   Dagster home: {os.environ['DAGSTER_HOME']}")
+    console.print(f"Data root: {settings.data_dir}   Dagster home: {state.home}")
     table = Table(title="Recent runs")
     for col in ("run_id", "job", "status", "started", "ended"):
         table.add_column(col)
     for run in runs:
         table.add_row(*(str(run[c] or "") for c in ("run_id", "job", "status", "started", "ended")))
     console.print(table)
-
-
-def _fmt_ts(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
 
 
 @cli.group()
@@ -278,34 +263,19 @@ def maintenance_run_all(verbose: bool, dry_run: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def maintenance_history(limit: int, task_name: str | None, as_json: bool) -> None:
     """Past runs from Dagster's storage (CLI, UI and schedule runs alike)."""
-    from dagster import RunsFilter
+    from trading_maintenance.instance_read import known_tasks, open_storage, recent_runs
+    from trading_maintenance.tasks import ALIASES
 
-    from trading_maintenance.tasks import resolve_task
-
-    instance = _instance()
-    filters = RunsFilter()
-    if task_name:
-        try:
-            filters = RunsFilter(job_name=resolve_task(task_name).job_name)
-        except KeyError:
-            err_console.print(f"error: unknown task {task_name!r}")
+    storage, state = open_storage()
+    _warn_limit_mismatches(state)
+    task = ALIASES.get(task_name, task_name) if task_name else None
+    if task:
+        known = known_tasks(storage)
+        if task not in known:
+            err_console.print(f"error: unknown task {task_name!r}: no schedule or run of it in this instance. "
+                              f"Known: {', '.join(sorted(known))}", markup=False, highlight=False)
             sys.exit(EXIT_USAGE)
-    records = instance.get_run_records(filters, limit=limit)
-    rows = []
-    for record in records:
-        run = record.dagster_run
-        duration = (record.end_time - record.start_time) if record.end_time and record.start_time else None
-        rows.append(
-            {
-                "run_id": run.run_id,
-                "job": run.job_name,
-                "task": run.tags.get("maintenance/task", ""),
-                "status": run.status.value,
-                "trigger": run.tags.get("maintenance/trigger") or ("schedule" if "dagster/schedule_name" in run.tags else "sensor" if "dagster/sensor_name" in run.tags else "ui/other"),
-                "started": _fmt_ts(record.start_time),
-                "duration_s": round(duration, 1) if duration is not None else None,
-            }
-        )
+    rows = recent_runs(storage, limit, task)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -313,39 +283,25 @@ def maintenance_history(limit: int, task_name: str | None, as_json: bool) -> Non
     for col in ("run_id", "task", "status", "trigger", "started", "duration_s"):
         table.add_column(col)
     for row in rows:
-        table.add_row(row["run_id"][:8], row["task"] or row["job"], row["status"], row["trigger"], row["started"], str(row["duration_s"] or ""))
+        table.add_row(row["run_id"][:8], row["task"] or row["job"], row["status"], row["trigger"], _short_time(row["started"]),
+                      str(row["duration_s"] or ""))
     console.print(table)
+
+
+def _short_time(iso_time: str | None) -> str:
+    return datetime.fromisoformat(iso_time).strftime("%Y-%m-%d %H:%M:%S") if iso_time else ""
 
 
 @maintenance.command("schedule")
 @click.option("--json", "as_json", is_flag=True)
 def maintenance_schedule(as_json: bool) -> None:
-    """Schedules and sensors with their cron, time zone, next tick and state in the instance."""
-    from dagster._core.scheduler.instigation import InstigatorStatus
+    """Schedules and sensors with their cron, time zone, state in the instance (RUNNING or STOPPED)
+    and next tick; schedules come from the schedule table, sensors from the instance's stored state."""
+    from trading_maintenance.instance_read import instigator_rows, open_storage
 
-    defs = _load_defs()
-    instance = _instance()
-    repo = defs.get_repository_def()
-    rows = []
-    for schedule in repo.schedule_defs:
-        state = _instigator_state(instance, schedule.name)
-        status = state.status.value if state else schedule.default_status.value
-        next_tick = ""
-        try:
-            from dagster._utils.schedules import cron_string_iterator
-
-            it = cron_string_iterator(time.time(), schedule.cron_schedule, schedule.execution_timezone or "UTC")
-            next_tick = next(it).isoformat()
-        except Exception:  # noqa: BLE001
-            pass
-        rows.append({"name": schedule.name, "kind": "schedule", "job": schedule.job_name, "cron": schedule.cron_schedule,
-                     "timezone": schedule.execution_timezone, "status": status, "next_tick": next_tick, "description": schedule.description})
-    for sensor in repo.sensor_defs:
-        state = _instigator_state(instance, sensor.name)
-        status = state.status.value if state else sensor.default_status.value
-        rows.append({"name": sensor.name, "kind": "sensor", "job": ", ".join(j.name for j in sensor.jobs) if sensor.has_jobs else "",
-                     "cron": f"every {sensor.minimum_interval_seconds}s", "timezone": "", "status": status, "next_tick": "", "description": sensor.description})
-    del InstigatorStatus
+    storage, state = open_storage()
+    _warn_limit_mismatches(state)
+    rows = [row.as_dict() for row in instigator_rows(storage, load_settings().maintenance.scheduling)]
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -355,13 +311,6 @@ def maintenance_schedule(as_json: bool) -> None:
     for row in rows:
         table.add_row(*(str(row[c] or "") for c in ("name", "kind", "cron", "timezone", "status", "next_tick")))
     console.print(table)
-
-
-def _instigator_state(instance, name: str):
-    for state in instance.all_instigator_state():
-        if state.name == name:
-            return state
-    return None
 
 
 @cli.group()
