@@ -139,7 +139,7 @@ def main() -> None:
         rg_s = time.perf_counter() - t
         lines = sum(int(x) for x in out.stdout.split() if x.isdigit())
         print(f"ripgrep -c (combined pattern): {rg_s:.2f}s  {size / 1e6 / rg_s:.0f} MB/s  matching lines {lines} (candidates incl. decoys; no validation)")
-        print(f"throughput ratio ours/ripgrep: {rg_s / ours:.2f}x (goal >= 0.3x)")
+        print(f"throughput ratio ours/ripgrep: {rg_s / ours:.2f}x (goal >= 1.0x)")
     else:
         print("ripgrep not installed (apt-get install ripgrep)")
 

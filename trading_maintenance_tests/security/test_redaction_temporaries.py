@@ -9,7 +9,7 @@ import dagster as dg
 
 from trading_maintenance.core.security import targets
 from trading_maintenance.core.security.findings import fingerprint
-from trading_maintenance.defs.security.ops import security_audit_job
+from trading_maintenance.definitions import defs
 from trading_maintenance_tests.conftest import write_config
 
 SECRET = "ghp_" + "Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0FeDcBa"
@@ -26,7 +26,7 @@ CRASHING_REDACTION = (
 def _audit(tmp_path, data_dir, make_resources, dry_run: bool) -> dict:
     config = write_config(tmp_path, data_dir, security={"service_ports": UNUSED_PORTS})
     with dg.instance_for_test() as instance:
-        result = security_audit_job.execute_in_process(
+        result = defs.resolve_job_def("security_audit_job").execute_in_process(
             resources=make_resources(config=config), instance=instance, raise_on_error=False,
             run_config={"ops": {"scan_log_secrets": {"config": {"dry_run": dry_run, "redact": False}}}},
         )

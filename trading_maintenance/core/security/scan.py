@@ -137,13 +137,18 @@ class SecretScanner:
                 if piece.line_ends:
                     line_base += 1
             else:
-                found = self._block_matches(piece, line_base)
-                line_base += piece.data.count(b"\n") + (not piece.data.endswith(b"\n"))
+                found, n_lines = self._block_matches(piece, line_base)
+                line_base += n_lines
             stats.lines = line_base
             yield piece, found
 
-    def _block_matches(self, piece: Piece, line_base: int) -> list[Located]:
+    def _block_matches(self, piece: Piece, line_base: int) -> tuple[list[Located], int]:
+        """Matches in a piece of whole lines, and how many lines it holds."""
+        import numpy as np
+
         buf = piece.data
+        is_newline = np.frombuffer(buf, dtype=np.uint8) == 10
+        n_lines = int(np.count_nonzero(is_newline)) + (not buf.endswith(b"\n"))
         rules_at: dict[int, set[int]] = {}  # line start -> rules with a candidate on that line
         for start, end, rule in self.engine.spans(buf):
             line_start = buf.rfind(b"\n", 0, start) + 1
@@ -156,7 +161,7 @@ class SecretScanner:
         found = []
         counted_to, line_no = 0, line_base + 1
         for start in sorted(rules_at):
-            line_no += buf.count(b"\n", counted_to, start)
+            line_no += int(np.count_nonzero(is_newline[counted_to:start]))
             counted_to = start
             newline = buf.find(b"\n", start)
             end = len(buf) if newline < 0 else newline + 1
@@ -170,7 +175,7 @@ class SecretScanner:
                     Located(piece.offset + start + raw.start, piece.offset + start + raw.end, line_no,
                             raw.start + 1, raw.rule, _as_text(raw.value), allowed)
                 )
-        return found
+        return found, n_lines
 
     def _long_line_matches(self, piece: Piece, line_no: int, line_start: int) -> list[Located]:
         """Matches starting in a part of a long line. The part's own span is cut into windows of
