@@ -1,7 +1,7 @@
 """Benchmark: monthly market-data consolidation against DuckDB and a bare pyarrow decode.
 
     .venv/bin/python bench/market_data_bench.py            # 50 symbols x 21 days of 1-minute bars (~418k rows, ~1,050 files)
-    .venv/bin/python bench/market_data_bench.py --large    # 200 symbols x 63 days (~1.7M rows, ~4,200 files)
+    .venv/bin/python bench/market_data_bench.py --large    # 200 symbols x 63 days (~5M rows, 12,600 files, 4 months)
 
 Generates collector-like daily files (2% duplicate rows appended, rows shuffled) once, then times in
 one run on the same data, each phase in its own process so peak memory is measured per phase:
@@ -14,7 +14,11 @@ one run on the same data, each phase in its own process so peak memory is measur
             name, fsync, read back and verify, rename, manifest; then 1 % of the daily files rewritten late
             and the months consolidated again (the re-run reads only what changed)
 
-Imports and the exchange calendar's first load are outside the timings (paid once per process).
+DuckDB and project rounds alternate (--rounds of each, each round in a fresh process) so a busy
+machine's load falls on both alike; each is reported as median and spread of wall and CPU seconds
+(user + system of all the process's threads), and the ratios are those of the medians. On a shared
+machine the CPU ratio is the steadier figure. The late files are restored after each round, so every
+round sees the same data. Imports and the exchange calendar's first load are outside the timings.
 Not a test: prints times, rows/s, ratios and peak RSS.
 """
 
@@ -25,6 +29,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,19 +62,36 @@ def generate_data(root: Path, symbols: int, days: int) -> dict:
 LATE_FRACTION = 0.01  # share of daily files the collector rewrites after the month was consolidated
 
 
-def rewrite_late_files(files: list[str], fraction: float) -> int:
-    """Rewrite a spread-out `fraction` of the daily files with a few more rows (late corrections)."""
+def rewrite_late_files(files: list[str], fraction: float) -> dict[str, bytes]:
+    """Rewrite a spread-out `fraction` of the daily files with a few more rows (late corrections);
+    returns their original bytes, to restore them after the round."""
     import polars as pl
 
-    chosen = files[:: max(1, round(1 / fraction))]
-    for path in chosen:
+    originals = {}
+    for path in files[:: max(1, round(1 / fraction))]:
+        originals[path] = Path(path).read_bytes()
         df = pl.read_parquet(path)
         pl.concat([df, df.head(3)]).write_parquet(path, compression="snappy")
-    return len(chosen)
+    return originals
 
 
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cpu_seconds() -> float:
+    """User + system time of this process, all threads included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Timer:
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), _cpu_seconds()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self.wall, _cpu_seconds() - self.cpu
 
 
 def phase(name: str, mdir: Path, months: list[str], workers: int, out_dir: Path) -> dict:
@@ -77,17 +99,17 @@ def phase(name: str, mdir: Path, months: list[str], workers: int, out_dir: Path)
     if name == "bare":
         import pyarrow.parquet as pq
 
-        t = time.perf_counter()
         # ParquetFile.read is the fastest plain pyarrow decode measured here (read_table adds the
         # dataset layer and is 2-3x slower per small file), so it is the honest floor
-        rows = sum(pq.ParquetFile(p).read().num_rows for p in files)
-        return {"seconds": time.perf_counter() - t, "rows": rows}
+        with Timer() as t:
+            rows = sum(pq.ParquetFile(p).read().num_rows for p in files)
+        return {"seconds": t.wall, "cpu": t.cpu, "rows": rows}
     if name == "polars":
         import polars as pl
 
-        t = time.perf_counter()
-        rows = pl.scan_parquet(files).collect().height
-        return {"seconds": time.perf_counter() - t, "rows": rows}
+        with Timer() as t:
+            rows = pl.scan_parquet(files, hive_partitioning=False).collect().height
+        return {"seconds": t.wall, "cpu": t.cpu, "rows": rows}
     if name == "duckdb":
         import duckdb
 
@@ -96,14 +118,13 @@ def phase(name: str, mdir: Path, months: list[str], workers: int, out_dir: Path)
         out_dir.mkdir(parents=True, exist_ok=True)
         con = duckdb.connect()
         con.execute(f"SET threads TO {max(workers, 1)}")
-        t = time.perf_counter()
-        con.execute(
-            f"COPY (SELECT DISTINCT * FROM read_parquet('{mdir}/*/*/*.parquet') ORDER BY symbol, timestamp) "
-            f"TO '{target}' (FORMAT parquet, PARTITION_BY (symbol), COMPRESSION zstd)"
-        )
-        seconds = time.perf_counter() - t
+        with Timer() as t:
+            con.execute(
+                f"COPY (SELECT DISTINCT * FROM read_parquet('{mdir}/*/*/*.parquet') ORDER BY symbol, timestamp) "
+                f"TO '{target}' (FORMAT parquet, PARTITION_BY (symbol), COMPRESSION zstd)"
+            )
         rows = con.execute(f"SELECT count(*) FROM read_parquet('{target}/*/*.parquet')").fetchone()[0]
-        return {"seconds": seconds, "rows_out": rows}
+        return {"seconds": t.wall, "cpu": t.cpu, "rows_out": rows}
     if name == "project":
         from trading_maintenance.core.market_data.consolidate import consolidate_month
         from trading_maintenance.core.market_data.layout import archive_dir_for
@@ -112,26 +133,30 @@ def phase(name: str, mdir: Path, months: list[str], workers: int, out_dir: Path)
         shutil.rmtree(archive_dir_for(mdir), ignore_errors=True)
         for m in months:
             month_sessions(m)  # exchange calendar loaded outside the timing
-        t = time.perf_counter()
-        summaries = [consolidate_month(mdir, m, max_workers=workers).summary() for m in months]
-        seconds = time.perf_counter() - t
-        failed = sum(s["groups_failed"] for s in summaries)
-        late = rewrite_late_files(files, LATE_FRACTION)
-        t = time.perf_counter()
-        reruns = [consolidate_month(mdir, m, max_workers=workers).summary() for m in months]
-        rerun_seconds = time.perf_counter() - t
+        with Timer() as full:
+            summaries = [consolidate_month(mdir, m, max_workers=workers).summary() for m in months]
+        originals = rewrite_late_files(files, LATE_FRACTION)
+        try:
+            with Timer() as rerun:
+                reruns = [consolidate_month(mdir, m, max_workers=workers).summary() for m in months]
+        finally:
+            for path, data in originals.items():
+                Path(path).write_bytes(data)
         return {
-            "rerun_seconds": rerun_seconds,
-            "late_files": late,
+            "seconds": full.wall,
+            "cpu": full.cpu,
+            "rerun_seconds": rerun.wall,
+            "rerun_cpu": rerun.cpu,
+            "late_files": len(originals),
             "rerun_files_read": sum(s["files_read"] for s in reruns),
             "rerun_files_reused": sum(s["files_reused"] for s in reruns),
+            "rerun_archives_written": sum(s["archives_written"] for s in reruns),
             "rerun_failed": sum(s["groups_failed"] for s in reruns),
-            "seconds": seconds,
             "rows": sum(s["rows_in"] for s in summaries),
             "rows_out": sum(s["rows_out"] for s in summaries),
             "duplicates_removed": sum(s["duplicates_removed"] for s in summaries),
             "archives_verified": sum(s["archives_verified"] for s in summaries),
-            "groups_failed": failed,
+            "groups_failed": sum(s["groups_failed"] for s in summaries),
             "bytes_before": sum(s["bytes_before"] for s in summaries),
             "bytes_after": sum(s["bytes_after"] for s in summaries),
         }
@@ -147,14 +172,20 @@ def run_child(name: str, info: dict, workers: int, out_dir: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def spread(values: list[float]) -> str:
+    """median [min-max] of a few rounds"""
+    return f"{statistics.median(values):7.3f} [{min(values):.3f}-{max(values):.3f}]"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--large", action="store_true", help="200 symbols x 63 days")
     parser.add_argument("--symbols", type=int)
     parser.add_argument("--days", type=int)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="threads for the project and DuckDB")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per phase; the best time is reported")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating DuckDB and project rounds")
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
+    parser.add_argument("--data", help="a folder kept by an earlier --keep run (its data is reused)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--mdir", help=argparse.SUPPRESS)
     parser.add_argument("--months", help=argparse.SUPPRESS)
@@ -169,38 +200,57 @@ def main() -> None:
 
     symbols = args.symbols or (200 if args.large else 50)
     days = args.days or (63 if args.large else 21)
-    root = Path(tempfile.mkdtemp(prefix="md-bench-"))
+    root = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="md-bench-"))
     try:
         t = time.perf_counter()
-        info = generate_data(root, symbols, days)
-        print(f"generated {info['files']} files, {info['rows']:,} rows ({symbols} symbols x {days} days, months {', '.join(info['months'])}) in {time.perf_counter() - t:.1f}s")
-        print(f"cpus {os.cpu_count()}, workers {args.workers}, load average {os.getloadavg()[0]:.2f}")
-        results = {}
-        for name in ("bare", "polars", "duckdb", "project"):
-            runs = [run_child(name, info, args.workers, root / "out") for _ in range(args.repeat)]
-            results[name] = min(runs, key=lambda r: r["seconds"])
+        if args.data:
+            info = json.loads((root / "info.json").read_text())
+            print(f"reusing {info['files']} files, {info['rows']:,} rows in {root}")
+        else:
+            info = generate_data(root, symbols, days)
+            (root / "info.json").write_text(json.dumps(info))
+            print(f"generated {info['files']} files, {info['rows']:,} rows ({symbols} symbols x {days} days, months {', '.join(info['months'])}) in {time.perf_counter() - t:.1f}s")
+        load_before = os.getloadavg()[0]
+        runs: dict[str, list[dict]] = {"bare": [run_child("bare", info, args.workers, root / "out")],
+                                       "polars": [run_child("polars", info, args.workers, root / "out")],
+                                       "duckdb": [], "project": []}
+        for _ in range(max(1, args.rounds)):
+            for name in ("duckdb", "project"):
+                runs[name].append(run_child(name, info, args.workers, root / "out"))
+        print(f"cpus {os.cpu_count()}, workers {args.workers}, rounds {args.rounds}, load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
         rows = info["rows"]
-        print(f"\n{'phase':10s} {'seconds':>8s} {'rows/s':>12s} {'peak RSS MB':>12s}")
-        for name, r in results.items():
-            print(f"{name:10s} {r['seconds']:8.3f} {rows / r['seconds']:12,.0f} {r['peak_rss_mb']:12.1f}")
-        p = results["project"]
+        wall = {name: [r["seconds"] for r in rs] for name, rs in runs.items()}
+        cpu = {name: [r["cpu"] for r in rs] for name, rs in runs.items()}
+        med = statistics.median
+        print(f"\n{'phase':10s} {'wall s median [spread]':>28s} {'cpu s median [spread]':>28s} {'rows/s (wall)':>14s} {'peak RSS MB':>12s}")
+        for name, rs in runs.items():
+            print(f"{name:10s} {spread(wall[name]):>28s} {spread(cpu[name]):>28s} {rows / med(wall[name]):14,.0f} {max(r['peak_rss_mb'] for r in rs):12.1f}")
+        project = runs["project"]
+        p = project[-1]
         print(
             f"\nproject: {p['rows']:,} rows in, {p['rows_out']:,} out, {p['duplicates_removed']:,} duplicates removed, "
             f"{p['archives_verified']} archives verified, {p['groups_failed']} failed, "
             f"{p['bytes_before']:,} -> {p['bytes_after']:,} bytes ({p['bytes_before'] / max(p['bytes_after'], 1):.2f}x)"
         )
-        print(f"duckdb rows out: {results['duckdb']['rows_out']:,}")
-        print(f"project speed vs duckdb: {results['duckdb']['seconds'] / p['seconds']:.2f}x (goal >= 1.2 on --large)")
+        print(f"duckdb rows out: {runs['duckdb'][-1]['rows_out']:,}")
         print(
-            f"re-run after {p['late_files']} late files ({LATE_FRACTION:.0%}): {p['rerun_seconds']:.3f}s, "
-            f"{p['rerun_seconds'] / p['seconds']:.1%} of the full run (goal <= 10%); "
-            f"{p['rerun_files_read']} files read, {p['rerun_files_reused']} reused, {p['rerun_failed']} failed"
+            f"project speed vs duckdb: wall {med(wall['duckdb']) / med(wall['project']):.2f}x, "
+            f"cpu {med(cpu['duckdb']) / med(cpu['project']):.2f}x (goal >= 1.2 on --large)"
         )
-        print(f"project speed vs bare decode: {results['bare']['seconds'] / p['seconds']:.2f}x (goal >= 0.8)")
-        print(f"project speed vs polars scan: {results['polars']['seconds'] / p['seconds']:.2f}x")
-        print(f"project peak RSS: {p['peak_rss_mb']:.0f} MB (goal < 1024 on --large)")
+        rerun_wall = [r["rerun_seconds"] for r in project]
+        rerun_cpu = [r["rerun_cpu"] for r in project]
+        print(
+            f"re-run after {p['late_files']} late files ({LATE_FRACTION:.0%}): wall {spread(rerun_wall)}s, cpu {spread(rerun_cpu)}s; "
+            f"of the full run: wall {med(r['rerun_seconds'] / r['seconds'] for r in project):.1%}, "
+            f"cpu {med(r['rerun_cpu'] / r['cpu'] for r in project):.1%} (goal <= 10%); "
+            f"{p['rerun_files_read']} files read, {p['rerun_files_reused']} reused, "
+            f"{p['rerun_archives_written']} archives rewritten, {p['rerun_failed']} failed"
+        )
+        print(f"project speed vs bare decode: wall {med(wall['bare']) / med(wall['project']):.2f}x, cpu {med(cpu['bare']) / med(cpu['project']):.2f}x (goal >= 0.8)")
+        print(f"project speed vs polars scan: wall {med(wall['polars']) / med(wall['project']):.2f}x, cpu {med(cpu['polars']) / med(cpu['project']):.2f}x")
+        print(f"project peak RSS: {max(r['peak_rss_mb'] for r in project):.0f} MB (goal < 1024 on --large)")
     finally:
-        if args.keep:
+        if args.keep or args.data:
             print(f"data kept in {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
