@@ -2,7 +2,8 @@
 
 Times, in one run and interleaved round by round (so a busy moment hits every command alike):
 `python -c "import dagster"` (the floor every Dagster tool pays), `import trading_maintenance.definitions`,
-`trading-maintenance status`, and a dry run of the health check through `maintenance run`. Prints the
+`trading-maintenance status`, `maintenance history`, `maintenance schedule` (these three read the instance
+without loading the definitions), and a dry run of the health check through `maintenance run`. Prints the
 median and the spread (min-max) of each over the rounds, and each one's ratio to `import dagster`.
 Run it alone on the machine.
 
@@ -30,6 +31,8 @@ def commands() -> dict[str, list[str]]:
         "import dagster": [sys.executable, "-c", "import dagster"],
         "import definitions": [sys.executable, "-c", "import trading_maintenance.definitions"],
         "status": [cli, "status"],
+        "history": [cli, "maintenance", "history"],
+        "schedule": [cli, "maintenance", "schedule"],
         "health check dry run": [cli, "maintenance", "run", "--task", "system_health_check", "--dry-run"],
     }
 

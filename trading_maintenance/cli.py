@@ -67,13 +67,13 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def status(as_json: bool) -> None:
     """Latest health with its reasons, and recent runs (read from the instance, no definitions loaded)."""
-    from trading_maintenance.instance_read import latest_health, open_storage, recent_runs
+    from trading_maintenance.instance_read import latest_health, open_reader, recent_runs
 
-    storage, state = open_storage()
+    reader, state = open_reader()
     _warn_limit_mismatches(state)
     settings = load_settings()
-    health = latest_health(storage)
-    runs = [{**run, "run_id": run["run_id"][:8]} for run in recent_runs(storage, 10)]
+    health = latest_health(reader)
+    runs = [{**run, "run_id": run["run_id"][:8]} for run in recent_runs(reader, 10)]
     if as_json:
         click.echo(json.dumps({"health": health, "recent_runs": runs, "data_dir": str(settings.data_dir)}, indent=2))
         return
@@ -263,19 +263,19 @@ def maintenance_run_all(verbose: bool, dry_run: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def maintenance_history(limit: int, task_name: str | None, as_json: bool) -> None:
     """Past runs from Dagster's storage (CLI, UI and schedule runs alike)."""
-    from trading_maintenance.instance_read import known_tasks, open_storage, recent_runs
+    from trading_maintenance.instance_read import known_tasks, open_reader, recent_runs
     from trading_maintenance.tasks import ALIASES
 
-    storage, state = open_storage()
+    reader, state = open_reader()
     _warn_limit_mismatches(state)
     task = ALIASES.get(task_name, task_name) if task_name else None
     if task:
-        known = known_tasks(storage)
+        known = known_tasks(reader)
         if task not in known:
             err_console.print(f"error: unknown task {task_name!r}: no schedule or run of it in this instance. "
                               f"Known: {', '.join(sorted(known))}", markup=False, highlight=False)
             sys.exit(EXIT_USAGE)
-    rows = recent_runs(storage, limit, task)
+    rows = recent_runs(reader, limit, task)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -297,11 +297,11 @@ def _short_time(iso_time: str | None) -> str:
 def maintenance_schedule(as_json: bool) -> None:
     """Schedules and sensors with their cron, time zone, state in the instance (RUNNING or STOPPED)
     and next tick; schedules come from the schedule table, sensors from the instance's stored state."""
-    from trading_maintenance.instance_read import instigator_rows, open_storage
+    from trading_maintenance.instance_read import instigator_rows, open_reader
 
-    storage, state = open_storage()
+    reader, state = open_reader()
     _warn_limit_mismatches(state)
-    rows = [row.as_dict() for row in instigator_rows(storage, load_settings().maintenance.scheduling)]
+    rows = [row.as_dict() for row in instigator_rows(reader, load_settings().maintenance.scheduling)]
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return

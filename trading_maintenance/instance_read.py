@@ -1,17 +1,28 @@
 """Reading the instance for `status`, `maintenance history` and `maintenance schedule`.
 
-These commands only read Dagster's storage, so they open the storage alone: no code location
-(trading_maintenance.definitions and its pandas, polars, pyarrow, exchange-calendars imports) and
-no full DagsterInstance (run launcher, run coordinator, compute logs). The declared schedules come
-from the schedule table (defs/schedule_table.py), which is data; the few instigators declared
-outside it are listed in DECLARED_OUTSIDE_TABLE, which a test keeps equal to the definitions.
+These commands only read, so they never load the code location (trading_maintenance.definitions
+and its pandas, polars, pyarrow, exchange-calendars imports). With Dagster's default local storage
+(the instance file names no storage) they read its SQLite files read-only with the standard library
+and decode rows with Dagster's own deserializer: no SQLAlchemy, Alembic or storage classes, whose
+imports alone cost more than `import dagster`. Any other storage (PostgreSQL) is opened through
+Dagster's storage classes, without a full DagsterInstance. A test checks both readers agree.
+
+The declared schedules come from the schedule table (defs/schedule_table.py), which is data; the few
+instigators declared outside it are listed in DECLARED_OUTSIDE_TABLE, which a test keeps equal to
+the definitions.
 """
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
 
 from trading_maintenance.instance import HomeState, InstanceError, describe_instance_error, home_lock, prepare_home
 
@@ -43,18 +54,115 @@ DECLARED_OUTSIDE_TABLE: tuple[DeclaredInstigator, ...] = (
 )
 
 
-def open_storage():
-    """(the instance's DagsterStorage, HomeState), created and migrated by one process at a time
-    like `instance.open_instance`; any failure is an InstanceError naming DAGSTER_HOME."""
+@dataclass
+class RunRow:
+    run_id: str
+    job_name: str
+    status: str
+    tags: dict
+    start_time: float | None
+    end_time: float | None
+
+
+class DagsterStorageReader:
+    """Any storage, through Dagster's storage classes (slower to import)."""
+
+    def __init__(self, storage):
+        self.storage = storage
+
+    def latest_materialization(self, asset: str):
+        from dagster import AssetKey
+
+        key = AssetKey(asset)
+        return self.storage.event_log_storage.get_latest_materialization_events([key]).get(key)
+
+    def runs(self, limit: int, tag: tuple[str, str] | None = None) -> list[RunRow]:
+        from dagster import RunsFilter
+
+        filters = RunsFilter(tags={tag[0]: tag[1]}) if tag else RunsFilter()
+        return [
+            RunRow(r.dagster_run.run_id, r.dagster_run.job_name, r.dagster_run.status.value, dict(r.dagster_run.tags), r.start_time, r.end_time)
+            for r in self.storage.run_storage.get_run_records(filters=filters, limit=limit)
+        ]
+
+    def tag_values(self, key: str) -> set[str]:
+        return {value for found, values in self.storage.run_storage.get_run_tags(tag_keys=[key]) if found == key for value in values}
+
+    def instigator_states(self) -> list:
+        return list(self.storage.schedule_storage.all_instigator_state())
+
+
+class SqliteFilesReader:
+    """Dagster's default local storage under DAGSTER_HOME (history/runs.db, history/runs/index.db,
+    schedules/schedules.db), opened read-only; a missing file is an instance with nothing in it yet."""
+
+    def __init__(self, home: Path):
+        self.runs_db = home / "history" / "runs.db"
+        self.index_db = home / "history" / "runs" / "index.db"
+        self.schedules_db = home / "schedules" / "schedules.db"
+
+    def _query(self, path: Path, sql: str, params: tuple = ()) -> list[tuple]:
+        if not path.is_file():
+            return []
+        try:
+            with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=10)) as conn:
+                return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise InstanceError(f"cannot read the Dagster storage {path}: {type(exc).__name__}: {exc}") from None
+
+    def latest_materialization(self, asset: str):
+        from dagster._core.events.log import EventLogEntry
+        from dagster_shared.serdes import deserialize_value
+
+        rows = self._query(
+            self.index_db,
+            "SELECT event FROM event_logs WHERE asset_key = ? AND dagster_event_type = 'ASSET_MATERIALIZATION' ORDER BY id DESC LIMIT 1",
+            (json.dumps([asset]),),  # how Dagster stores an AssetKey (AssetKey.to_string)
+        )
+        return deserialize_value(rows[0][0], EventLogEntry) if rows else None
+
+    def runs(self, limit: int, tag: tuple[str, str] | None = None) -> list[RunRow]:
+        where, params = "", ()
+        if tag:
+            where, params = "WHERE run_id IN (SELECT run_id FROM run_tags WHERE key = ? AND value = ?)", tag
+        found = self._query(
+            self.runs_db, f"SELECT run_id, pipeline_name, status, start_time, end_time FROM runs {where} ORDER BY id DESC LIMIT ?", (*params, limit)
+        )
+        tags: dict[str, dict] = {run_id: {} for run_id, *_ in found}
+        if found:
+            marks = ",".join("?" * len(found))
+            for run_id, key, value in self._query(self.runs_db, f"SELECT run_id, key, value FROM run_tags WHERE run_id IN ({marks})", tuple(tags)):
+                tags[run_id][key] = value
+        return [RunRow(run_id, job, status, tags[run_id], start, end) for run_id, job, status, start, end in found]
+
+    def tag_values(self, key: str) -> set[str]:
+        return {value for (value,) in self._query(self.runs_db, "SELECT DISTINCT value FROM run_tags WHERE key = ?", (key,))}
+
+    def instigator_states(self) -> list:
+        from dagster._core.scheduler.instigation import InstigatorState
+        from dagster_shared.serdes import deserialize_value
+
+        return [deserialize_value(body, InstigatorState) for (body,) in self._query(self.schedules_db, "SELECT job_body FROM jobs")]
+
+
+STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage")
+
+
+def open_reader():
+    """(a reader of the instance's storage, HomeState); any failure is an InstanceError naming DAGSTER_HOME."""
+    state: HomeState = prepare_home()
+    instance_file = state.home / "dagster.yaml"
+    config = yaml.safe_load(instance_file.read_text()) if instance_file.is_file() else {}
+    if not any(key in (config or {}) for key in STORAGE_KEYS):
+        return SqliteFilesReader(state.home), state
     from dagster._core.instance.ref import InstanceRef
 
-    state: HomeState = prepare_home()
-    with home_lock(state.home):
+    with home_lock(state.home):  # the first opening creates and migrates the storage: one process at a time
         try:
             storage = InstanceRef.from_dir(str(state.home)).storage
         except Exception as exc:  # noqa: BLE001 - every cause is reported the same way, named
             raise InstanceError(describe_instance_error(state.home, exc)) from None
-    return storage, state
+    return DagsterStorageReader(storage), state
 
 
 def iso(ts: float | None) -> str | None:
@@ -66,12 +174,9 @@ def _metadata_value(metadata, key):
     return getattr(entry, "value", entry) if entry is not None else None
 
 
-def latest_health(storage) -> dict | None:
+def latest_health(reader) -> dict | None:
     """Score, status, time, run and reasons of the latest health check, or None."""
-    from dagster import AssetKey
-
-    key = AssetKey(HEALTH_ASSET)
-    event = storage.event_log_storage.get_latest_materialization_events([key]).get(key)
+    event = reader.latest_materialization(HEALTH_ASSET)
     if event is None or event.asset_materialization is None:
         return None
     metadata = event.asset_materialization.metadata
@@ -98,39 +203,31 @@ def _trigger(tags) -> str:
     return "ui/other"
 
 
-def recent_runs(storage, limit: int, task: str | None = None) -> list[dict]:
+def recent_runs(reader, limit: int, task: str | None = None) -> list[dict]:
     """The newest runs (of one task's runs when `task` is given), newest first."""
-    from dagster import RunsFilter
-
-    filters = RunsFilter(tags={TASK_TAG: task}) if task else RunsFilter()
     rows = []
-    for record in storage.run_storage.get_run_records(filters=filters, limit=limit):
-        run = record.dagster_run
-        duration = record.end_time - record.start_time if record.end_time and record.start_time else None
+    for run in reader.runs(limit, (TASK_TAG, task) if task else None):
+        duration = run.end_time - run.start_time if run.end_time and run.start_time else None
         rows.append(
             {
                 "run_id": run.run_id,
                 "job": run.job_name,
                 "task": run.tags.get(TASK_TAG, ""),
-                "status": run.status.value,
+                "status": run.status,
                 "trigger": _trigger(run.tags),
-                "started": iso(record.start_time),
-                "ended": iso(record.end_time),
+                "started": iso(run.start_time),
+                "ended": iso(run.end_time),
                 "duration_s": round(duration, 1) if duration is not None else None,
             }
         )
     return rows
 
 
-def known_tasks(storage) -> set[str]:
+def known_tasks(reader) -> set[str]:
     """Task names this instance knows: every task with a schedule, and every task that has runs."""
     from trading_maintenance.defs.schedule_table import SCHEDULE_TABLE
 
-    names = {row.task for row in SCHEDULE_TABLE}
-    for key, values in storage.run_storage.get_run_tags(tag_keys=[TASK_TAG]):
-        if key == TASK_TAG:
-            names |= set(values)
-    return names
+    return {row.task for row in SCHEDULE_TABLE} | reader.tag_values(TASK_TAG)
 
 
 @dataclass
@@ -172,7 +269,7 @@ def _sensor_next_tick(state, interval: int | None, now: float) -> str:
     return iso(max(now, last + interval)) or ""
 
 
-def instigator_rows(storage, scheduling, now: float | None = None) -> list[InstigatorRow]:
+def instigator_rows(reader, scheduling, now: float | None = None) -> list[InstigatorRow]:
     """Every declared schedule and sensor (the schedule table timed by `scheduling`, then
     DECLARED_OUTSIDE_TABLE) and any other instigator the instance holds a state for, with the state
     that really applies (RUNNING or STOPPED) and the next tick."""
@@ -180,7 +277,7 @@ def instigator_rows(storage, scheduling, now: float | None = None) -> list[Insti
 
     now = time.time() if now is None else now
     tz = scheduling.timezone
-    stored = {state.name: state for state in storage.schedule_storage.all_instigator_state()}
+    stored = {state.name: state for state in reader.instigator_states()}
     rows: list[InstigatorRow] = []
     for row in SCHEDULE_TABLE:
         state = stored.pop(row.name, None)

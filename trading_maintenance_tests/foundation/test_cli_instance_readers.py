@@ -161,3 +161,40 @@ def test_reading_commands_never_import_the_definitions_or_heavy_libraries(home):
         done = subprocess.run([sys.executable, "-c", probe, *args], cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
         assert "LOADED []" in done.stdout, (args, done.stdout[-500:])
+
+
+def test_the_sqlite_file_reader_agrees_with_dagsters_storage_classes(instance, home):
+    from dagster._core.instance.ref import InstanceRef
+    from dagster._core.scheduler.instigation import SensorInstigatorData
+
+    from trading_maintenance.instance_read import DagsterStorageReader, SqliteFilesReader
+
+    @dg.asset(name="system_health")
+    def health():
+        return dg.MaterializeResult(metadata={"health_score": 55.0, "health_status": "yellow", "reason_list": dg.MetadataValue.json(["x"])})
+
+    assert dg.materialize([health], instance=instance, tags={"maintenance/task": "system_health_check"}).success
+    _run_task(instance, "data_cleanup_job", "data_cleanup", succeed=False)
+    instance.add_instigator_state(_state("platform_probe_sensor", "SENSOR", "STOPPED", SensorInstigatorData(last_tick_timestamp=1.0, min_interval=60)))
+    fast, reference = SqliteFilesReader(home), DagsterStorageReader(InstanceRef.from_dir(str(home)).storage)
+
+    def health_of(reader):
+        event = reader.latest_materialization("system_health")
+        return event.run_id, event.timestamp, {k: getattr(v, "value", v) for k, v in event.asset_materialization.metadata.items()}
+
+    assert health_of(fast) == health_of(reference) and health_of(fast)[2]["health_score"] == 55.0
+    for tag in (None, ("maintenance/task", "data_cleanup"), ("maintenance/task", "nothing")):
+        assert fast.runs(10, tag) == reference.runs(10, tag)
+    assert [run.status for run in fast.runs(10)] == ["FAILURE", "SUCCESS"]
+    assert fast.tag_values("maintenance/task") == reference.tag_values("maintenance/task") == {"data_cleanup", "system_health_check"}
+    assert fast.instigator_states() == reference.instigator_states() and len(fast.instigator_states()) == 1
+
+
+def test_an_instance_with_its_own_storage_is_read_through_dagster(home):
+    from trading_maintenance.instance_read import DagsterStorageReader, SqliteFilesReader, open_reader
+
+    assert isinstance(open_reader()[0], SqliteFilesReader)
+    (home / "dagster.yaml").write_text(f"storage:\n  sqlite:\n    base_dir: {home / 'custom'}\n")
+    reader, _state = open_reader()
+    assert isinstance(reader, DagsterStorageReader) and reader.runs(5) == []
+    assert (home / "custom").is_dir()
