@@ -4,6 +4,7 @@ workspace through which runs are submitted to the instance's run queue, exactly 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ API_TRIGGER = "api"
 EMERGENCY_TRIGGER = "api-emergency"
 # The queue starts higher-priority runs first; an emergency run should not wait behind routine ones.
 EMERGENCY_PRIORITY = "10"
+ANSWER_TTL_SECONDS = 1.0
 
 
 class ApiProblem(Exception):
@@ -37,6 +39,9 @@ class ApiContext:
     _submit_lock: threading.Lock = field(default_factory=threading.Lock)
     _defs: object = None
     work_done_cache: dict = field(default_factory=dict)  # finished run id -> (bytes freed, files processed)
+    _answers: dict = field(default_factory=dict)  # key -> (computed at, answer)
+    _answer_lock: threading.Lock = field(default_factory=threading.Lock)
+    _redis_client: object = None
 
     @property
     def defs(self):
@@ -61,9 +66,26 @@ class ApiContext:
         self._exit_stack.close()
 
     def redis(self):
-        from trading_maintenance.resources.redis import redis_client
+        if self._redis_client is None:
+            from trading_maintenance.resources.redis import redis_client
 
-        return redis_client(self.settings.redis_url(), self.settings.data_dir)
+            self._redis_client = redis_client(self.settings.redis_url(), self.settings.data_dir)
+        return self._redis_client
+
+    def recent_answer(self, key, compute):
+        """`compute()`, shared by the requests of the same second: many dashboards polling at once
+        cost one read of the storage. Anything this API changes forgets the answers."""
+        with self._answer_lock:
+            cached = self._answers.get(key)
+            if cached is not None and time.monotonic() - cached[0] < ANSWER_TTL_SECONDS:
+                return cached[1]
+            answer = compute()
+            self._answers[key] = (time.monotonic(), answer)
+            return answer
+
+    def forget_answers(self) -> None:
+        with self._answer_lock:
+            self._answers.clear()
 
     # ---- submitting runs ------------------------------------------------------------------------
 
@@ -94,6 +116,7 @@ class ApiContext:
         with self._submit_lock:
             location, process_context = self.workspace()
             run_id = run_launch.submit_in_workspace(self.instance, process_context, location, job.name, run_config, tags)
+        self.forget_answers()
         run = self.instance.get_run_by_id(run_id)
         return {"task": task.name, "job": job.name, "run_id": run_id, "status": run.status.value,
                 "partition": tags.get("dagster/partition"), "dry_run": dry_run}

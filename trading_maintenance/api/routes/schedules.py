@@ -39,4 +39,5 @@ def pause_or_resume(action: Literal["pause", "resume"], schedule_name: str = Pat
     else:
         names = sorted(item["name"] for item in queries.schedules(ctx))
         raise ApiProblem(404, f"unknown schedule or sensor {schedule_name!r}", valid=names)
+    ctx.forget_answers()
     return next(item for item in queries.schedules(ctx) if item["name"] == schedule_name)
