@@ -1,12 +1,18 @@
-"""The original system's task names, each mapped to one Dagster job (the CLI's `--task NAME`).
+"""The CLI's task names (`--task NAME`), each mapped to one Dagster job.
 
-Asset-backed tasks run an asset job; `partitioned` ones take a partition key (the CLI picks a
-sensible default: the latest complete month or trading day).
+Derived from the loaded jobs, never kept by hand: every job tagged `maintenance/task` (which
+`MaintenanceTask` in defs/task.py gives a task's job) is a task, with the job's description and
+its partitions. Loading definitions takes seconds, so the table is built on first use only:
+importing this module stays cheap for commands that read only the instance.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+
+TASK_TAG = "maintenance/task"
+IN_RUN_ALL_TAG = "maintenance/in_run_all"
 
 
 @dataclass(frozen=True)
@@ -14,40 +20,66 @@ class Task:
     name: str
     job_name: str
     description: str
-    partitioned: str | None = None  # "monthly" / "daily" when the job's assets are partitioned
+    partitioned: str | None = None  # "monthly" / "weekly" / "daily" when the job's assets are partitioned
     in_run_all: bool = True
 
 
-TASKS: dict[str, Task] = {
-    t.name: t
-    for t in [
-        Task("system_health_check", "system_health_check_job", "host, Redis, database, services and market-data health score"),
-        Task("data_cleanup", "data_cleanup_job", "apply retention to market data, logs, temp, exports, reports and backups"),
-        Task("log_rotation", "log_rotation_job", "rotate and compress large logs without losing a line"),
-        Task("cache_cleanup", "cache_cleanup_job", "TTLs for cache keys, orphaned keys, Redis memory"),
-        Task("trading_data_maintenance", "market_data_monthly_job", "consolidate daily market data into monthly archives", partitioned="monthly"),
-        Task("portfolio_reconciliation", "portfolio_reconciliation_job", "compare broker, database and Redis positions, cash, orders and fills"),
-        Task("tradenote_export", "tradenote_export_job", "TradeNote CSV export of a trading day's fills", partitioned="daily"),
-        Task("database_maintenance", "database_maintenance_job", "vacuum, analyze, reindex and purge old trading records"),
-        Task("backup", "backup_archive_job", "back up configuration, Redis, the database and trading data"),
-        Task("performance_optimization", "performance_optimization_job", "measure Redis, database, disk and network; recommend"),
-        Task("resource_optimization", "resource_optimization_job", "apply safe resource optimisations (memory purge, trims)"),
-        Task("security_audit", "security_audit_job", "secrets in logs, permissions, key age, exposed services"),
-        Task("api_rate_limit_reset", "api_rate_limit_job", "archive and reset daily API rate-limit counters"),
-        Task("intelligent_maintenance", "intelligent_maintenance_job", "trend and anomaly analysis over maintenance history"),
-        Task("emergency_maintenance", "emergency_maintenance_job", "re-check health and free space now", in_run_all=False),
-    ]
-}
 ALIASES = {"backup_critical_data": "backup"}
+
+
+def tasks_from_jobs(jobs) -> dict[str, Task]:
+    """One Task per job tagged `maintenance/task`, by task name."""
+    found: dict[str, Task] = {}
+    for job in jobs:
+        tags = job.tags or {}
+        name = tags.get(TASK_TAG)
+        if not name:
+            continue
+        if name in found:
+            raise ValueError(f"task {name!r} is the task of two jobs: {found[name].job_name} and {job.name}")
+        found[name] = Task(
+            name=name,
+            job_name=job.name,
+            description=job.description or "",
+            partitioned=_partition_kind(job.partitions_def),
+            in_run_all=tags.get(IN_RUN_ALL_TAG, "true") != "false",
+        )
+    return dict(sorted(found.items()))
+
+
+def _partition_kind(partitions_def) -> str | None:
+    if partitions_def is None:
+        return None
+    cron = getattr(partitions_def, "cron_schedule", "")
+    fields = cron.split()
+    if len(fields) == 5 and fields[2] != "*":
+        return "monthly"
+    if len(fields) == 5 and fields[4] != "*":
+        return "weekly"
+    return "daily"
+
+
+@lru_cache(maxsize=1)
+def _loaded_tasks() -> dict[str, Task]:
+    from trading_maintenance.definitions import defs
+
+    return tasks_from_jobs(defs.get_repository_def().get_all_jobs())
+
+
+def __getattr__(name: str):
+    if name == "TASKS":
+        return _loaded_tasks()
+    raise AttributeError(name)
 
 
 def resolve_task(name: str) -> Task:
     """The task for a name or alias; KeyError with the valid names otherwise."""
     key = ALIASES.get(name, name)
-    if key not in TASKS:
+    tasks = _loaded_tasks()
+    if key not in tasks:
         raise KeyError(name)
-    return TASKS[key]
+    return tasks[key]
 
 
 def valid_task_names() -> list[str]:
-    return sorted([*TASKS, *ALIASES])
+    return sorted([*_loaded_tasks(), *ALIASES])

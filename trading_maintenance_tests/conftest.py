@@ -199,3 +199,11 @@ def make_resources(redis_url, data_dir, config_path):
         return resources
 
     return build
+
+
+def run_asset_job(job, assets, resources, **execute_kwargs):
+    """Execute one of the project's asset jobs in process against the test's resources."""
+    import dagster as dg
+
+    resolved = dg.Definitions(assets=assets, jobs=[job], resources=resources).resolve_job_def(job.name)
+    return resolved.execute_in_process(**execute_kwargs)

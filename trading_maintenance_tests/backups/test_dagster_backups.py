@@ -9,11 +9,11 @@ import dagster as dg
 import pytest
 
 from trading_maintenance.core.backups.archive import list_local_backups
-from trading_maintenance.defs.backups import defs as backup_defs
+from trading_maintenance.definitions import defs as all_defs
 from trading_maintenance.defs.backups.assets import BACKUP_ASSET, backup_archive
 from trading_maintenance.defs.backups.checks import LAST_RESTORE_KEY, restore_drill
-from trading_maintenance.defs.backups.jobs import backup_archive_job, backup_verification_job
-from trading_maintenance.defs.backups.schedules import backup_archive_schedule
+from trading_maintenance.defs.backups.assets import backup_archive_job, backup_archive_schedule
+from trading_maintenance.defs.backups.checks import backup_verification_job
 from trading_maintenance.defs.backups.sensors import backup_verification_sensor
 from trading_maintenance.resources.object_store import ObjectStoreResource
 from trading_maintenance_tests.backups.conftest import fill_database, fill_redis, fill_trading_data
@@ -123,4 +123,4 @@ def test_definitions_schedule_and_names():
     from trading_maintenance.tasks import resolve_task
 
     assert resolve_task("backup_critical_data").job_name == backup_archive_job.name
-    assert {j.name for j in backup_defs.jobs} == {"backup_archive_job", "backup_verification_job"}
+    assert all_defs.resolve_job_def("backup_verification_job").tags["maintenance/task"] == "backup_verification"

@@ -12,7 +12,8 @@ import dagster as dg
 import pytest
 
 from trading_maintenance.core.health.cgroup import CgroupReading, read_cgroup
-from trading_maintenance.defs.health.jobs import system_health_check_job
+from trading_maintenance.defs.health.ops import check_system_health, system_health_check_job
+from trading_maintenance_tests.conftest import run_asset_job
 from trading_maintenance.resources import SystemProbeResource
 from trading_maintenance.resources.system import cgroup_cpu_percent
 
@@ -98,7 +99,7 @@ def test_health_check_in_a_full_memory_cgroup_reports_the_cgroups_use(tmp_path, 
     root, proc = cgroup_v2(tmp_path, str(300 * MB), int(294 * MB))
     probe = SystemProbeResource(data_dir=str(tmp_path), cpu_sample_seconds=0.05, cgroup_root=str(root), proc_cgroup=str(proc))
     with dg.instance_for_test() as instance:
-        result = system_health_check_job.execute_in_process(resources=make_resources(system_probe=probe), instance=instance)
+        result = run_asset_job(system_health_check_job, [check_system_health], resources=make_resources(system_probe=probe), instance=instance)
         metadata = instance.fetch_materializations(dg.AssetKey("system_health"), limit=1).records[0].asset_materialization.metadata
     output = result.output_for_node("check_system_health")
     memory = {c["name"]: c for c in output["components"]}["memory"]

@@ -7,7 +7,7 @@ import time
 import dagster as dg
 import pytest
 
-from trading_maintenance.defs.emergency.jobs import emergency_maintenance_job
+from trading_maintenance.defs.emergency.ops import emergency_maintenance_job
 
 
 @pytest.fixture

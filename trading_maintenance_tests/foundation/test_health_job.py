@@ -6,10 +6,10 @@ import time
 
 import dagster as dg
 
-from trading_maintenance.defs.health.jobs import system_health_check_job
+from trading_maintenance.defs.health.ops import check_system_health, system_health_check_job
 from trading_maintenance.resources import AlertsResource, PlatformServicesResource, RedisResource
 from trading_maintenance.demo.services import start_demo_services
-from trading_maintenance_tests.conftest import write_config
+from trading_maintenance_tests.conftest import write_config, run_asset_job
 
 
 def _free_port() -> int:
@@ -32,7 +32,7 @@ def test_health_job_against_real_redis_and_postgres(make_resources, pg_url, redi
             platform_services=PlatformServicesResource(endpoints={"data_collector": f"http://127.0.0.1:{port}/health"}),
         )
         with dg.instance_for_test() as instance:
-            result = system_health_check_job.execute_in_process(resources=resources, instance=instance)
+            result = run_asset_job(system_health_check_job, [check_system_health], resources=resources, instance=instance)
             assert result.success
             output = result.output_for_node("check_system_health")
             metadata = _materialization(instance)
@@ -56,8 +56,8 @@ def test_health_job_with_redis_stopped_scores_lower_and_names_redis(make_resourc
     healthy = make_resources()
     stopped = make_resources(redis=RedisResource(url=f"redis://127.0.0.1:{_free_port()}/0", data_dir=str(data_dir), socket_timeout_seconds=0.5))
     with dg.instance_for_test() as instance:
-        good = system_health_check_job.execute_in_process(resources=healthy, instance=instance).output_for_node("check_system_health")
-        result = system_health_check_job.execute_in_process(resources=stopped, instance=instance)
+        good = run_asset_job(system_health_check_job, [check_system_health], resources=healthy, instance=instance).output_for_node("check_system_health")
+        result = run_asset_job(system_health_check_job, [check_system_health], resources=stopped, instance=instance)
         assert result.success  # the check itself did its job: it found Redis down
         bad = result.output_for_node("check_system_health")
         metadata = _materialization(instance)
@@ -74,12 +74,12 @@ def test_sustained_cpu_alert_needs_samples_spanning_the_window(tmp_path, make_re
     config = write_config(tmp_path, data_dir, maintenance={"alerts": {"cpu": 0.001, "cpu_sample_seconds": 0.1}})
     resources = make_resources(config=config)
     with dg.instance_for_test() as instance:
-        first = system_health_check_job.execute_in_process(resources=resources, instance=instance).output_for_node("check_system_health")
+        first = run_asset_job(system_health_check_job, [check_system_health], resources=resources, instance=instance).output_for_node("check_system_health")
         cpu = {c["name"]: c for c in first["components"]}["cpu"]
         assert cpu["status"] == "green" and "not sustained" in cpu["reason"]
         now = time.time()
         redis_client.zadd("maintenance:metrics:cpu", {f"{now - 330:.3f}:50.0": now - 330, f"{now - 160:.3f}:60.0": now - 160})
-        second = system_health_check_job.execute_in_process(resources=resources, instance=instance).output_for_node("check_system_health")
+        second = run_asset_job(system_health_check_job, [check_system_health], resources=resources, instance=instance).output_for_node("check_system_health")
     cpu = {c["name"]: c for c in second["components"]}["cpu"]
     assert cpu["status"] in ("yellow", "red") and "sustained 5 min" in cpu["reason"]
     assert second["cpu_sustained"] is True
@@ -93,8 +93,8 @@ def test_alert_cooldown_suppresses_repeat(tmp_path, make_resources, data_dir, re
     resources = make_resources(config=config, alerts=AlertsResource(data_dir=str(data_dir), cooldown_minutes=30))
     resources["platform_services"] = PlatformServicesResource(endpoints={"risk_manager": f"http://127.0.0.1:{_free_port()}/health"})
     with dg.instance_for_test() as instance:
-        system_health_check_job.execute_in_process(resources=resources, instance=instance)
-        system_health_check_job.execute_in_process(resources=resources, instance=instance)
+        run_asset_job(system_health_check_job, [check_system_health], resources=resources, instance=instance)
+        run_asset_job(system_health_check_job, [check_system_health], resources=resources, instance=instance)
     alerts = [json.loads(a) for a in redis_client.lrange("maintenance:alerts", 0, -1)]
     assert [a["key"] for a in alerts].count("health:services") == 1
 

@@ -10,7 +10,7 @@ from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializa
 from dagster._core.events.log import EventLogEntry
 
 from trading_maintenance.core.intelligence import trends
-from trading_maintenance.defs.intelligence import intelligent_maintenance_job
+from trading_maintenance.defs.intelligence.ops import intelligent_maintenance_job
 
 
 def test_robust_anomalies_find_the_planted_outlier_only():

@@ -5,7 +5,8 @@ import shutil
 import dagster as dg
 from sqlalchemy.engine import make_url
 
-from trading_maintenance.defs.health.jobs import system_health_check_job
+from trading_maintenance.defs.health.ops import check_system_health, system_health_check_job
+from trading_maintenance_tests.conftest import run_asset_job
 from trading_maintenance.settings import PROJECT_ROOT
 
 
@@ -25,7 +26,7 @@ def test_production_instance_config_on_real_postgres(tmp_path, pg_url, make_reso
     monkeypatch.setenv("DAGSTER_PG_DB", url.database)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        result = system_health_check_job.execute_in_process(resources=make_resources(), instance=instance)
+        result = run_asset_job(system_health_check_job, [check_system_health], resources=make_resources(), instance=instance)
         assert result.success
     with dg.DagsterInstance.from_config(str(home)) as reopened:  # survives a restart
         run = reopened.get_run_by_id(result.run_id)

@@ -8,7 +8,8 @@ import pytest
 
 from trading_maintenance.core.health.cadence import health_check_due
 from trading_maintenance.core.common.market_hours import is_market_open, session_bounds
-from trading_maintenance.defs.health.schedules import system_health_check_schedule
+from trading_maintenance.defs.health.ops import system_health_check_schedule
+from trading_maintenance.resources import MaintenanceSettingsResource
 
 NY = ZoneInfo("America/New_York")
 
@@ -46,12 +47,15 @@ def test_cadence(when, due):
     assert health_check_due(when)[0] is due
 
 
+SETTINGS = {"settings": MaintenanceSettingsResource()}
+
+
 def test_schedule_evaluation_runs_and_skips_with_reason():
     with dg.instance_for_test() as instance:
-        inside = dg.build_schedule_context(instance=instance, scheduled_execution_time=ny(2026, 11, 30, 10, 5))
+        inside = dg.build_schedule_context(instance=instance, scheduled_execution_time=ny(2026, 11, 30, 10, 5), resources=SETTINGS)
         request = system_health_check_schedule.evaluate_tick(inside)
         assert len(request.run_requests) == 1 and request.run_requests[0].run_key
-        closed = dg.build_schedule_context(instance=instance, scheduled_execution_time=ny(2026, 11, 27, 13, 5))
+        closed = dg.build_schedule_context(instance=instance, scheduled_execution_time=ny(2026, 11, 27, 13, 5), resources=SETTINGS)
         skipped = system_health_check_schedule.evaluate_tick(closed)
         assert not skipped.run_requests and "market closed" in skipped.skip_message
     assert system_health_check_schedule.execution_timezone == "America/New_York"
@@ -59,14 +63,22 @@ def test_schedule_evaluation_runs_and_skips_with_reason():
 
 
 def test_maintenance_window_follows_settings_and_wraps_midnight():
-    from trading_maintenance.defs.common import maintenance_window_cron
-    from trading_maintenance.defs.hygiene import schedules
+    from types import SimpleNamespace
 
-    assert maintenance_window_cron(2) == ("0 2 * * *", "daily 02:00 ET")
-    assert maintenance_window_cron(2, 90, "sunday") == ("30 3 * * 0", "Sunday 03:30 ET")
-    assert maintenance_window_cron(23, 90, "saturday") == ("30 0 * * 0", "Sunday 00:30 ET")
-    assert maintenance_window_cron(23, 60) == ("0 0 * * *", "daily 00:00 ET")
-    crons = {s.name: s.cron_schedule for s in schedules.HYGIENE_SCHEDULES}
-    assert crons["data_cleanup_schedule"] == "0 2 * * *" and crons["log_rotation_schedule"] == "30 2 * * *"
-    assert crons["cache_cleanup_schedule"] == "0 3 * * *" and crons["performance_optimization_schedule"] == "0 2 * * 0"
-    assert crons["api_rate_limit_schedule"] == "1 0 * * *"
+    from trading_maintenance.defs.schedule_table import SCHEDULE_TABLE, cron_for
+
+    rows = {row.name: row for row in SCHEDULE_TABLE}
+
+    def cron(name, hour=2, day="sunday"):
+        scheduling = SimpleNamespace(daily_maintenance_hour=hour, weekly_maintenance_day=day, market_hours_check_minutes=5)
+        return cron_for(rows[name], scheduling)
+
+    assert cron("data_cleanup_schedule") == ("0 2 * * *", "daily 02:00")
+    assert cron("resource_optimization_schedule") == ("30 3 * * 0", "Sunday 03:30")
+    assert cron("resource_optimization_schedule", 23, "saturday") == ("30 0 * * 0", "Sunday 00:30")
+    assert cron("cache_cleanup_schedule", 23) == ("0 0 * * *", "daily 00:00")
+    # a negative offset runs the evening before the weekly maintenance day
+    assert cron("market_data_monthly_schedule") == ("0 23 * * 6", "Saturday 23:00")
+    assert cron("market_data_monthly_schedule", 1, "monday")[0] == "0 22 * * 0"
+    assert cron("log_rotation_schedule")[0] == "30 2 * * *" and cron("performance_optimization_schedule")[0] == "0 2 * * 0"
+    assert cron("api_rate_limit_schedule", 5)[0] == "1 0 * * *"

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 import redis
 
 from trading_maintenance.core.hygiene import rate_limits as rl
-from trading_maintenance.defs.hygiene.jobs import api_rate_limit_job
+from trading_maintenance.defs.hygiene.api_rate_limit_reset import api_rate_limit_job
 
 
 def _cfg(today: str, dry_run: bool = False) -> dict:

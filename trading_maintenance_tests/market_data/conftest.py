@@ -19,6 +19,15 @@ def md_defs(make_resources):
     """The market-data Definitions bound to the test's real resources (Redis, settings, data root)."""
     import dagster as dg
 
-    from trading_maintenance.defs.market_data import defs
+    from trading_maintenance.defs.market_data.assets import (
+        market_data_daily,
+        market_data_daily_cleanup,
+        market_data_monthly,
+        market_data_monthly_job,
+    )
 
-    return dg.Definitions.merge(defs, dg.Definitions(resources=make_resources()))
+    return dg.Definitions(
+        assets=[market_data_daily, market_data_monthly, market_data_daily_cleanup],
+        jobs=[market_data_monthly_job],
+        resources=make_resources(),
+    )

@@ -9,9 +9,9 @@ import dagster as dg
 
 from trading_maintenance.core.security import findings
 from trading_maintenance.core.security.sarif import validate_sarif
-from trading_maintenance.defs.security import defs as security_defs
-from trading_maintenance.defs.security.jobs import security_audit_job
-from trading_maintenance.defs.security.schedules import security_audit_schedule
+from trading_maintenance.definitions import defs as all_defs
+from trading_maintenance.defs.security.ops import security_audit_job
+from trading_maintenance.defs.security.ops import security_audit_schedule
 from trading_maintenance_tests.conftest import write_config
 from trading_maintenance_tests.security.samples import DECOYS, planted_lines
 
@@ -167,7 +167,7 @@ def test_schedule_and_definitions():
     assert security_audit_schedule.execution_timezone == "America/New_York"
     assert security_audit_schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert security_audit_job.tags["maintenance/task"] == "security_audit"
-    assert [j.name for j in security_defs.jobs] == ["security_audit_job"]
+    assert all_defs.resolve_job_def("security_audit_job").tags["maintenance/task"] == "security_audit"
     from trading_maintenance.tasks import resolve_task
 
     assert resolve_task("security_audit").job_name == security_audit_job.name

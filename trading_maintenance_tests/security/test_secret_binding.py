@@ -4,7 +4,7 @@ import dagster as dg
 from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster_shared.serdes import serialize_value
 
-from trading_maintenance.defs.health.jobs import system_health_check_job
+from trading_maintenance.defs.health.ops import check_system_health, system_health_check_job
 from trading_maintenance.resources import SettingsBoundResource, build_resources
 from trading_maintenance.settings import load_settings
 from trading_maintenance_tests.conftest import write_config
@@ -38,7 +38,7 @@ def test_definitions_with_config_file_secrets_show_no_secret(tmp_path, data_dir,
         "alerts": ["notifications.slack_webhook_url", "notifications.smtp_password"],
         "platform_services": ["services.0.url"],
     }
-    defs = dg.Definitions(jobs=[system_health_check_job], resources=resources)
+    defs = dg.Definitions(assets=[check_system_health], jobs=[system_health_check_job], resources=resources)
     # What the webserver serves (resource details, configured values) comes from this snapshot.
     snapshot = serialize_value(RepositorySnap.from_def(defs.get_repository_def()))
     assert "notifications.smtp_password" in snapshot and str(settings.config_path) in snapshot
@@ -48,7 +48,7 @@ def test_definitions_with_config_file_secrets_show_no_secret(tmp_path, data_dir,
 
 def test_a_settings_bound_resource_is_the_real_resource_at_run_time(tmp_path, data_dir, redis_url, monkeypatch):
     settings = _settings(tmp_path, data_dir, redis_url, monkeypatch)
-    defs = dg.Definitions(jobs=[system_health_check_job], resources=build_resources(settings))
+    defs = dg.Definitions(assets=[check_system_health], jobs=[system_health_check_job], resources=build_resources(settings))
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def("system_health_check_job").execute_in_process(
             instance=instance, run_config={"ops": {"check_system_health": {"config": {"send_alerts": False}}}}

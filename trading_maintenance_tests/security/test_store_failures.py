@@ -6,9 +6,11 @@ import socket
 import dagster as dg
 import pytest
 
-from trading_maintenance.defs.database.jobs import database_maintenance_job
-from trading_maintenance.defs.health.jobs import system_health_check_job
-from trading_maintenance.defs.hygiene.jobs import api_rate_limit_job, cache_cleanup_job
+from trading_maintenance.defs.database.ops import database_maintenance_job
+from trading_maintenance.defs.health.ops import check_system_health, system_health_check_job
+from trading_maintenance_tests.conftest import run_asset_job
+from trading_maintenance.defs.hygiene.api_rate_limit_reset import api_rate_limit_job
+from trading_maintenance.defs.hygiene.cache_cleanup import cache_cleanup_job
 from trading_maintenance.resources import AlpacaBrokerResource, RedisResource, TradingDatabaseResource
 
 PASSWORD = "st0re-Pa55-321"
@@ -42,7 +44,7 @@ def test_health_check_goes_red_with_the_reason(make_resources, data_dir, store, 
         else {"trading_db": TradingDatabaseResource(url=url, data_dir=str(data_dir))}
     )
     with dg.instance_for_test() as instance:
-        result = system_health_check_job.execute_in_process(
+        result = run_asset_job(system_health_check_job, [check_system_health],
             resources=make_resources(**override), instance=instance,
             run_config={"ops": {"check_system_health": {"config": {"send_alerts": False}}}},
         )

@@ -12,7 +12,8 @@ from sqlalchemy import func, insert, select, update
 from trading_maintenance.core.trading import schema as ts
 from trading_maintenance.core.trading.instruments import canonical_symbol
 from trading_maintenance.core.reconciliation.compare import PortfolioView, Position, Tolerances, compare_positions, normalize_symbols
-from trading_maintenance.defs.reconciliation.jobs import portfolio_reconciliation_job
+from trading_maintenance.defs.reconciliation.ops import reconcile_portfolio, portfolio_reconciliation_job
+from trading_maintenance_tests.conftest import run_asset_job
 from trading_maintenance.demo.broker_server import broker_state_from_db
 from trading_maintenance.resources.broker import AlpacaClient, BrokerError
 
@@ -37,7 +38,7 @@ def _db_counts(engine) -> dict:
 
 
 def _run(make_resources, broker_resource, **config):
-    return portfolio_reconciliation_job.execute_in_process(
+    return run_asset_job(portfolio_reconciliation_job, [reconcile_portfolio],
         resources=make_resources(broker=broker_resource),
         run_config={"ops": {"reconcile_portfolio": {"config": config}}},
         raise_on_error=False,
@@ -228,7 +229,7 @@ def test_reconciliation_on_postgresql(pg_url, make_resources, broker_resource, b
     broker_server.set_state(broker_state_from_db(engine, now))
     with engine.begin() as conn:
         conn.execute(update(ts.positions).where(ts.positions.c.ticker == "AAPL").values(quantity=99))
-    result = portfolio_reconciliation_job.execute_in_process(
+    result = run_asset_job(portfolio_reconciliation_job, [reconcile_portfolio],
         resources=make_resources(database_url=pg_url, broker=broker_resource), raise_on_error=False)
     assert not result.success
     found = {(d["check"], d["kind"], d["view"], d["symbol"]) for d in _published(redis_client)["discrepancies"]}

@@ -24,7 +24,7 @@ from trading_maintenance.defs.tradenote.assets import (
     tradenote_pnl_matches_database,
 )
 from trading_maintenance.defs.tradenote.partitions import journal_day_partitions
-from trading_maintenance.defs.tradenote.schedules import tradenote_export_schedule
+from trading_maintenance.defs.tradenote.assets import tradenote_export_schedule
 
 from ..conftest import write_config
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @lru_cache(maxsize=4)
@@ -16,6 +18,8 @@ def calendar(name: str = "XNYS"):
 
 
 def _utc(moment: datetime) -> pd.Timestamp:
+    import pandas as pd  # heavy: loaded on the first calendar question, not at import
+
     ts = pd.Timestamp(moment)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
@@ -30,11 +34,15 @@ def is_market_open(moment: datetime, calendar_name: str = "XNYS") -> bool:
 
 
 def is_trading_day(day: date, calendar_name: str = "XNYS") -> bool:
+    import pandas as pd  # heavy: loaded on the first calendar question, not at import
+
     return bool(calendar(calendar_name).is_session(pd.Timestamp(day)))
 
 
 def session_bounds(day: date, calendar_name: str = "XNYS") -> tuple[datetime, datetime]:
     """(open, close) in UTC of the trading day; ValueError when it is not a trading day."""
+    import pandas as pd  # heavy: loaded on the first calendar question, not at import
+
     cal = calendar(calendar_name)
     session = pd.Timestamp(day)
     if not cal.is_session(session):
@@ -44,6 +52,8 @@ def session_bounds(day: date, calendar_name: str = "XNYS") -> tuple[datetime, da
 
 def trading_days(start: date, end: date, calendar_name: str = "XNYS") -> list[date]:
     """Trading days from start to end inclusive."""
+    import pandas as pd  # heavy: loaded on the first calendar question, not at import
+
     cal = calendar(calendar_name)
     return [ts.date() for ts in cal.sessions_in_range(pd.Timestamp(start), pd.Timestamp(end))]
 

@@ -1,7 +1,7 @@
 """backup_archive: configuration, Redis, the trading database and trading data in one verified archive."""
 
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
@@ -12,13 +12,20 @@ from trading_maintenance.core.backups.archive_reader import identify_local_backu
 from trading_maintenance.core.backups.temporaries import remove_dead_temporaries
 from trading_maintenance.core.backups.run import collect_trading_files, create_backup
 from trading_maintenance.core.common.masking import mask_text
-from trading_maintenance.defs.common import md_table, publish_result
+from trading_maintenance.defs.common import markdown_table, publish_result
+from trading_maintenance.defs.market_data.assets import MARKET_DATA_MONTHLY
+from trading_maintenance.defs.platform import PLATFORM_CONFIGURATION, REDIS_STATE, TRADING_DATABASE
+from trading_maintenance.defs.task import OWNERS, MaintenanceTask
 from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
 from trading_maintenance.resources.object_store import ObjectStoreResource
 from trading_maintenance.settings import SECRET_KEYS, masked_dump
 
 BACKUP_ASSET = dg.AssetKey("backup_archive")
-TASK = "backup"
+BACKUP = MaintenanceTask(
+    "backup",
+    "Back up configuration, Redis, the trading database and trading data; verify; upload; apply retention.",
+)
+TASK = BACKUP.name
 
 
 class BackupConfig(dg.Config):
@@ -55,8 +62,13 @@ def _delete_local(ref):
 
 @dg.asset(
     key=BACKUP_ASSET,
+    deps=[PLATFORM_CONFIGURATION, REDIS_STATE, *TRADING_DATABASE, MARKET_DATA_MONTHLY],
     group_name="backups",
     kinds={"redis", "postgres", "s3"},
+    owners=OWNERS,
+    pool=BACKUP.pool,
+    # weekly: a week and a day without a backup means the schedule or the daemon has stopped
+    freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(days=8)),
     description="Weekly (and on-demand) archive of configuration (secrets masked), every Redis key with its TTL, "
     "the trading database (pg_dump or logical export; SQLite online backup) and recent trading data, with a "
     "SHA-256 manifest; optionally encrypted (AES-256-GCM) and copied to S3; verified before retention.",
@@ -219,6 +231,10 @@ def backup_archive(
             "local_deleted": len(local_deleted),
             "remote_deleted": len(remote_deleted),
             "warnings": dg.MetadataValue.md("\n".join(f"- {w}" for w in outcome.warnings + skipped + archive_problems) or "_none_"),
-            "members": dg.MetadataValue.md(md_table(members, limit=30)),
+            "members": dg.MetadataValue.md(markdown_table(members, limit=30)),
         }
     )
+
+
+backup_archive_job = BACKUP.asset_job("backup_archive_job", selection=dg.AssetSelection.assets(BACKUP_ASSET).without_checks())
+backup_archive_schedule = BACKUP.schedule(backup_archive_job)

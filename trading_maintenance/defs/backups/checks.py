@@ -13,11 +13,17 @@ from trading_maintenance.core.backups.archive_reader import identify_local_backu
 from trading_maintenance.core.common.masking import mask_text
 from trading_maintenance.core.backups.drill import run_drill
 from trading_maintenance.defs.backups.assets import BACKUP_ASSET
-from trading_maintenance.defs.common import md_table, publish_result
+from trading_maintenance.defs.common import markdown_table, publish_result
+from trading_maintenance.defs.task import MaintenanceTask
 from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
 from trading_maintenance.resources.object_store import ObjectStoreResource
 
-TASK = "backup_verification"
+BACKUP_VERIFICATION = MaintenanceTask(
+    "backup_verification",
+    "Restore drill: restore the latest backup into scratch targets and compare with its manifest.",
+    in_run_all=False,  # the backup's sensor runs it after every real backup
+)
+TASK = BACKUP_VERIFICATION.name
 LAST_RESTORE_KEY = "maintenance:backup:last_successful_restore"
 
 
@@ -59,6 +65,7 @@ def _find_archive(cfg, which: str, object_store: ObjectStoreResource, work: Path
 @dg.asset_check(
     asset=BACKUP_ASSET,
     name="restore_drill",
+    pool=BACKUP_VERIFICATION.pool,
     description="Restores the latest backup into scratch targets (spare Redis DB, scratch database or SQLite file, "
     "temporary folder) and compares keys, values, TTLs, row counts and checksums with the backup's manifest.",
 )
@@ -132,9 +139,14 @@ def restore_drill(
             "drill_seconds": report["seconds"],
             "parts_checked": len(report["checks"]),
             "last_successful_restore": last_ok or "never",
-            "checks": dg.MetadataValue.md(md_table(report["checks"])),
+            "checks": dg.MetadataValue.md(markdown_table(report["checks"])),
         },
     )
     if not passed:
         raise dg.Failure(description=f"restore drill failed: {failed_parts}",
                          metadata={"checks": "\n".join(f"{c['part']}: {c['detail']}" for c in report["checks"])})
+
+
+backup_verification_job = BACKUP_VERIFICATION.asset_job(
+    "backup_verification_job", selection=dg.AssetSelection.checks(restore_drill)
+)

@@ -1,7 +1,7 @@
 import dagster as dg
 
 from trading_maintenance.defs.backups.assets import BACKUP_ASSET
-from trading_maintenance.defs.backups.jobs import backup_verification_job
+from trading_maintenance.defs.backups.checks import backup_verification_job
 
 
 @dg.asset_sensor(

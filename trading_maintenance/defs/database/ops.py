@@ -1,4 +1,4 @@
-"""Database maintenance op: measure, VACUUM/ANALYZE/REINDEX (or the SQLite equivalents), purge old records."""
+"""Database maintenance: measure, VACUUM/ANALYZE/REINDEX (or the SQLite equivalents), purge old records; its job and weekly schedule."""
 
 from datetime import datetime, timedelta, timezone
 
@@ -6,20 +6,16 @@ import dagster as dg
 from sqlalchemy.exc import DBAPIError
 
 from trading_maintenance.core.database.maintenance import Action, plan_postgres
-from trading_maintenance.core.database.sql import (
-    apply_postgres,
-    explain_db_error,
-    maintain_sqlite,
-    measure_postgres,
-    purge_all,
-    run_interruptible,
-    sqlite_size,
-)
 from trading_maintenance.core.common.market_hours import is_market_open
-from trading_maintenance.defs.common import md_table, publish_result
+from trading_maintenance.defs.common import markdown_table, publish_result
+from trading_maintenance.defs.task import MaintenanceTask
 from trading_maintenance.resources import MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
 
-TASK = "database_maintenance"
+DATABASE_MAINTENANCE = MaintenanceTask(
+    "database_maintenance",
+    "Database maintenance: measure, VACUUM/ANALYZE, REINDEX bloated indexes, purge records older than a year after a verified parquet archive.",
+)
+TASK = DATABASE_MAINTENANCE.name
 
 
 class DatabaseMaintenanceConfig(dg.Config):
@@ -34,7 +30,7 @@ def _size_rows(tables) -> list[dict]:
              "last_analyze": t.last_analyze or t.last_autoanalyze or "", "xid_age": t.xid_age} for t in tables]
 
 
-@dg.op(description="Measure, VACUUM (ANALYZE) tables over the dead-tuple threshold, REINDEX bloated indexes, drop invalid ones, "
+@dg.op(pool=DATABASE_MAINTENANCE.pool, description="Measure, VACUUM (ANALYZE) tables over the dead-tuple threshold, REINDEX bloated indexes, drop invalid ones, "
        "purge records older than a year after archiving them to parquet (SQLite: integrity_check, ANALYZE, REINDEX, VACUUM).")
 def maintain_trading_database(
     context: dg.OpExecutionContext,
@@ -43,6 +39,8 @@ def maintain_trading_database(
     trading_db: TradingDatabaseResource,
     redis: RedisResource,
 ) -> dict:
+    from trading_maintenance.core.database import sql as database_sql  # pyarrow: loaded by a run, not at load
+
     cfg = settings.get()
     tcfg = cfg.trading
     now = datetime.now(timezone.utc)
@@ -54,10 +52,10 @@ def maintain_trading_database(
         raise dg.Failure(description=result["error"])
     engine = trading_db.get_engine()
     try:
-        run_interruptible(engine, trading_db.ensure_schema)
-        problems, metadata = run_interruptible(engine, _maintain, engine, config, tcfg, cfg, now, result)
+        database_sql.run_interruptible(engine, trading_db.ensure_schema)
+        problems, metadata = database_sql.run_interruptible(engine, _maintain, engine, config, tcfg, cfg, now, result)
     except DBAPIError as exc:
-        reason = explain_db_error(engine, exc, trading_db.lock_timeout_ms, trading_db.statement_timeout_ms)
+        reason = database_sql.explain_db_error(engine, exc, trading_db.lock_timeout_ms, trading_db.statement_timeout_ms)
         result.update(status="failed", error=f"database maintenance stopped: {reason}")
         publish_result(client, TASK, result, context.log)
         raise dg.Failure(description=result["error"]) from None
@@ -72,20 +70,22 @@ def maintain_trading_database(
 
 def _maintain(engine, config: DatabaseMaintenanceConfig, tcfg, cfg, now: datetime, result: dict) -> tuple[list[str], dict]:
     """Every statement of the run, in one worker thread so a termination can cancel it (run_interruptible)."""
+    from trading_maintenance.core.database import sql as database_sql  # pyarrow: loaded by a run, not at load
+
     problems: list[str] = []
     metadata: dict = {}
 
     if engine.dialect.name == "postgresql":
-        tables, indexes, xid_age = measure_postgres(engine)  # measured before anything is changed
+        tables, indexes, xid_age = database_sql.measure_postgres(engine)  # measured before anything is changed
     else:
-        before = sqlite_size(engine)
+        before = database_sql.sqlite_size(engine)
 
     # purge first: the VACUUM that follows then reclaims the purged rows' space
     purges = []
     if config.purge:
         cutoff = now - timedelta(days=tcfg.purge_after_days)
         archive_dir = cfg.data_dir / "archive" / "trading"
-        purges = purge_all(engine, cutoff, archive_dir, now.strftime("%Y%m%dT%H%M%SZ"), tcfg.purge_batch_size,
+        purges = database_sql.purge_all(engine, cutoff, archive_dir, now.strftime("%Y%m%dT%H%M%SZ"), tcfg.purge_batch_size,
                            tcfg.lock_timeout_ms, tcfg.statement_timeout_ms, config.dry_run)
         problems += [f"purge {p.table}: {p.error}" for p in purges if p.error]
         result.update(purge_cutoff=cutoff.isoformat(), purge=[p.as_dict() for p in purges])
@@ -93,7 +93,7 @@ def _maintain(engine, config: DatabaseMaintenanceConfig, tcfg, cfg, now: datetim
             "purge_cutoff": dg.MetadataValue.text(cutoff.isoformat()),
             "rows_archived": dg.MetadataValue.int(sum(p.archived for p in purges)),
             "rows_purged": dg.MetadataValue.int(sum(p.deleted for p in purges)),
-            "purge": dg.MetadataValue.md(md_table([p.as_dict() for p in purges])),
+            "purge": dg.MetadataValue.md(markdown_table([p.as_dict() for p in purges])),
         })
 
     if engine.dialect.name == "postgresql":
@@ -102,12 +102,12 @@ def _maintain(engine, config: DatabaseMaintenanceConfig, tcfg, cfg, now: datetim
         purged = {f"trading.{p.table}": p.deleted for p in purges if p.deleted}
         actions = [Action("vacuum_analyze", a.target, f"{purged[a.target]} rows purged") if a.kind == "analyze" and a.target in purged
                    else a for a in actions]
-        outcomes = [] if config.dry_run else apply_postgres(engine, actions, tcfg.lock_timeout_ms, tcfg.statement_timeout_ms)
+        outcomes = [] if config.dry_run else database_sql.apply_postgres(engine, actions, tcfg.lock_timeout_ms, tcfg.statement_timeout_ms)
         if not config.dry_run:  # index bloat is judged on fresh statistics, after VACUUM/ANALYZE
-            _, indexes, _ = measure_postgres(engine)
+            _, indexes, _ = database_sql.measure_postgres(engine)
         index_actions = plan_postgres([], indexes, *thresholds)
         if not config.dry_run:
-            outcomes += apply_postgres(engine, index_actions, tcfg.lock_timeout_ms, tcfg.statement_timeout_ms)
+            outcomes += database_sql.apply_postgres(engine, index_actions, tcfg.lock_timeout_ms, tcfg.statement_timeout_ms)
         actions += index_actions
         problems += [f"{o['sql']}: {o['status']}" for o in outcomes if o["status"] != "ok"]
         before_bytes = sum(t.total_bytes for t in tables)
@@ -120,25 +120,33 @@ def _maintain(engine, config: DatabaseMaintenanceConfig, tcfg, cfg, now: datetim
             "tables_vacuumed": dg.MetadataValue.int(sum(1 for a in actions if a.kind == "vacuum_analyze")),
             "indexes_reindexed": dg.MetadataValue.int(sum(1 for a in actions if a.kind == "reindex")),
             "invalid_indexes_dropped": dg.MetadataValue.int(sum(1 for a in actions if a.kind == "drop_invalid_index")),
-            "tables_before": dg.MetadataValue.md(md_table(_size_rows(tables))),
-            "indexes": dg.MetadataValue.md(md_table([{"index": i.name, "bytes": i.bytes, "bloat_pct": i.bloat_pct, "valid": i.valid} for i in indexes])),
-            "plan": dg.MetadataValue.md(md_table([a.as_dict() for a in actions])),
+            "tables_before": dg.MetadataValue.md(markdown_table(_size_rows(tables))),
+            "indexes": dg.MetadataValue.md(markdown_table([{"index": i.name, "bytes": i.bytes, "bloat_pct": i.bloat_pct, "valid": i.valid} for i in indexes])),
+            "plan": dg.MetadataValue.md(markdown_table([a.as_dict() for a in actions])),
         })
     else:
-        outcomes = [] if config.dry_run else maintain_sqlite(engine)
+        outcomes = [] if config.dry_run else database_sql.maintain_sqlite(engine)
         problems += [f"{o['kind']} {o['target']}: {o['status']}" for o in outcomes if o["status"] != "ok"]
         result.update(before=before, actions=outcomes)
         metadata.update({"bytes_before": dg.MetadataValue.int(before["bytes"]),
-                         "actions": dg.MetadataValue.md(md_table(outcomes) if outcomes else "dry run: nothing done")})
+                         "actions": dg.MetadataValue.md(markdown_table(outcomes) if outcomes else "dry run: nothing done")})
 
     if engine.dialect.name == "postgresql":
-        after_tables, _, _ = measure_postgres(engine)
+        after_tables, _, _ = database_sql.measure_postgres(engine)
         result["after"] = _size_rows(after_tables)
         metadata.update({"bytes_after": dg.MetadataValue.int(sum(t.total_bytes for t in after_tables)),
                          "dead_tuples_after": dg.MetadataValue.int(sum(t.dead_tuples for t in after_tables)),
-                         "tables_after": dg.MetadataValue.md(md_table(_size_rows(after_tables)))})
+                         "tables_after": dg.MetadataValue.md(markdown_table(_size_rows(after_tables)))})
     else:
-        result["after"] = sqlite_size(engine)
+        result["after"] = database_sql.sqlite_size(engine)
         metadata["bytes_after"] = dg.MetadataValue.int(result["after"]["bytes"])
 
     return problems, metadata
+
+
+@DATABASE_MAINTENANCE.op_job("database_maintenance_job")
+def database_maintenance_job():
+    maintain_trading_database()
+
+
+database_maintenance_schedule = DATABASE_MAINTENANCE.schedule(database_maintenance_job)

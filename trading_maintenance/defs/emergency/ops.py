@@ -7,8 +7,11 @@ import dagster as dg
 
 from trading_maintenance.core.common.alerts import Alert
 from trading_maintenance.core.hygiene.retention import apply_plan, plan_expired, verify_plan
-from trading_maintenance.defs.common import md_table, publish_result
-from trading_maintenance.defs.health.ops import HealthCheckConfig, run_health_check
+from trading_maintenance.defs.common import markdown_table, publish_result
+from trading_maintenance.defs.health.ops import SYSTEM_HEALTH_ASSET, SYSTEM_HEALTH_CHECK, HealthCheckConfig, run_health_check
+from trading_maintenance.defs.hygiene.cache_cleanup import run_cache_cleanup
+from trading_maintenance.defs.hygiene.common import HygieneConfig
+from trading_maintenance.defs.task import MaintenanceTask
 from trading_maintenance.resources import (
     AlertsResource,
     MaintenanceSettingsResource,
@@ -18,12 +21,19 @@ from trading_maintenance.resources import (
     TradingDatabaseResource,
 )
 
+EMERGENCY_MAINTENANCE = MaintenanceTask(
+    "emergency_maintenance",
+    "Emergency maintenance, launched when the health score falls below the threshold: re-check health, free temp space, clean Redis caches, alert.",
+    in_run_all=False,
+)
+TASK = EMERGENCY_MAINTENANCE.name
+
 
 class TempCleanupConfig(dg.Config):
     dry_run: bool = False
 
 
-@dg.op(description="Re-measure health at the start of emergency maintenance.")
+@dg.op(pool=EMERGENCY_MAINTENANCE.pool, description="Re-measure health at the start of emergency maintenance.")
 def recheck_system_health(
     context: dg.OpExecutionContext,
     settings: MaintenanceSettingsResource,
@@ -33,9 +43,15 @@ def recheck_system_health(
     platform_services: PlatformServicesResource,
     alerts: AlertsResource,
 ) -> dict:
-    return run_health_check(
-        context, HealthCheckConfig(send_alerts=False), settings, redis, trading_db, system_probe, platform_services, alerts, "system_health_check"
+    result, metadata = run_health_check(
+        context, HealthCheckConfig(send_alerts=False), settings, redis, trading_db, system_probe, platform_services, alerts,
+        SYSTEM_HEALTH_CHECK.name,
     )
+    # The re-check is a health reading like any other: the emergency sensor and the trends read it.
+    context.log_event(dg.AssetMaterialization(
+        asset_key=SYSTEM_HEALTH_ASSET, description=f"health {result['score']} ({result['health_status']})", metadata=metadata
+    ))
+    return result
 
 
 def clean_temp_files(context: dg.OpExecutionContext, config: TempCleanupConfig, settings: MaintenanceSettingsResource) -> dict:
@@ -70,18 +86,18 @@ def clean_temp_files(context: dg.OpExecutionContext, config: TempCleanupConfig, 
             "temp_files_deleted": summary["deleted_files"],
             "bytes_freed": summary["bytes_freed"],
             "files_kept": summary["kept_files"],
-            "plan": dg.MetadataValue.md(md_table(rows)),
+            "plan": dg.MetadataValue.md(markdown_table(rows)),
         }
     )
     return summary
 
 
-@dg.op(description="Delete temp files past the temp retention (dry_run lists them instead).")
+@dg.op(pool=EMERGENCY_MAINTENANCE.pool, description="Delete temp files past the temp retention (dry_run lists them instead).")
 def clean_expired_temp_files(context: dg.OpExecutionContext, config: TempCleanupConfig, settings: MaintenanceSettingsResource, health_before: dict) -> dict:
     return clean_temp_files(context, config, settings)
 
 
-@dg.op(description="Cache cleanup for emergencies: a failure (Redis down, say) is recorded for the report instead of stopping the run.")
+@dg.op(pool=EMERGENCY_MAINTENANCE.pool, description="Cache cleanup for emergencies: a failure (Redis down, say) is recorded for the report instead of stopping the run.")
 def emergency_cache_cleanup(
     context: dg.OpExecutionContext,
     config: TempCleanupConfig,
@@ -90,8 +106,6 @@ def emergency_cache_cleanup(
     trading_db: TradingDatabaseResource,
     health_before: dict,
 ) -> dict:
-    from trading_maintenance.defs.hygiene.ops import HygieneConfig, run_cache_cleanup
-
     try:
         summary = run_cache_cleanup(context, HygieneConfig(dry_run=config.dry_run), settings, redis, trading_db)
         return {"ok": True, "summary": summary}
@@ -101,7 +115,7 @@ def emergency_cache_cleanup(
         return {"ok": False, "error": detail}
 
 
-@dg.op(description="Publish the emergency run's result and raise an alert; fail when any step failed.")
+@dg.op(pool=EMERGENCY_MAINTENANCE.pool, description="Publish the emergency run's result and raise an alert; fail when any step failed.")
 def report_emergency_maintenance(
     context: dg.OpExecutionContext,
     redis: RedisResource,
@@ -122,7 +136,7 @@ def report_emergency_maintenance(
         "dry_run": temp_cleanup.get("dry_run", False),
     }
     client = redis.get_client()
-    published = publish_result(client, "emergency_maintenance", result, context.log)
+    published = publish_result(client, TASK, result, context.log)
     alerts.send(
         Alert(
             key=f"emergency:{context.run_id}",
@@ -144,3 +158,11 @@ def report_emergency_maintenance(
             },
         )
     return result
+
+
+@EMERGENCY_MAINTENANCE.op_job("emergency_maintenance_job")
+def emergency_maintenance_job():
+    health_before = recheck_system_health()
+    temp_cleanup = clean_expired_temp_files(health_before)
+    cache_cleanup = emergency_cache_cleanup(health_before)  # cache TTLs, idle/orphaned keys, memory purge
+    report_emergency_maintenance(health_before, temp_cleanup, cache_cleanup)

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from trading_maintenance.core.health import probe
 from trading_maintenance.core.health import scoring as health
 from trading_maintenance.defs.health.collect import failure_reason, record_and_read_samples
-from trading_maintenance.defs.health.jobs import system_health_check_job
+from trading_maintenance.defs.health.ops import system_health_check_job
 from trading_maintenance.resources import (
     MaintenanceSettingsResource,
     RedisResource,

@@ -1,14 +1,19 @@
-"""The health check op: measure, score, publish to Redis, record in Dagster, alert."""
+"""System health check: measure, score, publish to Redis, record `system_health`, alert; its job and
+market-hours-aware schedule."""
 
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
 from trading_maintenance.core.health import scoring as health
+from trading_maintenance.core.health.cadence import health_check_due
 from trading_maintenance.core.common.alerts import Alert
-from trading_maintenance.defs.common import md_table, publish_result
+from trading_maintenance.defs.common import markdown_table, publish_result
 from trading_maintenance.defs.health.collect import collect_health, failure_reason
+from trading_maintenance.defs.market_data.assets import MARKET_DATA_DAILY
+from trading_maintenance.defs.platform import REDIS_STATE, TRADING_DATABASE
+from trading_maintenance.defs.task import OWNERS, MaintenanceTask
 from trading_maintenance.resources import (
     AlertsResource,
     MaintenanceSettingsResource,
@@ -19,6 +24,14 @@ from trading_maintenance.resources import (
 )
 
 SYSTEM_HEALTH_ASSET = dg.AssetKey("system_health")
+
+
+SYSTEM_HEALTH_CHECK = MaintenanceTask(
+    "system_health_check",
+    "System health check: a 0-100 score from host, Redis, database, services and market-data freshness.",
+)
+TASK = SYSTEM_HEALTH_CHECK.name
+
 
 
 class HealthCheckConfig(dg.Config):
@@ -62,7 +75,9 @@ def run_health_check(
     platform_services: PlatformServicesResource,
     alerts: AlertsResource,
     task: str,
-) -> dict:
+) -> tuple[dict, dict]:
+    """Measure, score, publish to Redis and alert: (the published result, the metadata that records
+    it on `system_health`)."""
     cfg = settings.get()
     now = datetime.now(timezone.utc)
     sample = system_probe.sample()
@@ -121,16 +136,35 @@ def run_health_check(
         "reason_list": dg.MetadataValue.json(list(report.reasons)),
         "component_list": dg.MetadataValue.json([c.as_dict() for c in report.components]),
     }
-    context.log_event(dg.AssetMaterialization(asset_key=SYSTEM_HEALTH_ASSET, description=f"health {report.score} ({report.status})", metadata=metadata))
-    context.add_output_metadata({"health_score": report.score, "health_status": report.status})
     level = context.log.info if report.status == health.GREEN else context.log.warning
     level(f"health score {report.score} ({report.status})" + (": " + "; ".join(report.reasons) if report.reasons else ""))
-    return result
+    return result, metadata
 
 
-@dg.op(description="Measure CPU, memory, swap, disk, load, Redis, the database, services and market data; score 0-100.")
+@dg.multi_asset(
+    name="check_system_health",
+    deps=[REDIS_STATE, *TRADING_DATABASE, MARKET_DATA_DAILY],
+    outs={
+        # named "result": the op's output keeps the name every op's single output has
+        "result": dg.AssetOut.from_spec(
+            dg.AssetSpec(
+                SYSTEM_HEALTH_ASSET,
+                description="The platform's health score (0-100) and status: host CPU, memory, swap and disk, Redis, "
+                "the trading database, the platform's services and how fresh the market data is. Every check records "
+                "one materialization (plots show the score over time); a low score launches emergency maintenance. "
+                "Stale means nobody is watching the platform: the health schedule or the daemon has stopped.",
+                group_name="health",
+                kinds={"python"},
+                owners=OWNERS,
+                freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2)),
+            )
+        )
+    },
+    pool=SYSTEM_HEALTH_CHECK.pool,
+    description="Measure CPU, memory, swap, disk, load, Redis, the database, services and market data; score 0-100.",
+)
 def check_system_health(
-    context: dg.OpExecutionContext,
+    context: dg.AssetExecutionContext,
     config: HealthCheckConfig,
     settings: MaintenanceSettingsResource,
     redis: RedisResource,
@@ -138,5 +172,28 @@ def check_system_health(
     system_probe: SystemProbeResource,
     platform_services: PlatformServicesResource,
     alerts: AlertsResource,
-) -> dict:
-    return run_health_check(context, config, settings, redis, trading_db, system_probe, platform_services, alerts, "system_health_check")
+) -> dg.Output:
+    result, metadata = run_health_check(context, config, settings, redis, trading_db, system_probe, platform_services, alerts, TASK)
+    return dg.Output(result, output_name="result", metadata=metadata)
+
+
+system_health_check_job = SYSTEM_HEALTH_CHECK.asset_job(
+    "system_health_check_job", selection=dg.AssetSelection.assets(SYSTEM_HEALTH_ASSET)
+)
+
+
+def _health_check_due(context: dg.ScheduleEvaluationContext, settings: MaintenanceSettingsResource):
+    scheduling = settings.get().maintenance.scheduling
+    due, reason = health_check_due(
+        context.scheduled_execution_time,
+        scheduling.market_hours_check_minutes,
+        scheduling.off_hours_check_minutes,
+        scheduling.market_calendar,
+        scheduling.timezone,
+    )
+    if not due:
+        return dg.SkipReason(reason)
+    return dg.RunRequest(run_key=context.scheduled_execution_time.isoformat(), tags={"maintenance/cadence": reason})
+
+
+system_health_check_schedule = SYSTEM_HEALTH_CHECK.schedule(system_health_check_job, _health_check_due)

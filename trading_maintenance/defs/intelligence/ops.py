@@ -7,11 +7,19 @@ import dagster as dg
 
 from trading_maintenance.core.intelligence import trends
 from trading_maintenance.core.common.alerts import Alert
-from trading_maintenance.defs.common import md_table, publish_result
+from trading_maintenance.defs.common import markdown_table, publish_result
 from trading_maintenance.defs.health.ops import SYSTEM_HEALTH_ASSET
+from trading_maintenance.defs.task import MaintenanceTask
 from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource
 
 SERIES = ("health_score", "cpu_percent", "memory_percent", "disk_percent", "redis_used_memory_bytes")
+
+INTELLIGENT_MAINTENANCE = MaintenanceTask(
+    "intelligent_maintenance",
+    "Trend and anomaly analysis: days until disk or memory limits, unusual health scores, tasks that keep failing.",
+)
+TASK = INTELLIGENT_MAINTENANCE.name
+
 
 
 class IntelligentMaintenanceConfig(dg.Config):
@@ -47,7 +55,7 @@ def task_outcomes(instance: dg.DagsterInstance, since: float) -> list[tuple[str,
     ]
 
 
-@dg.op(description="Find trends (days until disk or memory limits), anomalies in the health score and tasks that keep failing.")
+@dg.op(pool=INTELLIGENT_MAINTENANCE.pool, description="Find trends (days until disk or memory limits), anomalies in the health score and tasks that keep failing.")
 def analyse_maintenance_history(
     context: dg.OpExecutionContext,
     config: IntelligentMaintenanceConfig,
@@ -76,7 +84,7 @@ def analyse_maintenance_history(
         "recommendations": advice,
     }
     client = redis.get_client()
-    published = publish_result(client, "intelligent_maintenance", result, context.log)
+    published = publish_result(client, TASK, result, context.log)
     for item in advice:
         if item["severity"] == "critical":
             alerts.send(Alert(key=f"intelligence:{item['topic']}", severity="critical", title=f"Forecast: {item['topic']}",
@@ -89,9 +97,17 @@ def analyse_maintenance_history(
             "anomalies_found": len(anomalies),
             "recommendations_count": len(advice),
             "critical_recommendations": sum(1 for a in advice if a["severity"] == "critical"),
-            "recommendations": dg.MetadataValue.md(md_table(advice, ["severity", "topic", "message", "action"])),
-            "trends": dg.MetadataValue.md(md_table([t.as_dict() for t in found_trends])),
-            "failure_rates": dg.MetadataValue.md(md_table([{"task": k, **v} for k, v in sorted(rates.items())])),
+            "recommendations": dg.MetadataValue.md(markdown_table(advice, ["severity", "topic", "message", "action"])),
+            "trends": dg.MetadataValue.md(markdown_table([t.as_dict() for t in found_trends])),
+            "failure_rates": dg.MetadataValue.md(markdown_table([{"task": k, **v} for k, v in sorted(rates.items())])),
         }
     )
     return result
+
+
+@INTELLIGENT_MAINTENANCE.op_job("intelligent_maintenance_job")
+def intelligent_maintenance_job():
+    analyse_maintenance_history()
+
+
+intelligent_maintenance_schedule = INTELLIGENT_MAINTENANCE.schedule(intelligent_maintenance_job)

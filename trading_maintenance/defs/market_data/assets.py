@@ -1,21 +1,27 @@
-"""Market-data assets: a thin shell over core/market_data.py."""
+"""Trading data maintenance: monthly market-data archives and the cleanup of the daily files they
+cover; its job and its weekly schedule."""
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from trading_maintenance.core.market_data import consolidate as md
-from trading_maintenance.defs.common import RESULT_KEY, TIMEZONE, md_table, publish_result
+from trading_maintenance.defs.common import RESULT_KEY, markdown_table, publish_result
 from trading_maintenance.defs.market_data.partitions import (
     market_data_daily_partitions,
     market_data_monthly_partitions,
     month_of_key,
 )
+from trading_maintenance.defs.task import OWNERS, MaintenanceTask
 from trading_maintenance.resources import MaintenanceSettingsResource, RedisResource
 
-TASK = "trading_data_maintenance"
+TRADING_DATA_MAINTENANCE = MaintenanceTask(
+    "trading_data_maintenance",
+    "Trading data maintenance: consolidate a month of daily market-data files into verified zstd archives, "
+    "then delete daily files past retention that a verified archive covers (only if the blocking check passed).",
+)
+TASK = TRADING_DATA_MAINTENANCE.name
 MARKET_DATA_DAILY = dg.AssetKey("market_data_daily")
 MARKET_DATA_MONTHLY = dg.AssetKey("market_data_monthly")
 MARKET_DATA_CLEANUP = dg.AssetKey("market_data_daily_cleanup")
@@ -41,6 +47,7 @@ market_data_daily = dg.AssetSpec(
     ),
     group_name="market_data",
     kinds={"parquet"},
+    owners=OWNERS,
     partitions_def=market_data_daily_partitions,
 )
 
@@ -60,6 +67,10 @@ def _publish(redis: RedisResource, payload: dict, log) -> bool:
     deps=[dg.AssetDep(MARKET_DATA_DAILY, partition_mapping=dg.TimeWindowPartitionMapping())],
     group_name="market_data",
     kinds={"parquet", "polars"},
+    owners=OWNERS,
+    pool=TRADING_DATA_MAINTENANCE.pool,
+    # consolidated weekly: a week and a day without a consolidation means the schedule has stopped
+    freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(days=8)),
     description=(
         "Monthly market-data archives parquet/archive/market_data/{SYMBOL}/{timeframe}/{YYYY-MM}.parquet (zstd): "
         "each month's daily files merged with any earlier archive, schemas normalised, duplicates removed "
@@ -67,7 +78,7 @@ def _publish(redis: RedisResource, payload: dict, log) -> bool:
     ),
     check_specs=[
         dg.AssetCheckSpec(CHECK_NO_DUPLICATES, asset=MARKET_DATA_MONTHLY, description="No (symbol, timeframe, timestamp) key appears twice in a written archive."),
-        dg.AssetCheckSpec(CHECK_OHLC, asset=MARKET_DATA_MONTHLY, description=f"At most {OHLC_BAD_FRACTION:.1%} of bars fail OHLC, volume or price sanity (relative tolerance {md.OHLC_TOLERANCE:g})."),
+        dg.AssetCheckSpec(CHECK_OHLC, asset=MARKET_DATA_MONTHLY, description=f"At most {OHLC_BAD_FRACTION:.1%} of bars fail OHLC, volume or price sanity (within a small relative tolerance, core.market_data.quality.OHLC_TOLERANCE)."),
         dg.AssetCheckSpec(CHECK_COVERAGE, asset=MARKET_DATA_MONTHLY, description="Every NYSE trading day has bars and intraday sessions are complete (early closes counted as short sessions)."),
         dg.AssetCheckSpec(
             CHECK_ARCHIVE,
@@ -83,10 +94,15 @@ def market_data_monthly(
     settings: MaintenanceSettingsResource,
     redis: RedisResource,
 ) -> dg.MaterializeResult:
+    # polars and the exchange calendar load with the first run, not with the definitions
+    from trading_maintenance.core.market_data.consolidate import consolidate_month
+    from trading_maintenance.core.market_data.layout import archive_dir_for
+    from trading_maintenance.core.market_data.months import month_sessions
+
     cfg = settings.get()
     month = month_of_key(context.partition_key)
     mdir = cfg.market_data_dir
-    result = md.consolidate_month(
+    result = consolidate_month(
         mdir,
         month,
         max_workers=cfg.maintenance.performance.max_workers if cfg.maintenance.performance.parallel_processing else 1,
@@ -141,7 +157,7 @@ def market_data_monthly(
                 "missing_days": summary["missing_days"],
                 "missing_bars": summary["missing_bars"],
                 "expected_bars": summary["expected_bars"],
-                "trading_days_counted": len(md.month_sessions(month, calendar_name=cfg.maintenance.scheduling.market_calendar).counted_days),
+                "trading_days_counted": len(month_sessions(month, calendar_name=cfg.maintenance.scheduling.market_calendar).counted_days),
             },
         ),
         dg.AssetCheckResult(
@@ -152,7 +168,7 @@ def market_data_monthly(
             metadata={
                 "archives_verified": summary["archives_verified"],
                 "groups_failed": summary["groups_failed"],
-                "failures": dg.MetadataValue.md(md_table(failed_rows)),
+                "failures": dg.MetadataValue.md(markdown_table(failed_rows)),
             },
         ),
     ]
@@ -166,9 +182,9 @@ def market_data_monthly(
             "missing_days", "missing_bars")},
         "compression_ratio": dg.MetadataValue.float(float(summary["compression_ratio"])),
         "seconds": dg.MetadataValue.float(float(summary["seconds"])),
-        "archive_dir": dg.MetadataValue.path(str(md.archive_dir_for(mdir))),
-        "worst_symbols": dg.MetadataValue.md(md_table(worst)),
-        "quarantined": dg.MetadataValue.md(md_table([{k: v for k, v in q.items()} for q in result.quarantined])),
+        "archive_dir": dg.MetadataValue.path(str(archive_dir_for(mdir))),
+        "worst_symbols": dg.MetadataValue.md(markdown_table(worst)),
+        "quarantined": dg.MetadataValue.md(markdown_table([{k: v for k, v in q.items()} for q in result.quarantined])),
     }
     return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
@@ -179,6 +195,8 @@ def market_data_monthly(
     deps=[MARKET_DATA_MONTHLY],
     group_name="market_data",
     kinds={"parquet"},
+    owners=OWNERS,
+    pool=TRADING_DATA_MAINTENANCE.pool,
     description=(
         "Deletes daily market-data files older than the retention (maintenance.data_retention.parquet_files) that a "
         "verified monthly archive covers, for this month and earlier ones; runs only when the archive check passed."
@@ -190,15 +208,19 @@ def market_data_daily_cleanup(
     settings: MaintenanceSettingsResource,
     redis: RedisResource,
 ) -> dg.MaterializeResult:
+    # polars and the exchange calendar load with the first run, not with the definitions
+    from trading_maintenance.core.market_data.layout import archive_dir_for, discover_archives
+    from trading_maintenance.core.market_data.retention import delete_archived, expired_archived_daily_files
+
     cfg = settings.get()
     month = month_of_key(context.partition_key)
     mdir = cfg.market_data_dir
-    adir = md.archive_dir_for(mdir)
+    adir = archive_dir_for(mdir)
     retention = cfg.maintenance.data_retention.parquet_files
-    today = datetime.now(timezone.utc).astimezone(ZoneInfo(TIMEZONE)).date()
-    months = sorted({m for (_, _, m) in md.discover_archives(adir) if m <= month})
-    plan = md.expired_archived_daily_files(mdir, adir, retention, today, months=months)
-    outcome = md.delete_archived(plan, mdir, adir, dry_run=config.dry_run)
+    today = datetime.now(timezone.utc).astimezone(ZoneInfo(cfg.maintenance.scheduling.timezone)).date()
+    months = sorted({m for (_, _, m) in discover_archives(adir) if m <= month})
+    plan = expired_archived_daily_files(mdir, adir, retention, today, months=months)
+    outcome = delete_archived(plan, mdir, adir, dry_run=config.dry_run)
     verb = "would delete" if config.dry_run else "deleted"
     context.log.info(f"{verb} {len(plan) if config.dry_run else len(outcome.deleted)} archived daily files older than {retention} days (months up to {month})")
     for path, reason in outcome.kept:
@@ -234,7 +256,7 @@ def market_data_daily_cleanup(
         "bytes_freed": outcome.bytes_freed,
         "files_kept_changed": len(outcome.kept),
         "files_failed": len(outcome.failed),
-        "planned": dg.MetadataValue.md(md_table([{"path": p} for p in outcome.planned], limit=30)),
+        "planned": dg.MetadataValue.md(markdown_table([{"path": p} for p in outcome.planned], limit=30)),
     }
     if not outcome.ok:
         raise dg.Failure(
@@ -242,3 +264,37 @@ def market_data_daily_cleanup(
             metadata={**metadata, "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in (outcome.problems + [f'{a}: {b}' for a, b in outcome.failed])[:30]))},
         )
     return dg.MaterializeResult(metadata=metadata)
+
+
+market_data_monthly_job = TRADING_DATA_MAINTENANCE.asset_job(
+    "market_data_monthly_job",
+    selection=dg.AssetSelection.assets(MARKET_DATA_MONTHLY, MARKET_DATA_CLEANUP),
+    partitions_def=market_data_monthly_partitions,
+)
+
+
+def _months_due(context: dg.ScheduleEvaluationContext, settings: MaintenanceSettingsResource):
+    # polars and the exchange calendar load with the first run, not with the definitions
+    from trading_maintenance.core.market_data.months import months_to_consolidate
+
+    calendar_name = settings.get().maintenance.scheduling.market_calendar
+    moment = context.scheduled_execution_time
+    keys = set(market_data_monthly_partitions.get_partition_keys(current_time=moment))
+    requests = []
+    for month, kind in months_to_consolidate(moment, calendar_name):
+        key = f"{month}-01"
+        if key not in keys:
+            continue
+        requests.append(
+            dg.RunRequest(
+                run_key=f"market_data_monthly:{key}:{kind}:{moment.date().isoformat()}",
+                partition_key=key,
+                tags={"maintenance/month_state": kind},
+            )
+        )
+    if not requests:
+        return dg.SkipReason(f"no market-data month to consolidate at {moment.isoformat()} (before the partitions start)")
+    return requests
+
+
+market_data_monthly_schedule = TRADING_DATA_MAINTENANCE.schedule(market_data_monthly_job, _months_due)

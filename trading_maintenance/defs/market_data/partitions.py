@@ -2,14 +2,15 @@
 
 import dagster as dg
 
-from trading_maintenance.defs.common import TIMEZONE
-from trading_maintenance.settings import get_settings
-
-_START = get_settings().maintenance.scheduling.partitions_start_date
+from trading_maintenance.defs.task import maintenance_timezone, partitions_start
 
 # end_offset=1: the current month exists as a partition, so it can be consolidated "so far" on demand.
-market_data_monthly_partitions = dg.MonthlyPartitionsDefinition(start_date=_START, timezone=TIMEZONE, end_offset=1)
-market_data_daily_partitions = dg.DailyPartitionsDefinition(start_date=_START, timezone=TIMEZONE, end_offset=1)
+market_data_monthly_partitions = dg.MonthlyPartitionsDefinition(
+    start_date=partitions_start(), timezone=maintenance_timezone(), end_offset=1
+)
+market_data_daily_partitions = dg.DailyPartitionsDefinition(
+    start_date=partitions_start(), timezone=maintenance_timezone(), end_offset=1
+)
 
 
 def month_of_key(partition_key: str) -> str:

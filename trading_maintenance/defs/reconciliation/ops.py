@@ -1,4 +1,5 @@
-"""Portfolio reconciliation op: broker vs database vs Redis; report; alert; optional Redis refresh."""
+"""Portfolio reconciliation: broker vs database vs Redis as the `portfolio_reconciliation_report` asset;
+report; alert; optional Redis refresh; its job and weekly schedule."""
 
 import json
 from datetime import datetime, timedelta, timezone
@@ -23,11 +24,19 @@ from trading_maintenance.core.reconciliation.sources import (
     market_minutes_between,
     redis_view,
 )
-from trading_maintenance.defs.common import atomic_write_text, md_table, publish_result
+from trading_maintenance.core.common.atomic import atomic_write_text
+from trading_maintenance.defs.common import markdown_table, publish_result
+from trading_maintenance.defs.platform import BROKER_ACCOUNT, REDIS_STATE, TRADING_DATABASE
+from trading_maintenance.defs.task import OWNERS, MaintenanceTask
 from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
 from trading_maintenance.resources.broker import AlpacaBrokerResource, BrokerError
 
-TASK = "portfolio_reconciliation"
+PORTFOLIO_RECONCILIATION = MaintenanceTask(
+    "portfolio_reconciliation",
+    "Portfolio reconciliation: broker (Alpaca) vs database vs Redis positions, cash, orders and fills. Read-only at the broker.",
+)
+TASK = PORTFOLIO_RECONCILIATION.name
+RECONCILIATION_REPORT = dg.AssetKey("portfolio_reconciliation_report")
 
 
 class ReconciliationConfig(dg.Config):
@@ -36,16 +45,32 @@ class ReconciliationConfig(dg.Config):
     send_alerts: bool = True
 
 
-@dg.op(description="Compare broker, database and Redis positions, cash, orders and fills; report; alert on critical differences.")
+@dg.multi_asset(
+    name="reconcile_portfolio",
+    specs=[
+        dg.AssetSpec(
+            RECONCILIATION_REPORT,
+            deps=[BROKER_ACCOUNT, *TRADING_DATABASE, REDIS_STATE],
+            description="Positions, cash, orders and fills as the broker, the trading database and Redis each see them, "
+            "compared (reports/reconciliation/). The broker is the truth: a critical difference means the trading "
+            "engine may act on positions or cash it does not have, and fails the run with an alert.",
+            group_name="reconciliation",
+            kinds={"json", "alpaca", "postgres", "redis"},
+            owners=OWNERS,
+        )
+    ],
+    pool=PORTFOLIO_RECONCILIATION.pool,
+    description="Compare broker, database and Redis positions, cash, orders and fills; report; alert on critical differences.",
+)
 def reconcile_portfolio(
-    context: dg.OpExecutionContext,
+    context: dg.AssetExecutionContext,
     config: ReconciliationConfig,
     settings: MaintenanceSettingsResource,
     redis: RedisResource,
     trading_db: TradingDatabaseResource,
     broker: AlpacaBrokerResource,
     alerts: AlertsResource,
-) -> dict:
+) -> dg.MaterializeResult:
     cfg = settings.get()
     tcfg = cfg.trading
     now = datetime.now(timezone.utc)
@@ -120,14 +145,13 @@ def reconcile_portfolio(
         "critical_discrepancies": dg.MetadataValue.int(len(critical)),
         **{f"{check}_discrepancies": dg.MetadataValue.int(counts.get(check, 0))
            for check in ("position", "cash", "stuck_order", "orphaned_order", "vanished_order", "fill")},
-        "report": dg.MetadataValue.md(md_table(rows)),
+        "report": dg.MetadataValue.md(markdown_table(rows)),
         "report_path": dg.MetadataValue.path(str(json_path)),
         "redis_changes": dg.MetadataValue.md("\n".join(f"- {c}" for c in changes) or "none"),
         "problems_skipped": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
         "symbol_mapping": dg.MetadataValue.md("\n".join(f"- {raw} -> {canonical}" for raw, canonical in symbol_mapping.items())
                                               or "every view spells its symbols as the broker does"),
     }
-    context.add_output_metadata(metadata)
     for d in found:
         (context.log.warning if d.severity == "critical" else context.log.info)(f"[{d.check}/{d.kind}] {d.view} {d.symbol}: {d.detail}")
     if critical:
@@ -138,5 +162,13 @@ def reconcile_portfolio(
                               details={k: v for k, v in counts.items()}), client)
         raise dg.Failure(description=f"{len(critical)} critical discrepancies between broker, database and Redis",
                          metadata={"discrepancies": len(found), "critical": len(critical), "report_path": str(json_path),
-                                   "summary": dg.MetadataValue.md(md_table(rows))})
-    return result
+                                   "summary": dg.MetadataValue.md(markdown_table(rows))})
+    return dg.MaterializeResult(asset_key=RECONCILIATION_REPORT, metadata=metadata)
+
+
+portfolio_reconciliation_job = PORTFOLIO_RECONCILIATION.asset_job(
+    "portfolio_reconciliation_job", selection=dg.AssetSelection.assets(RECONCILIATION_REPORT)
+)
+
+
+portfolio_reconciliation_schedule = PORTFOLIO_RECONCILIATION.schedule(portfolio_reconciliation_job)

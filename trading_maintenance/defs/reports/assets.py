@@ -10,26 +10,25 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from trading_maintenance.core.common.market_hours import is_trading_day
-from trading_maintenance.core.reports.build import TIMEZONE
 from trading_maintenance.core.reports.generate import FORMATS, build, limits_from, write
+from trading_maintenance.defs.task import OWNERS, MaintenanceTask, maintenance_timezone, partitions_start
 from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource
-from trading_maintenance.settings import get_settings
 
 SYSTEM_HEALTH = dg.AssetKey("system_health")
-DAILY_REPORT_HOUR = 18  # after the close: the trading day's report
 WEEKLY_REPORT_HOUR = 6  # Sunday morning: the week before
 
-
-def _tags(task: str) -> dict[str, str]:
-    return {"maintenance/task": task, "dagster/max_runtime": str(get_settings().tasks.task_timeout_minutes * 60)}
-
+MAINTENANCE_REPORT_DAILY = MaintenanceTask(
+    "maintenance_report_daily", "Write the trading day's maintenance report and send the daily summary.", in_run_all=False
+)
+MAINTENANCE_REPORT_WEEKLY = MaintenanceTask(
+    "maintenance_report_weekly", "Write the week's maintenance report.", in_run_all=False
+)
 
 daily_report_partitions = dg.DailyPartitionsDefinition(
-    start_date=get_settings().maintenance.scheduling.partitions_start_date, timezone=TIMEZONE, end_offset=1
+    start_date=partitions_start(), timezone=maintenance_timezone(), end_offset=1
 )
 weekly_report_partitions = dg.WeeklyPartitionsDefinition(
-    start_date=get_settings().maintenance.scheduling.partitions_start_date, timezone=TIMEZONE,
-    day_offset=0, hour_offset=WEEKLY_REPORT_HOUR,
+    start_date=partitions_start(), timezone=maintenance_timezone(), day_offset=0, hour_offset=WEEKLY_REPORT_HOUR,
 )
 
 
@@ -79,7 +78,8 @@ def _report_for_partition(context: dg.AssetExecutionContext, report_type: str, l
     group_name="reports",
     kinds={"html", "json", "csv"},
     deps=[SYSTEM_HEALTH],
-    owners=["team:trading-ops"],
+    owners=OWNERS,
+    pool=MAINTENANCE_REPORT_DAILY.pool,
     description="The trading day's maintenance report (HTML, JSON, CSV) from run storage and health history; "
                 "sends the daily summary by email and Slack.",
 )
@@ -102,48 +102,44 @@ def maintenance_report_daily(context: dg.AssetExecutionContext, settings: Mainte
     group_name="reports",
     kinds={"html", "json", "csv"},
     deps=[SYSTEM_HEALTH],
-    owners=["team:trading-ops"],
+    owners=OWNERS,
+    pool=MAINTENANCE_REPORT_WEEKLY.pool,
     description="The week's maintenance report: efficiency (bytes freed per maintenance minute), health trends, "
                 "a task effectiveness ranking, failures and recommendations.",
 )
 def maintenance_report_weekly(context: dg.AssetExecutionContext, settings: MaintenanceSettingsResource) -> dg.MaterializeResult:
     cfg = settings.get()
     window = context.partition_time_window
-    first = window.start.astimezone(ZoneInfo(TIMEZONE)).date()
-    last = (window.end.astimezone(ZoneInfo(TIMEZONE))).date()
+    zone = ZoneInfo(cfg.maintenance.scheduling.timezone)
+    first = window.start.astimezone(zone).date()
+    last = window.end.astimezone(zone).date()
     label = f"{first.isoformat()}_to_{date.fromordinal(last.toordinal() - 1).isoformat()}"
     report = _report_for_partition(context, "weekly", label, cfg)
     paths = _write_all(report, cfg)
     return dg.MaterializeResult(metadata=_metadata(report, paths))
 
 
-maintenance_report_daily_job = dg.define_asset_job(
-    "maintenance_report_daily_job", selection=[maintenance_report_daily], partitions_def=daily_report_partitions,
-    description="Write the trading day's maintenance report and send the daily summary.", tags=_tags("maintenance_report_daily"),
+maintenance_report_daily_job = MAINTENANCE_REPORT_DAILY.asset_job(
+    "maintenance_report_daily_job", selection=[maintenance_report_daily], partitions_def=daily_report_partitions
 )
-maintenance_report_weekly_job = dg.define_asset_job(
-    "maintenance_report_weekly_job", selection=[maintenance_report_weekly], partitions_def=weekly_report_partitions,
-    description="Write the week's maintenance report.", tags=_tags("maintenance_report_weekly"),
+maintenance_report_weekly_job = MAINTENANCE_REPORT_WEEKLY.asset_job(
+    "maintenance_report_weekly_job", selection=[maintenance_report_weekly], partitions_def=weekly_report_partitions
 )
 
 
-@dg.schedule(
-    job=maintenance_report_daily_job,
-    cron_schedule=f"0 {DAILY_REPORT_HOUR} * * 1-5",
-    execution_timezone=TIMEZONE,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="18:00 New York on NYSE trading days: the day's report and summary (holidays skipped).",
-)
-def maintenance_report_daily_schedule(context: dg.ScheduleEvaluationContext):
-    day = context.scheduled_execution_time.astimezone(ZoneInfo(TIMEZONE)).date()
+def _trading_day_report(context: dg.ScheduleEvaluationContext, settings: MaintenanceSettingsResource):
+    day = context.scheduled_execution_time.astimezone(ZoneInfo(settings.get().maintenance.scheduling.timezone)).date()
     if not is_trading_day(day):
         return dg.SkipReason(f"{day.isoformat()} is not an NYSE trading day: no daily report")
     return dg.RunRequest(run_key=day.isoformat(), partition_key=day.isoformat())
 
 
-maintenance_report_weekly_schedule = dg.build_schedule_from_partitioned_job(
-    maintenance_report_weekly_job,
-    name="maintenance_report_weekly_schedule",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Sunday 06:00 New York: the report of the week that just ended.",
-)
+def _last_week_report(context: dg.ScheduleEvaluationContext):
+    week = weekly_report_partitions.get_last_partition_key(current_time=context.scheduled_execution_time)
+    if week is None:
+        return dg.SkipReason("no complete week since the partitions start")
+    return dg.RunRequest(run_key=week, partition_key=week)
+
+
+maintenance_report_daily_schedule = MAINTENANCE_REPORT_DAILY.schedule(maintenance_report_daily_job, _trading_day_report)
+maintenance_report_weekly_schedule = MAINTENANCE_REPORT_WEEKLY.schedule(maintenance_report_weekly_job, _last_week_report)

@@ -1,4 +1,4 @@
-"""Security audit ops: thin shells over core/secrets_scan, permissions, exposure and sarif.
+"""Security audit: ops over core/security (secrets scan, permissions, exposure, SARIF), its job and schedule.
 
 Secret values never leave core/security's scanning modules: what flows between these ops (and into the IO
 manager's storage, run logs, metadata, reports and alerts) is masked values and fingerprints.
@@ -6,6 +6,7 @@ manager's storage, run logs, metadata, reports and alerts) is masked values and 
 
 import json
 import os
+import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -19,11 +20,29 @@ from trading_maintenance.core.common.masking import mask_text
 from trading_maintenance.settings import config_file_holds_secrets
 from trading_maintenance.core.security.sarif import sarif_report
 from trading_maintenance.core.security.rules import RULES
-from trading_maintenance.defs.common import atomic_write_text, md_table, publish_result
+from trading_maintenance.core.common.atomic import atomic_write_text
+from trading_maintenance.defs.common import markdown_table, publish_result
+from trading_maintenance.defs.platform import PLATFORM_CONFIGURATION, PLATFORM_LOGS
+from trading_maintenance.defs.task import OWNERS, MaintenanceTask
 from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
 
-TASK = "security_audit"
+SECURITY_AUDIT = MaintenanceTask(
+    "security_audit",
+    "Security audit: secrets in logs (masked, baselined, SARIF), owner-only permissions, API key age and acceptance, exposed services.",
+)
+TASK = SECURITY_AUDIT.name
 SECURITY_AUDIT_ASSET = dg.AssetKey("security_audit_report")
+
+security_audit_report = dg.AssetSpec(
+    SECURITY_AUDIT_ASSET,
+    deps=[PLATFORM_LOGS, PLATFORM_CONFIGURATION],
+    description="The weekly security audit's JSON and SARIF reports under reports/security/: secrets leaked into "
+    "logs, files readable beyond their owner, old or rejected API keys, services listening beyond loopback. "
+    "Plots show critical findings over time; a critical finding fails the run and alerts.",
+    group_name="security",
+    kinds={"python", "json"},
+    owners=OWNERS,
+)
 
 
 class SecretScanConfig(dg.Config):
@@ -46,7 +65,7 @@ class ReportConfig(dg.Config):
 # secrets in logs
 
 
-@dg.op(description="Scan logs (rotated and gzipped too) and other configured folders for secrets; optionally redact rotated logs.")
+@dg.op(pool=SECURITY_AUDIT.pool, description="Scan logs (rotated and gzipped too) and other configured folders for secrets; optionally redact rotated logs.")
 def scan_log_secrets(context: dg.OpExecutionContext, config: SecretScanConfig, settings: MaintenanceSettingsResource) -> dict:
     result = run_secret_scan(settings.get(), config.dry_run, config.redact, config.update_baseline, context.log)
     context.log.info(
@@ -87,7 +106,7 @@ def run_permissions_check(cfg, config: PermissionsConfig, files_with_secrets: li
     }
 
 
-@dg.op(description="Sensitive files (.env, config, backups, keys, files holding secrets) must be owner-only; optionally tighten them.")
+@dg.op(pool=SECURITY_AUDIT.pool, description="Sensitive files (.env, config, backups, keys, files holding secrets) must be owner-only; optionally tighten them.")
 def check_file_permissions(context: dg.OpExecutionContext, config: PermissionsConfig, settings: MaintenanceSettingsResource, secrets: dict) -> dict:
     result = run_permissions_check(settings.get(), config, secrets.get("files_with_secrets", []))
     for fix in result["fixes"]:
@@ -143,7 +162,7 @@ def run_key_checks(cfg, today: date | None = None) -> dict:
     return {"findings": [f.as_dict() for f in findings], "broker_checked": checked, "keys_configured": len(keys)}
 
 
-@dg.op(description="Age of each configured API key against its maximum; whether the broker still accepts the key (read-only).")
+@dg.op(pool=SECURITY_AUDIT.pool, description="Age of each configured API key against its maximum; whether the broker still accepts the key (read-only).")
 def check_api_keys(context: dg.OpExecutionContext, settings: MaintenanceSettingsResource) -> dict:
     result = run_key_checks(settings.get())
     for f in result["findings"]:
@@ -229,7 +248,7 @@ def assess_exposure(ports: dict[str, int], listeners: list, redis_cfg, redis_nop
     return findings
 
 
-@dg.op(description="Listening sockets of Redis, PostgreSQL and the Dagster webserver beyond loopback; Redis auth and protected mode; PostgreSQL TLS.")
+@dg.op(pool=SECURITY_AUDIT.pool, description="Listening sockets of Redis, PostgreSQL and the Dagster webserver beyond loopback; Redis auth and protected mode; PostgreSQL TLS.")
 def check_exposed_services(context: dg.OpExecutionContext, settings: MaintenanceSettingsResource, redis: RedisResource, trading_db: TradingDatabaseResource) -> dict:
     cfg = settings.get()
     listeners, listen_error = local_listeners()
@@ -347,7 +366,7 @@ def alerts_for(report: dict) -> list[Alert]:
     return out
 
 
-@dg.op(description="Write the JSON and SARIF 2.1.0 reports under reports/security/, record metadata, alert on critical findings, publish the result, fail on critical.")
+@dg.op(pool=SECURITY_AUDIT.pool, description="Write the JSON and SARIF 2.1.0 reports under reports/security/, record metadata, alert on critical findings, publish the result, fail on critical.")
 def write_security_report(
     context: dg.OpExecutionContext,
     config: ReportConfig,
@@ -406,9 +425,9 @@ def write_security_report(
         "alerts_sent": dg.MetadataValue.int(sum(1 for d in dispatched if d.sent)),
         "report_json": dg.MetadataValue.path(str(json_path)),
         "report_sarif": dg.MetadataValue.path(str(sarif_path)),
-        "secrets": dg.MetadataValue.md(md_table(secret_rows)),
-        "permissions": dg.MetadataValue.md(md_table(perm_rows)),
-        "keys_and_services": dg.MetadataValue.md(md_table(other_rows)),
+        "secrets": dg.MetadataValue.md(markdown_table(secret_rows)),
+        "permissions": dg.MetadataValue.md(markdown_table(perm_rows)),
+        "keys_and_services": dg.MetadataValue.md(markdown_table(other_rows)),
     }
     context.log_event(dg.AssetMaterialization(asset_key=SECURITY_AUDIT_ASSET, description=f"security audit: {report['status']}", metadata=metadata))
     if report["status"] == "failed":
@@ -417,3 +436,17 @@ def write_security_report(
             metadata={"critical_by_part": dg.MetadataValue.json(report["critical_by_part"]), "report_json": dg.MetadataValue.path(str(json_path))},
         )
     return summary
+
+
+@SECURITY_AUDIT.op_job("security_audit_job")
+def security_audit_job():
+    secrets = scan_log_secrets()
+    write_security_report(
+        secrets=secrets,
+        permissions=check_file_permissions(secrets),
+        keys=check_api_keys(),
+        exposure=check_exposed_services(),
+    )
+
+
+security_audit_schedule = SECURITY_AUDIT.schedule(security_audit_job)

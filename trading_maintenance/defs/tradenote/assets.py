@@ -3,12 +3,12 @@
 import io
 import json
 import zipfile
-from datetime import date, timezone
+from datetime import date, timedelta, timezone
+from zoneinfo import ZoneInfo
 from decimal import Decimal
 
 import dagster as dg
 import httpx
-import pandas as pd
 from sqlalchemy import func, select
 
 from trading_maintenance.core.trading import schema as ts
@@ -16,11 +16,19 @@ from trading_maintenance.core.tradenote import export as tn
 from trading_maintenance.core.trading.instruments import canonical_symbol, tradenote_type
 from trading_maintenance.core.common.market_hours import calendar
 from trading_maintenance.core.common.masking import mask_text, mask_url
-from trading_maintenance.defs.common import atomic_write_bytes, atomic_write_text, md_table, publish_result
+from trading_maintenance.core.common.atomic import atomic_write_bytes, atomic_write_text
+from trading_maintenance.defs.common import markdown_table, publish_result
 from trading_maintenance.defs.tradenote.partitions import journal_day_partitions
+from trading_maintenance.defs.platform import TRADING_FILLS
+from trading_maintenance.defs.task import OWNERS, MaintenanceTask
 from trading_maintenance.resources import MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
 
-TASK = "tradenote_export"
+TRADENOTE_EXPORT = MaintenanceTask(
+    "tradenote_export",
+    "TradeNote export of one calendar day (journal time zone): Template CSV, metrics, risk and package, "
+    "P&L checked against the database.",
+)
+TASK = TRADENOTE_EXPORT.name
 
 
 def export_paths(exports_dir, day: date) -> dict:
@@ -58,6 +66,8 @@ def day_fills(engine, day: date, tz_name: str) -> tuple[list[tn.Fill], dict[str,
 
 
 def next_session_fn(calendar_name: str):
+    import pandas as pd  # heavy: only runs that export need it
+
     cal = calendar(calendar_name)
 
     def next_session(day: date) -> date:
@@ -68,8 +78,13 @@ def next_session_fn(calendar_name: str):
 
 @dg.asset(
     partitions_def=journal_day_partitions,
+    deps=[TRADING_FILLS],
     group_name="tradenote",
     kinds={"csv", "postgres"},
+    owners=OWNERS,
+    pool=TRADENOTE_EXPORT.pool,
+    # exported every evening: two days without an export means the schedule or the daemon has stopped
+    freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(days=2)),
     description="TradeNote Template CSV of one calendar day's fills in the journal's time zone, weekends and holidays "
     "included (exports/tradenote/tradenote_YYYY-MM-DD.csv), "
     "with performance metrics and risk statistics JSON and a zip package of all three.",
@@ -132,7 +147,7 @@ def tradenote_export(
         "bytes": dg.MetadataValue.int(paths["csv"].stat().st_size),
         "carried_in_symbols": dg.MetadataValue.text(", ".join(sorted(opening)) or "none"),
         "upload": dg.MetadataValue.text(upload),
-        "preview": dg.MetadataValue.md(md_table(preview, ["T/D", "Side", "Symbol", "Qty", "Price", "Exec Time", "Comm", "Gross Proceeds", "Net Proceeds"])),
+        "preview": dg.MetadataValue.md(markdown_table(preview, ["T/D", "Side", "Symbol", "Qty", "Price", "Exec Time", "Comm", "Gross Proceeds", "Net Proceeds"])),
     }
     if result["status"] == "failed":
         raise dg.Failure(description=f"TradeNote upload failed: {upload}", metadata={"csv_path": str(paths["csv"]), "upload": upload})
@@ -155,7 +170,7 @@ def post_to_tradenote(url: str, api_key: str, csv_text: str, timeout: float = 30
     return "ok"
 
 
-@dg.asset_check(asset=tradenote_export, blocking=True,
+@dg.asset_check(asset=tradenote_export, blocking=True, pool=TRADENOTE_EXPORT.pool,
                 description="Parse the written CSV back, replay it the way TradeNote groups trades, and require its "
                 "closed-trade P&L to equal the database's realised P&L for the day to the cent, and every fill of the "
                 "day (weekends and holidays included) to be in it once with its quantity and instrument type.")
@@ -214,3 +229,34 @@ def check_export(path, fills, opening) -> dg.AssetCheckResult:
                   "closed_trades": csv_closed, "carried_in_symbols": ", ".join(sorted(carried)) or "none",
                   "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
     )
+
+
+tradenote_export_job = TRADENOTE_EXPORT.asset_job(
+    "tradenote_export_job", selection=dg.AssetSelection.assets(tradenote_export), partitions_def=journal_day_partitions
+)
+
+
+def unexported_fills(engine, exports_dir, day, zone: str) -> int:
+    """Fills of the day that its export file does not hold (they arrived after it was written)."""
+    fills, _ = day_fills(engine, day, zone)
+    path = export_paths(exports_dir, day)["csv"]
+    exported = tn.exported_trade_ids(path.read_text()) if path.exists() else set()
+    return sum(1 for fill in fills if fill.trade_id not in exported)
+
+
+def _days_due(context: dg.ScheduleEvaluationContext, settings: MaintenanceSettingsResource,
+                              trading_db: TradingDatabaseResource):
+    cfg = settings.get()
+    zone = cfg.trading.journal_timezone
+    day = context.scheduled_execution_time.astimezone(ZoneInfo(zone)).date()
+    requests = [dg.RunRequest(run_key=f"tradenote_export:{day.isoformat()}", partition_key=day.isoformat())]
+    previous = day - timedelta(days=1)
+    late = unexported_fills(trading_db.get_engine(), cfg.exports_dir, previous, zone)
+    if late:
+        context.log.info(f"{late} fills of {previous.isoformat()} are not in its export: exporting it again")
+        requests.insert(0, dg.RunRequest(run_key=f"tradenote_export:{previous.isoformat()}:{late}-late",
+                                         partition_key=previous.isoformat()))
+    return requests
+
+
+tradenote_export_schedule = TRADENOTE_EXPORT.schedule(tradenote_export_job, _days_due)

@@ -6,14 +6,13 @@ export cannot follow the exchange's trading days: a Sunday fill would be in no f
 
 import dagster as dg
 
-from trading_maintenance.settings import get_settings
+from trading_maintenance.defs.task import load_time_settings, partitions_start
 
 
 def _build() -> dg.DailyPartitionsDefinition:
-    settings = get_settings()
     return dg.DailyPartitionsDefinition(
-        start_date=settings.maintenance.scheduling.partitions_start_date,
-        timezone=settings.trading.journal_timezone,
+        start_date=partitions_start(),
+        timezone=load_time_settings().trading.journal_timezone,
         fmt="%Y-%m-%d",
         end_offset=1,  # today is a partition as soon as it starts (the export runs at 18:00)
     )
