@@ -193,6 +193,8 @@ def test_a_file_changed_in_place_with_the_same_size_and_mtime_is_never_deleted_a
         lambda m: m["sources"][0].update(name="../../BBB/1min/2024-03-01.parquet"),
         lambda m: m.update(calendar="XLON"),
         lambda m: m["days"].append({"ny_date": "not a date"}),
+        lambda m: m["days"][0].update(ny_date=m["days"][0]["ny_date"].replace("-0", "-", 1)),  # 2024-3-01: not ISO
+        lambda m: m["sources"][0].update(first_us=True),
         lambda m: m.update(version=1),
     ],
 )

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 from trading_maintenance.core.market_data.io import file_stat, write_json_atomic
@@ -33,6 +33,7 @@ from trading_maintenance.core.market_data.layout import DailyFile, manifest_path
 MANIFEST_VERSION = 2
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # a month of daily sources is a few KB
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 DAY_COUNTS = ("high_below_open_close", "low_above_open_close", "negative_volume", "non_positive_price", "outside_session", "bad_bars", "_in_session")
 
 
@@ -49,7 +50,7 @@ def load_manifest(archive: Path) -> dict | None:
 
 
 def _is_count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return type(value) is int and value >= 0  # a bool is no count
 
 
 def has_recorded_hash(entry) -> bool:
@@ -63,19 +64,22 @@ def _valid_source(entry, month: str) -> bool:
     day = parse_day_name(str(entry.get("name", "")))
     if day is None or day.isoformat()[:7] != month:
         return False
-    if not all(_is_count(entry.get(k)) for k in ("size", "mtime_ns", "rows", "outside_file_date")):
+    if not all(type(entry.get(k)) is int and entry[k] >= 0 for k in ("size", "mtime_ns", "rows", "outside_file_date")):
         return False
     first, last = entry.get("first_us"), entry.get("last_us")
     if entry["rows"] == 0:
         return first is None and last is None
-    return isinstance(first, int) and isinstance(last, int) and first <= last
+    return type(first) is int and type(last) is int and first <= last
 
 
 def _valid_day(row) -> bool:
-    if not isinstance(row, dict) or not all(_is_count(row.get(k)) for k in DAY_COUNTS):
+    if type(row) is not dict or not all(type(row.get(k)) is int and row[k] >= 0 for k in DAY_COUNTS):
+        return False
+    ny_date = row.get("ny_date")
+    if type(ny_date) is not str or not _ISO_DATE.match(ny_date):
         return False
     try:
-        datetime.strptime(str(row.get("ny_date")), "%Y-%m-%d")
+        date.fromisoformat(ny_date)
     except ValueError:
         return False
     return True
