@@ -14,6 +14,11 @@ from sqlalchemy.exc import ArgumentError
 
 from trading_maintenance.core.trading import schema as trading_schema
 from trading_maintenance.core.common.masking import mask_text, mask_url
+from trading_maintenance.core.database.session_options import (  # noqa: F401 - re-exported
+    DEFAULT_LOCK_TIMEOUT_MS,
+    DEFAULT_STATEMENT_TIMEOUT_MS,
+    postgres_session_options,
+)
 from trading_maintenance.resources.store_errors import DatabaseUnavailable, DatabaseUrlInvalid
 
 _engines: dict[tuple, Engine] = {}
@@ -51,16 +56,6 @@ def explain_unreachable(engine: Engine, url: str) -> None:
             raise DatabaseUnavailable(
                 f"database at {where} (database.url / DATABASE_URL) is unreachable: {reason[:500]}", original
             ) from None
-
-
-DEFAULT_LOCK_TIMEOUT_MS = 5000
-DEFAULT_STATEMENT_TIMEOUT_MS = 300000
-
-
-def postgres_session_options(lock_timeout_ms: int, statement_timeout_ms: int) -> str:
-    """libpq `options`: every statement of every session waits for a lock and runs at most this long,
-    so a lock held elsewhere can never hang a task."""
-    return f"-c lock_timeout={int(lock_timeout_ms)} -c statement_timeout={int(statement_timeout_ms)}"
 
 
 def database_engine(url: str, data_dir: str | Path, pool_size: int = 5, lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS,

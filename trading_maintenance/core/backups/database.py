@@ -194,6 +194,14 @@ def target_row_counts(engine: Engine, schema: str = SCHEMA) -> dict[str, int]:
         }
 
 
+def schema_table_bytes(engine: Engine, schema: str = SCHEMA) -> int:
+    """On-disk size of the schema's tables without indexes: a dump of them is no larger."""
+    with engine.connect() as conn:
+        return int(conn.execute(text(
+            "SELECT coalesce(sum(pg_table_size(c.oid)), 0) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = :schema AND c.relkind IN ('r', 'p')"), {"schema": schema}).scalar())
+
+
 def validate_sqlite_snapshot(path: str | Path) -> None:
     """A SQLite file from a backup holds only intact tables and indexes with plain names and known
     column types: no views or triggers, which would run later inside the platform's own writes."""

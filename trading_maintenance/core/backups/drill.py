@@ -14,10 +14,15 @@ from trading_maintenance.core.backups.archive import ArchiveError
 from trading_maintenance.core.backups.archive_reader import sha256_file, verify_archive
 from trading_maintenance.core.backups.repository import Repository
 from trading_maintenance.core.backups.snapshots import stage_snapshot
-from trading_maintenance.core.backups.temporaries import owned_temp_dir, remove_dead_temporaries
+from trading_maintenance.core.backups.temporaries import owned_temp_dir, remove_dead_temporaries, remove_legacy_stage_dirs
 from trading_maintenance.core.backups.redis_records import compare_ttls, restore_redis, snapshot_stats
 from trading_maintenance.core.backups.restore import member_type
 from trading_maintenance.core.backups.restore_parts import RestoreRefused
+from trading_maintenance.core.database.session_options import (
+    DEFAULT_LOCK_TIMEOUT_MS,
+    DEFAULT_STATEMENT_TIMEOUT_MS,
+    postgres_session_options,
+)
 
 
 DRILL_PREFIX = "restore-drill-"
@@ -62,12 +67,15 @@ def run_drill(
     scratch_redis=None,
     pg_admin_url: str | None = None,
     repository: Repository | None = None,
+    lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS,
+    statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS,
 ) -> DrillReport:
     """Restore everything into scratch targets and compare with what the manifest recorded; with
     `repository`, archive_path is the id of the snapshot to restore."""
     started = time.monotonic()
     report = DrillReport("", str(archive_path))
     remove_dead_temporaries(work_root, (DRILL_PREFIX,))
+    remove_legacy_stage_dirs(work_root)
     with owned_temp_dir(work_root, DRILL_PREFIX) as stage:
         try:
             if repository is None:
@@ -120,7 +128,7 @@ def run_drill(
         db_manifest = manifest.get("database") or {}
         if db_manifest:
             try:
-                got = _drill_database(verified, db_manifest, pg_admin_url, stage)
+                got = _drill_database(verified, db_manifest, pg_admin_url, stage, lock_timeout_ms, statement_timeout_ms)
                 expected = db_manifest.get("tables", {})
                 diffs = [t for t in expected if got.get(t) != expected[t]]
                 rows = sum(s["rows"] for s in got.values())
@@ -138,7 +146,9 @@ def run_drill(
         return report
 
 
-def _drill_database(verified, db_manifest: dict, pg_admin_url: str | None, stage: Path) -> dict:
+def _drill_database(verified, db_manifest: dict, pg_admin_url: str | None, stage: Path,
+                    lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS,
+                    statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS) -> dict:
     method = db_manifest.get("method")
     if method == "sqlite_backup_api":
         target = stage / "drill-trading.db"
@@ -152,15 +162,19 @@ def _drill_database(verified, db_manifest: dict, pg_admin_url: str | None, stage
     from sqlalchemy.engine import make_url
 
     name = f"tm_restore_drill_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    # The scratch database is the drill's own, but CREATE/DROP DATABASE and the restore still wait on
+    # server-wide locks: bounded like every other session, so a drill never hangs.
+    bounded = {"connect_timeout": 5, "options": postgres_session_options(lock_timeout_ms, statement_timeout_ms)}
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT", connect_args=bounded)
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         url = make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
-        engine = create_engine(url)
+        engine = create_engine(url, connect_args=bounded)
         try:
             if method == "pg_dump":
-                postgres_dump.restore_pg_dump(url, verified.staged["database/trading.pgdump"], schema_exists=False)
+                postgres_dump.restore_pg_dump(url, verified.staged["database/trading.pgdump"], schema_exists=False,
+                                              lock_timeout_ms=lock_timeout_ms)
             else:
                 database_logical.restore_logical(engine, verified.staged["database/logical/schema.json"].parent)
             with engine.connect() as conn:

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from sqlalchemy import Engine, inspect, text
@@ -16,11 +17,13 @@ from sqlalchemy.engine import make_url
 
 from trading_maintenance.core.backups.database import DatabaseBackupError, SCHEMA, UntrustedDumpError, server_version, table_stats
 from trading_maintenance.core.backups.database_logical import pg_logical_export
+from trading_maintenance.core.database.session_options import DEFAULT_LOCK_TIMEOUT_MS, postgres_session_options
 
 
 # pg_dump resets lock_timeout to 0 on its session (PGOPTIONS cannot bound it): a table locked
 # elsewhere fails the dump after this wait instead of hanging the backup.
 PG_DUMP_LOCK_WAIT_MS = 5000
+LOCK_WATCH_INTERVAL_S = 0.2
 # pg_restore table-of-contents entry types a dump of schema `trading` may hold; anything else
 # (functions, triggers, extensions, other schemas) is refused before pg_restore runs.
 PG_TOC_TYPES = ("SEQUENCE OWNED BY", "SEQUENCE SET", "FK CONSTRAINT", "TABLE DATA", "CONSTRAINT", "SEQUENCE", "DEFAULT",
@@ -105,11 +108,7 @@ def libpq_args(url: str) -> tuple[list[str], dict[str, str]]:
 def _run(cmd: list[str], env: dict, what: str, secrets: list[str]) -> None:
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if result.returncode != 0:
-        message = (result.stderr or result.stdout or "").strip()[-2000:]
-        for secret in secrets:
-            if secret:
-                message = message.replace(secret, "***")
-        raise DatabaseBackupError(f"{what} failed (exit {result.returncode}): {message}")
+        _raise_failed(what, result.returncode, result.stderr or result.stdout, secrets)
 
 
 def backup_postgres(engine: Engine, url: str, work_dir: str | Path, method: str = "auto", schema: str = SCHEMA) -> dict:
@@ -185,8 +184,10 @@ def check_pg_restore_can_read(dump_version: str) -> str:
     return version
 
 
-def restore_pg_dump(url: str, dump_path: str | Path, schema: str = SCHEMA, schema_exists: bool = True) -> None:
-    """pg_restore in one transaction (a failure leaves the target as it was)."""
+def restore_pg_dump(url: str, dump_path: str | Path, schema: str = SCHEMA, schema_exists: bool = True,
+                    lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS) -> None:
+    """pg_restore in one transaction (a failure leaves the target as it was); a table locked elsewhere
+    fails it after lock_timeout_ms instead of hanging the restore."""
     pg_dump_toc(dump_path, schema)
     binary = pg_tool("pg_restore")
     args, env = libpq_args(url)
@@ -194,4 +195,58 @@ def restore_pg_dump(url: str, dump_path: str | Path, schema: str = SCHEMA, schem
     cmd = [binary, *args, "-d", parsed.database, "--no-owner", "--no-privileges", "--single-transaction"]
     if schema_exists:
         cmd += ["--clean", "--if-exists"]
-    _run([*cmd, str(dump_path)], env, "pg_restore", [str(parsed.password or "")])
+    _run_lock_bounded([*cmd, str(dump_path)], env, "pg_restore", [str(parsed.password or "")], url, lock_timeout_ms)
+
+
+def _run_lock_bounded(cmd: list[str], env: dict, what: str, secrets: list[str], url: str, lock_timeout_ms: int) -> None:
+    """Run a libpq tool whose own script resets lock_timeout to 0 (pg_restore writes `SET lock_timeout = 0`
+    before anything else, so PGOPTIONS cannot bound it): a watcher session cancels its statement once it
+    has waited for one lock longer than lock_timeout_ms."""
+    import uuid
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    application = f"trading-maintenance-{what}-{uuid.uuid4().hex[:12]}"
+    env = {**env, "PGAPPNAME": application}
+    watcher = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT",
+                            connect_args={"connect_timeout": 5, "options": postgres_session_options(lock_timeout_ms)})
+    waiting_since: dict[tuple, float] = {}
+    cancelled = False
+    holders: list[int] = []
+    try:
+        with watcher.connect() as conn:
+            process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            while process.poll() is None:
+                rows = conn.execute(text(
+                    "SELECT pid, query_start, wait_event_type = 'Lock', pg_blocking_pids(pid) FROM pg_stat_activity "
+                    "WHERE application_name = :application"), {"application": application}).all()
+                now = time.monotonic()
+                for pid, query_start, on_lock, blockers in rows:
+                    if not on_lock:
+                        waiting_since.pop((pid, query_start), None)
+                        continue
+                    since = waiting_since.setdefault((pid, query_start), now)
+                    if (now - since) * 1000 >= lock_timeout_ms and not cancelled:
+                        conn.execute(text("SELECT pg_cancel_backend(:pid)"), {"pid": pid})
+                        cancelled, holders = True, list(blockers or [])
+                try:
+                    process.wait(timeout=LOCK_WATCH_INTERVAL_S)
+                except subprocess.TimeoutExpired:
+                    pass
+            out, err = process.communicate()
+    finally:
+        watcher.dispose()
+    if process.returncode != 0:
+        if cancelled:
+            raise DatabaseBackupError(f"{what} waited more than {lock_timeout_ms} ms for a lock held by another session "
+                                      f"(pids {holders}): cancelled; nothing was changed (one transaction)")
+        _raise_failed(what, process.returncode, err or out, secrets)
+
+
+def _raise_failed(what: str, returncode: int, output: str, secrets: list[str]) -> None:
+    message = (output or "").strip()[-2000:]
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "***")
+    raise DatabaseBackupError(f"{what} failed (exit {returncode}): {message}")

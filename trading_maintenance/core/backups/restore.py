@@ -21,7 +21,7 @@ from trading_maintenance.core.backups.archive import MIN_FREE_BYTES, ArchiveErro
 from trading_maintenance.core.backups.archive_reader import verify_archive
 from trading_maintenance.core.backups.repository import Repository
 from trading_maintenance.core.backups.snapshots import stage_snapshot
-from trading_maintenance.core.backups.temporaries import owned_temp_dir, remove_dead_temporaries
+from trading_maintenance.core.backups.temporaries import owned_temp_dir, remove_dead_temporaries, remove_legacy_stage_dirs
 from trading_maintenance.core.backups.restore_parts import ConfigPart, DatabasePart, RedisPart, RestorePart, RestoreRefused, TradingDataPart
 
 
@@ -136,6 +136,7 @@ def restore_backup(
         raise ArchiveError(f"{Path(archive_path).name} is the temporary file of an unfinished backup, not a backup")
     folders = tuple(data_folders) if "trading_data" in types else None
     remove_dead_temporaries(stage_root, (STAGE_PREFIX,))
+    remove_legacy_stage_dirs(stage_root)
     with owned_temp_dir(stage_root, STAGE_PREFIX) as stage:
         want = lambda name: member_type(name, folders) in types  # noqa: E731
         accept = lambda name: member_type(name, folders)  # noqa: E731
@@ -166,12 +167,13 @@ def restore_backup(
             elif name == "database":
                 parts.append(DatabasePart(verified, engine, db_url, data_dir))
             else:
-                parts.append(TradingDataPart(verified, data_dir, min_free_bytes))
+                parts.append(TradingDataPart(verified, data_dir))
         for part in parts:
             report.plan[part.name] = part.plan
         conflicts = [c for c in (part.conflict(force) for part in parts) if c]
         if conflicts:
             raise RestoreRefused("restore refused, nothing was changed:\n  " + "\n  ".join(conflicts) + "\nre-run with --force to overwrite")
+        check_free_space(parts, stage_root, min_free_bytes)
         if dry_run:
             report.state = {part.name: "unchanged (dry run)" for part in parts}
             return report
@@ -181,6 +183,35 @@ def restore_backup(
             if isinstance(part, RedisPart) and getattr(part, "ttl_problems", None):
                 report.problems += [f"redis: {p}" for p in part.ttl_problems]
         return report
+
+
+def check_free_space(parts: list[RestorePart], stage_root: Path, min_free_bytes: int) -> None:
+    """Every disk the restore writes to (safety copies under stage_root, restored files under their
+    targets) must hold what goes there plus min_free_bytes; refused before anything changes."""
+    needs: dict[int, dict] = {}
+    for part in parts:
+        if not part.changes:
+            continue
+        writes = [(stage_root, part.safety_bytes(), f"{part.name} safety copy")]
+        writes += [(folder, size, f"{part.name} files") for folder, size in part.target_bytes().items()]
+        for folder, size, what in writes:
+            if size <= 0:
+                continue
+            disk = needs.setdefault(_existing(folder).stat().st_dev, {"folder": folder, "bytes": 0, "what": []})
+            disk["bytes"] += size
+            disk["what"].append(f"{what} {size}")
+    for disk in needs.values():
+        free = shutil.disk_usage(_existing(disk["folder"])).free
+        if disk["bytes"] + min_free_bytes > free:
+            raise RestoreRefused(f"restoring needs {disk['bytes']} bytes ({', '.join(disk['what'])}) plus {min_free_bytes} "
+                                 f"kept free on the disk of {disk['folder']}, only {free} are free: refused, nothing was changed")
+
+
+def _existing(folder: Path) -> Path:
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
 
 
 def _apply_all(parts: list[RestorePart], report: RestoreReport, stage_root: Path) -> None:

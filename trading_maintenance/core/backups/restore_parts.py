@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shutil
 from pathlib import Path
 
 from trading_maintenance.core.backups import database as bdb
@@ -37,6 +36,14 @@ class RestorePart:
 
     def save(self, safety: Path) -> None:
         pass
+
+    def safety_bytes(self) -> int:
+        """About how much save() writes into the safety folder."""
+        return 0
+
+    def target_bytes(self) -> dict[Path, int]:
+        """Bytes apply() writes, by the folder it writes them to (counted against that folder's disk)."""
+        return {}
 
     def apply(self) -> dict:
         return {}
@@ -130,6 +137,10 @@ class RedisPart(RestorePart):
             return f"redis: {self.plan['replace']} keys already exist in the target (e.g. {self.plan['existing_sample'][:3]})"
         return None
 
+    def safety_bytes(self) -> int:
+        # The keys it replaces hold about what the backup brings for them: the export's size bounds it.
+        return self.staged.stat().st_size if self.changes else 0
+
     def save(self, safety: Path) -> None:
         """DUMP and TTL of every key the restore will write, or a note that it did not exist."""
         self.safety = safety / "redis-before.jsonl"
@@ -215,6 +226,14 @@ class DatabasePart(RestorePart):
             return f"database: target is not empty ({self.non_empty}); use --force to replace it"
         return None
 
+    def safety_bytes(self) -> int:
+        if not self.changes:
+            return 0
+        if self.engine.dialect.name == "postgresql":
+            return bdb.schema_table_bytes(self.engine)
+        source = _sqlite_target(self.db_url, self.data_dir)
+        return sum(p.stat().st_size for p in (source, source.with_name(source.name + "-wal")) if p.exists())
+
     def save(self, safety: Path) -> None:
         folder = safety / "database"
         folder.mkdir()
@@ -274,7 +293,7 @@ class DatabasePart(RestorePart):
 class TradingDataPart(RestorePart):
     name = "trading_data"
 
-    def __init__(self, verified, data_dir: Path | None, min_free_bytes: int):
+    def __init__(self, verified, data_dir: Path | None):
         self.plan = {"action": "none", "reason": "no trading data in this backup"}
         self.targets: dict[str, Path] = {}
         self.replaced: list[str] = []
@@ -300,11 +319,7 @@ class TradingDataPart(RestorePart):
                 files["create"] += 1
             files["bytes"] += entry["size"]
             self.targets[entry["name"]] = target
-        need = files["bytes"] + sum(self.targets[m].stat().st_size for m in self.replaced) + min_free_bytes
-        free = shutil.disk_usage(self.root).free
-        if need > free:
-            raise RestoreRefused(f"trading_data: restoring needs {need} bytes (files, safety copies and {min_free_bytes} "
-                                 f"kept free) in {self.root}, only {free} are free")
+        self.write_bytes = files["bytes"]
         self.plan = {"action": "write" if self.targets else "unchanged", "target": str(self.root), **files}
         self.changes = bool(self.targets)
 
@@ -313,6 +328,12 @@ class TradingDataPart(RestorePart):
             return None
         more = f"\n  trading_data: {len(self.conflicts)} files in all differ from the backup" if len(self.conflicts) > 5 else ""
         return "\n  ".join(self.conflicts[:5]) + more
+
+    def safety_bytes(self) -> int:
+        return sum(self.targets[m].stat().st_size for m in self.replaced)
+
+    def target_bytes(self) -> dict[Path, int]:
+        return {self.root: self.write_bytes} if self.targets else {}
 
     def save(self, safety: Path) -> None:
         self.safety = safety / "trading_data"

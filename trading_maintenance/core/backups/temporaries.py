@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from trading_maintenance.core.backups.archive import PARTIAL_PREFIX
+
+# Staging folders of earlier versions (tempfile.mkdtemp(prefix="restore-") or "drill-"), held no lock:
+# they hold only copies of backup members, and one untouched for longer than any run may last
+# belongs to a process that is gone.
+LEGACY_STAGE_NAME = re.compile(r"^(restore|drill)-[a-z0-9_]{8}$")
+LEGACY_STALE_SECONDS = 6 * 3600
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -106,3 +114,40 @@ def remove_dead_temporaries(folder: str | Path, prefixes: tuple[str, ...] = (PAR
         finally:
             os.close(fd)
     return removed
+
+
+def remove_legacy_stage_dirs(folder: str | Path, stale_seconds: float = LEGACY_STALE_SECONDS) -> list[str]:
+    """Staging folders left by earlier versions: no live writer holds their lock and nothing in them
+    changed for stale_seconds. Safety copies (restore-safety-*) never match: they may be all that is left."""
+    removed: list[str] = []
+    root = Path(folder)
+    if not root.is_dir():
+        return removed
+    cutoff = time.time() - stale_seconds
+    for entry in os.scandir(root):
+        if not LEGACY_STAGE_NAME.match(entry.name) or not entry.is_dir(follow_symlinks=False):
+            continue
+        path = Path(entry.path)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        try:
+            if not lock_held_path(fd, path) or _newest_mtime(path) > cutoff:
+                continue
+            shutil.rmtree(path)
+            removed.append(str(path))
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _newest_mtime(path: Path) -> float:
+    newest = path.lstat().st_mtime
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            try:
+                newest = max(newest, os.lstat(os.path.join(dirpath, name)).st_mtime)
+            except FileNotFoundError:
+                pass
+    return newest
