@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 from trading_maintenance.core.backups.archive import BackupRef, parse_archive_name
+from trading_maintenance.core.backups.remote_repository import RemoteRepository
+from trading_maintenance.core.backups.repository import Repository
+
+BACKUP_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 
 
 class ObjectStoreResource(dg.ConfigurableResource):
@@ -55,11 +61,16 @@ class ObjectStoreResource(dg.ConfigurableResource):
         size = self.multipart_threshold_mb * 1024 * 1024
         return TransferConfig(multipart_threshold=size, multipart_chunksize=max(size, 8 * 1024 * 1024))
 
-    def upload(self, path: str | Path, sha256: str) -> dict:
+    def upload(self, path: str | Path, sha256: str, backup_id: str = "", created_at: datetime | None = None) -> dict:
+        """The archive, with its SHA-256 and (from its verified manifest) its backup id and creation time
+        as metadata: listings order by those, not by a name that may have been changed."""
         path = Path(path)
         key = self.key_for(path.name)
+        metadata = {"sha256": sha256}
+        if backup_id and created_at is not None:
+            metadata.update({"backup-id": backup_id, "created-at": created_at.astimezone(timezone.utc).isoformat()})
         self.client().upload_file(
-            str(path), self.bucket, key, ExtraArgs={"Metadata": {"sha256": sha256}}, Config=self._transfer_config()
+            str(path), self.bucket, key, ExtraArgs={"Metadata": metadata}, Config=self._transfer_config()
         )
         return {"bucket": self.bucket, "key": key, "url": f"s3://{self.bucket}/{key}"}
 
@@ -86,8 +97,11 @@ class ObjectStoreResource(dg.ConfigurableResource):
         return problems
 
     def list_backups(self) -> list[BackupRef]:
+        """Archives oldest first by the backup id and creation time their manifest recorded at upload
+        (kept as object metadata); an archive uploaded without them is placed by its name."""
         refs = []
-        paginator = self.client().get_paginator("list_objects_v2")
+        client = self.client()
+        paginator = client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
             for obj in page.get("Contents", []):
                 name = obj["Key"][len(self.prefix):]
@@ -95,8 +109,20 @@ class ObjectStoreResource(dg.ConfigurableResource):
                 if parsed is None or "/" in name:
                     continue
                 backup_id, created, fmt, enc = parsed
+                metadata = client.head_object(Bucket=self.bucket, Key=obj["Key"]).get("Metadata", {})
+                try:
+                    created = datetime.fromisoformat(metadata["created-at"])
+                    backup_id = metadata["backup-id"] if BACKUP_ID.match(metadata["backup-id"]) else backup_id
+                except (KeyError, ValueError):
+                    pass
+                if created.tzinfo is None:
+                    created = created.replace(tzinfo=timezone.utc)
                 refs.append(BackupRef(backup_id, name, created, obj["Size"], f"s3://{self.bucket}/{obj['Key']}", enc, fmt))
         return sorted(refs, key=lambda r: (r.created_at, r.backup_id))
+
+    def repository(self, repo: Repository) -> RemoteRepository:
+        """The remote copy of the local backup repository, under <prefix>repository/."""
+        return RemoteRepository(self.client(), self.bucket, f"{self.prefix}repository/", repo)
 
     def download(self, name: str, dest: str | Path) -> Path:
         """Download to a temporary name beside dest, then rename (a partial download never looks valid)."""

@@ -194,12 +194,15 @@ class Repository:
                 found.update(e.name for e in os.scandir(sub.path) if _is_hex_id(e.name) and e.name.startswith(sub.name))
         return found
 
-    def publish_pack(self, temp: Path, pack_id: str) -> None:
-        """A finished pack (already fsynced under its temporary name) given its content address."""
+    def publish_pack(self, temp: Path, pack_id: str, sync_folder: bool = True) -> Path:
+        """A finished pack (already fsynced under its temporary name) given its content address; returns
+        its folder, which a caller publishing many packs fsyncs once (sync_folder=False) before indexing them."""
         final = self.pack_path(pack_id)
         final.parent.mkdir(exist_ok=True, mode=0o700)
         os.replace(temp, final)
-        fsync_dir(final.parent)
+        if sync_folder:
+            fsync_dir(final.parent)
+        return final.parent
 
     def read_pack_header(self, pack_id: str) -> list[tuple[str, BlobRef]]:
         path = self.pack_path(pack_id)
@@ -245,7 +248,10 @@ class Repository:
         return sorted(e.name for e in os.scandir(folder) if _is_hex_id(e.name)) if folder.is_dir() else []
 
     def read_index_file(self, name: str) -> dict[str, list[list]]:
-        sealed = _read_bounded(self.root / "index" / name, MAX_METADATA_BYTES)
+        return self.open_index(name, _read_bounded(self.root / "index" / name, MAX_METADATA_BYTES))
+
+    def open_index(self, name: str, sealed: bytes) -> dict[str, list[list]]:
+        """An index file's pack map, from its stored bytes (here or a remote copy's), checked against its name."""
         if not hmac.compare_digest(hashlib.sha256(sealed).hexdigest(), name):
             raise RepositoryError(f"index {name[:16]} does not match its name: altered or corrupt")
         document = _json(self.keys.open(sealed, b"index", f"index {name[:16]}"), f"index {name[:16]}")
@@ -272,11 +278,15 @@ class Repository:
     def write_index(self, packs: dict[str, list[tuple[str, BlobRef]]]) -> str | None:
         if not packs:
             return None
-        document = {"packs": {p: [[cid, r.offset, r.length, r.raw_length] for cid, r in entries] for p, entries in packs.items()}}
-        sealed = self.keys.seal(json.dumps(document, separators=(",", ":")).encode(), b"index")
-        name = hashlib.sha256(sealed).hexdigest()
+        name, sealed = self.seal_index({p: [[cid, r.offset, r.length, r.raw_length] for cid, r in entries]
+                                        for p, entries in packs.items()})
         _write_file(self.root / "index" / name, sealed)
         return name
+
+    def seal_index(self, packs: dict[str, list[list]]) -> tuple[str, bytes]:
+        """(name, stored bytes) of an index file listing `packs` (pack id -> [[chunk id, offset, length, raw length]])."""
+        sealed = self.keys.seal(json.dumps({"packs": packs}, separators=(",", ":")).encode(), b"index")
+        return hashlib.sha256(sealed).hexdigest(), sealed
 
     # ----------------------------------------------------------------- snapshots
 
@@ -291,7 +301,10 @@ class Repository:
         return name
 
     def read_snapshot(self, name: str) -> dict:
-        sealed = _read_bounded(self.root / "snapshots" / name, MAX_METADATA_BYTES)
+        return self.open_snapshot(name, _read_bounded(self.root / "snapshots" / name, MAX_METADATA_BYTES))
+
+    def open_snapshot(self, name: str, sealed: bytes) -> dict:
+        """A snapshot's manifest, from its stored bytes (here or a remote copy's), checked against its name."""
         if not hmac.compare_digest(hashlib.sha256(sealed).hexdigest(), name):
             raise RepositoryError(f"snapshot {name[:16]} does not match its name: altered or corrupt")
         manifest = _json(self.keys.open(sealed, b"snapshot", f"snapshot {name[:16]}"), f"snapshot {name[:16]}")
