@@ -26,6 +26,7 @@ from fastcdc import fastcdc
 from trading_maintenance.core.backups.archive import MANIFEST_VERSION, new_backup_id
 from trading_maintenance.core.backups.archive_reader import check_member_name
 from trading_maintenance.core.backups.archive_writer import ArchiveResult, MemberInfo
+from trading_maintenance.core.backups.temporaries import fsync_dir
 from trading_maintenance.core.backups.repository import (
     CHUNK_AVG,
     CHUNK_MAX,
@@ -48,17 +49,21 @@ class SnapshotWriter:
     """
 
     def __init__(self, repo: Repository, work_dir: Path, parent: dict | None = None, backup_id: str | None = None,
-                 now: datetime | None = None, threads: int | None = None):
+                 now: datetime | None = None, threads: int | None = None, known: dict[str, BlobRef] | None = None,
+                 taken: set[str] | None = None):
+        """`known` (the loaded index) and `taken` (backup ids in use) spare reading them again when the
+        caller has them already."""
         self.repo = repo
         self.work_dir = work_dir
-        self.known, _ = repo.load_index()
+        self.known = known if known is not None else repo.load_index()[0]
         self.parent = {m["name"]: m for m in (parent or {}).get("members", []) if isinstance(m, dict) and "stat" in m}
-        taken = set()
-        for name in repo.snapshot_ids():
-            try:
-                taken.add(repo.read_snapshot(name).get("backup_id"))
-            except Exception:  # noqa: BLE001 - an unreadable snapshot only cannot reserve its id
-                pass
+        if taken is None:
+            taken = set()
+            for name in repo.snapshot_ids():
+                try:
+                    taken.add(repo.read_snapshot(name).get("backup_id"))
+                except Exception:  # noqa: BLE001 - an unreadable snapshot only cannot reserve its id
+                    pass
         base = backup_id or new_backup_id(now)
         self.backup_id = next(c for c in (base if i == 0 else f"{base}-{i}" for i in range(10000)) if c not in taken)
         self.members: list[dict] = []
@@ -72,6 +77,10 @@ class SnapshotWriter:
         self._window = 4 * (threads or max(2, os.cpu_count() or 2))
         self._pending: deque = deque()
         self._pack = None
+        # Packs are fsynced and renamed by one thread of their own, so the disk's wait overlaps the
+        # chunking and compression of what follows; their folders are fsynced once, before the index.
+        self._publisher = ThreadPoolExecutor(max_workers=1)
+        self._published: list = []
         self._started = time.monotonic()
 
     # ----------------------------------------------------------------- chunks and packs
@@ -118,14 +127,17 @@ class SnapshotWriter:
         tail = header + struct.pack(">I", len(header))
         pack["file"].write(tail)
         pack["hash"].update(tail)
-        pack["file"].flush()
-        os.fsync(pack["file"].fileno())
-        pack["file"].close()
         pack_id = pack["hash"].hexdigest()
-        self.repo.publish_pack(pack["path"], pack_id)
+        self._published.append(self._publisher.submit(self._publish, pack["file"], pack["path"], pack_id))
         refs = [(cid, BlobRef(pack_id, off, length, raw)) for cid, off, length, raw in pack["entries"]]
         self.new_packs[pack_id] = refs
         self.written_here.update(refs)
+
+    def _publish(self, handle, temp: Path, pack_id: str) -> Path:
+        handle.flush()
+        os.fsync(handle.fileno())
+        handle.close()
+        return self.repo.publish_pack(temp, pack_id, sync_folder=False)
 
     # ----------------------------------------------------------------- files
 
@@ -194,6 +206,10 @@ class SnapshotWriter:
         if self._pack is not None:
             self._close_pack()
         self._pool.shutdown()
+        folders = {future.result() for future in self._published}
+        self._publisher.shutdown()
+        for folder in sorted(folders):
+            fsync_dir(folder)
         for entry in self.members:
             entry["chunks"] = [c[0] if isinstance(c, list) else c for c in entry["chunks"]]
         self.repo.write_index(self.new_packs)
@@ -214,6 +230,7 @@ class SnapshotWriter:
 
     def abort(self) -> None:
         self._pool.shutdown(cancel_futures=True)
+        self._publisher.shutdown()
         if self._pack is not None:
             self._pack["file"].close()
             Path(self._pack["path"]).unlink(missing_ok=True)

@@ -159,11 +159,12 @@ class RepairReport:
                    f"damaged and the next backup stores those chunks again" for p in self.dropped_index_entries])
 
 
-def repair(repo: Repository, dry_run: bool = False) -> RepairReport:
+def repair(repo: Repository, dry_run: bool = False,
+           loaded: tuple[dict[str, BlobRef], dict[str, list[str]]] | None = None) -> RepairReport:
     """Packs no index lists and index entries whose pack is missing, found and made consistent.
-    The caller holds the exclusive lock."""
+    `loaded` is the index as load_index() just returned it. The caller holds the exclusive lock."""
     report = RepairReport()
-    index, files = repo.load_index()
+    _, files = loaded or repo.load_index()
     on_disk = repo.pack_ids()
     indexed = {pack for packs in files.values() for pack in packs}
     recovered: dict[str, list[tuple[str, BlobRef]]] = {}
