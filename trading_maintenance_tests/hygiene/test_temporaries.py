@@ -101,3 +101,15 @@ def test_failed_write_leaves_no_temporary_and_the_old_file_intact(tmp_path):
     except Boom:
         pass
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["state.json"]
+
+
+def test_every_temporary_name_this_project_writes_is_recognised_by_hygiene(tmp_path):
+    names = [
+        temporary_name_for(tmp_path / "report.md").name,  # atomic writes, gzip, database purge archives
+        ".backup-20261001T020000Z-ab12.tar.zst.enc.partial",  # backup archive in progress
+        ".backup-work-1234/redis.rdb",  # backup work folder
+        ".archive-2026-10.parquet.download",  # object store download in progress
+        ".x.log.2.gz.1234.tmp",  # gzip temporary of an earlier version
+    ]
+    assert [name for name in names if not is_temporary_name(name)] == []
+    assert not is_temporary_name("tradenote_2026-10-01.csv") and not is_temporary_name("download_report.csv")

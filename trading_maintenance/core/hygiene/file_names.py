@@ -29,8 +29,9 @@ REPORT_LAYOUTS = (
     re.compile(rf"^security/security_audit_{_COMPACT_STAMP}\.(?:json|sarif){_GZ}$"),
 )
 
-# `.tmp` covers every temporary this project writes (core.common.atomic.temporary_name_for).
-TEMPORARY_SUFFIXES = (".tmp", ".temp", ".partial", ".part")
+# `.tmp` covers every temporary this project writes (core.common.atomic.temporary_name_for);
+# `.download` is the object store's download in progress (resources/object_store.py).
+TEMPORARY_SUFFIXES = (".tmp", ".temp", ".partial", ".part", ".download")
 
 
 def date_from_name(name: str) -> date | None:
