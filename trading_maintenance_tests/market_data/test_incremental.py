@@ -227,3 +227,58 @@ def test_quality_of_sources_not_read_again_is_carried_over(mdir, tmp_path, reads
     _, fresh = fresh_consolidation(mdir, tmp_path)
     assert group.quality == fresh.groups[0].quality
     assert group.quality["outside_file_date"] == 1 and group.quality["outside_session"] == 1
+
+
+@pytest.mark.parametrize("batch_groups", [16, 1])
+def test_a_file_delivered_again_with_rows_the_archive_holds_renews_the_manifest_without_rewriting(mdir, reads, batch_groups):
+    generate(mdir, SYMBOLS, DAYS[0], DAYS[1], dup_fraction=0)
+    consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1, batch_groups=batch_groups)
+    targets = {s: archive_path(archive_dir_for(mdir), s, "1min", MAR) for s in SYMBOLS}
+    before = {s: (t.stat().st_ino, t.stat().st_mtime_ns, t.read_bytes()) for s, t in targets.items()}
+    again = {}
+    for symbol in ("AAA", "BBB"):  # delivered again: same bars, three of them twice
+        path = daily_path(mdir, symbol, "1min", DAYS[1])
+        df = pl.read_parquet(path)
+        pl.concat([df, df.head(3)]).write_parquet(path)
+        again[symbol] = path
+    reads.clear()
+
+    result = consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1, batch_groups=batch_groups)
+
+    assert {p for p in reads if "archive" not in p} == {os.path.relpath(p, mdir) for p in again.values()}
+    groups = {g.symbol: g for g in result.groups}
+    for symbol in ("AAA", "BBB"):
+        g = groups[symbol]
+        assert g.verified and not g.written and not g.error
+        assert (g.files_read, g.duplicates_removed, g.rows_out) == (1, 3, 2 * 390)
+        t = targets[symbol]
+        assert (t.stat().st_ino, t.stat().st_mtime_ns, t.read_bytes()) == before[symbol]
+        manifest = json.loads(manifest_path(t).read_text())
+        entry = next(s for s in manifest["sources"] if s["name"] == again[symbol].name)
+        assert entry["size"] == again[symbol].stat().st_size
+    assert set(again.values()) <= set(archived_daily_files(mdir))  # the renewed manifest vouches for them
+    assert groups["CCC"].unchanged
+    followup = consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1, batch_groups=batch_groups)
+    assert all(g.unchanged for g in followup.groups)
+
+
+@pytest.mark.parametrize("batch_groups", [16, 1])
+def test_a_file_delivered_again_with_one_corrected_bar_rewrites_the_archive(mdir, batch_groups):
+    generate(mdir, SYMBOLS, DAYS[0], DAYS[1], dup_fraction=0)
+    consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1, batch_groups=batch_groups)
+    target = archive_path(archive_dir_for(mdir), "AAA", "1min", MAR)
+    inode = target.stat().st_ino
+    corrections = {}
+    for symbol in ("AAA", "BBB"):
+        path = daily_path(mdir, symbol, "1min", DAYS[1])
+        df = pl.read_parquet(path)
+        corrections[symbol] = df.head(1).with_columns(pl.col("volume") + 1)
+        pl.concat([df, corrections[symbol]]).write_parquet(path)
+
+    result = consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1, batch_groups=batch_groups)
+
+    g = next(g for g in result.groups if g.symbol == "AAA")
+    assert g.written and g.verified and target.stat().st_ino != inode
+    correction = corrections["AAA"]
+    in_archive = archive(mdir, "AAA").filter(pl.col("timestamp") == correction["timestamp"][0])
+    assert in_archive["volume"].to_list() == correction["volume"].to_list()

@@ -2,7 +2,8 @@
 
 The archive is written under a temporary name, fsynced, read back and compared with the
 deduplicated sources, and only then renamed over the previous archive (which may hold rows of
-daily files already deleted) and described by its manifest.
+daily files already deleted) and described by its manifest. Sources equal, row for row, to the
+verified archive in place leave that archive as it is; only its manifest is renewed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from trading_maintenance.core.market_data.io import remove_stale_tmp, scan_runs, tmp_name
+from trading_maintenance.core.market_data.io import file_stat, remove_stale_tmp, scan_runs, tmp_name
 from trading_maintenance.core.market_data.manifest import write_manifest
 from trading_maintenance.core.market_data.results import GroupResult
 
@@ -89,6 +90,35 @@ def finish_verified(
     result.verified = True
     sources, calendar_name, days = manifest
     write_manifest(target, result.symbol, result.timeframe, result.month, out.height, sources, calendar_name, days)
+
+
+def keep_equal_archive(
+    result: GroupResult,
+    out: pl.DataFrame,
+    previous: pl.DataFrame,
+    target: Path,
+    recorded: tuple[int, int],
+    manifest: tuple[list[dict], str, list[dict]],
+) -> bool:
+    """When the deduplicated sources equal the archive in place, row for row (files delivered again
+    with rows it already holds), keep that archive and only renew its manifest: it is the verified
+    one, `previous` was decoded from it, and it still has the size and mtime (`recorded`) it was
+    verified with. Returns False, changing nothing, when anything differs."""
+    if previous.height != out.height or not previous.equals(out):
+        return False
+    if file_stat(target) != recorded:
+        return False
+    result.verified = True
+    result.bytes_after = recorded[0]
+    result.archive_duplicate_keys = 0  # `out` has one row per key by construction
+    sources, calendar_name, days = manifest
+    write_manifest(target, result.symbol, result.timeframe, result.month, out.height, sources, calendar_name, days, archive_stat=recorded)
+    return True
+
+
+def recorded_archive_stat(manifest: dict | None) -> tuple[int, int] | None:
+    """(size, mtime_ns) a trusted manifest records for its archive."""
+    return None if manifest is None else (manifest["archive"]["size"], manifest["archive"]["mtime_ns"])
 
 
 def write_verified(result: GroupResult, out: pl.DataFrame, target: Path, manifest: tuple[list[dict], str, list[dict]]) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from trading_maintenance.core.market_data.archive_write import check_read_back, finish_verified, write_tmp
+from trading_maintenance.core.market_data.archive_write import check_read_back, finish_verified, keep_equal_archive, recorded_archive_stat, write_tmp
 from trading_maintenance.core.market_data.group import consolidate_group, error_text, source_entry, summarise
 from trading_maintenance.core.market_data.io import file_sha256, file_stat, scan_runs
 from trading_maintenance.core.market_data.layout import KEY, archive_path
@@ -114,14 +114,19 @@ def consolidate_batch(
         frames = [daily]
         prev_rows = [0] * len(items)
         prev_bytes = [0] * len(items)
+        previous: dict[int, pl.DataFrame] = {}  # verified archives, as decoded: kept when nothing changes
         if with_archive:
             scanned = scan_runs([str(targets[i]) for i in with_archive])
             if scanned is None:
                 return careful()  # the careful path reports an unreadable archive per group
             arch, arch_lengths = scanned
+            start = 0
             for i, n in zip(with_archive, arch_lengths):
                 prev_rows[i] = n
                 prev_bytes[i] = targets[i].stat().st_size
+                if plans[i].manifest is not None:
+                    previous[i] = arch.slice(start, n)
+                start += n
             arch = arch.with_columns(
                 pl.lit(None, pl.Date).alias("_file_date"),
                 pl.Series("_group", np.repeat(np.array(with_archive), arch_lengths)).cast(pl.Int32),
@@ -170,10 +175,11 @@ def consolidate_batch(
         ]
         manifest_sources = summarise(result, plan, day_rows, read_sources, tf, sessions)
         results.append(result)
-        if dry_run:
+        manifest = (manifest_sources, calendar_name, day_entries(day_rows))
+        if dry_run or (i in previous and keep_equal_archive(result, out, previous[i], targets[i], recorded_archive_stat(plan.manifest), manifest)):
             result.seconds = prepare_seconds / len(items) + time.perf_counter() - t0
             continue
-        to_write.append((result, out, (manifest_sources, calendar_name, day_entries(day_rows)), time.perf_counter() - t0))
+        to_write.append((result, out, manifest, time.perf_counter() - t0))
 
     def write(job):
         result, out, manifest, spent = job

@@ -11,8 +11,10 @@ Rules:
   files are never read; those of crashed consolidations are removed by the month's next run.
 - A file that cannot be read or normalised is quarantined, never fatal. Bars failing sanity are
   kept and counted, never changed.
-- Every archive is verified before it replaces the previous one (archive_write.py); a dry run
-  reads, counts and reports, and changes nothing.
+- Every archive is verified before it replaces the previous one (archive_write.py); when the
+  deduplicated sources equal the verified archive in place (files delivered again with rows it
+  holds), that archive is kept and only its manifest renewed. A dry run reads, counts and
+  reports, and changes nothing.
 """
 
 from __future__ import annotations

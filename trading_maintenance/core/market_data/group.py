@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from trading_maintenance.core.market_data.archive_write import write_verified
+from trading_maintenance.core.market_data.archive_write import keep_equal_archive, recorded_archive_stat, write_verified
 from trading_maintenance.core.market_data.io import UnreadableFile, file_sha256, file_stat, quarantine_file, read_market_file, scan_runs
 from trading_maintenance.core.market_data.layout import KEY, DailyFile, archive_path
 from trading_maintenance.core.market_data.manifest import SourcePlan
@@ -156,15 +156,18 @@ def consolidate_group(
     target = archive_path(archive_dir, symbol, timeframe, month)
     result = GroupResult(symbol, timeframe, month, str(target))
     frames: list[pl.DataFrame] = []
+    previous = None  # the verified archive as decoded, kept when nothing changes
     try:
         if target.exists():
             try:
-                prev, _ = read_market_file(target, symbol, timeframe)
+                prev, notes = read_market_file(target, symbol, timeframe)
             except UnreadableFile as exc:
                 result.error = f"existing archive unreadable ({exc}); left in place, daily files kept"
                 result.seconds = time.perf_counter() - started
                 return result
             result.previous_archive_rows = prev.height
+            if plan.manifest is not None and not notes:
+                previous = prev
             result.bytes_before += target.stat().st_size
             frames.append(prev.with_columns(pl.lit(None, pl.Date).alias("_file_date")))
         fast = read_group_fast(plan)
@@ -189,8 +192,11 @@ def consolidate_group(
         manifest_sources = summarise(result, plan, day_rows, sources, timeframe, sessions)
         out = deduped.drop("_file_date")
         del deduped
-        if not dry_run:
-            write_verified(result, out, target, (manifest_sources, calendar_name, day_entries(day_rows)))
+        manifest = (manifest_sources, calendar_name, day_entries(day_rows))
+        if not dry_run and not (
+            previous is not None and keep_equal_archive(result, out, previous, target, recorded_archive_stat(plan.manifest), manifest)
+        ):
+            write_verified(result, out, target, manifest)
     except Exception as exc:  # noqa: BLE001 - one group's failure never stops the others
         result.error = error_text(exc)
         result.verified = False

@@ -111,17 +111,26 @@ def trusted_manifest(archive: Path, symbol: str, timeframe: str, month: str, cal
 
 
 def write_manifest(
-    target: Path, symbol: str, timeframe: str, month: str, rows: int, sources: list[dict], calendar_name: str, days: list[dict]
+    target: Path,
+    symbol: str,
+    timeframe: str,
+    month: str,
+    rows: int,
+    sources: list[dict],
+    calendar_name: str,
+    days: list[dict],
+    archive_stat: tuple[int, int] | None = None,
 ) -> None:
-    """The manifest of an archive just renamed into place after verification."""
-    st = target.stat()
+    """The manifest of an archive just verified: renamed into place, or kept as it was with
+    archive_stat, the (size, mtime_ns) it was verified with (changed since: the manifest is not trusted)."""
+    size, mtime_ns = archive_stat or file_stat(target)
     write_json_atomic(
         {
             "version": MANIFEST_VERSION,
             "symbol": symbol,
             "timeframe": timeframe,
             "month": month,
-            "archive": {"name": target.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "rows": rows},
+            "archive": {"name": target.name, "size": size, "mtime_ns": mtime_ns, "rows": rows},
             "sources": sorted(sources, key=lambda s: s["name"]),
             "calendar": calendar_name,
             "days": days,
