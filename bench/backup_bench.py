@@ -1,10 +1,16 @@
-"""Backup throughput: this project's archive writer (tar + zstd -3 multithreaded + SHA-256 manifest)
-against `tar | zstd -3 -T0` and `tar | gzip -6` on the same generated market-data tree, in one run.
+"""Backup throughput in one run, on one generated market-data tree (~262 MB of parquet by default):
 
-    .venv/bin/python bench/backup_bench.py            # ~250 MB of parquet market data
-    .venv/bin/python bench/backup_bench.py --large    # ~1 GB
+  * `tar | zstd -3 -T0` and `tar | gzip -6` (the archive peers) and this project's tar.zst archive;
+  * this project's repository (chunks, zstd, AES-256-GCM): a first backup, a second after 1 % of the
+    files changed, and a restore of the newest snapshot into an empty folder;
+  * restic on the same tree, the same steps (installed with apt-get when missing).
 
-Prints seconds, MB/s, compression ratio, and the ratio of our throughput to tar|zstd (goal >= 0.7).
+    .venv/bin/python bench/backup_bench.py            # ~262 MB
+    .venv/bin/python bench/backup_bench.py --mb 40    # a small tree, while the machine is busy
+
+Goals: first backup >= 0.9x tar|zstd and >= restic's throughput; the second takes <= 5 % of the
+first's time, stores <= 2 % new bytes and beats restic's second; the restore is at least as fast as restic's.
+Every timing includes what a run pays: listing the tree, opening the repository (key derivation), the lock.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+KEY = "bench-key-123456"
 
 
 def generate(root: Path, target_mb: int) -> int:
@@ -63,49 +71,123 @@ def drop_cache_hint(root: Path) -> None:
                     pass
 
 
-def shell(cmd: str, cwd: Path) -> float:
+def shell(cmd: str, cwd: Path, env: dict | None = None) -> float:
     started = time.perf_counter()
-    subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=cwd, check=True)
+    subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=cwd, check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def ensure_restic() -> str | None:
+    if not shutil.which("restic"):
+        print("restic is missing: installing Debian's package with apt-get")
+        subprocess.run(["apt-get", "install", "-y", "-q", "restic"], check=False, stdout=subprocess.DEVNULL)
+    return shutil.which("restic")
+
+
+def change_one_percent(data: Path) -> int:
+    """Rewrite 1 % of the files (every 100th) with new bytes of the same size, as a day of new bars would."""
+    files = sorted(data.rglob("*.parquet"))
+    changed = files[::100]
+    for path in changed:
+        size = path.stat().st_size
+        path.write_bytes(os.urandom(size))
+    return len(changed)
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def repository_backup(data: Path, backups: Path, work: Path) -> tuple[float, int]:
+    from trading_maintenance.core.backups.repository import Repository
+    from trading_maintenance.core.backups.run import collect_trading_files, create_backup
+
+    started = time.perf_counter()
+    files, _, _ = collect_trading_files(data, ["parquet"], 0, datetime.now(timezone.utc))
+    repo = Repository.open_or_create(backups, KEY)
+    outcome = create_backup(dest_dir=backups, fmt="tar.zst", secret=KEY, parts=["trading_data"], config_path=None,
+                            effective_settings={}, secret_keys=set(), data_dir=data, trading_files=files, work_root=work,
+                            repository=repo)
+    return time.perf_counter() - started, outcome.archive.size
+
+
+def repository_restore(backups: Path, target: Path, work: Path) -> float:
+    from trading_maintenance.core.backups.repository import Repository
+    from trading_maintenance.core.backups.restore import restore_backup
+    from trading_maintenance.core.backups.snapshots import select_snapshot
+
+    started = time.perf_counter()
+    repo = Repository.open_or_create(backups, KEY, create=False)
+    restore_backup(select_snapshot(repo).name, KEY, {"trading_data"}, stage_root=work, data_dir=target, repository=repo,
+                   data_folders=("parquet",))
     return time.perf_counter() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--large", action="store_true")
-    parser.add_argument("--mb", type=int)
+    parser.add_argument("--mb", type=int, default=250, help="size of the generated tree")
     args = parser.parse_args()
-    target = args.mb or (1024 if args.large else 250)
 
     from trading_maintenance.core.backups.run import collect_trading_files, create_backup
 
     work = Path(tempfile.mkdtemp(prefix="backup-bench-"))
     try:
         data = work / "data"
-        size = generate(data, target)
+        size = generate(data, args.mb)
         drop_cache_hint(data)
         mb = size / 1e6
-        print(f"tree: {mb:.1f} MB in {sum(1 for _ in data.rglob('*.parquet'))} parquet files; cores: {os.cpu_count()}")
+        count = sum(1 for _ in data.rglob("*.parquet"))
+        print(f"tree: {mb:.1f} MB in {count} parquet files; cores: {os.cpu_count()}; load: {os.getloadavg()[0]:.1f}")
         rows = []
 
         t = shell(f"tar -cf - parquet | zstd -3 -T0 -q -o {work}/peer.tar.zst", data)
         rows.append(("tar | zstd -3 -T0", t, (work / "peer.tar.zst").stat().st_size))
         t = shell(f"tar -cf - parquet | gzip -6 > {work}/peer.tar.gz", data)
         rows.append(("tar | gzip -6", t, (work / "peer.tar.gz").stat().st_size))
-
-        for label, fmt, secret in [("project tar.zst", "tar.zst", None), ("project tar.zst + AES-256-GCM", "tar.zst", "bench-key-123456"),
-                                   ("project tar.gz", "tar.gz", None)]:
-            dest = work / f"out-{fmt}-{bool(secret)}"
+        for label, secret in [("project tar.zst archive", None), ("project tar.zst archive + AES-256-GCM", KEY)]:
+            dest = work / "archive-out"
             started = time.perf_counter()
             files, _, _ = collect_trading_files(data, ["parquet"], 0, datetime.now(timezone.utc))
-            outcome = create_backup(dest_dir=dest, fmt=fmt, secret=secret, parts=["trading_data"], config_path=None,
+            outcome = create_backup(dest_dir=dest, fmt="tar.zst", secret=secret, parts=["trading_data"], config_path=None,
                                     effective_settings={}, secret_keys=set(), data_dir=data, trading_files=files)
             rows.append((label, time.perf_counter() - started, outcome.archive.size))
             shutil.rmtree(dest)
 
+        first, first_bytes = repository_backup(data, work / "repo", work)
+        rows.append(("project repository, first backup", first, first_bytes))
+        restic = ensure_restic()
+        env = {**os.environ, "RESTIC_PASSWORD": KEY, "RESTIC_REPOSITORY": str(work / "restic"), "RESTIC_CACHE_DIR": str(work / "restic-cache")}
+        if restic:
+            shell("restic init -q", data, env)
+            restic_first = shell("restic backup -q parquet", data, env)
+            rows.append(("restic, first backup", restic_first, folder_bytes(work / "restic")))
+        changed = change_one_percent(data)
+        drop_cache_hint(data)
+        second, second_bytes = repository_backup(data, work / "repo", work)
+        rows.append((f"project repository, second ({changed} files changed)", second, second_bytes))
+        if restic:
+            before = folder_bytes(work / "restic")
+            restic_second = shell("restic backup -q parquet", data, env)
+            rows.append((f"restic, second ({changed} files changed)", restic_second, folder_bytes(work / "restic") - before))
+        restore = repository_restore(work / "repo", work / "restored", work / "stage")
+        if restic:
+            restic_restore = shell(f"restic restore -q latest --target {work / 'restic-restored'}", data, env)
+
         peer = rows[0][1]
-        print(f"{'contender':34} {'seconds':>8} {'MB/s':>8} {'ratio':>6} {'vs tar|zstd':>12}")
+        print(f"{'contender':48} {'seconds':>8} {'MB/s':>8} {'stored MB':>10} {'vs tar|zstd':>12}")
         for label, seconds, out in rows:
-            print(f"{label:34} {seconds:8.2f} {mb / seconds:8.1f} {size / out:6.2f} {peer / seconds:11.2f}x")
+            print(f"{label:48} {seconds:8.2f} {mb / seconds:8.1f} {out / 1e6:10.1f} {peer / seconds:11.2f}x")
+        print(f"{'project repository, restore':48} {restore:8.2f} {mb / restore:8.1f}")
+        if restic:
+            print(f"{'restic, restore':48} {restic_restore:8.2f} {mb / restic_restore:8.1f}")
+        print("goals:")
+        print(f"  first backup vs tar|zstd throughput   {peer / first:6.2f}x  (goal >= 0.9x)")
+        print(f"  second backup time / first            {100 * second / first:6.1f} %  (goal <= 5 %)")
+        print(f"  second backup new bytes / first       {100 * second_bytes / first_bytes:6.2f} %  (goal <= 2 %)")
+        if restic:
+            print(f"  first backup vs restic throughput     {restic_first / first:6.2f}x  (goal >= 1x)")
+            print(f"  second backup vs restic's second      {restic_second / second:6.2f}x faster  (goal > 1x)")
+            print(f"  restore vs restic's restore           {restic_restore / restore:6.2f}x faster  (goal >= 1x)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

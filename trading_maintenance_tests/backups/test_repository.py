@@ -176,3 +176,55 @@ def test_cli_lists_checks_restores_and_exports_snapshots(tmp_path, data_dir, mon
     exported = runner.invoke(group, ["backups", "export", "latest", "--to", str(tmp_path / "out")])
     assert exported.exit_code == 0, exported.output
     assert verify_archive(next((tmp_path / "out").iterdir())).manifest["backup_id"] == outcome.archive.backup_id
+
+
+def test_a_rerun_reads_the_index_and_each_snapshot_once_and_no_unchanged_file(tmp_path, data_dir, monkeypatch):
+    files = _tree(data_dir, files=6, size=50_000)
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+    for day in range(3):
+        _backup(repo, data_dir, tmp_path, NOW + timedelta(days=day))
+    files[2].write_bytes(os.urandom(50_000))
+    calls = {"index": 0, "snapshots": [], "opened": []}
+    real_load, real_read, real_open = Repository.load_index, Repository.read_snapshot, open
+
+    def counting_load(self):
+        calls["index"] += 1
+        return real_load(self)
+
+    def counting_read(self, name):
+        calls["snapshots"].append(name)
+        return real_read(self, name)
+
+    def counting_open(path, *args, **kwargs):
+        if str(path).startswith(str(data_dir / "parquet")):
+            calls["opened"].append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(Repository, "load_index", counting_load)
+    monkeypatch.setattr(Repository, "read_snapshot", counting_read)
+    monkeypatch.setattr("builtins.open", counting_open)
+    outcome = _backup(repo, data_dir, tmp_path, NOW + timedelta(days=3))
+    assert calls["index"] == 1
+    assert len(calls["snapshots"]) <= 4  # three to list them, the newest once more as the parent
+    assert outcome.archive.manifest["repository"]["reused_files"] == 5
+    assert calls["opened"].count(str(files[2])) == 1
+
+
+def test_tree_listing_skips_symlinks_of_files_and_folders_and_old_daily_files(tmp_path, data_dir):
+    from trading_maintenance.core.backups.run import collect_trading_files
+
+    market = data_dir / "parquet" / "market_data" / "AAPL"
+    market.mkdir(parents=True)
+    (market / "2020-01-02.parquet").write_bytes(b"old")
+    (market / "2026-03-01.parquet").write_bytes(b"new")
+    (market / "notes.txt").write_bytes(b"n")
+    (market / ".x.tmp").write_bytes(b"t")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"s")
+    (market / "linked-folder").symlink_to(outside)
+    (market / "linked-file").symlink_to(outside / "secret")
+    files, skipped, excluded = collect_trading_files(data_dir, ["parquet", "../outside"], 30, NOW)
+    assert [f.member for f in files] == ["data/parquet/market_data/AAPL/2026-03-01.parquet",
+                                         "data/parquet/market_data/AAPL/notes.txt"]
+    assert excluded == 1 and len(skipped) == 2 and all("symlink" in s for s in skipped)

@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from trading_maintenance.core.backups import database as bdb
 from trading_maintenance.core.backups import database_logical
 from trading_maintenance.core.backups import postgres_dump
-from trading_maintenance.core.common.atomic import atomic_copy, atomic_write_bytes, atomic_write_text
+from trading_maintenance.core.common.atomic import atomic_copy, atomic_write_bytes, atomic_write_text, fsync_dir
 from trading_maintenance.core.backups.archive import ArchiveError
 from trading_maintenance.core.backups.archive_reader import sha256_file
 from trading_maintenance.core.backups.config_mask import same_config, unmask_config_text
 from trading_maintenance.core.backups.redis_records import CORE_TYPES, compare_ttls, plan_redis_restore, read_records, restore_redis
+
+
+# Files placed at once: enough for the disk to merge their flushes, few enough not to crowd the platform.
+RESTORE_IO_THREADS = 8
 
 
 class RestoreRefused(ArchiveError):
@@ -342,13 +348,28 @@ class TradingDataPart(RestorePart):
         self.written: list[str] = []
 
     def apply(self) -> dict:
-        for member, target in self.targets.items():
-            self.written.append(member)
-            atomic_copy(self.verified.staged[member], target)
-            entry = next(m for m in self.verified.manifest["members"] if m["name"] == member)
-            if sha256_file(target) != entry["sha256"]:
-                raise RestoreRefused(f"trading_data: {target} does not match the backup after restoring")
+        """Each staged file (verified while staging) fsynced and renamed over its target when both are on
+        one disk, copied atomically otherwise, then checked again; many files at once, so the disk's
+        flushes overlap, and each folder fsynced once at the end."""
+        checksums = {m["name"]: m["sha256"] for m in self.verified.manifest["members"]}
+        with ThreadPoolExecutor(max_workers=RESTORE_IO_THREADS) as pool:
+            folders = set(pool.map(lambda item: self._place(*item, checksums[item[0]]), self.targets.items()))
+            list(pool.map(fsync_dir, sorted(folders)))
         return {"files": len(self.targets)}
+
+    def _place(self, member: str, target: Path, sha256: str) -> Path:
+        self.written.append(member)
+        staged = self.verified.staged[member]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if os.stat(staged).st_dev == os.stat(target.parent).st_dev:
+            with open(staged, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(staged, target)
+        else:
+            atomic_copy(staged, target)
+        if sha256_file(target) != sha256:
+            raise RestoreRefused(f"trading_data: {target} does not match the backup after restoring")
+        return target.parent
 
     def undo(self) -> None:
         for member in self.written:

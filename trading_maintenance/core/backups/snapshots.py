@@ -106,8 +106,11 @@ def stage_snapshot(repo: Repository, snapshot: str, stage_dir: Path | None, want
                               f"only {free} are free: refused before writing")
     handles: dict[str, object] = {}
     try:
-        for name, member in wanted.items():
-            target = stage_dir / name
+        flat = stage_dir / "data-files"
+        for number, (name, member) in enumerate(wanted.items()):
+            # Trading data is staged flat: its files are renamed into place, and a copy of a deep tree
+            # would cost as many folders to make and remove again as the restore itself makes.
+            target = flat / f"{number:08d}" if name.startswith("data/") else stage_dir / name
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             digest = hashlib.sha256()
             with open(target, "xb") as out:
