@@ -292,3 +292,10 @@ def test_failure_message_lists_each_part_bounded_and_masked():
     assert "secret" not in message and "second line" not in message
     assert f"part {CAUSES_IN_MESSAGE - 1} failed" in message and f"part {CAUSES_IN_MESSAGE} failed" not in message
     assert message.endswith(f"(and {7 - CAUSES_IN_MESSAGE} more in the run's metadata)")
+
+
+def test_a_failed_list_trim_names_its_cause(redis_client):
+    redis_client.set("maintenance:audit", "a string where a list was")
+    trim = perf.ListTrim("maintenance:audit", 150, 100)
+    perf.apply_list_trims(redis_client, [trim])
+    assert trim.status.startswith("error: ResponseError: WRONGTYPE") and redis_client.get("maintenance:audit")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from trading_maintenance.core.hygiene.failures import cause_of
+
 
 def _text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
@@ -151,7 +153,7 @@ def inode_usage(path: str | Path) -> dict:
     try:
         st = os.statvfs(path)
     except OSError as exc:
-        return {"available": False, "reason": f"{type(exc).__name__}"}
+        return {"available": False, "reason": cause_of(exc)}
     if not st.f_files:
         return {"available": False, "reason": "filesystem reports no inode counts"}
     used = st.f_files - st.f_ffree
@@ -167,7 +169,7 @@ def network_connections() -> dict:
     try:
         conns = psutil.net_connections(kind="inet")
     except (psutil.AccessDenied, OSError) as exc:
-        return {"available": False, "reason": f"{type(exc).__name__}", "by_state": {}}
+        return {"available": False, "reason": cause_of(exc), "by_state": {}}
     return {"available": True, "reason": "", "by_state": dict(Counter(c.status for c in conns)), "total": len(conns)}
 
 
@@ -267,4 +269,4 @@ def apply_list_trims(client, trims: list[ListTrim]) -> None:
             trim.removed = max(0, int(before) - int(after))
             trim.status = "trimmed"
         except Exception as exc:  # noqa: BLE001
-            trim.status = f"error: {type(exc).__name__}"
+            trim.status = f"error: {cause_of(exc)}"
