@@ -298,4 +298,4 @@ def test_a_failed_list_trim_names_its_cause(redis_client):
     redis_client.set("maintenance:audit", "a string where a list was")
     trim = perf.ListTrim("maintenance:audit", 150, 100)
     perf.apply_list_trims(redis_client, [trim])
-    assert trim.status.startswith("error: ResponseError: WRONGTYPE") and redis_client.get("maintenance:audit")
+    assert trim.status.startswith("error: ResponseError: ") and "WRONGTYPE" in trim.status and redis_client.get("maintenance:audit")
