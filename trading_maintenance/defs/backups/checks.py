@@ -1,7 +1,6 @@
 """The restore drill, recorded as the `restore_drill` asset check on backup_archive."""
 
 import json
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -11,7 +10,9 @@ from trading_maintenance.core.common.alerts import Alert
 from trading_maintenance.core.backups.archive import ArchiveError, is_temporary_name, select_backup
 from trading_maintenance.core.backups.archive_reader import identify_local_backups
 from trading_maintenance.core.common.masking import mask_text
-from trading_maintenance.core.backups.drill import run_drill
+from trading_maintenance.core.backups.drill import DRILL_PREFIX, run_drill
+from trading_maintenance.core.backups.repository_run import drill_snapshot
+from trading_maintenance.core.backups.temporaries import owned_temp_dir, remove_dead_temporaries
 from trading_maintenance.defs.backups.assets import BACKUP_ASSET
 from trading_maintenance.defs.common import markdown_table, publish_result
 from trading_maintenance.defs.task import MaintenanceTask
@@ -83,22 +84,32 @@ def restore_drill(
     secrets = [s for s in (secret, cfg.redis_url(), cfg.database_url()) if s]
     client = redis.get_client()
     now = datetime.now(timezone.utc)
-    cfg.temp_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="restore-drill-", dir=cfg.temp_dir) as tmp:
-        work = Path(tmp)
+    remove_dead_temporaries(cfg.temp_dir, (DRILL_PREFIX,))
+    with owned_temp_dir(cfg.temp_dir, DRILL_PREFIX) as work:
         server = None
         try:
-            archive = _find_archive(cfg, config.backup, object_store, work, secret, context.log)
-            if config.dry_run:
+            drill_url = cfg.backup.drill_redis_url.get_secret_value() if cfg.backup.drill_redis_url else ""
+            pg_admin = trading_db.url if trading_db.dialect == "postgresql" else None
+            snapshot_report = None
+            if "/" not in config.backup and not config.backup.endswith((".zst", ".gz", ".enc")):
+                scratch = None
+                if not config.dry_run:
+                    scratch, server = _scratch_redis(drill_url, work)
+                snapshot_report = drill_snapshot(cfg.backups_dir, secret, config.backup, work_root=work, scratch_redis=scratch,
+                                                 pg_admin_url=pg_admin, dry_run=config.dry_run)
+            if snapshot_report is not None:
+                report = snapshot_report.as_dict()
+            elif config.dry_run:
+                archive = _find_archive(cfg, config.backup, object_store, work, secret, context.log)
                 from trading_maintenance.core.backups.archive_reader import verify_archive
 
                 manifest = verify_archive(archive, secret).manifest
                 report = {"backup_id": manifest["backup_id"], "archive": str(archive), "passed": True, "seconds": 0,
                           "checks": [{"part": "archive", "passed": True, "detail": "checksums verified (dry run: nothing restored)"}]}
             else:
-                drill_url = cfg.backup.drill_redis_url.get_secret_value() if cfg.backup.drill_redis_url else ""
-                scratch, server = _scratch_redis(drill_url, work)
-                pg_admin = trading_db.url if trading_db.dialect == "postgresql" else None
+                archive = _find_archive(cfg, config.backup, object_store, work, secret, context.log)
+                if server is None:
+                    scratch, server = _scratch_redis(drill_url, work)
                 report = run_drill(archive, secret, work_root=work, scratch_redis=scratch, pg_admin_url=pg_admin).as_dict()
         except Exception as exc:  # noqa: BLE001 - a drill that cannot start is a failed drill
             report = {"backup_id": "", "archive": config.backup, "passed": False, "seconds": 0,
