@@ -16,21 +16,11 @@ import re
 import stat as stat_mod
 from dataclasses import asdict, dataclass
 
-from trading_maintenance.core.common.atomic import dead_temporary_reason, fsync_dir, parse_temporary_name, temporary_name_for
+from trading_maintenance.core.common.atomic import dead_temporary_reason, fsync_dir, parse_temporary_name, process_alive, temporary_name_for
 from trading_maintenance.core.hygiene.file_names import is_temporary_name
 
 # Names earlier versions gave gzip temporaries: `.x.gz.tmp` (no process id) and `.x.gz.<pid>.tmp`.
 _LEGACY_GZIP_TEMP = re.compile(r"^\.(?P<name>.+)\.gz(?:\.(?P<pid>\d+))?\.tmp$")
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
 
 
 def dead_gzip_temporary(path: str) -> str | None:
@@ -44,7 +34,7 @@ def dead_gzip_temporary(path: str) -> str | None:
         return None
     if legacy["pid"] is None:
         return "gzip temporary without a process id (left by an earlier version)"
-    if _process_alive(int(legacy["pid"])):
+    if process_alive(int(legacy["pid"])):
         return None
     return f"gzip temporary of process {legacy['pid']}, which is gone"
 
