@@ -157,6 +157,9 @@ class SnapshotWriter:
             buffer = carry + data if carry else data
             if not buffer:
                 break
+            if remaining == 0 and len(buffer) <= CHUNK_MIN:  # a small file (or tail) is one chunk: no cut points to find
+                self._submit(buffer, ids)
+                break
             cuts = list(fastcdc(buffer, min_size=CHUNK_MIN, avg_size=CHUNK_AVG, max_size=CHUNK_MAX))
             last = len(cuts) if remaining == 0 else len(cuts) - 1
             view = memoryview(buffer)
