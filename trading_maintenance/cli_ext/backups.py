@@ -175,8 +175,14 @@ def register(cli: click.Group) -> None:
         from trading_maintenance.resources import build_resources
 
         store = build_resources(settings)["object_store"]
+        if repository is not None:
+            copy = store.repository(repository).list_snapshots()
+            for ref in copy.refs:
+                click.echo(f"remote {ref.name[:16]}  {ref.backup_id:<18}  {snapshot_time(ref):<20}  {ref.size:>14}")
+            for problem in copy.problems:
+                click.echo(f"problem: {problem}", err=True)
         refs = store.list_backups()
-        if not refs:
+        if not refs and repository is None:
             click.echo(f"no backups in {store.describe()}")
         for ref in refs:
             click.echo(f"{ref.backup_id}  {ref.size:>12}  {ref.location}")

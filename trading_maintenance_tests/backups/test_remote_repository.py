@@ -127,3 +127,28 @@ def test_objects_in_other_places_are_ignored(tmp_path, data_dir, s3_endpoint, s3
     client.put_object(Bucket=s3_bucket, Key="tm/repository/snapshots/" + "a" * 64 + ".bak", Body=b"x")
     remote.mirror(30, NOW)
     assert len(remote.list_snapshots().refs) == 1 and not remote.list_snapshots().problems
+
+
+def test_cli_lists_remote_snapshots(tmp_path, data_dir, s3_endpoint, s3_bucket, monkeypatch):
+    import click
+    from click.testing import CliRunner
+
+    from trading_maintenance.cli_ext.backups import register
+    from trading_maintenance_tests.conftest import write_config
+
+    for var in ("DATABASE_URL", "BACKUP_ENCRYPTION_KEY", "TRADING_DATA_DIR", "BACKUP_REMOTE_ENABLED"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("MAINTENANCE_CONFIG", str(write_config(tmp_path, data_dir, backup={
+        "remote_enabled": True, "s3_bucket": s3_bucket, "s3_endpoint_url": s3_endpoint, "encryption_key": KEY,
+        "s3_prefix": "tm/"})))
+    _tree(data_dir, files=2)
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+    first = _backup(repo, data_dir, tmp_path, NOW)
+    _store(s3_endpoint, s3_bucket).repository(repo).mirror(30, NOW)
+    group = click.Group("trading-maintenance")
+    register(group)
+    listed = CliRunner().invoke(group, ["backups", "list", "--remote"])
+    assert listed.exit_code == 0, listed.output
+    assert f"remote {first.archive.name[:16]}  {first.archive.backup_id}" in listed.output
