@@ -43,3 +43,40 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None,
     if len(rows) > limit:
         lines.append(f"\n_{len(rows) - limit} more rows not shown_")
     return "\n".join(lines)
+
+
+def partition_check_result(partition_key: str, *, passed: bool, description: str | None = None, **kwargs):
+    """An asset check result that says which partition it checked: Dagster's check results carry no
+    partition, so the key goes into the metadata and the description the UI shows."""
+    import dagster as dg
+
+    metadata = {"partition": dg.MetadataValue.text(partition_key), **(kwargs.pop("metadata", None) or {})}
+    text = f"partition {partition_key}" + (f": {description}" if description else "")
+    return dg.AssetCheckResult(passed=passed, description=text, metadata=metadata, **kwargs)
+
+
+def record_dry_run_plan(context, asset_key, counts: dict[str, int], items: list[str], where: str = "", limit: int = 20) -> None:
+    """A dry run leaves no materialization and no check result: its plan goes to the run's log and
+    onto the asset as an observation (counts per action, the first items, where the whole plan is).
+
+    Assets with a dry run declare `output_required=False` and yield nothing after calling this.
+    """
+    import dagster as dg
+
+    summary = ", ".join(f"{count} {action}" for action, count in counts.items()) or "nothing to do"
+    lines = [f"dry run, nothing changed: would {summary}"]
+    lines += [f"  {item}" for item in items[:limit]]
+    if len(items) > limit:
+        lines.append(f"  ... and {len(items) - limit} more" + (f": the whole plan is in {where}" if where else ""))
+    elif where:
+        lines.append(f"  whole plan: {where}")
+    context.log.info("\n".join(lines))
+    metadata = {
+        "dry_run": dg.MetadataValue.bool(True),
+        **{f"would_{action}": dg.MetadataValue.int(count) for action, count in counts.items()},
+        "first_items": dg.MetadataValue.md("\n".join(f"- {item}" for item in items[:limit]) or "none"),
+    }
+    if where:
+        metadata["plan"] = dg.MetadataValue.text(where)
+    partition = context.partition_key if context.has_partition_key else None
+    context.log_event(dg.AssetObservation(asset_key=asset_key, partition=partition, metadata=metadata))

@@ -110,9 +110,12 @@ def test_dry_run_writes_nothing(tmp_path, data_dir, make_resources, redis_client
         assert not (data_dir / "backups").exists() or not any((data_dir / "backups").iterdir())
         published = json.loads(redis_client.get("maintenance:result:backup"))
         assert published["dry_run"] and published["trading_files"] == 4 and published["redis_keys"] == 10
+        # a dry run records its plan, never a backup: no materialization for the restore drill to follow
+        assert not result.get_asset_materialization_events()
+        (observation,) = [e.asset_observation_data.asset_observation for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
+        assert observation.metadata["dry_run"].value and observation.metadata["would_back_up_trading_files"].value == 4
         ctx = dg.build_sensor_context(instance=instance, definitions=defs)
-        tick = backup_verification_sensor.evaluate_tick(ctx)
-        assert not tick.run_requests and "dry run" in tick.skip_message
+        assert not backup_verification_sensor.evaluate_tick(ctx).run_requests
 
 
 def test_definitions_schedule_and_names():

@@ -24,10 +24,12 @@ def md_defs(make_resources):
         market_data_daily_cleanup,
         market_data_monthly,
         market_data_monthly_job,
+        market_data_monthly_schedule,
     )
 
     return dg.Definitions(
         assets=[market_data_daily, market_data_monthly, market_data_daily_cleanup],
         jobs=[market_data_monthly_job],
+        schedules=[market_data_monthly_schedule],
         resources=make_resources(),
     )

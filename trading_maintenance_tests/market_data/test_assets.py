@@ -72,8 +72,11 @@ def test_dry_run_changes_nothing(md_defs, mdir, data_dir):
     with dg.instance_for_test() as instance:
         result = run_job(md_defs, NOV_KEY, instance, dry_run=True)
     assert result.success
-    mat = result.asset_materializations_for_node("market_data_monthly")[0]
-    assert mat.metadata["files_quarantined"].value == 1 and mat.metadata["archives_written"].value == 0
+    # a dry run leaves no materialization and no check result, only its plan
+    assert not result.get_asset_materialization_events() and not result.get_asset_check_evaluations()
+    (plan,) = [e.asset_observation_data.asset_observation for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
+    assert plan.partition == NOV_KEY and plan.metadata["dry_run"].value
+    assert plan.metadata["would_quarantine_files"].value == 1 and str(bad) in plan.metadata["first_items"].value
     assert bad.exists() and not (data_dir / "parquet" / "archive").exists()
     assert len(list((mdir / "AAA" / "1min").glob("*.parquet"))) == 3
 
@@ -195,23 +198,25 @@ def test_schedule_requests_latest_complete_and_current_month(md_defs):
     # Saturday 2024-05-04 23:00 ET: April is final, May so far
     when = datetime(2024, 5, 5, 3, 0, tzinfo=timezone.utc)
     with dg.instance_for_test() as instance:
-        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=md_defs.get_repository_def())
+        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=md_defs.get_repository_def(),
+                                         resources={"settings": md_defs.resources["settings"]})
         requests = list(schedule.evaluate_tick(ctx).run_requests)
     assert [r.partition_key for r in requests] == ["2024-04-01", "2024-05-01"]
     assert len({r.run_key for r in requests}) == 2
     # Saturday 2024-11-30 23:00 ET: November's last session (early close, 29th) is over
     when = datetime(2024, 12, 1, 4, 0, tzinfo=timezone.utc)
     with dg.instance_for_test() as instance:
-        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=md_defs.get_repository_def())
+        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=md_defs.get_repository_def(),
+                                         resources={"settings": md_defs.resources["settings"]})
         requests = list(schedule.evaluate_tick(ctx).run_requests)
     assert [r.partition_key for r in requests] == ["2024-11-01"]
 
 
 def test_full_definitions_load_with_market_data():
-    from trading_maintenance.definitions import defs
-    from trading_maintenance.tasks import resolve_task
-
     with dg.instance_for_test():  # a live instance: an earlier test's closed one may linger in Dagster's globals
+        from trading_maintenance.definitions import defs
+        from trading_maintenance.tasks import resolve_task
+
         _check_full_definitions(defs, resolve_task)
 
 

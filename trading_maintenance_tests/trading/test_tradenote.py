@@ -122,7 +122,7 @@ def test_check_passes_on_a_good_file_and_fails_when_a_row_is_wrong(tmp_path):
     fills = [fill("AAPL", "buy", 100, 10, at(15), "1"), fill("AAPL", "sell", 60, 11, at(16), "1"),
              fill("AAPL", "sell", 40, 12, at(17), "1"), fill("TSLA", "sell", 10, 20, at(15), "1"), fill("TSLA", "buy", 10, 19, at(16), "1")]
     text, _ = csv_rows(fills)
-    assert check_export(_export(tmp_path, text), fills, {}).passed
+    assert check_export(_export(tmp_path, text), fills, {}, date(2024, 3, 5)).passed
     lines = text.split("\n")
     wrong_price = lines[:]
     wrong_price[3] = wrong_price[3].replace(",1100,", ",1150,").replace(",660,", ",690,")  # a sell at another price
@@ -130,14 +130,14 @@ def test_check_passes_on_a_good_file_and_fails_when_a_row_is_wrong(tmp_path):
     missing_row = "\n".join(lines[:-1])
     for bad in (bad_side, missing_row, "\n".join(wrong_price), text.replace("-1000", "1000", 1)):
         assert bad != text
-        assert not check_export(_export(tmp_path, bad), fills, {}).passed
+        assert not check_export(_export(tmp_path, bad), fills, {}, date(2024, 3, 5)).passed
 
 
 def test_carried_position_is_excluded_from_the_comparison(tmp_path):
     fills = [fill("AMD", "sell", 50, 100, at(15)), fill("AAPL", "buy", 1, 10, at(15)), fill("AAPL", "sell", 1, 12, at(16))]
     text, rows = csv_rows(fills, {"AMD": D(50)})
     assert [r["Side"] for r in rows if r["Symbol"] == "AMD"] == ["S"]  # selling a long carried overnight
-    result = check_export(_export(tmp_path, text), fills, {"AMD": D(50)})
+    result = check_export(_export(tmp_path, text), fills, {"AMD": D(50)}, date(2024, 3, 5))
     assert result.passed and result.metadata["carried_in_symbols"].value == "AMD"
 
 
@@ -239,10 +239,11 @@ def test_check_fails_when_a_fill_of_the_day_is_not_in_the_file(data_dir, sqlite_
     fills, opening = day_fills(sqlite_engine, date(2024, 3, 10), "America/New_York")
     path = data_dir / "tradenote.csv"
     path.write_text(tn.to_csv(tn.build_rows(fills[:1], opening)))  # the sell is missing; no closed trade either side
-    check = check_export(path, fills, opening)
+    check = check_export(path, fills, opening, date(2024, 3, 10))
     assert not check.passed and "1 fills of the day are not in the CSV: t2" in check.metadata["problems"].value
+    assert check.metadata["partition"].value == "2024-03-10" and check.description.startswith("partition 2024-03-10")
     path.write_text(tn.to_csv(tn.build_rows(fills, opening)))
-    assert check_export(path, fills, opening).passed
+    assert check_export(path, fills, opening, date(2024, 3, 10)).passed
 
 
 def test_schedule_runs_every_day_and_re_exports_a_day_with_fills_after_its_export(tmp_path, data_dir, sqlite_engine, make_resources):

@@ -12,7 +12,7 @@ from trading_maintenance.core.backups.archive_reader import identify_local_backu
 from trading_maintenance.core.backups.temporaries import remove_dead_temporaries
 from trading_maintenance.core.backups.run import collect_trading_files, create_backup
 from trading_maintenance.core.common.masking import mask_text
-from trading_maintenance.defs.common import markdown_table, publish_result
+from trading_maintenance.defs.common import markdown_table, publish_result, record_dry_run_plan
 from trading_maintenance.defs.market_data.assets import MARKET_DATA_MONTHLY
 from trading_maintenance.defs.platform import PLATFORM_CONFIGURATION, REDIS_STATE, TRADING_DATABASE
 from trading_maintenance.defs.task import OWNERS, MaintenanceTask
@@ -69,6 +69,7 @@ def _delete_local(ref):
     pool=BACKUP.pool,
     # weekly: a week and a day without a backup means the schedule or the daemon has stopped
     freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(days=8)),
+    output_required=False,  # a dry run records its plan, not a backup
     description="Weekly (and on-demand) archive of configuration (secrets masked), every Redis key with its TTL, "
     "the trading database (pg_dump or logical export; SQLite online backup) and recent trading data, with a "
     "SHA-256 manifest; optionally encrypted (AES-256-GCM) and copied to S3; verified before retention.",
@@ -81,7 +82,7 @@ def backup_archive(
     trading_db: TradingDatabaseResource,
     object_store: ObjectStoreResource,
     alerts: AlertsResource,
-) -> dg.MaterializeResult:
+):
     started = time.monotonic()
     cfg = settings.get()
     bcfg = cfg.backup
@@ -116,18 +117,15 @@ def backup_archive(
             "skipped": skipped,
         }
         publish_result(client, TASK, {"status": "success", **base, **planned}, context.log)
-        context.log.info(f"dry run: would back up {parts} ({len(files)} trading files) to {cfg.backups_dir}")
-        return dg.MaterializeResult(
-            metadata={
-                "dry_run": True,
-                "planned_trading_files": len(files),
-                "planned_trading_bytes": planned["trading_bytes"],
-                "planned_redis_keys": planned["redis_keys"],
-                "planned_database_rows": sum(counts.values()),
-                "would_delete_local": dg.MetadataValue.json(planned["local_retention_would_delete_after_success"]),
-                "plan": dg.MetadataValue.json(planned),
-            }
+        record_dry_run_plan(
+            context,
+            BACKUP_ASSET,
+            {"back_up_parts": len(parts), "back_up_trading_files": len(files), "back_up_redis_keys": planned["redis_keys"],
+             "back_up_database_rows": sum(counts.values()), "delete_local_backups": len(local_plan.delete)},
+            [f"part {part}" for part in parts] + [f"delete {name}" for name in planned["local_retention_would_delete_after_success"]],
+            where=f"maintenance:result:{TASK} in Redis",
         )
+        return
 
     removed_partials = remove_dead_temporaries(cfg.backups_dir)
     for path in removed_partials:
@@ -207,7 +205,7 @@ def backup_archive(
         raise dg.Failure(description="backup incomplete: " + "; ".join(problems)[:2000],
                          metadata={"backup_id": outcome.archive.backup_id, "problems": "\n".join(problems)})
     members = [{"member": m.name, "bytes": m.size, "sha256": m.sha256[:16]} for m in outcome.archive.members]
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "dry_run": False,
             "backup_id": outcome.archive.backup_id,

@@ -33,7 +33,6 @@ SYSTEM_HEALTH_CHECK = MaintenanceTask(
 TASK = SYSTEM_HEALTH_CHECK.name
 
 
-
 class HealthCheckConfig(dg.Config):
     send_alerts: bool = True
 

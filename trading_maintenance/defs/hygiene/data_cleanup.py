@@ -34,9 +34,6 @@ def archived_market_data(settings) -> tuple[set[str] | None, str]:
     return {os.path.realpath(str(p)) for p in files}, "verified monthly archives (core.market_data.retention.archived_daily_files)"
 
 
-# --- data cleanup --------------------------------------------------------------------------------
-
-
 def run_data_cleanup(context, config: HygieneConfig, settings: MaintenanceSettingsResource, redis: RedisResource, now: float | None = None) -> dict:
     cfg = settings.get()
     now = time.time() if now is None else now

@@ -21,7 +21,6 @@ INTELLIGENT_MAINTENANCE = MaintenanceTask(
 TASK = INTELLIGENT_MAINTENANCE.name
 
 
-
 class IntelligentMaintenanceConfig(dg.Config):
     lookback_days: int = 14
     anomaly_threshold: float = 3.5

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from trading_maintenance.defs.common import RESULT_KEY, markdown_table, publish_result
+from trading_maintenance.defs.common import RESULT_KEY, markdown_table, partition_check_result, publish_result, record_dry_run_plan
 from trading_maintenance.defs.market_data.partitions import (
     market_data_daily_partitions,
     market_data_monthly_partitions,
@@ -61,21 +61,29 @@ def _publish(redis: RedisResource, payload: dict, log) -> bool:
     return publish_result(client, TASK, payload, log)
 
 
-@dg.asset(
-    key=MARKET_DATA_MONTHLY,
-    partitions_def=market_data_monthly_partitions,
-    deps=[dg.AssetDep(MARKET_DATA_DAILY, partition_mapping=dg.TimeWindowPartitionMapping())],
-    group_name="market_data",
-    kinds={"parquet", "polars"},
-    owners=OWNERS,
+@dg.multi_asset(
+    name="market_data_monthly",
+    specs=[
+        dg.AssetSpec(
+            MARKET_DATA_MONTHLY,
+            partitions_def=market_data_monthly_partitions,
+            deps=[dg.AssetDep(MARKET_DATA_DAILY, partition_mapping=dg.TimeWindowPartitionMapping())],
+            group_name="market_data",
+            kinds={"parquet", "polars"},
+            owners=OWNERS,
+            # consolidated weekly: a week and a day without a consolidation means the schedule has stopped
+            freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(days=8)),
+            description=(
+                "Monthly market-data archives parquet/archive/market_data/{SYMBOL}/{timeframe}/{YYYY-MM}.parquet (zstd): "
+                "each month's daily files merged with any earlier archive, schemas normalised, duplicates removed "
+                "(last written wins), sorted by timestamp, read back and verified. Unreadable files go to "
+                "parquet/quarantine/. Stale means no consolidation ran for over a week: daily files pile up."
+            ),
+            skippable=True,  # a dry run records its plan, not an archive
+        )
+    ],
     pool=TRADING_DATA_MAINTENANCE.pool,
-    # consolidated weekly: a week and a day without a consolidation means the schedule has stopped
-    freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(days=8)),
-    description=(
-        "Monthly market-data archives parquet/archive/market_data/{SYMBOL}/{timeframe}/{YYYY-MM}.parquet (zstd): "
-        "each month's daily files merged with any earlier archive, schemas normalised, duplicates removed "
-        "(last written wins), sorted by timestamp, read back and verified. Unreadable files go to parquet/quarantine/."
-    ),
+    can_subset=True,  # outputs and check results are optional: a dry run yields none
     check_specs=[
         dg.AssetCheckSpec(CHECK_NO_DUPLICATES, asset=MARKET_DATA_MONTHLY, description="No (symbol, timeframe, timestamp) key appears twice in a written archive."),
         dg.AssetCheckSpec(CHECK_OHLC, asset=MARKET_DATA_MONTHLY, description=f"At most {OHLC_BAD_FRACTION:.1%} of bars fail OHLC, volume or price sanity (within a small relative tolerance, core.market_data.quality.OHLC_TOLERANCE)."),
@@ -93,7 +101,7 @@ def market_data_monthly(
     config: MarketDataConfig,
     settings: MaintenanceSettingsResource,
     redis: RedisResource,
-) -> dg.MaterializeResult:
+):
     # polars and the exchange calendar load with the first run, not with the definitions
     from trading_maintenance.core.market_data.consolidate import consolidate_month
     from trading_maintenance.core.market_data.layout import archive_dir_for
@@ -127,19 +135,36 @@ def market_data_monthly(
                      "failed_groups": [f"{g.symbol}/{g.timeframe}: {g.error}" for g in result.failed][:50],
                      "quarantined": [q["path"] for q in result.quarantined][:50]}, context.log)
 
+    if config.dry_run:
+        record_dry_run_plan(
+            context,
+            MARKET_DATA_MONTHLY,
+            {"consolidate_groups": summary["groups"], "read_files": summary["files_read"],
+             "quarantine_files": summary["files_quarantined"], "remove_stale_temporaries": len(result.stale_temporaries)},
+            [f"quarantine {q['path']}: {q['reason']}" for q in result.quarantined]
+            + [f"remove {path}" for path in result.stale_temporaries]
+            + [f"consolidate {g.symbol}/{g.timeframe} {month}" for g in result.groups],
+            where=f"maintenance:result:{TASK} in Redis",
+        )
+        return
+
     rows_out = max(summary["rows_out"], 1)
     ohlc_bad = summary["high_below_open_close"] + summary["low_above_open_close"] + summary["negative_volume"] + summary["non_positive_price"]
     dup_in_archives = sum(g.archive_duplicate_keys for g in result.groups)
     expected = max(summary["expected_bars"], 1)
     failed_rows = [{"symbol": g.symbol, "timeframe": g.timeframe, "error": g.error} for g in result.failed]
     checks = [
-        dg.AssetCheckResult(
+        partition_check_result(
+            context.partition_key,
+            asset_key=MARKET_DATA_MONTHLY,
             check_name=CHECK_NO_DUPLICATES,
             passed=dup_in_archives == 0,
             severity=dg.AssetCheckSeverity.ERROR,
             metadata={"duplicate_keys": dup_in_archives, "archives_checked": summary["archives_written"], "duplicates_removed": summary["duplicates_removed"]},
         ),
-        dg.AssetCheckResult(
+        partition_check_result(
+            context.partition_key,
+            asset_key=MARKET_DATA_MONTHLY,
             check_name=CHECK_OHLC,
             passed=ohlc_bad <= OHLC_BAD_FRACTION * rows_out,
             severity=dg.AssetCheckSeverity.WARN,
@@ -149,7 +174,9 @@ def market_data_monthly(
                 **{name: summary[name] for name in ("high_below_open_close", "low_above_open_close", "negative_volume", "non_positive_price", "outside_session", "outside_file_date")},
             },
         ),
-        dg.AssetCheckResult(
+        partition_check_result(
+            context.partition_key,
+            asset_key=MARKET_DATA_MONTHLY,
             check_name=CHECK_COVERAGE,
             passed=summary["missing_days"] == 0 and summary["missing_bars"] <= COVERAGE_MISSING_FRACTION * expected,
             severity=dg.AssetCheckSeverity.WARN,
@@ -160,11 +187,12 @@ def market_data_monthly(
                 "trading_days_counted": len(month_sessions(month, calendar_name=cfg.maintenance.scheduling.market_calendar).counted_days),
             },
         ),
-        dg.AssetCheckResult(
+        partition_check_result(
+            context.partition_key,
+            asset_key=MARKET_DATA_MONTHLY,
             check_name=CHECK_ARCHIVE,
             passed=not result.failed,
             severity=dg.AssetCheckSeverity.ERROR,
-            description="dry run: nothing written, nothing to verify" if config.dry_run else None,
             metadata={
                 "archives_verified": summary["archives_verified"],
                 "groups_failed": summary["groups_failed"],
@@ -175,7 +203,6 @@ def market_data_monthly(
     worst = result.worst(10)
     metadata = {
         "month": month,
-        "dry_run": config.dry_run,
         **{name: summary[name] for name in (
             "groups", "archives_written", "files_read", "rows_in", "rows_out", "duplicates_removed", "files_quarantined",
             "files_misnamed", "stale_temporaries_removed", "files_normalised", "bytes_before", "bytes_after", "bad_bars",
@@ -186,7 +213,7 @@ def market_data_monthly(
         "worst_symbols": dg.MetadataValue.md(markdown_table(worst)),
         "quarantined": dg.MetadataValue.md(markdown_table([{k: v for k, v in q.items()} for q in result.quarantined])),
     }
-    return dg.MaterializeResult(metadata=metadata, check_results=checks)
+    yield dg.MaterializeResult(asset_key=MARKET_DATA_MONTHLY, metadata=metadata, check_results=checks)
 
 
 @dg.asset(
@@ -197,6 +224,7 @@ def market_data_monthly(
     kinds={"parquet"},
     owners=OWNERS,
     pool=TRADING_DATA_MAINTENANCE.pool,
+    output_required=False,  # a dry run records its plan, not a cleanup
     description=(
         "Deletes daily market-data files older than the retention (maintenance.data_retention.parquet_files) that a "
         "verified monthly archive covers, for this month and earlier ones; runs only when the archive check passed."
@@ -207,7 +235,7 @@ def market_data_daily_cleanup(
     config: MarketDataConfig,
     settings: MaintenanceSettingsResource,
     redis: RedisResource,
-) -> dg.MaterializeResult:
+):
     # polars and the exchange calendar load with the first run, not with the definitions
     from trading_maintenance.core.market_data.layout import archive_dir_for, discover_archives
     from trading_maintenance.core.market_data.retention import delete_archived, expired_archived_daily_files
@@ -246,10 +274,13 @@ def market_data_daily_cleanup(
         "deletion_problems": outcome.problems[:20],
     })
     _publish(redis, payload, context.log)
+    if config.dry_run:
+        record_dry_run_plan(context, MARKET_DATA_CLEANUP, {"delete_daily_files": len(plan)},
+                            [f"delete {path}" for path in outcome.planned], where=f"maintenance:result:{TASK} in Redis")
+        return
 
     metadata = {
         "month": month,
-        "dry_run": config.dry_run,
         "retention_days": retention,
         "files_planned": len(plan),
         "files_deleted": len(outcome.deleted),
@@ -263,7 +294,7 @@ def market_data_daily_cleanup(
             description=f"market-data cleanup problems: {len(outcome.failed)} files not deleted, {len(outcome.problems)} verification problems",
             metadata={**metadata, "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in (outcome.problems + [f'{a}: {b}' for a, b in outcome.failed])[:30]))},
         )
-    return dg.MaterializeResult(metadata=metadata)
+    yield dg.MaterializeResult(metadata=metadata)
 
 
 market_data_monthly_job = TRADING_DATA_MAINTENANCE.asset_job(

@@ -25,6 +25,7 @@ from trading_maintenance.defs.common import markdown_table, publish_result
 from trading_maintenance.defs.platform import PLATFORM_CONFIGURATION, PLATFORM_LOGS
 from trading_maintenance.defs.task import OWNERS, MaintenanceTask
 from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
+from trading_maintenance.resources.broker import AlpacaClient, BrokerError
 
 SECURITY_AUDIT = MaintenanceTask(
     "security_audit",
@@ -122,20 +123,6 @@ def check_file_permissions(context: dg.OpExecutionContext, config: PermissionsCo
 
 def broker_key_status(base_url: str, api_key: str, secret_key: str, timeout: float) -> tuple[int | None, str]:
     """(HTTP status, error) of a read-only GET /v2/account with the configured key."""
-    try:
-        from trading_maintenance.resources.broker import AlpacaClient, BrokerError
-    except ImportError:  # the broker client is not there: a minimal read-only GET
-        import httpx
-
-        try:
-            response = httpx.get(
-                base_url.rstrip("/") + "/v2/account",
-                headers={"APCA-API-KEY-ID": api_key, "APCA-API-SECRET-KEY": secret_key},
-                timeout=timeout,
-            )
-            return response.status_code, ""
-        except httpx.HTTPError as exc:
-            return None, type(exc).__name__
     client = AlpacaClient(base_url, api_key, secret_key, timeout_seconds=timeout, max_retries=0)
     try:
         client.get_account()

@@ -17,7 +17,7 @@ from trading_maintenance.core.trading.instruments import canonical_symbol, trade
 from trading_maintenance.core.common.market_hours import calendar
 from trading_maintenance.core.common.masking import mask_text, mask_url
 from trading_maintenance.core.common.atomic import atomic_write_bytes, atomic_write_text
-from trading_maintenance.defs.common import markdown_table, publish_result
+from trading_maintenance.defs.common import markdown_table, partition_check_result, publish_result
 from trading_maintenance.defs.tradenote.partitions import journal_day_partitions
 from trading_maintenance.defs.platform import TRADING_FILLS
 from trading_maintenance.defs.task import OWNERS, MaintenanceTask
@@ -181,19 +181,20 @@ def tradenote_pnl_matches_database(
     day = date.fromisoformat(context.run.tags["dagster/partition"])
     fills, opening = day_fills(trading_db.get_engine(), day, cfg.trading.journal_timezone)
     path = export_paths(cfg.exports_dir, day)["csv"]
-    return check_export(path, fills, opening)
+    return check_export(path, fills, opening, day)
 
 
-def check_export(path, fills, opening) -> dg.AssetCheckResult:
+def check_export(path, fills, opening, day: date) -> dg.AssetCheckResult:
+    key = day.isoformat()
     if not fills:
         ok = not path.exists()
-        return dg.AssetCheckResult(passed=ok, metadata={"fills": 0, "note": "no fills, no file" if ok else f"{path} exists for a day without fills"})
+        return partition_check_result(key, passed=ok, metadata={"fills": 0, "note": "no fills, no file" if ok else f"{path} exists for a day without fills"})
     if not path.exists():
-        return dg.AssetCheckResult(passed=False, metadata={"problem": f"{path} is missing"})
+        return partition_check_result(key, passed=False, metadata={"problem": f"{path} is missing"})
     try:
         parsed = tn.parse_csv(path.read_text())
     except tn.TemplateError as exc:
-        return dg.AssetCheckResult(passed=False, metadata={"problem": str(exc)})
+        return partition_check_result(key, passed=False, metadata={"problem": str(exc)})
     problems = tn.replay_check(parsed)
     carried = set(opening)
     trades = [t for t in tn.replay(parsed) if t.symbol not in carried]
@@ -222,7 +223,8 @@ def check_export(path, fills, opening) -> dg.AssetCheckResult:
         csv_types = {r["Type"] for r in parsed if r["Symbol"] == symbol}
         if csv_types != db_types:
             problems.append(f"{symbol} type: CSV {sorted(csv_types)} != {sorted(db_types)}")
-    return dg.AssetCheckResult(
+    return partition_check_result(
+        key,
         passed=not problems,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"csv_net_pnl": float(tn.cents(csv_net)), "database_net_pnl": float(tn.cents(db.net)),
