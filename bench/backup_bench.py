@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -71,9 +72,18 @@ def drop_cache_hint(root: Path) -> None:
                     pass
 
 
-def shell(cmd: str, cwd: Path, env: dict | None = None) -> float:
-    started = time.perf_counter()
+CPU = {}  # contender -> CPU seconds (user + system, every thread and child): comparable on a busy machine
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def shell(cmd: str, cwd: Path, env: dict | None = None, label: str = "") -> float:
+    started, cpu = time.perf_counter(), children_cpu()
     subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=cwd, check=True, env=env, stdout=subprocess.DEVNULL)
+    CPU[label or cmd] = children_cpu() - cpu
     return time.perf_counter() - started
 
 
@@ -140,48 +150,54 @@ def main() -> None:
         print(f"tree: {mb:.1f} MB in {count} parquet files; cores: {os.cpu_count()}; load: {os.getloadavg()[0]:.1f}")
         rows = []
 
-        t = shell(f"tar -cf - parquet | zstd -3 -T0 -q -o {work}/peer.tar.zst", data)
+        t = shell(f"tar -cf - parquet | zstd -3 -T0 -q -o {work}/peer.tar.zst", data, label="tar | zstd -3 -T0")
         rows.append(("tar | zstd -3 -T0", t, (work / "peer.tar.zst").stat().st_size))
-        t = shell(f"tar -cf - parquet | gzip -6 > {work}/peer.tar.gz", data)
+        t = shell(f"tar -cf - parquet | gzip -6 > {work}/peer.tar.gz", data, label="tar | gzip -6")
         rows.append(("tar | gzip -6", t, (work / "peer.tar.gz").stat().st_size))
         for label, secret in [("project tar.zst archive", None), ("project tar.zst archive + AES-256-GCM", KEY)]:
             dest = work / "archive-out"
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             files, _, _ = collect_trading_files(data, ["parquet"], 0, datetime.now(timezone.utc))
             outcome = create_backup(dest_dir=dest, fmt="tar.zst", secret=secret, parts=["trading_data"], config_path=None,
                                     effective_settings={}, secret_keys=set(), data_dir=data, trading_files=files)
             rows.append((label, time.perf_counter() - started, outcome.archive.size))
+            CPU[label] = time.process_time() - cpu
             shutil.rmtree(dest)
 
+        cpu = time.process_time()
         first, first_bytes = repository_backup(data, work / "repo", work)
+        CPU["project repository, first backup"] = time.process_time() - cpu
         rows.append(("project repository, first backup", first, first_bytes))
         restic = ensure_restic()
         env = {**os.environ, "RESTIC_PASSWORD": KEY, "RESTIC_REPOSITORY": str(work / "restic"), "RESTIC_CACHE_DIR": str(work / "restic-cache")}
         if restic:
             shell("restic init -q", data, env)
-            restic_first = shell("restic backup -q parquet", data, env)
+            restic_first = shell("restic backup -q parquet", data, env, label="restic, first backup")
             rows.append(("restic, first backup", restic_first, folder_bytes(work / "restic")))
         changed = change_one_percent(data)
         drop_cache_hint(data)
+        cpu = time.process_time()
         second, second_bytes = repository_backup(data, work / "repo", work)
+        CPU[f"project repository, second ({changed} files changed)"] = time.process_time() - cpu
         rows.append((f"project repository, second ({changed} files changed)", second, second_bytes))
         if restic:
             before = folder_bytes(work / "restic")
-            restic_second = shell("restic backup -q parquet", data, env)
+            restic_second = shell("restic backup -q parquet", data, env, label=f"restic, second ({changed} files changed)")
             rows.append((f"restic, second ({changed} files changed)", restic_second, folder_bytes(work / "restic") - before))
         restore = repository_restore(work / "repo", work / "restored", work / "stage")
         if restic:
             restic_restore = shell(f"restic restore -q latest --target {work / 'restic-restored'}", data, env)
 
         peer = rows[0][1]
-        print(f"{'contender':48} {'seconds':>8} {'MB/s':>8} {'stored MB':>10} {'vs tar|zstd':>12}")
+        print(f"{'contender':48} {'seconds':>8} {'MB/s':>8} {'stored MB':>10} {'vs tar|zstd':>12} {'CPU s':>7}")
         for label, seconds, out in rows:
-            print(f"{label:48} {seconds:8.2f} {mb / seconds:8.1f} {out / 1e6:10.1f} {peer / seconds:11.2f}x")
+            print(f"{label:48} {seconds:8.2f} {mb / seconds:8.1f} {out / 1e6:10.1f} {peer / seconds:11.2f}x {CPU.get(label, 0):7.2f}")
         print(f"{'project repository, restore':48} {restore:8.2f} {mb / restore:8.1f}")
         if restic:
             print(f"{'restic, restore':48} {restic_restore:8.2f} {mb / restic_restore:8.1f}")
         print("goals:")
-        print(f"  first backup vs tar|zstd throughput   {peer / first:6.2f}x  (goal >= 0.9x)")
+        print(f"  first backup vs tar|zstd throughput   {peer / first:6.2f}x  (goal >= 0.9x; "
+              f"CPU {CPU['tar | zstd -3 -T0'] / CPU['project repository, first backup']:.2f}x)")
         print(f"  second backup time / first            {100 * second / first:6.1f} %  (goal <= 5 %)")
         print(f"  second backup new bytes / first       {100 * second_bytes / first_bytes:6.2f} %  (goal <= 2 %)")
         if restic:
