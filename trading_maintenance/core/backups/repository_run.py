@@ -11,7 +11,8 @@ from typing import Callable
 
 from trading_maintenance.core.backups.drill import DrillReport, run_drill
 from trading_maintenance.core.backups.remote_repository import RemoteRepository
-from trading_maintenance.core.backups.repository import Repository, RepositoryError
+from trading_maintenance.core.backups.archive import ArchiveError
+from trading_maintenance.core.backups.repository import REPOSITORY_DIR, Repository, RepositoryError
 from trading_maintenance.core.backups.run import BackupOutcome, create_backup
 from trading_maintenance.core.backups.snapshots import forget_and_prune, list_snapshots, select_snapshot, stage_snapshot
 
@@ -85,17 +86,20 @@ def back_up_to_repository(
 
 def drill_snapshot(backups_dir: Path, secret: str | None, which: str, *, work_root: Path, scratch_redis=None,
                    pg_admin_url: str | None = None, dry_run: bool = False) -> DrillReport | None:
-    """The drill of a snapshot (`latest` = the newest); None when there is no repository with snapshots.
-    A dry run reads and verifies every chunk of the snapshot and restores nothing."""
-    try:
-        repo = Repository.open_or_create(backups_dir, secret, create=False)
-    except RepositoryError as exc:
-        if "no backup repository" in str(exc):
-            return None
-        raise
+    """The drill of a snapshot (`latest` = the newest); None when there is no repository with snapshots,
+    or `which` names no snapshot (it may name an archive). A dry run reads and verifies every chunk of
+    the snapshot and restores nothing."""
+    if not (Path(backups_dir) / REPOSITORY_DIR / "config.json").exists():
+        return None
+    repo = Repository.open_or_create(backups_dir, secret, create=False)
     if not repo.snapshot_ids():
         return None
-    ref = select_snapshot(repo, which)
+    try:
+        ref = select_snapshot(repo, which)
+    except ArchiveError:
+        if which in ("", "latest"):
+            raise
+        return None
     if not dry_run:
         return run_drill(ref.name, secret, work_root=work_root, scratch_redis=scratch_redis, pg_admin_url=pg_admin_url,
                          repository=repo)

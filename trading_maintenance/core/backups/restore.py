@@ -22,7 +22,15 @@ from trading_maintenance.core.backups.archive_reader import verify_archive
 from trading_maintenance.core.backups.repository import Repository
 from trading_maintenance.core.backups.snapshots import stage_snapshot
 from trading_maintenance.core.backups.temporaries import owned_temp_dir, remove_dead_temporaries, remove_legacy_stage_dirs
-from trading_maintenance.core.backups.restore_parts import ConfigPart, DatabasePart, RedisPart, RestorePart, RestoreRefused, TradingDataPart
+from trading_maintenance.core.backups.restore_parts import (
+    ConfigPart,
+    DatabasePart,
+    RedisPart,
+    RestorePart,
+    RestoreRefused,
+    TradingDataPart,
+    existing_folder,
+)
 
 
 TYPES = ("config", "redis", "trading_data", "database")
@@ -197,21 +205,14 @@ def check_free_space(parts: list[RestorePart], stage_root: Path, min_free_bytes:
         for folder, size, what in writes:
             if size <= 0:
                 continue
-            disk = needs.setdefault(_existing(folder).stat().st_dev, {"folder": folder, "bytes": 0, "what": []})
+            disk = needs.setdefault(existing_folder(folder).stat().st_dev, {"folder": folder, "bytes": 0, "what": []})
             disk["bytes"] += size
             disk["what"].append(f"{what} {size}")
     for disk in needs.values():
-        free = shutil.disk_usage(_existing(disk["folder"])).free
+        free = shutil.disk_usage(existing_folder(disk["folder"])).free
         if disk["bytes"] + min_free_bytes > free:
             raise RestoreRefused(f"restoring needs {disk['bytes']} bytes ({', '.join(disk['what'])}) plus {min_free_bytes} "
                                  f"kept free on the disk of {disk['folder']}, only {free} are free: refused, nothing was changed")
-
-
-def _existing(folder: Path) -> Path:
-    folder = Path(folder)
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    return folder
 
 
 def _apply_all(parts: list[RestorePart], report: RestoreReport, stage_root: Path) -> None:

@@ -325,7 +325,6 @@ class TradingDataPart(RestorePart):
                 files["create"] += 1
             files["bytes"] += entry["size"]
             self.targets[entry["name"]] = target
-        self.write_bytes = files["bytes"]
         self.plan = {"action": "write" if self.targets else "unchanged", "target": str(self.root), **files}
         self.changes = bool(self.targets)
 
@@ -339,7 +338,13 @@ class TradingDataPart(RestorePart):
         return sum(self.targets[m].stat().st_size for m in self.replaced)
 
     def target_bytes(self) -> dict[Path, int]:
-        return {self.root: self.write_bytes} if self.targets else {}
+        """A staged file on the target's disk is renamed into place and needs no more room there."""
+        if not self.targets:
+            return {}
+        disk = os.stat(existing_folder(self.root)).st_dev
+        sizes = {m["name"]: m["size"] for m in self.verified.manifest["members"]}
+        copied = sum(sizes[m] for m in self.targets if os.stat(self.verified.staged[m]).st_dev != disk)
+        return {self.root: copied}
 
     def save(self, safety: Path) -> None:
         self.safety = safety / "trading_data"
@@ -377,6 +382,14 @@ class TradingDataPart(RestorePart):
                 atomic_copy(self.safety / member, self.targets[member])
             else:
                 self.targets[member].unlink(missing_ok=True)
+
+
+def existing_folder(folder: Path) -> Path:
+    """The folder, or its nearest ancestor that exists (whose disk it will be on)."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
 
 
 def _safe_target(root: Path, member: str) -> Path:
