@@ -47,10 +47,14 @@ def test_a_cli_run_waits_for_the_task_pool_slot_held_by_another_run(tmp_path, da
         # another run (launched from the UI, say) holds the health check's only slot
         storage.initialize_concurrency_limit_to_default(POOL)
         assert storage.claim_concurrency_slot(POOL, "ui-run", "check_system_health").is_claimed
-        cli = subprocess.Popen(CLI + ["run", "--task", "system_health_check"], env=env, cwd=PROJECT_ROOT,
+        cli = subprocess.Popen(CLI + ["maintenance", "run", "--task", "system_health_check"], env=env, cwd=PROJECT_ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            _wait_for(lambda: storage.get_concurrency_info(POOL).pending_step_count >= 1, "the CLI run's step to queue for the slot")
+            def cli_step_waits():
+                return [step for step in storage.get_concurrency_info(POOL).pending_steps
+                        if step.run_id != "ui-run" and step.assigned_timestamp is None]
+
+            _wait_for(cli_step_waits, "the CLI run's step to queue for the slot")
             assert cli.poll() is None
             assert not instance.fetch_materializations(dg.AssetKey("system_health"), limit=1).records
             storage.free_concurrency_slot_for_step("ui-run", "check_system_health")
@@ -61,4 +65,4 @@ def test_a_cli_run_waits_for_the_task_pool_slot_held_by_another_run(tmp_path, da
         assert cli.returncode == 0, err[-2000:]
         assert instance.fetch_materializations(dg.AssetKey("system_health"), limit=1).records
         info = storage.get_concurrency_info(POOL)
-        assert info.active_slot_count == 0 and info.pending_step_count == 0
+        assert info.active_slot_count == 0 and not info.pending_steps
