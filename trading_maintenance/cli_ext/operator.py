@@ -66,7 +66,11 @@ def _broker_client(settings):
 
 
 def _decimal(value) -> str | None:
-    return None if value is None else format(Decimal(value), "f")
+    """Plain notation without trailing zeros, so 100 from the broker and 100.000000 from the database read alike."""
+    if value is None:
+        return None
+    number = Decimal(value)
+    return format(number.normalize() if number else Decimal(0), "f")
 
 
 def dashboard_snapshot(ctx) -> dict:
