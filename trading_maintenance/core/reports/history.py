@@ -76,17 +76,26 @@ def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, timezone.utc)
 
 
-def load_runs(instance, since: float, until: float, exclude_run_ids: frozenset[str] = frozenset(), limit: int = 20000,
-              with_events: bool = True) -> list[RunRow]:
-    """Runs created in [since, until), finished or not, with their metrics and first error line
-    (`with_events=False`: statuses and durations only, one query)."""
+def _run_records(instance, since: float, until: float):
+    """Run records created in [since, until), oldest first, a page at a time (run ids as cursors)."""
     import dagster as dg
 
-    records = instance.get_run_records(
-        dg.RunsFilter(created_after=_utc(since), created_before=_utc(until)), limit=limit, ascending=True
-    )
+    filters = dg.RunsFilter(created_after=_utc(since), created_before=_utc(until))
+    cursor = None
+    while True:
+        page = instance.get_run_records(filters, limit=PAGE_SIZE, cursor=cursor, ascending=True)
+        yield from page
+        if len(page) < PAGE_SIZE:
+            return
+        cursor = page[-1].dagster_run.run_id
+
+
+def load_runs(instance, since: float, until: float, exclude_run_ids: frozenset[str] = frozenset(),
+              with_events: bool = True) -> list[RunRow]:
+    """Runs created in [since, until), finished or not, with their metrics and first error line
+    (`with_events=False`: statuses and durations only)."""
     rows = []
-    for record in records:
+    for record in _run_records(instance, since, until):
         run = record.dagster_run
         if run.run_id in exclude_run_ids:
             continue
@@ -179,30 +188,35 @@ def _add_counters(row: RunRow, metadata: dict) -> None:
             row.files_processed += int(value)
 
 
-def _health_records_newest_first(instance, since: float, limit: int):
+def _health_records(instance, since: float, until: float):
+    """`system_health` materializations in [since, until), oldest first: the time window is the
+    storage's filter and pages follow its cursor, so no request exceeds Dagster's per-call record
+    limit and records outside the window are never read."""
     import dagster as dg
 
-    cursor, seen = None, 0
-    while seen < limit:
-        page = instance.fetch_materializations(dg.AssetKey("system_health"), limit=PAGE, cursor=cursor, ascending=False)
+    # after_timestamp is exclusive; the window's own start is kept by the check below.
+    window = dg.AssetRecordsFilter(asset_key=dg.AssetKey("system_health"), after_timestamp=since - 0.001,
+                                   before_timestamp=until)
+    cursor = None
+    while True:
+        page = instance.fetch_materializations(window, limit=PAGE_SIZE, cursor=cursor, ascending=True)
         for record in page.records:
-            if record.timestamp < since:
-                return
-            seen += 1
-            yield record
-        if not page.has_more:
+            if since <= record.timestamp < until:
+                yield record
+        if not page.has_more or not page.records:
             return
         cursor = page.cursor
 
 
-PAGE = 5000
+# Well under Dagster's per-call limit on event records (10,000 by default, MAX_LIMIT_GET_EVENT_RECORDS).
+PAGE_SIZE = 1000
 
 
-def load_health(instance, since: float, until: float, limit: int = 20000) -> list[HealthPoint]:
+def load_health(instance, since: float, until: float) -> list[HealthPoint]:
     """`system_health` materializations in [since, until), oldest first, numeric metrics only."""
     points = []
-    for record in _health_records_newest_first(instance, since, limit):
-        if record.timestamp >= until or record.asset_materialization is None:
+    for record in _health_records(instance, since, until):
+        if record.asset_materialization is None:
             continue
         values = {}
         for name in HEALTH_METRICS:
@@ -212,4 +226,4 @@ def load_health(instance, since: float, until: float, limit: int = 20000) -> lis
                 values[name] = float(value)
         if values:
             points.append(HealthPoint(record.timestamp, values))
-    return sorted(points, key=lambda p: p.timestamp)
+    return points
