@@ -178,6 +178,8 @@ def run_task(task_name: str, verbose: bool = False, partition: str | None = None
     colour = "green" if outcome.success else "red"
     verdict = "succeeded" if outcome.success else "FAILED" if outcome.status == "FAILURE" else outcome.status
     console.print(f"[{colour}]{task.name}: {verdict}[/] in {elapsed:.1f}s  run {outcome.run_id}", soft_wrap=True)
+    for plan in outcome.dry_run_plans:
+        console.print(plan, soft_wrap=True, markup=False, highlight=False)
     for failure in outcome.failures:
         err_console.print(f"  {failure}")
     return outcome.success

@@ -56,6 +56,7 @@ class RunOutcome:
     run_id: str
     status: str  # Dagster's run status at the end (SUCCESS, FAILURE, CANCELED) or QUEUED when not followed
     failures: tuple[str, ...] = ()
+    dry_run_plans: tuple[str, ...] = ()  # what a dry run would have done, one text per asset
 
     @property
     def success(self) -> bool:
@@ -397,4 +398,25 @@ def outcome_of(instance, run_id: str) -> RunOutcome:
             text = error.message if error is not None else (entry.user_message or "")
             if text.strip():
                 failures.append(f"{event.step_key or 'run'}: {text.strip().splitlines()[0]}")
-    return RunOutcome(run_id, run.status.value, tuple(failures))
+    return RunOutcome(run_id, run.status.value, tuple(failures), dry_run_plans(instance, run_id))
+
+
+def dry_run_plans(instance, run_id: str) -> tuple[str, ...]:
+    """The plans a dry run recorded as observations (counts per action, first items, where the rest is)."""
+    from dagster import DagsterEventType
+
+    plans = []
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_OBSERVATION):
+        observation = entry.dagster_event.event_specific_data.asset_observation
+        metadata = observation.metadata
+        if "dry_run" not in metadata:
+            continue
+        where = observation.asset_key.to_user_string() + (f" [{observation.partition}]" if observation.partition else "")
+        counts = ", ".join(f"{name[len('would_'):].replace('_', ' ')}: {value.value}"
+                           for name, value in metadata.items() if name.startswith("would_"))
+        lines = [f"{where}: would {counts or 'do nothing'}"]
+        lines += [f"  {line}" for line in str(metadata["first_items"].value).splitlines() if line.strip()] if "first_items" in metadata else []
+        if "plan" in metadata:
+            lines.append(f"  whole plan: {metadata['plan'].value}")
+        plans.append("\n".join(lines))
+    return tuple(plans)

@@ -186,3 +186,22 @@ def test_system_health_materializes_through_its_job_and_feeds_the_emergency_sens
         # the sensor read the materialization the job just recorded
         assert "no health check has been recorded yet" not in reason
         assert launched or reason.startswith("no emergency"), reason
+
+
+def test_a_dry_run_leaves_no_materialization_and_the_cli_shows_its_plan(make_resources, data_dir, redis_client):
+    from trading_maintenance.defs.backups.assets import backup_archive, backup_archive_job
+    from trading_maintenance.resources.object_store import ObjectStoreResource
+    from trading_maintenance.run_launch import outcome_of
+    from trading_maintenance_tests.conftest import run_asset_job
+
+    redis_client.set("positions:AAPL", "10")
+    with dg.instance_for_test() as instance:
+        result = run_asset_job(
+            backup_archive_job, [backup_archive], make_resources("", object_store=ObjectStoreResource()), instance=instance,
+            run_config={"ops": {"backup_archive": {"config": {"dry_run": True}}}},
+        )
+        assert result.success and not result.get_asset_materialization_events()
+        assert instance.get_latest_materialization_event(dg.AssetKey("backup_archive")) is None
+        (plan,) = outcome_of(instance, result.run_id).dry_run_plans
+    assert plan.startswith("backup_archive: would back up parts:") and "whole plan: maintenance:result:backup in Redis" in plan
+    assert not (data_dir / "backups").exists() or not any((data_dir / "backups").iterdir())
