@@ -39,6 +39,7 @@ from trading_maintenance.core.backups.repository import (
 )
 
 READ_SEGMENT = 32 << 20
+MAX_QUEUED_WRITES = 64  # chunks waiting for the pack writer: bounds the memory a slow disk can take
 ZSTD_LEVEL = 3
 
 
@@ -68,7 +69,7 @@ class SnapshotWriter:
         self.backup_id = next(c for c in (base if i == 0 else f"{base}-{i}" for i in range(10000)) if c not in taken)
         self.members: list[dict] = []
         self.new_packs: dict[str, list[tuple[str, BlobRef]]] = {}
-        self.written_here: dict[str, BlobRef] = {}
+        self.written_here: set[str] = set()
         self.new_bytes = 0
         self.logical = 0
         self.reused_files = 0
@@ -77,9 +78,11 @@ class SnapshotWriter:
         self._window = 4 * (threads or max(2, os.cpu_count() or 2))
         self._pending: deque = deque()
         self._pack = None
-        # Packs are fsynced and renamed by one thread of their own, so the disk's wait overlaps the
-        # chunking and compression of what follows; their folders are fsynced once, before the index.
+        # Packs are written, hashed, fsynced and renamed by one thread of their own (in order), so the
+        # disk's wait overlaps the chunking and compression of what follows; their folders are fsynced
+        # once, before the index.
         self._publisher = ThreadPoolExecutor(max_workers=1)
+        self._writes: deque = deque()
         self._published: list = []
         self._started = time.monotonic()
 
@@ -111,33 +114,35 @@ class SnapshotWriter:
             self._pack = {"file": os.fdopen(fd, "wb", buffering=1 << 20), "path": path, "entries": [],
                           "hash": hashlib.sha256(), "size": 0}
         pack = self._pack
-        pack["file"].write(stored)
-        pack["hash"].update(stored)
+        self._writes.append(self._publisher.submit(self._append, pack, stored))
+        while len(self._writes) > MAX_QUEUED_WRITES:
+            self._writes.popleft().result()
         pack["entries"].append((chunk_id, pack["size"], len(stored), raw_length))
         pack["size"] += len(stored)
-        self.written_here[chunk_id] = BlobRef("", 0, 0, 0)
+        self.written_here.add(chunk_id)
         self.new_bytes += len(stored)
         if pack["size"] >= PACK_TARGET:
             self._close_pack()
+
+    @staticmethod
+    def _append(pack: dict, stored: bytes) -> None:
+        pack["file"].write(stored)
+        pack["hash"].update(stored)
 
     def _close_pack(self) -> None:
         pack, self._pack = self._pack, None
         header = self.repo.keys.seal(
             json.dumps([list(e) for e in pack["entries"]], separators=(",", ":")).encode(), b"pack-header")
         tail = header + struct.pack(">I", len(header))
-        pack["file"].write(tail)
-        pack["hash"].update(tail)
-        pack_id = pack["hash"].hexdigest()
-        self._published.append(self._publisher.submit(self._publish, pack["file"], pack["path"], pack_id))
-        refs = [(cid, BlobRef(pack_id, off, length, raw)) for cid, off, length, raw in pack["entries"]]
-        self.new_packs[pack_id] = refs
-        self.written_here.update(refs)
+        self._published.append((self._publisher.submit(self._publish, pack, tail), pack["entries"]))
 
-    def _publish(self, handle, temp: Path, pack_id: str) -> Path:
-        handle.flush()
-        os.fsync(handle.fileno())
-        handle.close()
-        return self.repo.publish_pack(temp, pack_id, sync_folder=False)
+    def _publish(self, pack: dict, tail: bytes) -> tuple[str, Path]:
+        self._append(pack, tail)
+        pack["file"].flush()
+        os.fsync(pack["file"].fileno())
+        pack["file"].close()
+        pack_id = pack["hash"].hexdigest()
+        return pack_id, self.repo.publish_pack(pack["path"], pack_id, sync_folder=False)
 
     # ----------------------------------------------------------------- files
 
@@ -209,7 +214,13 @@ class SnapshotWriter:
         if self._pack is not None:
             self._close_pack()
         self._pool.shutdown()
-        folders = {future.result() for future in self._published}
+        for write in self._writes:
+            write.result()
+        folders = set()
+        for future, entries in self._published:
+            pack_id, folder = future.result()
+            self.new_packs[pack_id] = [(cid, BlobRef(pack_id, off, length, raw)) for cid, off, length, raw in entries]
+            folders.add(folder)
         self._publisher.shutdown()
         for folder in sorted(folders):
             fsync_dir(folder)
@@ -233,7 +244,7 @@ class SnapshotWriter:
 
     def abort(self) -> None:
         self._pool.shutdown(cancel_futures=True)
-        self._publisher.shutdown()
+        self._publisher.shutdown(cancel_futures=True)
         if self._pack is not None:
             self._pack["file"].close()
             Path(self._pack["path"]).unlink(missing_ok=True)
