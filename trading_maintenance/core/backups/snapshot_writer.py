@@ -177,14 +177,17 @@ class SnapshotWriter:
 
     def add_file(self, name: str, path: str | Path, kind: str, source: str = "") -> MemberInfo:
         check_member_name(name)
-        with open(path, "rb", buffering=0) as handle:
-            st = os.fstat(handle.fileno())
+        previous = self.parent.get(name) if source else None
+        if previous is not None:  # an unchanged file is recognised by its metadata alone, never opened
+            st = os.stat(path, follow_symlinks=False)
             stat = [st.st_size, st.st_mtime_ns, st.st_ino]
-            previous = self.parent.get(name)
-            if (source and previous and previous.get("stat") == stat and previous.get("kind") == kind
+            if (previous.get("stat") == stat and previous.get("kind") == kind
                     and all(c in self.known for c in previous.get("chunks", []))):
                 self.reused_files += 1
                 return self._record(name, st.st_size, previous["sha256"], kind, source, list(previous["chunks"]), stat)
+        with open(path, "rb", buffering=0) as handle:
+            st = os.fstat(handle.fileno())
+            stat = [st.st_size, st.st_mtime_ns, st.st_ino]
             ids: list = []
             sha, short = self._chunk_stream(handle, st.st_size, ids)
         member = self._record(name, st.st_size, sha, kind, source, ids, stat if source else None)
