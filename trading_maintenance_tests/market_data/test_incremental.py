@@ -282,3 +282,22 @@ def test_a_file_delivered_again_with_one_corrected_bar_rewrites_the_archive(mdir
     correction = corrections["AAA"]
     in_archive = archive(mdir, "AAA").filter(pl.col("timestamp") == correction["timestamp"][0])
     assert in_archive["volume"].to_list() == correction["volume"].to_list()
+
+
+def test_a_rewritten_archive_is_made_durable_by_a_folder_fsync_and_a_kept_one_needs_none(mdir, monkeypatch):
+    from trading_maintenance.core.market_data import io
+
+    generate(mdir, ["AAA", "BBB"], DAYS[0], DAYS[1], dup_fraction=0)
+    consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1)
+    synced: list[str] = []
+    monkeypatch.setattr(io, "_fsync_dir", lambda folder: synced.append(os.fspath(folder)))
+    for symbol, change in (("AAA", pl.col("volume")), ("BBB", pl.col("volume") + 1)):  # AAA delivered again, BBB corrected
+        path = daily_path(mdir, symbol, "1min", DAYS[1])
+        df = pl.read_parquet(path)
+        pl.concat([df, df.head(1).with_columns(change)]).write_parquet(path)
+
+    groups = {g.symbol: g for g in consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1).groups}
+
+    assert not groups["AAA"].written and groups["BBB"].written and groups["AAA"].verified and groups["BBB"].verified
+    folders = {s: os.fspath(archive_path(archive_dir_for(mdir), s, "1min", MAR).parent) for s in ("AAA", "BBB")}
+    assert folders["BBB"] in synced and folders["AAA"] not in synced

@@ -137,8 +137,10 @@ def write_manifest(
             "verified_at": datetime.now(timezone.utc).isoformat(),
         },
         manifest_path(target),
-        # its folder fsync makes the archive's rename durable; the manifest's own bytes need
-        # none: a manifest lost or torn by a crash only means "not deletable, re-read next run"
+        # its folder fsync makes a renamed archive durable (a kept archive was made durable when
+        # written); the manifest's own bytes need none: a manifest lost or torn by a crash only
+        # means "not deletable, re-read next run", and the archive holds every row it vouches for
+        fsync_dir=archive_stat is None,
         fsync_file=False,
     )
 
