@@ -7,8 +7,9 @@ import dagster as dg
 
 from trading_maintenance.core.backups import database as bdb
 from trading_maintenance.core.common.alerts import Alert
-from trading_maintenance.core.backups.archive import list_local_backups, plan_backup_retention
-from trading_maintenance.core.backups.archive_reader import identify_local_backups, verify_archive
+from trading_maintenance.core.backups.archive import plan_backup_retention
+from trading_maintenance.core.backups.archive_reader import identify_local_backups
+from trading_maintenance.core.backups.orchestrate import after_backup
 from trading_maintenance.core.backups.temporaries import remove_dead_temporaries
 from trading_maintenance.core.backups.run import collect_trading_files, create_backup
 from trading_maintenance.core.common.masking import mask_text
@@ -39,25 +40,6 @@ def _secrets(cfg) -> list[str]:
     if cfg.backup.encryption_key:
         values.append(cfg.backup.encryption_key.get_secret_value())
     return [v for v in values if v]
-
-
-def _retention(refs, days, now, protect, delete_fn, dry_run):
-    plan = plan_backup_retention(refs, days, now, protect)
-    deleted, failed = [], []
-    if not dry_run:
-        for ref in plan.delete:
-            try:
-                delete_fn(ref)
-                deleted.append(ref.name)
-            except Exception as exc:  # noqa: BLE001 - reported; the run fails below
-                failed.append(f"{ref.name}: {type(exc).__name__}")
-    return plan, deleted, failed
-
-
-def _delete_local(ref):
-    from pathlib import Path
-
-    Path(ref.location).unlink()
 
 
 @dg.asset(
@@ -131,7 +113,6 @@ def backup_archive(
     for path in removed_partials:
         context.log.info(f"removed {path}: left by a backup that is no longer running")
     problems: list[str] = []
-    archive_problems: list[str] = []
     try:
         outcome = create_backup(
             dest_dir=cfg.backups_dir, fmt=bcfg.format, secret=secret, parts=parts, config_path=cfg.config_path,
@@ -147,54 +128,24 @@ def backup_archive(
         raise dg.Failure(description=f"backup failed: {message}", metadata={"error": message}) from None
 
     summary = outcome.summary()
-    verified_ok = False
-    try:
-        verified = verify_archive(outcome.archive.path, secret)
-        verified_ok = verified.manifest["backup_id"] == outcome.archive.backup_id
-    except Exception as exc:  # noqa: BLE001
-        problems.append(f"verification of the new archive failed: {exc}")
-
-    remote_info: dict = {"remote": "disabled"}
-    if remote is not None and verified_ok:
-        try:
-            uploaded = remote.upload(outcome.archive.path, outcome.archive.sha256)
-            remote_problems = remote.verify(outcome.archive.name, outcome.archive.size, outcome.archive.sha256)
-            problems += remote_problems
-            remote_info = {"remote": uploaded["url"], "remote_verified": not remote_problems}
-        except Exception as exc:  # noqa: BLE001
-            problems.append(mask_text(f"upload to {remote.describe()} failed: {type(exc).__name__}: {exc}", _secrets(cfg)))
-
-    local_deleted, remote_deleted = [], []
-    if verified_ok and not problems and config.apply_retention:
-        listing = identify_local_backups(cfg.backups_dir, secret)
-        archive_problems = listing.problems
-        for problem in archive_problems:
-            context.log.warning(problem)
-        _, local_deleted, failed = _retention(listing.refs, local_days, now, {outcome.archive.backup_id}, _delete_local, False)
-        problems += failed
-        if remote is not None:
-            try:
-                _, remote_deleted, failed = _retention(remote.list_backups(), bcfg.remote_retention_days, now,
-                                                       {outcome.archive.backup_id}, lambda r: remote.delete(r.name), False)
-                problems += failed
-            except Exception as exc:  # noqa: BLE001
-                problems.append(f"remote retention failed: {type(exc).__name__}")
-        remaining = {r.backup_id for r in list_local_backups(cfg.backups_dir)}
-        if outcome.archive.backup_id not in remaining:
-            problems.append("the new backup is missing after retention")
+    after = after_backup(outcome.archive, secret, cfg.backups_dir, local_days, remote, bcfg.remote_retention_days,
+                         config.apply_retention, now, _secrets(cfg))
+    for problem in after.archive_problems:
+        context.log.warning(problem)
+    problems += after.problems
 
     duration = time.monotonic() - started
     result = {
-        "status": "failed" if problems or not verified_ok else "success",
+        "status": "failed" if problems or not after.verified else "success",
         **base,
         **summary,
-        **remote_info,
-        "verified": verified_ok,
+        **after.remote_info,
+        "verified": after.verified,
         "duration_seconds": round(duration, 3),
-        "local_deleted": local_deleted,
-        "remote_deleted": remote_deleted,
+        "local_deleted": after.local_deleted,
+        "remote_deleted": after.remote_deleted,
         "removed_partials": removed_partials,
-        "archive_problems": archive_problems,
+        "archive_problems": after.archive_problems,
         "skipped": skipped,
         "problems": problems,
     }
@@ -225,10 +176,10 @@ def backup_archive(
             "encrypted": bool(secret),
             "format": bcfg.format,
             "archive_sha256": outcome.archive.sha256,
-            "remote": str(remote_info["remote"]),
-            "local_deleted": len(local_deleted),
-            "remote_deleted": len(remote_deleted),
-            "warnings": dg.MetadataValue.md("\n".join(f"- {w}" for w in outcome.warnings + skipped + archive_problems) or "_none_"),
+            "remote": str(after.remote_info["remote"]),
+            "local_deleted": len(after.local_deleted),
+            "remote_deleted": len(after.remote_deleted),
+            "warnings": dg.MetadataValue.md("\n".join(f"- {w}" for w in outcome.warnings + skipped + after.archive_problems) or "_none_"),
             "members": dg.MetadataValue.md(markdown_table(members, limit=30)),
         }
     )
