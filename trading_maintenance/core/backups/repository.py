@@ -235,11 +235,15 @@ class Repository:
         if handle is None:
             with open(self.pack_path(ref.pack), "rb") as own:
                 return self.read_chunk(chunk_id, ref, own)
+        return decode_chunk(self.keys, chunk_id, self.read_stored(chunk_id, ref, handle), ref.raw_length)
+
+    def read_stored(self, chunk_id: str, ref: BlobRef, handle) -> bytes:
+        """A chunk's bytes as stored (sealed, compressed), not yet checked: decode_chunk checks them."""
         handle.seek(ref.offset)
         stored = handle.read(ref.length)
         if len(stored) != ref.length:
             raise RepositoryError(f"pack {ref.pack[:16]} is truncated: chunk {chunk_id[:16]} cut short")
-        return decode_chunk(self.keys, chunk_id, stored, ref.raw_length)
+        return stored
 
     # ----------------------------------------------------------------- index
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import shutil
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,10 +18,11 @@ from typing import Callable
 from trading_maintenance.core.backups.archive import MIN_FREE_BYTES, BackupRef, plan_backup_retention, select_backup
 from trading_maintenance.core.backups.archive_reader import VerifiedArchive, check_member_name, manifest_identity, manifest_members
 from trading_maintenance.core.backups.archive_writer import ArchiveResult, ArchiveWriter
-from trading_maintenance.core.backups.repository import BlobRef, Repository, RepositoryError
+from trading_maintenance.core.backups.repository import BlobRef, Repository, RepositoryError, decode_chunk
 from trading_maintenance.core.backups.temporaries import owned_temp_dir
 
 LOCATION_PREFIX = "repository:"
+STAGE_WINDOW = 16  # steps (chunks read ahead) in flight while staging: bounds memory to ~16 chunks
 
 
 @dataclass
@@ -104,28 +108,60 @@ def stage_snapshot(repo: Repository, snapshot: str, stage_dir: Path | None, want
     if need + min_free_bytes > free:
         raise RepositoryError(f"{label}: staging needs {need} bytes plus {min_free_bytes} kept free in {stage_dir}, "
                               f"only {free} are free: refused before writing")
+    _stage_members(repo, label, layout, wanted, stage_dir, verified)
+    return verified
+
+
+def _stage_members(repo: Repository, label: str, layout: dict, wanted: dict[str, dict], stage_dir: Path,
+                   verified: VerifiedArchive) -> None:
+    """Chunks read in order and decoded (authenticated, decompressed, checked against their ids) by a
+    pool of threads, written in order, each file checked against its SHA-256 once complete.
+    Trading data is staged flat: its files are renamed into place afterwards, and a copy of a deep
+    tree would cost as many folders to make and remove again as the restore itself makes."""
+    flat = stage_dir / "data-files"
+    steps: deque = deque()
+    current: dict = {}
     handles: dict[str, object] = {}
-    try:
-        flat = stage_dir / "data-files"
-        for number, (name, member) in enumerate(wanted.items()):
-            # Trading data is staged flat: its files are renamed into place, and a copy of a deep tree
-            # would cost as many folders to make and remove again as the restore itself makes.
-            target = flat / f"{number:08d}" if name.startswith("data/") else stage_dir / name
+
+    def advance() -> None:
+        step = steps.popleft()
+        if step[0] == "open":
+            _, name, member, target = step
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            digest = hashlib.sha256()
-            with open(target, "xb") as out:
+            current.update(name=name, member=member, target=target, out=open(target, "xb"), digest=hashlib.sha256())
+        elif step[0] == "chunk":
+            data = step[1].result()
+            current["digest"].update(data)
+            current["out"].write(data)
+        else:
+            current["out"].close()
+            if not hmac.compare_digest(current["digest"].hexdigest(), current["member"]["sha256"]):
+                raise RepositoryError(f"{label}: member {current['name']!r} does not match its checksum: "
+                                      f"the repository was altered")
+            verified.staged[current["name"]] = current["target"]
+            current.clear()
+
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        try:
+            for number, (name, member) in enumerate(wanted.items()):
+                target = flat / f"{number:08d}" if name.startswith("data/") else stage_dir / name
+                steps.append(("open", name, member, target))
                 for chunk_id, ref in layout[name]:
                     handle = handles.get(ref.pack) or handles.setdefault(ref.pack, open(repo.pack_path(ref.pack), "rb"))
-                    data = repo.read_chunk(chunk_id, ref, handle)
-                    digest.update(data)
-                    out.write(data)
-            if not hmac.compare_digest(digest.hexdigest(), member["sha256"]):
-                raise RepositoryError(f"{label}: member {name!r} does not match its checksum: the repository was altered")
-            verified.staged[name] = target
-    finally:
-        for handle in handles.values():
-            handle.close()
-    return verified
+                    stored = repo.read_stored(chunk_id, ref, handle)
+                    steps.append(("chunk", pool.submit(decode_chunk, repo.keys, chunk_id, stored, ref.raw_length)))
+                    while len(steps) > STAGE_WINDOW:
+                        advance()
+                steps.append(("close",))
+            while steps:
+                advance()
+        finally:
+            for future in (step[1] for step in steps if step[0] == "chunk"):
+                future.cancel()
+            if "out" in current:
+                current["out"].close()
+            for handle in handles.values():
+                handle.close()
 
 
 def export_snapshot(repo: Repository, snapshot: str, dest_dir: Path, secret: str | None, fmt: str = "tar.zst") -> ArchiveResult:
