@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 MAX_FILLS_READ = 500_000
@@ -23,3 +23,13 @@ def fills_per_hour(engine, since: datetime, until: datetime, tz: str) -> dict[in
             counts[moment.astimezone(ZoneInfo(tz)).hour] += 1
     days = max(1.0, (until - since).total_seconds() / 86400)
     return {hour: round(count / days, 3) for hour, count in counts.items()}
+
+
+def recent_fills_per_hour(open_engine, until: float, tz: str, days: int) -> tuple[dict[int, float], str]:
+    """(fills per hour over the `days` before `until`, "") or ({}, why the trading database was not read):
+    the analysis goes on without trading activity rather than failing."""
+    end = datetime.fromtimestamp(until, timezone.utc)
+    try:
+        return fills_per_hour(open_engine(), end - timedelta(days=days), end, tz), ""
+    except Exception as exc:  # noqa: BLE001 - named in the result; the rest of the analysis stands
+        return {}, f"fills not read from the trading database ({type(exc).__name__}): advice without trading activity"

@@ -7,6 +7,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from trading_maintenance.core.common.atomic import atomic_write_text
+from trading_maintenance.core.intelligence import insights
 from trading_maintenance.core.reports.build import TIMEZONE, build_report, check_sections
 from trading_maintenance.core.reports.history import load_health, load_runs
 from trading_maintenance.core.reports.render import RENDERERS
@@ -47,15 +48,36 @@ def report_path(reports_dir: Path, report_type: str, label: str, fmt: str) -> Pa
     return Path(reports_dir) / "maintenance" / report_type / f"maintenance_report_{report_type}_{label}.{fmt}"
 
 
-def build(instance, report_type: str, start: float, end: float, label: str, limits: dict, sections=None,
-          exclude_run_ids: frozenset[str] = frozenset(), extra_recommendations: list[dict] | None = None) -> dict:
+def build(instance, report_type: str, start: float, end: float, label: str, settings, sections=None,
+          exclude_run_ids: frozenset[str] = frozenset(), fills_by_hour: dict[int, float] | None = None) -> dict:
+    """The report of [start, end); its recommendations include the schedule advice and the
+    correlation of maintenance with health dips and with trading (`fills_by_hour`, when read)."""
     chosen = check_sections(sections, report_type)
     length = end - start
     runs = load_runs(instance, start, end, exclude_run_ids)
     points = load_health(instance, start, end)
     previous = load_health(instance, start - length, start)
-    return build_report(report_type, (start, end), (start - length, start), label, runs, previous, points, chosen, limits,
-                        extra_recommendations)
+    extra = None
+    if "recommendations" in chosen:
+        extra = maintenance_insights(instance, settings, runs, end, fills_by_hour or {})["recommendations"]
+    return build_report(report_type, (start, end), (start - length, start), label, runs, previous, points, chosen,
+                        limits_from(settings), extra)
+
+
+def maintenance_insights(instance, settings, runs, until: float, fills_by_hour: dict[int, float]) -> dict:
+    """Schedule advice from the load history of the weeks before `until`, and the correlations."""
+    scheduling = settings.maintenance.scheduling
+    load_points = load_health(instance, until - insights.LOAD_HISTORY_DAYS * 86400, until)
+    return insights.analyse(runs, load_points, fills_by_hour, schedule_hours(scheduling), scheduling.timezone, until,
+                            scheduling.market_calendar)
+
+
+def schedule_hours(scheduling) -> dict[str, int]:
+    """task -> the local hour its schedule fires at, from the project's one schedule table."""
+    # The table is plain data (no Dagster objects); it lives beside the schedules built from it.
+    from trading_maintenance.defs.schedule_table import SCHEDULE_TABLE, cron_for
+
+    return insights.scheduled_hours({row.task: cron_for(row, scheduling)[0] for row in SCHEDULE_TABLE})
 
 
 def write(report: dict, reports_dir: Path, fmt: str, ui_base_url: str = "") -> Path:
@@ -73,7 +95,8 @@ def limits_from(settings) -> dict:
 
 def generate_report(instance, report_type: str, fmt: str, day: date | None = None, since: date | None = None,
                     until: date | None = None, sections: list[str] | None = None, settings=None,
-                    exclude_run_ids: frozenset[str] = frozenset(), period: tuple[float, float, str] | None = None) -> Path:
+                    exclude_run_ids: frozenset[str] = frozenset(), period: tuple[float, float, str] | None = None,
+                    fills_by_hour: dict[int, float] | None = None) -> Path:
     """Write one report under reports/maintenance/{daily,weekly,custom}/ and return its path.
 
     `period` (start, end, label) overrides the dates, e.g. an asset partition's time window."""
@@ -83,5 +106,5 @@ def generate_report(instance, report_type: str, fmt: str, day: date | None = Non
     if fmt not in RENDERERS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     start, end, label = period or report_period(report_type, day, since, until)
-    report = build(instance, report_type, start, end, label, limits_from(settings), sections, exclude_run_ids)
+    report = build(instance, report_type, start, end, label, settings, sections, exclude_run_ids, fills_by_hour)
     return write(report, settings.reports_dir, fmt, settings.notifications.ui_base_url)

@@ -1,22 +1,25 @@
-"""Intelligent maintenance: trends and anomalies over the recorded health checks and runs."""
+"""Intelligent maintenance: trends, anomalies, schedule advice and correlations over the recorded health checks and runs."""
 
 import time
-from datetime import datetime, timezone
 
 import dagster as dg
 
-from trading_maintenance.core.intelligence import trends
 from trading_maintenance.core.common.alerts import Alert
+from trading_maintenance.core.intelligence import trends
+from trading_maintenance.core.intelligence.activity import recent_fills_per_hour
+from trading_maintenance.core.intelligence.insights import LOAD_HISTORY_DAYS
+from trading_maintenance.core.reports.generate import maintenance_insights
+from trading_maintenance.core.reports.history import load_health, load_runs
 from trading_maintenance.defs.common import markdown_table, publish_result
-from trading_maintenance.defs.health.ops import SYSTEM_HEALTH_ASSET
 from trading_maintenance.defs.task import MaintenanceTask
-from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource
+from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
 
 SERIES = ("health_score", "cpu_percent", "memory_percent", "disk_percent", "redis_used_memory_bytes")
 
 INTELLIGENT_MAINTENANCE = MaintenanceTask(
     "intelligent_maintenance",
-    "Trend and anomaly analysis: days until disk or memory limits, unusual health scores, tasks that keep failing.",
+    "Trend and anomaly analysis: days until disk or memory limits, unusual health scores, tasks that keep failing, "
+    "quiet hours for heavy tasks, and maintenance against health dips and trading activity.",
 )
 TASK = INTELLIGENT_MAINTENANCE.name
 
@@ -27,51 +30,35 @@ class IntelligentMaintenanceConfig(dg.Config):
     forecast_horizon_days: float = 14.0
 
 
-def health_series(instance: dg.DagsterInstance, since: float, limit: int = 5000) -> dict[str, list[tuple[float, float]]]:
-    series: dict[str, list[tuple[float, float]]] = {name: [] for name in SERIES}
-    records = instance.fetch_materializations(SYSTEM_HEALTH_ASSET, limit=limit, ascending=False).records
-    for record in records:
-        if record.timestamp < since:
-            break
-        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
-        for name in SERIES:
-            if name in metadata and metadata[name].value is not None:
-                series[name].append((record.timestamp, float(metadata[name].value)))
-    return {name: sorted(points) for name, points in series.items()}
-
-
-def task_outcomes(instance: dg.DagsterInstance, since: float) -> list[tuple[str, bool]]:
-    records = instance.get_run_records(
-        dg.RunsFilter(
-            statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
-            updated_after=datetime.fromtimestamp(since, timezone.utc),
-        ),
-        limit=5000,
-    )
-    return [
-        (r.dagster_run.tags.get("maintenance/task", r.dagster_run.job_name), r.dagster_run.status == dg.DagsterRunStatus.SUCCESS)
-        for r in records
-    ]
-
-
-@dg.op(pool=INTELLIGENT_MAINTENANCE.pool, description="Find trends (days until disk or memory limits), anomalies in the health score and tasks that keep failing.")
+@dg.op(pool=INTELLIGENT_MAINTENANCE.pool, description="Find trends (days until disk or memory limits), anomalies in the health "
+       "score, tasks that keep failing, the quietest hours for heavy tasks and schedules in busy hours, and how "
+       "maintenance lines up with health dips and with trading.")
 def analyse_maintenance_history(
     context: dg.OpExecutionContext,
     config: IntelligentMaintenanceConfig,
     settings: MaintenanceSettingsResource,
     redis: RedisResource,
     alerts: AlertsResource,
+    trading_db: TradingDatabaseResource,
 ) -> dict:
     cfg = settings.get()
-    since = time.time() - config.lookback_days * 86400
-    series = health_series(context.instance, since)
+    now = time.time()
+    since = now - config.lookback_days * 86400
+    points = load_health(context.instance, since, now)
+    runs = load_runs(context.instance, since, now, frozenset({context.run_id}), with_events=False)
+    series = {name: [(p.timestamp, p.values[name]) for p in points if name in p.values] for name in SERIES}
     limits = {"disk_percent": cfg.maintenance.alerts.disk, "memory_percent": cfg.maintenance.alerts.memory, "cpu_percent": None,
               "health_score": None, "redis_used_memory_bytes": None}
-    found_trends = [t for name, points in series.items() if (t := trends.linear_trend(name, points, limits.get(name)))]
+    found_trends = [t for name, values in series.items() if (t := trends.linear_trend(name, values, limits.get(name)))]
     anomalies = [a for name in ("health_score", "disk_percent", "memory_percent") for a in trends.robust_anomalies(name, series[name], config.anomaly_threshold)]
-    rates = trends.failure_rates(task_outcomes(context.instance, since))
-    advice = trends.recommendations(found_trends, anomalies, rates, config.forecast_horizon_days)
+    rates = trends.failure_rates([(r.task, r.status == "SUCCESS") for r in runs if r.status in ("SUCCESS", "FAILURE") and not r.dry_run])
+    fills, fills_note = recent_fills_per_hour(trading_db.get_engine, now, cfg.maintenance.scheduling.timezone, LOAD_HISTORY_DAYS)
+    if fills_note:
+        context.log.warning(fills_note)
+    found = maintenance_insights(context.instance, cfg, runs, now, fills)
+    advice = trends.recommendations(found_trends, anomalies, rates, config.forecast_horizon_days) + found["recommendations"]
 
+    schedule = found["schedule_advice"]
     result = {
         "status": "success",
         "run_id": context.run_id,
@@ -80,6 +67,11 @@ def analyse_maintenance_history(
         "trends": [t.as_dict() for t in found_trends],
         "anomalies": [a.as_dict() for a in anomalies],
         "failure_rates": rates,
+        "quiet_hours": schedule["quiet_hours"],
+        "flagged_schedules": schedule["flagged"],
+        "health_correlation": found["health_correlation"],
+        "trading_activity": found["trading_activity"],
+        "fills_read": not fills_note,
         "recommendations": advice,
     }
     client = redis.get_client()
@@ -99,6 +91,12 @@ def analyse_maintenance_history(
             "recommendations": dg.MetadataValue.md(markdown_table(advice, ["severity", "topic", "message", "action"])),
             "trends": dg.MetadataValue.md(markdown_table([t.as_dict() for t in found_trends])),
             "failure_rates": dg.MetadataValue.md(markdown_table([{"task": k, **v} for k, v in sorted(rates.items())])),
+            "quiet_hours": dg.MetadataValue.md(markdown_table(schedule["quiet_hours"], ["hour", "load", "reason"])),
+            "flagged_schedules": dg.MetadataValue.md(markdown_table(schedule["flagged"], ["task", "hour", "load", "heavy", "reason"])),
+            "health_correlation": dg.MetadataValue.md(markdown_table(found["health_correlation"])),
+            "trading_activity_correlation": dg.MetadataValue.float(found["trading_activity"]["correlation"])
+            if found["trading_activity"]["correlation"] is not None else dg.MetadataValue.text("not enough data"),
+            "fills_read": dg.MetadataValue.bool(not fills_note),
         }
     )
     return result

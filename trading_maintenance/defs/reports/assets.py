@@ -10,9 +10,11 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from trading_maintenance.core.common.market_hours import is_trading_day
-from trading_maintenance.core.reports.generate import FORMATS, build, limits_from, write
+from trading_maintenance.core.intelligence.activity import recent_fills_per_hour
+from trading_maintenance.core.intelligence.insights import LOAD_HISTORY_DAYS
+from trading_maintenance.core.reports.generate import FORMATS, build, write
 from trading_maintenance.defs.task import OWNERS, MaintenanceTask, maintenance_timezone, partitions_start
-from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource
+from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, TradingDatabaseResource
 
 SYSTEM_HEALTH = dg.AssetKey("system_health")
 WEEKLY_REPORT_HOUR = 6  # Sunday morning: the week before
@@ -67,10 +69,16 @@ def _metadata(report: dict, paths: dict[str, str]) -> dict:
     }
 
 
-def _report_for_partition(context: dg.AssetExecutionContext, report_type: str, label: str, settings) -> dict:
+def _report_for_partition(context: dg.AssetExecutionContext, report_type: str, label: str, settings,
+                          trading_db: TradingDatabaseResource) -> dict:
     window = context.partition_time_window
-    return build(context.instance, report_type, window.start.timestamp(), window.end.timestamp(), label,
-                 limits_from(settings), None, frozenset({context.run_id}))
+    end = window.end.timestamp()
+    fills, note = recent_fills_per_hour(trading_db.get_engine, end, settings.maintenance.scheduling.timezone,
+                                        LOAD_HISTORY_DAYS)
+    if note:
+        context.log.warning(note)
+    return build(context.instance, report_type, window.start.timestamp(), end, label, settings, None,
+                 frozenset({context.run_id}), fills)
 
 
 @dg.asset(
@@ -84,10 +92,10 @@ def _report_for_partition(context: dg.AssetExecutionContext, report_type: str, l
                 "sends the daily summary by email and Slack.",
 )
 def maintenance_report_daily(context: dg.AssetExecutionContext, settings: MaintenanceSettingsResource,
-                             alerts: AlertsResource) -> dg.MaterializeResult:
+                             alerts: AlertsResource, trading_db: TradingDatabaseResource) -> dg.MaterializeResult:
     cfg = settings.get()
     day = context.partition_key
-    report = _report_for_partition(context, "daily", day, cfg)
+    report = _report_for_partition(context, "daily", day, cfg, trading_db)
     paths = _write_all(report, cfg)
     with open(paths["html"], encoding="utf-8") as handle:
         html = handle.read()
@@ -107,14 +115,15 @@ def maintenance_report_daily(context: dg.AssetExecutionContext, settings: Mainte
     description="The week's maintenance report: efficiency (bytes freed per maintenance minute), health trends, "
                 "a task effectiveness ranking, failures and recommendations.",
 )
-def maintenance_report_weekly(context: dg.AssetExecutionContext, settings: MaintenanceSettingsResource) -> dg.MaterializeResult:
+def maintenance_report_weekly(context: dg.AssetExecutionContext, settings: MaintenanceSettingsResource,
+                              trading_db: TradingDatabaseResource) -> dg.MaterializeResult:
     cfg = settings.get()
     window = context.partition_time_window
     zone = ZoneInfo(cfg.maintenance.scheduling.timezone)
     first = window.start.astimezone(zone).date()
     last = window.end.astimezone(zone).date()
     label = f"{first.isoformat()}_to_{date.fromordinal(last.toordinal() - 1).isoformat()}"
-    report = _report_for_partition(context, "weekly", label, cfg)
+    report = _report_for_partition(context, "weekly", label, cfg, trading_db)
     paths = _write_all(report, cfg)
     return dg.MaterializeResult(metadata=_metadata(report, paths))
 
