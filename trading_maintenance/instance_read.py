@@ -62,6 +62,7 @@ class RunRow:
     tags: dict
     start_time: float | None
     end_time: float | None
+    created_at: float | None = None
 
 
 class DagsterStorageReader:
@@ -76,12 +77,15 @@ class DagsterStorageReader:
         key = AssetKey(asset)
         return self.storage.event_log_storage.get_latest_materialization_events([key]).get(key)
 
-    def runs(self, limit: int, tag: tuple[str, str] | None = None) -> list[RunRow]:
-        from dagster import RunsFilter
+    def runs(self, limit: int, tag: tuple[str, str] | None = None, statuses: tuple[str, ...] = (),
+             job_name: str | None = None) -> list[RunRow]:
+        from dagster import DagsterRunStatus, RunsFilter
 
-        filters = RunsFilter(tags={tag[0]: tag[1]}) if tag else RunsFilter()
+        filters = RunsFilter(tags={tag[0]: tag[1]} if tag else {}, statuses=[DagsterRunStatus(s) for s in statuses],
+                             job_name=job_name)
         return [
-            RunRow(r.dagster_run.run_id, r.dagster_run.job_name, r.dagster_run.status.value, dict(r.dagster_run.tags), r.start_time, r.end_time)
+            RunRow(r.dagster_run.run_id, r.dagster_run.job_name, r.dagster_run.status.value, dict(r.dagster_run.tags), r.start_time, r.end_time,
+                   r.create_timestamp.timestamp() if r.create_timestamp else None)
             for r in self.storage.run_storage.get_run_records(filters=filters, limit=limit)
         ]
 
@@ -121,19 +125,31 @@ class SqliteFilesReader:
         )
         return deserialize_value(rows[0][0], EventLogEntry) if rows else None
 
-    def runs(self, limit: int, tag: tuple[str, str] | None = None) -> list[RunRow]:
-        where, params = "", ()
+    def runs(self, limit: int, tag: tuple[str, str] | None = None, statuses: tuple[str, ...] = (),
+             job_name: str | None = None) -> list[RunRow]:
+        conditions, params = [], []
         if tag:
-            where, params = "WHERE run_id IN (SELECT run_id FROM run_tags WHERE key = ? AND value = ?)", tag
+            conditions.append("run_id IN (SELECT run_id FROM run_tags WHERE key = ? AND value = ?)")
+            params += tag
+        if statuses:
+            conditions.append(f"status IN ({','.join('?' * len(statuses))})")
+            params += statuses
+        if job_name:
+            conditions.append("pipeline_name = ?")
+            params.append(job_name)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         found = self._query(
-            self.runs_db, f"SELECT run_id, pipeline_name, status, start_time, end_time FROM runs {where} ORDER BY id DESC LIMIT ?", (*params, limit)
+            self.runs_db,
+            f"SELECT run_id, pipeline_name, status, start_time, end_time, create_timestamp FROM runs {where} ORDER BY id DESC LIMIT ?",
+            (*params, limit),
         )
         tags: dict[str, dict] = {run_id: {} for run_id, *_ in found}
         if found:
             marks = ",".join("?" * len(found))
             for run_id, key, value in self._query(self.runs_db, f"SELECT run_id, key, value FROM run_tags WHERE run_id IN ({marks})", tuple(tags)):
                 tags[run_id][key] = value
-        return [RunRow(run_id, job, status, tags[run_id], start, end) for run_id, job, status, start, end in found]
+        return [RunRow(run_id, job, status, tags[run_id], start, end, _utc_timestamp(created))
+                for run_id, job, status, start, end, created in found]
 
     def tag_values(self, key: str) -> set[str]:
         return {value for (value,) in self._query(self.runs_db, "SELECT DISTINCT value FROM run_tags WHERE key = ?", (key,))}
@@ -143,6 +159,13 @@ class SqliteFilesReader:
         from dagster_shared.serdes import deserialize_value
 
         return [deserialize_value(body, InstigatorState) for (body,) in self._query(self.schedules_db, "SELECT job_body FROM jobs")]
+
+
+def _utc_timestamp(stored: str | None) -> float | None:
+    """Dagster stores a run's creation time as naive UTC text."""
+    if not stored:
+        return None
+    return datetime.fromisoformat(str(stored)).replace(tzinfo=timezone.utc).timestamp()
 
 
 STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage")

@@ -42,6 +42,7 @@ class ApiContext:
     _answers: dict = field(default_factory=dict)  # key -> (computed at, answer)
     _answer_lock: threading.Lock = field(default_factory=threading.Lock)
     _redis_client: object = None
+    _reader: object = None
 
     @property
     def defs(self):
@@ -64,6 +65,25 @@ class ApiContext:
 
     def close(self) -> None:
         self._exit_stack.close()
+
+    def storage_reader(self):
+        """The instance's storage through the cheap read path of instance_read: Dagster's default local
+        SQLite files read directly (no SQLAlchemy), any other storage through Dagster's storage classes."""
+        if self._reader is None:
+            from pathlib import Path
+
+            from dagster._core.storage.event_log import SqliteEventLogStorage
+            from dagster._core.storage.runs import SqliteRunStorage
+
+            from trading_maintenance.instance_read import DagsterStorageReader, SqliteFilesReader
+
+            home = Path(self.instance.root_directory)
+            local_files = (type(self.instance.run_storage) is SqliteRunStorage
+                           and type(self.instance.event_log_storage) is SqliteEventLogStorage
+                           and Path(self.instance.event_log_storage._base_dir) == home / "history" / "runs"
+                           and self.instance.run_storage._conn_string.endswith(str(home / "history" / "runs.db")))
+            self._reader = SqliteFilesReader(home) if local_files else DagsterStorageReader(self.instance)
+        return self._reader
 
     def redis(self):
         if self._redis_client is None:

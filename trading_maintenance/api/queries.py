@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from trading_maintenance.api.context import ApiContext
 from trading_maintenance.core.common.masking import mask_text
 from trading_maintenance.core.runs.metrics import FinishedRun, window_figures, work_done
+from trading_maintenance.instance_read import RunRow
 from trading_maintenance.run_launch import TASK_TAG, TRIGGER_TAG
 from trading_maintenance.tasks import TASKS
 
@@ -33,21 +34,26 @@ def _trigger(tags) -> str:
     return "ui/other"
 
 
-def run_summary(record) -> dict:
-    run = record.dagster_run
-    duration = record.end_time - record.start_time if record.end_time and record.start_time else None
+def run_summary(row: RunRow) -> dict:
+    duration = row.end_time - row.start_time if row.end_time and row.start_time else None
     return {
-        "run_id": run.run_id,
-        "job": run.job_name,
-        "task": run.tags.get(TASK_TAG, ""),
-        "status": run.status.value,
-        "trigger": _trigger(run.tags),
-        "partition": run.tags.get("dagster/partition"),
-        "created_at": iso(record.create_timestamp.timestamp()) if record.create_timestamp else None,
-        "started_at": iso(record.start_time),
-        "ended_at": iso(record.end_time),
+        "run_id": row.run_id,
+        "job": row.job_name,
+        "task": row.tags.get(TASK_TAG, ""),
+        "status": row.status,
+        "trigger": _trigger(row.tags),
+        "partition": row.tags.get("dagster/partition"),
+        "created_at": iso(row.created_at),
+        "started_at": iso(row.start_time),
+        "ended_at": iso(row.end_time),
         "duration_s": round(duration, 3) if duration is not None else None,
     }
+
+
+def _row_of(record) -> RunRow:
+    run = record.dagster_run
+    return RunRow(run.run_id, run.job_name, run.status.value, dict(run.tags), record.start_time, record.end_time,
+                  record.create_timestamp.timestamp() if record.create_timestamp else None)
 
 
 # ---- health ---------------------------------------------------------------------------------------
@@ -59,9 +65,7 @@ def _metadata_value(metadata, key):
 
 
 def latest_health(ctx: ApiContext) -> dict | None:
-    from dagster import AssetKey
-
-    event = ctx.instance.get_latest_materialization_event(AssetKey(HEALTH_ASSET))
+    event = ctx.storage_reader().latest_materialization(HEALTH_ASSET)
     if event is None or event.asset_materialization is None:
         return None
     metadata = event.asset_materialization.metadata
@@ -174,9 +178,7 @@ def active_alerts(ctx: ApiContext, problems: list[str]) -> list[dict]:
 
 
 def runs_with_status(ctx: ApiContext, statuses) -> list[dict]:
-    from dagster import RunsFilter
-
-    return [run_summary(record) for record in ctx.instance.get_run_records(RunsFilter(statuses=statuses), limit=500)]
+    return [run_summary(row) for row in ctx.storage_reader().runs(500, statuses=tuple(status.value for status in statuses))]
 
 
 def status(ctx: ApiContext) -> dict:
@@ -194,10 +196,7 @@ def status(ctx: ApiContext) -> dict:
 
 
 def history(ctx: ApiContext, limit: int, job_name: str | None) -> list[dict]:
-    from dagster import RunsFilter
-
-    filters = RunsFilter(job_name=job_name) if job_name else RunsFilter()
-    return [run_summary(record) for record in ctx.instance.get_run_records(filters, limit=limit)]
+    return [run_summary(row) for row in ctx.storage_reader().runs(limit, job_name=job_name)]
 
 
 def _step_metadata(ctx: ApiContext, run_id: str):
@@ -235,7 +234,7 @@ def run_detail(ctx: ApiContext, run_id: str) -> dict | None:
     task = run.tags.get(TASK_TAG, "")
     result = result_of_task(ctx, task) if task else None
     return {
-        **run_summary(record),
+        **run_summary(_row_of(record)),
         "tags": {key: masker(value) for key, value in run.tags.items()},
         "failures": [masker(text) for text in outcome_of(ctx.instance, run_id).failures] if run.is_finished else [],
         "result": result if result is not None and result.get("run_id") == run_id else None,
