@@ -80,3 +80,20 @@ def record_dry_run_plan(context, asset_key, counts: dict[str, int], items: list[
         metadata["plan"] = dg.MetadataValue.text(where)
     partition = context.partition_key if context.has_partition_key else None
     context.log_event(dg.AssetObservation(asset_key=asset_key, partition=partition, metadata=metadata))
+
+
+def conclude(context, redis_client, task: str, result: dict[str, Any], *, alerts=None, alert=None,
+             failure: str = "", failure_metadata: dict | None = None) -> bool:
+    """The end of a task's run, the same for every task: publish `result` (maintenance:result:<task>
+    and the history), send `alert` when there is one, then fail the run when `failure` says what
+    went wrong. Returns whether Redis took the result."""
+    import dagster as dg
+
+    published = redis_client is not None and publish_result(redis_client, task, result, context.log)
+    if alert is not None and alerts is not None:
+        dispatch = alerts.send(alert, redis_client if published else None)
+        for channel in dispatch.failed_channels:
+            context.log.warning(f"alert channel {channel} failed for {alert.key}: {dispatch.channels[channel]}")
+    if failure:
+        raise dg.Failure(description=failure, metadata=failure_metadata or {})
+    return published

@@ -13,7 +13,7 @@ from trading_maintenance.core.backups.orchestrate import after_backup
 from trading_maintenance.core.backups.temporaries import remove_dead_temporaries
 from trading_maintenance.core.backups.run import collect_trading_files, create_backup
 from trading_maintenance.core.common.masking import mask_text
-from trading_maintenance.defs.common import markdown_table, publish_result, record_dry_run_plan
+from trading_maintenance.defs.common import conclude, markdown_table, publish_result, record_dry_run_plan
 from trading_maintenance.defs.market_data.assets import MARKET_DATA_MONTHLY
 from trading_maintenance.defs.platform import PLATFORM_CONFIGURATION, REDIS_STATE, TRADING_DATABASE
 from trading_maintenance.defs.task import OWNERS, MaintenanceTask
@@ -122,10 +122,10 @@ def backup_archive(
         )
     except Exception as exc:  # noqa: BLE001 - reported, alerted, and the run fails
         message = mask_text(f"{type(exc).__name__}: {exc}", _secrets(cfg))
-        publish_result(client, TASK, {"status": "failed", **base, "error": message}, context.log)
-        alerts.send(Alert(key="backup:failed", severity="critical", title="Backup failed", message=message,
-                          details={"run_id": context.run_id}), client)
-        raise dg.Failure(description=f"backup failed: {message}", metadata={"error": message}) from None
+        conclude(context, client, TASK, {"status": "failed", **base, "error": message}, alerts=alerts,
+                 alert=Alert(key="backup:failed", severity="critical", title="Backup failed", message=message,
+                             details={"run_id": context.run_id}),
+                 failure=f"backup failed: {message}", failure_metadata={"error": message})
 
     summary = outcome.summary()
     after = after_backup(outcome.archive, secret, cfg.backups_dir, local_days, remote, bcfg.remote_retention_days,
@@ -149,12 +149,13 @@ def backup_archive(
         "skipped": skipped,
         "problems": problems,
     }
-    publish_result(client, TASK, result, context.log)
-    if result["status"] == "failed":
-        alerts.send(Alert(key="backup:failed", severity="critical", title="Backup incomplete",
-                          message="; ".join(problems)[:1000] or "verification failed", details={"run_id": context.run_id}), client)
-        raise dg.Failure(description="backup incomplete: " + "; ".join(problems)[:2000],
-                         metadata={"backup_id": outcome.archive.backup_id, "problems": "\n".join(problems)})
+    incomplete = result["status"] == "failed"
+    conclude(context, client, TASK, result, alerts=alerts,
+             alert=Alert(key="backup:failed", severity="critical", title="Backup incomplete",
+                         message="; ".join(problems)[:1000] or "verification failed", details={"run_id": context.run_id})
+             if incomplete else None,
+             failure="backup incomplete: " + ("; ".join(problems)[:2000] or "verification failed") if incomplete else "",
+             failure_metadata={"backup_id": outcome.archive.backup_id, "problems": "\n".join(problems)})
     members = [{"member": m.name, "bytes": m.size, "sha256": m.sha256[:16]} for m in outcome.archive.members]
     yield dg.MaterializeResult(
         metadata={

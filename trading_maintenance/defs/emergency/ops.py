@@ -7,7 +7,7 @@ import dagster as dg
 
 from trading_maintenance.core.common.alerts import Alert
 from trading_maintenance.core.hygiene.retention import apply_plan, plan_expired, verify_plan
-from trading_maintenance.defs.common import markdown_table, publish_result
+from trading_maintenance.defs.common import conclude, markdown_table
 from trading_maintenance.defs.health.ops import SYSTEM_HEALTH_ASSET, SYSTEM_HEALTH_CHECK, HealthCheckConfig, run_health_check
 from trading_maintenance.defs.hygiene.cache_cleanup import run_cache_cleanup
 from trading_maintenance.defs.hygiene.common import HygieneConfig
@@ -136,9 +136,9 @@ def report_emergency_maintenance(
         "dry_run": temp_cleanup.get("dry_run", False),
     }
     client = redis.get_client()
-    published = publish_result(client, TASK, result, context.log)
-    alerts.send(
-        Alert(
+    conclude(
+        context, client, TASK, result, alerts=alerts,
+        alert=Alert(
             key=f"emergency:{context.run_id}",
             severity="critical",
             title="Emergency maintenance ran",
@@ -146,17 +146,13 @@ def report_emergency_maintenance(
             f"freed {temp_cleanup.get('bytes_freed', 0)} bytes of temp files",
             details={"reasons": "; ".join(health_before.get("reasons", [])) or "none", "run_id": context.run_id},
         ),
-        client if published else None,
+        failure="emergency maintenance partly failed" if failed else "",
+        failure_metadata={
+            "failed": "\n".join(temp_cleanup.get("failed", [])),
+            "problems": "\n".join(temp_cleanup.get("problems", [])),
+            "cache_cleanup_error": cache_cleanup.get("error", ""),
+        },
     )
-    if failed:
-        raise dg.Failure(
-            description="emergency maintenance partly failed",
-            metadata={
-                "failed": "\n".join(temp_cleanup.get("failed", [])),
-                "problems": "\n".join(temp_cleanup.get("problems", [])),
-                "cache_cleanup_error": cache_cleanup.get("error", ""),
-            },
-        )
     return result
 
 

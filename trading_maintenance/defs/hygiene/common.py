@@ -6,7 +6,7 @@ import dagster as dg
 
 from trading_maintenance.core.common.masking import mask_text
 from trading_maintenance.core.hygiene.failures import failure_message
-from trading_maintenance.defs.common import publish_result
+from trading_maintenance.defs.common import conclude
 
 
 class HygieneConfig(dg.Config):
@@ -45,11 +45,9 @@ def finish_task(context, redis_client, task: str, result: dict, failures: list[s
     result = {"status": "failed" if failures else "success", "run_id": context.run_id, **result}
     if failures:
         result["failures"] = failures[:200]
-    published = publish_result(redis_client, task, result, context.log)
-    result["published_to_redis"] = published
-    if failures:
-        raise dg.Failure(
-            description=failure_message(task, failures),
-            metadata={"failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures[:50])), "failure_count": len(failures)},
-        )
+    result["published_to_redis"] = conclude(
+        context, redis_client, task, result,
+        failure=failure_message(task, failures) if failures else "",
+        failure_metadata={"failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures[:50])), "failure_count": len(failures)},
+    )
     return result

@@ -25,7 +25,7 @@ from trading_maintenance.core.reconciliation.sources import (
     redis_view,
 )
 from trading_maintenance.core.common.atomic import atomic_write_text
-from trading_maintenance.defs.common import markdown_table, publish_result
+from trading_maintenance.defs.common import conclude, markdown_table
 from trading_maintenance.defs.platform import BROKER_ACCOUNT, REDIS_STATE, TRADING_DATABASE
 from trading_maintenance.defs.task import OWNERS, MaintenanceTask
 from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
@@ -88,12 +88,11 @@ def reconcile_portfolio(
     except BrokerError as exc:
         message = mask_text(str(exc), broker.secrets())
         result.update(status="failed", error=f"broker unavailable: {message}", discrepancies=[])
-        publish_result(client, TASK, result, context.log)
-        if config.send_alerts:
-            alerts.send(Alert(key="reconciliation:broker", severity="critical", title="Reconciliation could not read the broker",
-                              message=message), client)
-        raise dg.Failure(description=f"broker unavailable, nothing reconciled: {message}",
-                         metadata={"error": message, "broker": broker.base_url})
+        conclude(context, client, TASK, result, alerts=alerts if config.send_alerts else None,
+                 alert=Alert(key="reconciliation:broker", severity="critical", title="Reconciliation could not read the broker",
+                             message=message),
+                 failure=f"broker unavailable, nothing reconciled: {message}",
+                 failure_metadata={"error": message, "broker": broker.base_url})
 
     trading_db.ensure_schema()
     d_view = db_view(trading_db.get_engine(), since, now, [o.broker_order_id for o in b_view.open_orders],
@@ -137,8 +136,6 @@ def reconcile_portfolio(
                                  "redis changes": len(changes) if not config.dry_run else 0})
     atomic_write_text(out_dir / f"reconciliation_{stamp}.md", md)
     result["report_path"] = str(json_path)
-    publish_result(client, TASK, result, context.log)
-
     rows = [{"severity": d.severity, "check": d.check, "kind": d.kind, "view": d.view, "symbol": d.symbol, "detail": d.detail} for d in found]
     metadata = {
         "discrepancies": dg.MetadataValue.int(len(found)),
@@ -154,15 +151,14 @@ def reconcile_portfolio(
     }
     for d in found:
         (context.log.warning if d.severity == "critical" else context.log.info)(f"[{d.check}/{d.kind}] {d.view} {d.symbol}: {d.detail}")
-    if critical:
-        if config.send_alerts:
-            alerts.send(Alert(key="reconciliation:critical", severity="critical",
-                              title=f"{len(critical)} critical portfolio discrepancies",
-                              message="; ".join(d.detail for d in critical[:5]),
-                              details={k: v for k, v in counts.items()}), client)
-        raise dg.Failure(description=f"{len(critical)} critical discrepancies between broker, database and Redis",
-                         metadata={"discrepancies": len(found), "critical": len(critical), "report_path": str(json_path),
-                                   "summary": dg.MetadataValue.md(markdown_table(rows))})
+    conclude(context, client, TASK, result, alerts=alerts if config.send_alerts else None,
+             alert=Alert(key="reconciliation:critical", severity="critical",
+                         title=f"{len(critical)} critical portfolio discrepancies",
+                         message="; ".join(d.detail for d in critical[:5]),
+                         details={k: v for k, v in counts.items()}) if critical else None,
+             failure=f"{len(critical)} critical discrepancies between broker, database and Redis" if critical else "",
+             failure_metadata={"discrepancies": len(found), "critical": len(critical), "report_path": str(json_path),
+                               "summary": dg.MetadataValue.md(markdown_table(rows))})
     return dg.MaterializeResult(asset_key=RECONCILIATION_REPORT, metadata=metadata)
 
 
