@@ -103,13 +103,16 @@ def run_health_check(
     }
     published = client is not None and publish_result(client, task, result, context.log)
 
-    dispatched = []
+    dispatched, resolved = [], []
     if config.send_alerts:
-        for alert in alerts_for(report):
-            dispatch = alerts.send(alert, client if published else None)
-            dispatched.append({"key": dispatch.alert_key, "sent": dispatch.sent, "suppressed_until": dispatch.suppressed_until or "", "channels": dispatch.channels})
+        # One call: components still red or yellow alert (cooldown per key); active health alerts
+        # whose component is green again leave maintenance:alerts and their resolution is sent.
+        outcome = alerts.sync("health:", alerts_for(report), client if published else None, "the component is healthy again")
+        for dispatch in outcome["sent"] + outcome["resolved"]:
             for channel in dispatch.failed_channels:
-                context.log.warning(f"alert channel {channel} failed for {alert.key}: {dispatch.channels[channel]}")
+                context.log.warning(f"alert channel {channel} failed for {dispatch.alert_key}: {dispatch.channels[channel]}")
+        dispatched = outcome["sent"]
+        resolved = [dispatch.alert_key for dispatch in outcome["resolved"]]
 
     rows = [{"component": c.name, "status": c.status, "score": c.score, "value": "" if c.value is None else f"{c.value} {c.unit}", "reason": c.reason} for c in report.components]
     metadata = {
@@ -127,8 +130,9 @@ def run_health_check(
         "redis_used_memory_bytes": dg.MetadataValue.int(int(extra.get("redis_used_memory_bytes") or 0)),
         "market_open": dg.MetadataValue.bool(bool(extra.get("market_open"))),
         "published_to_redis": dg.MetadataValue.bool(published),
-        "alerts_sent": dg.MetadataValue.int(sum(1 for d in dispatched if d["sent"])),
-        "alerts_suppressed": dg.MetadataValue.int(sum(1 for d in dispatched if not d["sent"])),
+        "alerts_sent": dg.MetadataValue.int(sum(1 for d in dispatched if d.sent)),
+        "alerts_suppressed": dg.MetadataValue.int(sum(1 for d in dispatched if not d.sent)),
+        "alerts_resolved": dg.MetadataValue.text(", ".join(resolved) or "none"),
         "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in report.reasons) or "all components green"),
         "components": dg.MetadataValue.md(markdown_table(rows)),
         # The same two as data, for readers other than the UI (the API, the dashboard).
