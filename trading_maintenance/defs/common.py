@@ -95,5 +95,6 @@ def conclude(context, redis_client, task: str, result: dict[str, Any], *, alerts
         for channel in dispatch.failed_channels:
             context.log.warning(f"alert channel {channel} failed for {alert.key}: {dispatch.channels[channel]}")
     if failure:
-        raise dg.Failure(description=failure, metadata=failure_metadata or {})
+        # from None: a failure raised while handling an error never carries that error (or what it quotes)
+        raise dg.Failure(description=failure, metadata=failure_metadata or {}) from None
     return published

@@ -205,3 +205,27 @@ def test_a_dry_run_leaves_no_materialization_and_the_cli_shows_its_plan(make_res
         (plan,) = outcome_of(instance, result.run_id).dry_run_plans
     assert plan.startswith("backup_archive: would back up parts:") and "whole plan: maintenance:result:backup in Redis" in plan
     assert not (data_dir / "backups").exists() or not any((data_dir / "backups").iterdir())
+
+
+def test_conclude_publishes_then_fails_without_carrying_the_error_it_handled(redis_client):
+    from dagster._utils.error import serializable_error_info_from_exc_info
+
+    from trading_maintenance.defs.common import conclude
+
+    class Context:
+        run_id = "run-1"
+        log = __import__("logging").getLogger("test")
+
+    secret = "hunter2-password"
+    try:
+        try:
+            raise ConnectionError(f"could not connect with {secret}")
+        except ConnectionError:
+            conclude(Context(), redis_client, "demo_task", {"status": "failed", "run_id": "run-1"}, failure="store unavailable")
+    except dg.Failure as failure:
+        info = serializable_error_info_from_exc_info((type(failure), failure, failure.__traceback__))
+        assert secret not in info.to_string() and "store unavailable" in info.to_string()
+    else:
+        raise AssertionError("conclude did not fail the run")
+    assert json.loads(redis_client.get("maintenance:result:demo_task"))["status"] == "failed"
+    assert conclude(Context(), redis_client, "demo_task", {"status": "success", "run_id": "run-2"}) is True

@@ -7,7 +7,7 @@ from sqlalchemy.exc import DBAPIError
 
 from trading_maintenance.core.database.maintenance import Action, plan_postgres
 from trading_maintenance.core.common.market_hours import is_market_open
-from trading_maintenance.defs.common import markdown_table, publish_result
+from trading_maintenance.defs.common import conclude, markdown_table
 from trading_maintenance.defs.task import MaintenanceTask
 from trading_maintenance.resources import MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
 
@@ -48,23 +48,23 @@ def maintain_trading_database(
     result: dict = {"run_id": context.run_id, "dry_run": config.dry_run, "dialect": trading_db.dialect}
     if not config.allow_during_market_hours and is_market_open(now, cfg.maintenance.scheduling.market_calendar):
         result.update(status="failed", error="NYSE is open: database maintenance refused (allow_during_market_hours to force)")
-        publish_result(client, TASK, result, context.log)
-        raise dg.Failure(description=result["error"])
+        conclude(context, client, TASK, result, failure=result["error"])
     engine = trading_db.get_engine()
+    stopped = ""
     try:
         database_sql.run_interruptible(engine, trading_db.ensure_schema)
         problems, metadata = database_sql.run_interruptible(engine, _maintain, engine, config, tcfg, cfg, now, result)
     except DBAPIError as exc:
         reason = database_sql.explain_db_error(engine, exc, trading_db.lock_timeout_ms, trading_db.statement_timeout_ms)
-        result.update(status="failed", error=f"database maintenance stopped: {reason}")
-        publish_result(client, TASK, result, context.log)
-        raise dg.Failure(description=result["error"]) from None
+        stopped = f"database maintenance stopped: {reason}"
+    if stopped:  # outside the handler: the driver's exception (and what it may quote) is not chained to the failure
+        result.update(status="failed", error=stopped)
+        conclude(context, client, TASK, result, failure=stopped)
     result.update(status="failed" if problems else "success", problems=problems)
-    publish_result(client, TASK, result, context.log)
     context.add_output_metadata(metadata)
-    if problems:
-        raise dg.Failure(description=f"{len(problems)} database maintenance steps failed",
-                         metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems))})
+    conclude(context, client, TASK, result,
+             failure=f"{len(problems)} database maintenance steps failed" if problems else "",
+             failure_metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems))})
     return result
 
 
