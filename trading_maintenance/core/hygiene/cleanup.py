@@ -7,8 +7,8 @@ file_names.py, compressing in compression.py, which files are held open in open_
 Rules
 - A file's age comes from the date in its name only in the dated layouts of the platform contract
   (`{SYMBOL}/{timeframe}/{YYYY-MM-DD}.parquet`) and of the files this project writes itself
-  (`tradenote/tradenote_{date}.csv`, `maintenance/maintenance_report_{date}.md`, ...); a dated name
-  counts from midnight of that day in the platform's time zone. Every other file's age is its
+  (`tradenote/tradenote_{date}.csv`, `maintenance/weekly/maintenance_report_weekly_{first}_to_{last}.html`, ...); a dated name
+  counts from midnight of its (last) day in the platform's time zone. Every other file's age is its
   modification time, and a date-like number in its name far from that time is reported, never
   trusted. Strictly older than the cutoff expires; exactly at the cutoff is kept.
 - Temporary names (`*.tmp`, `*.partial`, `.*-work-*`, ...) belong to the task that writes them: no

@@ -25,6 +25,9 @@ MARKET_DATA_LAYOUTS = (re.compile(rf"^[^/]+/[^/]+/{_ISO_DAY}\.parquet$"),)
 EXPORT_LAYOUTS = (re.compile(rf"^tradenote/tradenote_{_ISO_DAY}(?:\.csv|\.zip|_metrics\.json|_risk\.json){_GZ}$"),)
 REPORT_LAYOUTS = (
     re.compile(rf"^maintenance/(?:maintenance_report|performance)_{_ISO_DAY}\.(?:json|md){_GZ}$"),
+    # core.reports.generate.report_path: a report's age counts from the last day it covers.
+    re.compile(rf"^maintenance/(?P<kind>daily|weekly|custom)/maintenance_report_(?P=kind)_"
+               rf"(?:\d{{4}}-\d{{2}}-\d{{2}}_to_)?{_ISO_DAY}\.(?:html|json|csv){_GZ}$"),
     re.compile(rf"^reconciliation/reconciliation_{_COMPACT_STAMP}\.(?:json|md){_GZ}$"),
     re.compile(rf"^security/security_audit_{_COMPACT_STAMP}\.(?:json|sarif){_GZ}$"),
 )
