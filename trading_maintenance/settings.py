@@ -213,7 +213,7 @@ class BrokerSettings(_Section):
 
 
 class HygieneSettings(_Section):
-    """Data hygiene: cleanup, log rotation, Redis caches, API rate limits, performance (issue 4)."""
+    """Data hygiene: cleanup, log rotation, Redis caches, API rate limits, performance."""
 
     compress_after_days: int = Field(7, ge=1, description="kept files (rotated logs, exports, reports) older than this are gzipped")
     dedupe_min_bytes: int = Field(4096, ge=1, description="identical exports, reports or backups smaller than this are never deduplicated")
@@ -252,7 +252,7 @@ class HygieneSettings(_Section):
 
 
 class TradingIntegritySettings(_Section):
-    """Portfolio reconciliation, TradeNote exports and database maintenance (issue 5)."""
+    """Portfolio reconciliation, TradeNote exports and database maintenance."""
 
     price_tolerance_pct: float = Field(0.01, ge=0, description="average entry / fill price difference allowed, percent")
     quantity_tolerance: float = Field(0.000001, ge=0, description="share quantity difference allowed")
@@ -290,7 +290,7 @@ class ApiKeySpec(_Section):
 
 
 class SecuritySettings(_Section):
-    """Security audit: secrets in logs, permissions, key age, exposed services (issue 7)."""
+    """Security audit: secrets in logs, permissions, key age, exposed services."""
 
     scan_dirs: list[str] = Field(default_factory=lambda: ["logs", "exports"], description="folders under the data root scanned for secrets")
     allowlist_paths: list[str] = Field(default_factory=lambda: ["reports/security/**", "*.parquet"], description="globs never scanned")

@@ -229,3 +229,12 @@ def test_conclude_publishes_then_fails_without_carrying_the_error_it_handled(red
         raise AssertionError("conclude did not fail the run")
     assert json.loads(redis_client.get("maintenance:result:demo_task"))["status"] == "failed"
     assert conclude(Context(), redis_client, "demo_task", {"status": "success", "run_id": "run-2"}) is True
+
+
+def test_no_issue_numbers_or_markdown_helper_named_md_in_the_code():
+    import re
+
+    package = PROJECT_ROOT / "trading_maintenance"
+    offenders = [str(path.relative_to(PROJECT_ROOT)) for path in package.rglob("*.py")
+                 if re.search(r"\(issue \d+\)|\bmd_table\b", path.read_text(encoding="utf-8"))]
+    assert offenders == []
