@@ -229,59 +229,116 @@ def test_quality_of_sources_not_read_again_is_carried_over(mdir, tmp_path, reads
     assert group.quality["outside_file_date"] == 1 and group.quality["outside_session"] == 1
 
 
-@pytest.mark.parametrize("batch_groups", [16, 1])
-def test_a_file_delivered_again_with_rows_the_archive_holds_renews_the_manifest_without_rewriting(mdir, reads, batch_groups):
-    generate(mdir, SYMBOLS, DAYS[0], DAYS[1], dup_fraction=0)
-    consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1, batch_groups=batch_groups)
-    targets = {s: archive_path(archive_dir_for(mdir), s, "1min", MAR) for s in SYMBOLS}
-    before = {s: (t.stat().st_ino, t.stat().st_mtime_ns, t.read_bytes()) for s, t in targets.items()}
-    again = {}
-    for symbol in ("AAA", "BBB"):  # delivered again: same bars, three of them twice
+MANY = ["AAA", "BBB", "CCC", "DDD", "EEE"]
+LATE = ["AAA", "BBB", "DDD", "EEE"]  # four groups re-run: batches of two with one worker
+
+
+@pytest.fixture
+def path_taken(monkeypatch):
+    """Consolidate with batch_groups (16: the batch path, 1: the per-group path) and check the
+    path the late groups really took."""
+    from trading_maintenance.core.market_data import batch
+
+    careful: list[str] = []
+    per_group = batch.consolidate_group
+
+    def noting(symbol, *args, **kwargs):
+        careful.append(symbol)
+        return per_group(symbol, *args, **kwargs)
+
+    monkeypatch.setattr(batch, "consolidate_group", noting)
+
+    def run(mdir, batch_groups):
+        careful.clear()
+        result = consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1, batch_groups=batch_groups)
+        assert sorted(careful) == ([] if batch_groups > 1 else LATE)
+        return result
+
+    return run
+
+
+def deliver_again(mdir, symbols, extra) -> dict[str, tuple]:
+    """Day 2's file of each symbol written again with extra(frame) rows appended; returns
+    (path, rows appended) per symbol."""
+    delivered = {}
+    for symbol in symbols:
         path = daily_path(mdir, symbol, "1min", DAYS[1])
         df = pl.read_parquet(path)
-        pl.concat([df, df.head(3)]).write_parquet(path)
-        again[symbol] = path
+        appended = extra(df)
+        pl.concat([df, appended]).write_parquet(path)
+        delivered[symbol] = (path, appended)
+    return delivered
+
+
+@pytest.mark.parametrize("batch_groups", [16, 1])
+def test_a_file_delivered_again_with_rows_the_archive_holds_renews_the_manifest_without_rewriting(mdir, reads, path_taken, batch_groups):
+    generate(mdir, MANY, DAYS[0], DAYS[1], dup_fraction=0)
+    consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1)
+    targets = {s: archive_path(archive_dir_for(mdir), s, "1min", MAR) for s in MANY}
+    before = {s: (t.stat().st_ino, t.stat().st_mtime_ns, t.read_bytes()) for s, t in targets.items()}
+    again = deliver_again(mdir, LATE, lambda df: df.head(3))  # same bars, three of them twice
     reads.clear()
 
-    result = consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1, batch_groups=batch_groups)
+    result = path_taken(mdir, batch_groups)
 
-    assert {p for p in reads if "archive" not in p} == {os.path.relpath(p, mdir) for p in again.values()}
+    assert {p for p in reads if "archive" not in p} == {os.path.relpath(p, mdir) for p, _ in again.values()}
     groups = {g.symbol: g for g in result.groups}
-    for symbol in ("AAA", "BBB"):
+    for symbol, (path, _) in again.items():
         g = groups[symbol]
         assert g.verified and not g.written and not g.error
         assert (g.files_read, g.duplicates_removed, g.rows_out) == (1, 3, 2 * 390)
         t = targets[symbol]
         assert (t.stat().st_ino, t.stat().st_mtime_ns, t.read_bytes()) == before[symbol]
         manifest = json.loads(manifest_path(t).read_text())
-        entry = next(s for s in manifest["sources"] if s["name"] == again[symbol].name)
-        assert entry["size"] == again[symbol].stat().st_size
-    assert set(again.values()) <= set(archived_daily_files(mdir))  # the renewed manifest vouches for them
+        entry = next(s for s in manifest["sources"] if s["name"] == path.name)
+        assert entry["size"] == path.stat().st_size
+    assert {p for p, _ in again.values()} <= set(archived_daily_files(mdir))  # the renewed manifests vouch for them
     assert groups["CCC"].unchanged
     followup = consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1, batch_groups=batch_groups)
     assert all(g.unchanged for g in followup.groups)
 
 
 @pytest.mark.parametrize("batch_groups", [16, 1])
-def test_a_file_delivered_again_with_one_corrected_bar_rewrites_the_archive(mdir, batch_groups):
-    generate(mdir, SYMBOLS, DAYS[0], DAYS[1], dup_fraction=0)
-    consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1, batch_groups=batch_groups)
-    target = archive_path(archive_dir_for(mdir), "AAA", "1min", MAR)
-    inode = target.stat().st_ino
-    corrections = {}
-    for symbol in ("AAA", "BBB"):
-        path = daily_path(mdir, symbol, "1min", DAYS[1])
-        df = pl.read_parquet(path)
-        corrections[symbol] = df.head(1).with_columns(pl.col("volume") + 1)
-        pl.concat([df, corrections[symbol]]).write_parquet(path)
+def test_a_file_delivered_again_with_one_corrected_bar_rewrites_the_archive(mdir, path_taken, batch_groups):
+    generate(mdir, MANY, DAYS[0], DAYS[1], dup_fraction=0)
+    consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1)
+    inodes = {s: archive_path(archive_dir_for(mdir), s, "1min", MAR).stat().st_ino for s in LATE}
+    again = deliver_again(mdir, LATE, lambda df: df.head(1).with_columns(pl.col("volume") + 1))
 
-    result = consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1, batch_groups=batch_groups)
+    result = path_taken(mdir, batch_groups)
 
-    g = next(g for g in result.groups if g.symbol == "AAA")
-    assert g.written and g.verified and target.stat().st_ino != inode
-    correction = corrections["AAA"]
-    in_archive = archive(mdir, "AAA").filter(pl.col("timestamp") == correction["timestamp"][0])
-    assert in_archive["volume"].to_list() == correction["volume"].to_list()
+    groups = {g.symbol: g for g in result.groups}
+    for symbol, (_, correction) in again.items():
+        assert groups[symbol].written and groups[symbol].verified
+        assert archive_path(archive_dir_for(mdir), symbol, "1min", MAR).stat().st_ino != inodes[symbol]
+        in_archive = archive(mdir, symbol).filter(pl.col("timestamp") == correction["timestamp"][0])
+        assert in_archive["volume"].to_list() == correction["volume"].to_list()
+
+
+@pytest.mark.parametrize("batch_groups", [16, 1])
+def test_a_kept_archive_whose_manifest_cannot_be_renewed_fails_alone_and_vouches_for_nothing_new(mdir, monkeypatch, path_taken, batch_groups):
+    from trading_maintenance.core.market_data import archive_write
+
+    generate(mdir, MANY, DAYS[0], DAYS[1], dup_fraction=0)
+    consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1)
+    again = deliver_again(mdir, LATE, lambda df: df.head(2))
+    renew = archive_write.write_manifest
+
+    def failing_for_aaa(target, symbol, *args, **kwargs):
+        if symbol == "AAA":
+            raise OSError(28, "No space left on device")
+        return renew(target, symbol, *args, **kwargs)
+
+    monkeypatch.setattr(archive_write, "write_manifest", failing_for_aaa)
+
+    result = path_taken(mdir, batch_groups)
+
+    groups = {g.symbol: g for g in result.groups}
+    assert "No space left on device" in groups["AAA"].error and not groups["AAA"].verified
+    assert all(groups[s].verified and not groups[s].error for s in ("BBB", "DDD", "EEE"))
+    assert [g.symbol for g in result.failed] == ["AAA"]
+    deletable = set(archived_daily_files(mdir))
+    assert again["BBB"][0] in deletable and again["AAA"][0] not in deletable
 
 
 def test_a_rewritten_archive_is_made_durable_by_a_folder_fsync_and_a_kept_one_needs_none(mdir, monkeypatch):

@@ -176,7 +176,15 @@ def consolidate_batch(
         manifest_sources = summarise(result, plan, day_rows, read_sources, tf, sessions)
         results.append(result)
         manifest = (manifest_sources, calendar_name, day_entries(day_rows))
-        if dry_run or (i in previous and keep_equal_archive(result, out, previous[i], targets[i], recorded_archive_stat(plan.manifest), manifest)):
+        done = dry_run
+        if not dry_run and i in previous:
+            try:
+                done = keep_equal_archive(result, out, previous.pop(i), targets[i], recorded_archive_stat(plan.manifest), manifest)
+            except Exception as exc:  # noqa: BLE001 - one group's failure never stops the others
+                result.error = error_text(exc)
+                result.verified = False
+                done = True  # its archive is left as it was
+        if done:
             result.seconds = prepare_seconds / len(items) + time.perf_counter() - t0
             continue
         to_write.append((result, out, manifest, time.perf_counter() - t0))
