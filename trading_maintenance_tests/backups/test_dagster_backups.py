@@ -9,6 +9,8 @@ import dagster as dg
 import pytest
 
 from trading_maintenance.core.backups.archive import list_local_backups
+from trading_maintenance.core.backups.repository import Repository
+from trading_maintenance.core.backups.snapshots import list_snapshots
 from trading_maintenance.definitions import defs as all_defs
 from trading_maintenance.defs.backups.assets import BACKUP_ASSET, backup_archive
 from trading_maintenance.defs.backups.checks import LAST_RESTORE_KEY, restore_drill
@@ -48,9 +50,11 @@ def test_backup_then_drill_records_passing_asset_check(setup, data_dir, redis_cl
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def("backup_archive_job").execute_in_process(instance=instance)
         assert result.success
-        refs = list_local_backups(data_dir / "backups")
+        assert list_local_backups(data_dir / "backups") == []  # a snapshot in the repository, no archive
+        repo = Repository.open_or_create(data_dir / "backups", KEY, create=False)
+        refs = list_snapshots(repo).refs
         assert len(refs) == 1 and refs[0].encrypted
-        assert [r.name for r in store.list_backups()] == [refs[0].name]
+        assert [r.backup_id for r in store.repository(repo).list_snapshots().refs] == [refs[0].backup_id]
         published = json.loads(redis_client.get("maintenance:result:backup"))
         assert published["status"] == "success" and published["verified"] and published["remote_verified"]
         assert KEY not in json.dumps(published)
@@ -66,12 +70,20 @@ def test_backup_then_drill_records_passing_asset_check(setup, data_dir, redis_cl
         assert mat.metadata["redis_keys"].value >= 10 and mat.metadata["database_method"].value == expected_method
         assert mat.metadata["compression_ratio"].value > 0
 
+        again = defs.resolve_job_def("backup_archive_job").execute_in_process(instance=instance)
+        assert again.success  # a second backup stores only what changed and sends only that
+        second = json.loads(redis_client.get("maintenance:result:backup"))
+        assert second["archive_bytes"] < published["archive_bytes"] and second["remote_new_bytes"] < published["remote_new_bytes"]
+        refs = list_snapshots(repo).refs
+        assert len(refs) == 2
+        result = again
+
         drill = defs.resolve_job_def("backup_verification_job").execute_in_process(instance=instance)
         assert drill.success
         evaluations = [e.event_specific_data for e in drill.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
         assert len(evaluations) == 1 and evaluations[0].passed
         assert evaluations[0].metadata["last_successful_restore"].value != "never"
-        assert json.loads(redis_client.get(LAST_RESTORE_KEY))["backup_id"] == refs[0].backup_id
+        assert json.loads(redis_client.get(LAST_RESTORE_KEY))["backup_id"] == refs[-1].backup_id  # the newest snapshot
         report = json.loads(redis_client.get("maintenance:result:backup_verification"))
         assert {c["part"] for c in report["checks"]} == {"archive", "config", "redis", "database", "trading_data"}
 
@@ -85,10 +97,12 @@ def test_drill_of_tampered_backup_fails_and_alerts(setup, data_dir, redis_client
     defs, _ = setup
     with dg.instance_for_test() as instance:
         assert defs.resolve_job_def("backup_archive_job").execute_in_process(instance=instance).success
-        archive = Path(list_local_backups(data_dir / "backups")[0].location)
-        data = bytearray(archive.read_bytes())
-        data[len(data) // 3] ^= 0xFF
-        archive.write_bytes(bytes(data))
+        repo = Repository.open_or_create(data_dir / "backups", KEY, create=False)
+        for pack in repo.pack_ids():
+            path = repo.pack_path(pack)
+            data = bytearray(path.read_bytes())
+            data[len(data) // 3] ^= 0xFF
+            path.write_bytes(bytes(data))
         drill = defs.resolve_job_def("backup_verification_job").execute_in_process(instance=instance, raise_on_error=False)
         assert not drill.success
         evaluations = [e.event_specific_data for e in drill.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]

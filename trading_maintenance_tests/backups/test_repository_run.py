@@ -34,12 +34,12 @@ def test_backup_run_copies_to_the_store_then_applies_both_retentions(data_dir, s
     store = ObjectStoreResource(enabled=True, bucket=s3_bucket, endpoint_url=s3_endpoint, access_key_id="testing",
                                 secret_access_key="testing")
     old = _run(data_dir, NOW - timedelta(days=40), store.repository)
-    assert old.verified and not old.problems and old.remote["snapshots"] == [old.outcome.archive.backup_id]
+    assert old.after.verified and not old.after.problems and old.after.remote["snapshots"] == [old.outcome.archive.backup_id]
     (data_dir / "exports/tradenote/2026-11-20.csv").write_bytes(b"changed")
     new = _run(data_dir, NOW, store.repository)
-    assert new.verified and not new.problems, new.problems
-    assert new.local_forgotten == [old.outcome.archive.backup_id]
-    assert new.remote_forgotten == [old.outcome.archive.backup_id]
+    assert new.after.verified and not new.after.problems, new.after.problems
+    assert new.after.local_forgotten == [old.outcome.archive.backup_id]
+    assert new.after.remote_forgotten == [old.outcome.archive.backup_id]
     repo = Repository.open_or_create(data_dir / "backups", KEY, create=False)
     assert [r.backup_id for r in list_snapshots(repo).refs] == [new.outcome.archive.backup_id]
     assert [r.backup_id for r in store.repository(repo).list_snapshots().refs] == [new.outcome.archive.backup_id]

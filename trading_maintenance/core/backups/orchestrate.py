@@ -10,6 +10,8 @@ from typing import Callable
 
 from trading_maintenance.core.backups.archive import list_local_backups, plan_backup_retention
 from trading_maintenance.core.backups.archive_reader import identify_local_backups, verify_archive
+from trading_maintenance.core.backups.repository import Repository
+from trading_maintenance.core.backups.repository_run import after_snapshot
 from trading_maintenance.core.common.masking import mask_text
 
 
@@ -38,7 +40,9 @@ def apply_retention(refs, days: int, now: datetime, protect: set[str], delete: C
 def after_backup(archive, secret: str | None, backups_dir: Path, local_days: int, remote, remote_days: int,
                  retention: bool, now: datetime, secrets: list[str]) -> AfterBackup:
     """Verify `archive`, upload it to `remote` (an object store, or None), then apply local and remote
-    retention, never deleting `archive` itself."""
+    retention, never deleting `archive` itself. A repository snapshot is followed up in the repository."""
+    if archive.manifest.get("format") == "repository":
+        return _after_snapshot(archive, secret, backups_dir, local_days, remote, remote_days, retention, now, secrets)
     outcome = AfterBackup()
     try:
         outcome.verified = verify_archive(archive.path, secret).manifest["backup_id"] == archive.backup_id
@@ -67,4 +71,27 @@ def after_backup(archive, secret: str | None, backups_dir: Path, local_days: int
             outcome.problems.append(f"remote retention failed: {type(exc).__name__}")
     if archive.backup_id not in {ref.backup_id for ref in list_local_backups(backups_dir)}:
         outcome.problems.append("the new backup is missing after retention")
+    return outcome
+
+
+def _after_snapshot(snapshot, secret: str | None, backups_dir: Path, local_days: int, remote, remote_days: int,
+                    retention: bool, now: datetime, secrets: list[str]) -> AfterBackup:
+    """The snapshot verified, the repository copied to `remote`, snapshot retention local and remote;
+    archives of earlier versions beside the repository age out under the same local retention."""
+    repo = Repository.open_or_create(backups_dir, secret, create=False)
+    after = after_snapshot(repo, snapshot.backup_id, snapshot.name, now=now, local_retention_days=local_days,
+                           remote=remote.repository if remote is not None else None, remote_retention_days=remote_days,
+                           apply_retention=retention)
+    outcome = AfterBackup(verified=after.verified, local_deleted=list(after.local_forgotten),
+                          remote_deleted=list(after.remote_forgotten),
+                          problems=[mask_text(problem, secrets) for problem in after.problems])
+    if after.remote:
+        outcome.remote_info = {"remote": after.remote["where"], "remote_verified": not after.problems,
+                               "remote_new_bytes": after.remote["bytes"]}
+    if retention and after.verified and not after.problems:
+        listing = identify_local_backups(backups_dir, secret)
+        outcome.archive_problems = listing.problems
+        deleted, failed = apply_retention(listing.refs, local_days, now, set(), lambda ref: Path(ref.location).unlink())
+        outcome.local_deleted += deleted
+        outcome.problems += failed
     return outcome

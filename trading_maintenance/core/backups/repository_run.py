@@ -18,8 +18,9 @@ from trading_maintenance.core.backups.snapshots import forget_and_prune, list_sn
 
 
 @dataclass
-class RepositoryRun:
-    outcome: BackupOutcome
+class SnapshotFollowUp:
+    """What happened after a snapshot was written: verification, the copy, retention."""
+
     verified: bool = False
     problems: list[str] = field(default_factory=list)
     remote: dict = field(default_factory=dict)
@@ -27,10 +28,17 @@ class RepositoryRun:
     remote_forgotten: list[str] = field(default_factory=list)
     freed_bytes: int = 0
 
+
+@dataclass
+class RepositoryRun:
+    outcome: BackupOutcome
+    after: SnapshotFollowUp
+
     def summary(self) -> dict:
+        after = self.after
         return {**self.outcome.summary(), "snapshot": self.outcome.archive.name, "new_bytes": self.outcome.archive.size,
-                "verified": self.verified, "remote": self.remote, "local_forgotten": self.local_forgotten,
-                "remote_forgotten": self.remote_forgotten, "freed_bytes": self.freed_bytes, "problems": self.problems}
+                "verified": after.verified, "remote": after.remote, "local_forgotten": after.local_forgotten,
+                "remote_forgotten": after.remote_forgotten, "freed_bytes": after.freed_bytes, "problems": after.problems}
 
 
 def back_up_to_repository(
@@ -47,11 +55,21 @@ def back_up_to_repository(
     """`backup` holds create_backup's arguments about what goes in (parts, stores, files, ...)."""
     repo = Repository.open_or_create(backups_dir, secret)
     outcome = create_backup(dest_dir=backups_dir, fmt="repository", secret=secret, now=now, repository=repo, **backup)
-    run = RepositoryRun(outcome)
-    new_id = outcome.archive.backup_id
+    return RepositoryRun(outcome, after_snapshot(repo, outcome.archive.backup_id, outcome.archive.name, now=now,
+                                                 local_retention_days=local_retention_days, remote=remote,
+                                                 remote_retention_days=remote_retention_days,
+                                                 apply_retention=apply_retention))
+
+
+def after_snapshot(repo: Repository, backup_id: str, snapshot: str, *, now: datetime, local_retention_days: int,
+                   remote: Callable[[Repository], RemoteRepository] | None = None, remote_retention_days: int = 30,
+                   apply_retention: bool = True) -> SnapshotFollowUp:
+    """Verify the new snapshot, copy the repository to the store, then retention (local, then remote),
+    never forgetting the new snapshot; every step after a failed one is skipped."""
+    run = SnapshotFollowUp()
     try:
         with repo.lock(exclusive=False):
-            stage_snapshot(repo, outcome.archive.name, None)
+            stage_snapshot(repo, snapshot, None)
         run.verified = True
     except RepositoryError as exc:
         run.problems.append(f"the new snapshot does not verify: {exc}")
@@ -61,25 +79,25 @@ def back_up_to_repository(
             with repo.lock():
                 sent = copy.mirror(remote_retention_days, now)
             run.remote = {"where": copy.describe(), "snapshots": sent.snapshots, "packs": sent.packs, "bytes": sent.bytes}
-            if new_id not in {r.backup_id for r in copy.list_snapshots().refs}:
+            if backup_id not in {r.backup_id for r in copy.list_snapshots().refs}:
                 run.problems.append(f"the new snapshot is not in {copy.describe()} after the upload")
         except Exception as exc:  # noqa: BLE001 - reported; retention then waits for a good copy
             run.problems.append(f"copy to {copy.describe()} failed: {type(exc).__name__}: {str(exc)[:300]}")
     if not apply_retention or not run.verified or run.problems:
         return run
     with repo.lock():
-        local = forget_and_prune(repo, local_retention_days, now, protect={new_id})
+        local = forget_and_prune(repo, local_retention_days, now, protect={backup_id})
     run.local_forgotten, run.freed_bytes = local.forgotten, local.freed_bytes
     run.problems += local.problems
     if copy is not None:
         try:
             with repo.lock():
-                remote_report = copy.forget_and_prune(remote_retention_days, now, protect={new_id})
+                remote_report = copy.forget_and_prune(remote_retention_days, now, protect={backup_id})
             run.remote_forgotten = remote_report.forgotten
             run.problems += remote_report.problems
         except Exception as exc:  # noqa: BLE001
             run.problems.append(f"remote retention in {copy.describe()} failed: {type(exc).__name__}: {str(exc)[:300]}")
-    if new_id not in {r.backup_id for r in list_snapshots(repo).refs}:
+    if backup_id not in {r.backup_id for r in list_snapshots(repo).refs}:
         run.problems.append("the new snapshot is missing after retention")
     return run
 

@@ -10,6 +10,7 @@ from trading_maintenance.core.common.alerts import Alert
 from trading_maintenance.core.backups.archive import plan_backup_retention
 from trading_maintenance.core.backups.archive_reader import identify_local_backups
 from trading_maintenance.core.backups.orchestrate import after_backup
+from trading_maintenance.core.backups.repository import Repository
 from trading_maintenance.core.backups.temporaries import remove_dead_temporaries
 from trading_maintenance.core.backups.run import collect_trading_files, create_backup
 from trading_maintenance.core.common.masking import mask_text
@@ -119,6 +120,7 @@ def backup_archive(
             effective_settings=masked_dump(cfg), secret_keys=SECRET_KEYS, redis_client=client if "redis" in parts else None,
             engine=engine if "database" in parts else None, db_url=trading_db.url, data_dir=cfg.data_dir,
             trading_files=files, database_method=bcfg.database_method, now=now, work_root=cfg.backups_dir,
+            repository=Repository.open_or_create(cfg.backups_dir, secret),
         )
     except Exception as exc:  # noqa: BLE001 - reported, alerted, and the run fails
         message = mask_text(f"{type(exc).__name__}: {exc}", _secrets(cfg))
