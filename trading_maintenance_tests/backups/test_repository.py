@@ -228,3 +228,25 @@ def test_tree_listing_skips_symlinks_of_files_and_folders_and_old_daily_files(tm
     assert [f.member for f in files] == ["data/parquet/market_data/AAPL/2026-03-01.parquet",
                                          "data/parquet/market_data/AAPL/notes.txt"]
     assert excluded == 1 and len(skipped) == 2 and all("symlink" in s for s in skipped)
+
+
+def test_data_cleanup_never_touches_the_repository_however_old(tmp_path, data_dir):
+    import time as clock
+
+    from trading_maintenance.core.hygiene.cleanup import Category, plan_cleanup
+    from trading_maintenance.core.hygiene.file_names import is_managed_backup
+
+    _tree(data_dir, files=3)
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+    _backup(repo, data_dir, tmp_path, NOW)
+    _backup(repo, data_dir, tmp_path, NOW + timedelta(days=1))  # identical snapshot files beside each other
+    stray = data_dir / "backups" / "old-notes.txt"
+    stray.write_bytes(b"x")
+    past = clock.time() - 90 * 86400
+    for path in (data_dir / "backups").rglob("*"):
+        os.utime(path, (past, past))
+    category = Category("backups", str(data_dir / "backups"), 7, dedupe=True, dedupe_min_bytes=1, exclude=is_managed_backup)
+    plan = plan_cleanup([category], data_dir, clock.time())[0]
+    touched = [e.path for e in plan.delete] + [str(d) for d in plan.duplicates] + [e.path for e in plan.compress]
+    assert not any("/repository/" in str(p) for p in touched), touched
+    assert [e.path for e in plan.delete] == [str(stray)]  # the category still works beside it

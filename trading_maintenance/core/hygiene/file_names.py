@@ -118,4 +118,19 @@ def is_managed_backup(path: str) -> bool:
     after a new backup is verified and never deletes the newest one. Age alone must not remove the
     last good backup when backups have been failing for a week."""
     name = os.path.basename(path)
-    return name.startswith(("backup-", ".backup-"))
+    return name.startswith(("backup-", ".backup-")) or in_backup_repository(path)
+
+
+# The backup repository's own layout: <repository>/config.json and data/<2 hex>/<pack>, index/<id>, snapshots/<id>.
+_REPOSITORY_DEPTH = 3
+
+
+def in_backup_repository(path: str) -> bool:
+    """Inside the backup repository (backups/repository/): a pack written months ago may hold every
+    snapshot's unchanged files, and the repository's prune is the only thing that may remove one."""
+    folder = os.path.dirname(path)
+    for _ in range(_REPOSITORY_DEPTH):
+        if os.path.basename(folder) == "repository" and os.path.isfile(os.path.join(folder, "config.json")):
+            return True
+        folder = os.path.dirname(folder)
+    return False
