@@ -78,9 +78,6 @@ class AlertsResource(dg.ConfigurableResource):
         now = now or datetime.now(timezone.utc)
         cooldown = timedelta(minutes=self.cooldown_minutes)
         acquired, previous = self.cooldown_store().try_acquire(alert.key, now, cooldown)
-        if not acquired:
-            until = (previous + cooldown).isoformat() if previous else None
-            return AlertDispatch(alert.key, sent=False, suppressed_until=until)
         safe = Alert(
             key=alert.key,
             severity=alert.severity,
@@ -90,11 +87,16 @@ class AlertsResource(dg.ConfigurableResource):
             details={k: mask_text(str(v), self._secrets()) for k, v in alert.details.items()},
             created_at=alert.created_at,
         )
-        dispatch = AlertDispatch(alert.key, sent=True)
+        dispatch = AlertDispatch(alert.key, sent=acquired)
+        if not acquired:
+            dispatch.suppressed_until = (previous + cooldown).isoformat() if previous else None
         # An info alert is a notice (maintenance completed, a recommendation), not a problem to resolve.
+        # A suppressed one still refreshes its active entry: the list shows the problem as last seen,
+        # and whoever resolves by age ("raised before this run") sees that it is still raised.
         if redis_client is not None and safe.severity != "info":
             dispatch.channels["redis_list"] = _replace_active(redis_client, safe.key, json.dumps(safe.as_dict()))
-        self._notify(safe, dispatch)
+        if acquired:
+            self._notify(safe, dispatch)
         return dispatch
 
     def _minimum(self, channel: str) -> str:

@@ -95,3 +95,46 @@ def test_adaptive_sensor_starts_no_heavy_job_in_market_hours_and_orders_prioriti
     assert findings[0].task == "data_cleanup"
     assert adaptive.priority("data_cleanup", findings, market_open=False) > adaptive.priority("backup", findings, market_open=False)
     assert adaptive.priority("backup", [], market_open=True) < adaptive.priority("backup", [], market_open=False)
+
+
+def test_success_resolves_alerts_of_earlier_runs_of_the_task_only(instance, http_sink, data_dir, redis_url, redis_client, config_path):  # noqa: F811
+    from trading_maintenance.core.common.alerts import Alert
+
+    base, handler = http_sink
+    alerts = AlertsResource(webhook_url=f"{base}/hook", data_dir=str(data_dir))
+    resources = {"alerts": alerts, "redis": RedisResource(url=redis_url, data_dir=str(data_dir)),
+                 "settings": MaintenanceSettingsResource(config_path=str(config_path), data_dir=str(data_dir))}
+    earlier = Alert(key="backup:failed", severity="critical", title="Backup failed", message="disk full", details={"task": "backup"})
+    other = Alert(key="reconciliation:critical", severity="critical", title="Mismatch", message="AAPL", details={"task": "portfolio_reconciliation"})
+    alerts.send(earlier, redis_client)
+    alerts.send(other, redis_client)
+    ok = run(instance, "backup")
+    # Raised while the successful run went on (its start is before this alert): not cleared by that success.
+    started = instance.get_run_record_by_id(ok.run_id).start_time
+    during = Alert(key="backup:drill_failed", severity="critical", title="Drill failed", message="x", details={"task": "backup"},
+                   created_at=datetime.fromtimestamp(started + 0.5, NY).isoformat())
+    alerts.send(during, redis_client)
+
+    maintenance_run_success_sensor(_status_context(instance, ok, maintenance_run_success_sensor, resources))
+    active = sorted(json.loads(a)["key"] for a in redis_client.lrange("maintenance:alerts", 0, -1))
+    assert active == ["backup:drill_failed", "reconciliation:critical"]
+    resolved = [body["key"] for path, body in handler.received if body["title"].startswith("Resolved:")]
+    assert resolved == ["backup:failed"]
+
+
+def test_a_suppressed_alert_refreshes_its_active_entry(data_dir, redis_client):
+    from datetime import timedelta, timezone
+
+    from trading_maintenance.core.common.alerts import Alert
+
+    alerts = AlertsResource(data_dir=str(data_dir), cooldown_minutes=30)
+    first = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+    alerts.send(Alert(key="health:disk", severity="warning", title="disk is yellow", message="disk 86%",
+                      created_at=first.isoformat()), redis_client, now=first)
+    later = first + timedelta(minutes=5)
+    dispatch = alerts.send(Alert(key="health:disk", severity="critical", title="disk is red", message="disk 97%",
+                                 created_at=later.isoformat()), redis_client, now=later)
+    assert not dispatch.sent and dispatch.suppressed_until == (first + timedelta(minutes=30)).isoformat()
+    active = [json.loads(a) for a in redis_client.lrange("maintenance:alerts", 0, -1)]
+    assert [(a["key"], a["severity"], a["message"], a["created_at"]) for a in active] == \
+        [("health:disk", "critical", "disk 97%", later.isoformat())]

@@ -1,10 +1,11 @@
 """Alerts for every maintenance run that fails or is canceled, resolutions when the task next
-succeeds, and degradation warnings (a task 50 % slower than its 7-day median, a health metric
-50 % worse than its median)."""
+succeeds (its failure and the alerts its earlier runs raised), and degradation warnings (a task
+50 % slower than its 7-day median, a health metric 50 % worse than its median)."""
 
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 import dagster as dg
 
@@ -58,18 +59,40 @@ def maintenance_run_canceled_sensor(context: dg.RunStatusSensorContext, alerts: 
     context.log.info(alert_run_outcome(context, alerts, settings, redis))
 
 
+def raised_by_task_before(active: list[dict], task: str, started: float) -> list[str]:
+    """Keys of the active alerts about `task` (its failure, or alerts its runs raised with
+    details.task) last raised before its successful run started: a success clears them, while an
+    alert the run itself raised (or refreshed) stays."""
+    keys = []
+    for entry in active:
+        details = entry.get("details") if isinstance(entry.get("details"), dict) else {}
+        if entry.get("key") != f"task_failed:{task}" and details.get("task") != task:
+            continue
+        try:
+            raised = datetime.fromisoformat(entry.get("created_at", "")).timestamp()
+        except (TypeError, ValueError):
+            raised = float("-inf")
+        if raised < started:
+            keys.append(entry["key"])
+    return keys
+
+
 @dg.run_status_sensor(
     name="maintenance_run_success_sensor",
     run_status=dg.DagsterRunStatus.SUCCESS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="A task that succeeds resolves its failure alert; completed maintenance is an info notice.",
+    description="A task that succeeds resolves its failure alert and the alerts its earlier runs raised; completed "
+                "maintenance is an info notice.",
 )
 def maintenance_run_success_sensor(context: dg.RunStatusSensorContext, alerts: AlertsResource, redis: RedisResource):
     run = context.dagster_run
     task = run.tags.get(TASK_TAG, run.job_name)
     client = _redis_or_none(redis, context.log)
     if client is not None:
-        alerts.resolve(f"task_failed:{task}", client, f"{task} succeeded again in run {run.run_id[:8]}")
+        record = context.instance.get_run_record_by_id(run.run_id)
+        started = record.start_time if record and record.start_time else time.time()
+        for key in raised_by_task_before(alerts.active(client), task, started):
+            alerts.resolve(key, client, f"{task} succeeded again in run {run.run_id[:8]}")
     if task != "system_health_check":
         alerts.send(Alert(key=f"completed:{task}:{run.run_id}", severity="info", title=f"{task} completed",
                           message=f"{task} run {run.run_id[:8]} completed", details={"task": task, "run_id": run.run_id}), client)

@@ -76,10 +76,11 @@ def analyse_maintenance_history(
     }
     client = redis.get_client()
     published = publish_result(client, TASK, result, context.log)
-    for item in advice:
-        if item["severity"] == "critical":
-            alerts.send(Alert(key=f"intelligence:{item['topic']}", severity="critical", title=f"Forecast: {item['topic']}",
-                              message=item["message"], details={"action": item["action"]}), client if published else None)
+    # Critical forecasts stay active while the analysis still finds them and resolve when it no longer does.
+    critical = [Alert(key=f"intelligence:{item['topic']}", severity="critical", title=f"Forecast: {item['topic']}",
+                      message=item["message"], details={"action": item["action"]})
+                for item in advice if item["severity"] == "critical"]
+    alerts.sync("intelligence:", critical, client if published else None, "the analysis no longer finds it")
     if not series["health_score"]:
         context.log.warning("no health checks recorded in the lookback window: nothing to analyse yet")
     context.add_output_metadata(
