@@ -85,15 +85,16 @@ def record_dry_run_plan(context, asset_key, counts: dict[str, int], items: list[
 def conclude(context, redis_client, task: str, result: dict[str, Any], *, alerts=None, alert=None,
              failure: str = "", failure_metadata: dict | None = None) -> bool:
     """The end of a task's run, the same for every task: publish `result` (maintenance:result:<task>
-    and the history), send `alert` when there is one, then fail the run when `failure` says what
-    went wrong. Returns whether Redis took the result."""
+    and the history), send `alert` (one alert or a list of them) when there is one, then fail the
+    run when `failure` says what went wrong. Returns whether Redis took the result."""
     import dagster as dg
 
     published = redis_client is not None and publish_result(redis_client, task, result, context.log)
-    if alert is not None and alerts is not None:
-        dispatch = alerts.send(alert, redis_client if published else None)
+    to_send = alert if isinstance(alert, (list, tuple)) else [alert] if alert is not None else []
+    for one in to_send if alerts is not None else []:
+        dispatch = alerts.send(one, redis_client if published else None)
         for channel in dispatch.failed_channels:
-            context.log.warning(f"alert channel {channel} failed for {alert.key}: {dispatch.channels[channel]}")
+            context.log.warning(f"alert channel {channel} failed for {one.key}: {dispatch.channels[channel]}")
     if failure:
         # from None: a failure raised while handling an error never carries that error (or what it quotes)
         raise dg.Failure(description=failure, metadata=failure_metadata or {}) from None

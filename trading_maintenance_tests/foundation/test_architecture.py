@@ -137,7 +137,8 @@ def test_every_maintenance_product_is_downstream_of_what_it_reads():
     assert _upstream(graph, "market_data_monthly") == {"market_data_daily"}
     for report in ("maintenance_report_daily", "maintenance_report_weekly"):
         assert "system_health" in _upstream(graph, report)
-    for key in ("system_health", "portfolio_reconciliation_report", "backup_archive", "tradenote_export", "market_data_monthly"):
+    for key in ("system_health", "portfolio_reconciliation_report", "backup_archive", "tradenote_export", "market_data_monthly",
+                "security_audit_report"):
         assert graph.get(dg.AssetKey.from_user_string(key)).is_materializable, key
 
 

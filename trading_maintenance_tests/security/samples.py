@@ -85,3 +85,11 @@ DECOYS = [
     "2024-05-01 12:00:35 INFO cfg: secret=changeme token=xxxxxxxxxxxxxxxx password=********",
     "2024-05-01 12:00:36 INFO trace: key=value cache_key=price_cache:AAPL:1min",
 ]
+
+
+def latest_audit_report(data_dir) -> dict:
+    """The JSON report the latest security audit wrote (its secrets, permissions, keys and exposure parts)."""
+    import json
+
+    reports = sorted((data_dir / "reports" / "security").glob("security_audit_*.json"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+    return json.loads(reports[-1].read_text())

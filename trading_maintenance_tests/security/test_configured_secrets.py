@@ -4,9 +4,10 @@ import dagster as dg
 
 from trading_maintenance.core.security import findings, scan
 from trading_maintenance.core.security.rules import is_placeholder
-from trading_maintenance.defs.security.ops import security_audit_job
+from trading_maintenance.definitions import defs
 from trading_maintenance.settings import load_settings
 from trading_maintenance_tests.conftest import write_config
+from trading_maintenance_tests.security.samples import latest_audit_report
 
 UNUSED_PORTS = {"redis": 1, "postgresql": 2, "dagster_webserver": 4}
 # Each looks like a placeholder or has low entropy, so no pattern rule would report it.
@@ -49,10 +50,10 @@ def test_every_configured_secret_is_found_and_redacted_by_the_audit(tmp_path, da
     (logs / "broker.log.1").write_text("\n".join(lines) + "\n")
 
     with dg.instance_for_test() as instance:
-        result = security_audit_job.execute_in_process(
+        defs.resolve_job_def("security_audit_job").execute_in_process(
             resources=make_resources(config=config), instance=instance, raise_on_error=False
         )
-        secrets = result.output_for_node("scan_log_secrets")
+        secrets = latest_audit_report(data_dir)["secrets"]
     configured = [f for f in secrets["findings"] if f["rule"] == "configured-secret"]
     assert sorted(f["line"] for f in configured) == list(range(1, len(SECRETS) + 1))
     assert {f["masked"] for f in configured} == {findings.mask(v) for v in SECRETS}

@@ -6,15 +6,18 @@ import os
 import random
 
 import dagster as dg
+import pytest
 
 from trading_maintenance.core.security import findings
 from trading_maintenance.core.security.sarif import validate_sarif
 from trading_maintenance.definitions import defs as all_defs
+from trading_maintenance.run_launch import OpConfigError, dry_run_config, op_config_from_pairs
 from trading_maintenance.defs.security.ops import security_audit_job
 from trading_maintenance.defs.security.ops import security_audit_schedule
 from trading_maintenance_tests.conftest import write_config
-from trading_maintenance_tests.security.samples import DECOYS, planted_lines
+from trading_maintenance_tests.security.samples import DECOYS, latest_audit_report, planted_lines
 
+AUDIT_JOB = all_defs.resolve_job_def("security_audit_job")
 UNUSED_PORTS = {"redis": 1, "postgresql": 2, "dagster_webserver": 4}
 
 
@@ -62,17 +65,20 @@ def test_audit_finds_masks_redacts_alerts_and_fails(tmp_path, data_dir, make_res
     os.chmod(data_dir / ".env", 0o644)
     config = write_config(tmp_path, data_dir, security={"service_ports": UNUSED_PORTS, "api_keys": [{"name": "alpaca_paper", "created": "2020-01-01"}]})
     with dg.instance_for_test() as instance:
-        result = security_audit_job.execute_in_process(
+        result = AUDIT_JOB.execute_in_process(
             resources=make_resources(config=config),
             instance=instance,
             raise_on_error=False,
-            run_config={"ops": {"scan_log_secrets": {"config": {"redact": True}}, "check_file_permissions": {"config": {"fix": True}}}},
+            run_config={"ops": {"security_audit_report": {"config": {"redact": True, "fix": True}}}},
         )
         assert not result.success  # critical findings fail the run
         failure = [e for e in result.all_events if e.is_step_failure]
-        assert failure and failure[0].step_key == "write_security_report"
+        assert failure and failure[0].step_key == "security_audit_report"
+        # the failed audit is still a materialization: critical findings plotted over time
+        (materialization,) = instance.fetch_materializations(dg.AssetKey("security_audit_report"), limit=10).records
+        assert materialization.asset_materialization.metadata["critical_findings"].value > 0
 
-        secrets = result.output_for_node("scan_log_secrets")
+        secrets = latest_audit_report(data_dir)["secrets"]
         found = {(f["rule"], f["masked"]) for f in secrets["findings"]}
         for rule_id, value, _ in planted:
             assert (rule_id, findings.mask(value)) in found, rule_id
@@ -123,24 +129,24 @@ def test_baseline_then_clean_run_succeeds(tmp_path, data_dir, make_resources, re
     for path in (data_dir / "logs").iterdir():
         os.chmod(path, 0o600)
     with dg.instance_for_test() as instance:
-        first = security_audit_job.execute_in_process(
+        first = AUDIT_JOB.execute_in_process(
             resources=make_resources(config=config), instance=instance, raise_on_error=False,
-            run_config={"ops": {"scan_log_secrets": {"config": {"update_baseline": True}}}},
+            run_config={"ops": {"security_audit_report": {"config": {"update_baseline": True}}}},
         )
         baseline = json.loads((data_dir / "state" / "security_baseline.json").read_text())
         assert len(baseline["fingerprints"]) == len(planted)
         assert first.success, [e.message for e in first.all_events if e.is_failure]
-        second = security_audit_job.execute_in_process(resources=make_resources(config=config), instance=instance, raise_on_error=False)
+        second = AUDIT_JOB.execute_in_process(resources=make_resources(config=config), instance=instance, raise_on_error=False)
         assert second.success
-        secrets = second.output_for_node("scan_log_secrets")
+        secrets = latest_audit_report(data_dir)["secrets"]
         assert secrets["active"] == 0 and secrets["baselined"] == len(planted)
         # a new secret is not covered by the baseline
         new_line = planted_lines(random.Random(99))[2][2]
         with open(data_dir / "logs" / "trading_system.log", "a") as handle:
             handle.write(new_line + "\n")
-        third = security_audit_job.execute_in_process(resources=make_resources(config=config), instance=instance, raise_on_error=False)
+        third = AUDIT_JOB.execute_in_process(resources=make_resources(config=config), instance=instance, raise_on_error=False)
         assert not third.success
-        assert third.output_for_node("scan_log_secrets")["active"] == 1
+        assert latest_audit_report(data_dir)["secrets"]["active"] == 1
 
 
 def test_dry_run_changes_nothing(tmp_path, data_dir, make_resources):
@@ -150,15 +156,20 @@ def test_dry_run_changes_nothing(tmp_path, data_dir, make_resources):
     os.chmod(data_dir / ".env", 0o644)
     config = write_config(tmp_path, data_dir, security={"service_ports": UNUSED_PORTS, "redact": True, "fix_permissions": True})
     with dg.instance_for_test() as instance:
-        result = security_audit_job.execute_in_process(
+        result = AUDIT_JOB.execute_in_process(
             resources=make_resources(config=config), instance=instance, raise_on_error=False,
-            run_config={"ops": {name: {"config": {"dry_run": True}} for name in ("scan_log_secrets", "check_file_permissions", "write_security_report")}},
+            run_config=dry_run_config(AUDIT_JOB),
         )
-    secrets = result.output_for_node("scan_log_secrets")
+        # a dry run records its plan: no materialization, an observation naming what it would change
+        assert instance.fetch_materializations(dg.AssetKey("security_audit_report"), limit=1).records == []
+        (observation,) = instance.fetch_observations(dg.AssetKey("security_audit_report"), limit=10).records
+        assert observation.asset_observation.metadata["would_fix_permissions"].value >= 1
+    report = latest_audit_report(data_dir)
+    secrets = report["secrets"]
     assert any(r["secrets_masked"] for r in secrets["redactions"]) and not any(r["done"] for r in secrets["redactions"])
     assert {p.name: p.read_bytes() for p in (data_dir / "logs").iterdir()} == before
     assert os.stat(data_dir / ".env").st_mode & 0o777 == 0o644
-    fixes = result.output_for_node("check_file_permissions")["fixes"]
+    fixes = report["permissions"]["fixes"]
     assert any(f["path"].endswith(".env") and f["new_mode"] == "0600" and not f["applied"] for f in fixes)
 
 
@@ -171,3 +182,12 @@ def test_schedule_and_definitions():
     from trading_maintenance.tasks import resolve_task
 
     assert resolve_task("security_audit").job_name == security_audit_job.name
+
+
+def test_cli_config_keys_and_dry_run_reach_the_audit_asset():
+    assert op_config_from_pairs(AUDIT_JOB, ["redact=true", "fix=false", "update_baseline=true"]) == {
+        "ops": {"security_audit_report": {"config": {"redact": True, "fix": False, "update_baseline": True}}}
+    }
+    assert dry_run_config(AUDIT_JOB) == {"ops": {"security_audit_report": {"config": {"dry_run": True}}}}
+    with pytest.raises(OpConfigError, match="scan_log_secrets.redact"):
+        op_config_from_pairs(AUDIT_JOB, ["scan_log_secrets.redact=true"])

@@ -11,6 +11,7 @@ from trading_maintenance.core.security import targets
 from trading_maintenance.core.security.findings import fingerprint
 from trading_maintenance.definitions import defs
 from trading_maintenance_tests.conftest import write_config
+from trading_maintenance_tests.security.samples import latest_audit_report
 
 SECRET = "ghp_" + "Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0FeDcBa"
 UNUSED_PORTS = {"redis": 1, "postgresql": 2, "dagster_webserver": 4}
@@ -26,11 +27,11 @@ CRASHING_REDACTION = (
 def _audit(tmp_path, data_dir, make_resources, dry_run: bool) -> dict:
     config = write_config(tmp_path, data_dir, security={"service_ports": UNUSED_PORTS})
     with dg.instance_for_test() as instance:
-        result = defs.resolve_job_def("security_audit_job").execute_in_process(
+        defs.resolve_job_def("security_audit_job").execute_in_process(
             resources=make_resources(config=config), instance=instance, raise_on_error=False,
-            run_config={"ops": {"scan_log_secrets": {"config": {"dry_run": dry_run, "redact": False}}}},
+            run_config={"ops": {"security_audit_report": {"config": {"dry_run": dry_run, "redact": False}}}},
         )
-    return result.output_for_node("scan_log_secrets")
+    return latest_audit_report(data_dir)["secrets"]
 
 
 def test_a_crashed_redaction_leaves_a_temporary_the_next_audit_removes(tmp_path, data_dir, make_resources):

@@ -6,7 +6,7 @@ manager's storage, run logs, metadata, reports and alerts) is masked values and 
 
 import json
 import os
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -18,7 +18,7 @@ from trading_maintenance.core.security.secret_audit import run_secret_scan
 from trading_maintenance.core.common.masking import mask_text
 from trading_maintenance.settings import config_file_holds_secrets
 from trading_maintenance.core.common.atomic import atomic_write_text
-from trading_maintenance.defs.common import markdown_table, publish_result
+from trading_maintenance.defs.common import conclude, markdown_table, record_dry_run_plan
 from trading_maintenance.defs.platform import PLATFORM_CONFIGURATION, PLATFORM_LOGS
 from trading_maintenance.defs.task import OWNERS, MaintenanceTask
 from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
@@ -31,31 +31,13 @@ SECURITY_AUDIT = MaintenanceTask(
 TASK = SECURITY_AUDIT.name
 SECURITY_AUDIT_ASSET = dg.AssetKey("security_audit_report")
 
-security_audit_report = dg.AssetSpec(
-    SECURITY_AUDIT_ASSET,
-    deps=[PLATFORM_LOGS, PLATFORM_CONFIGURATION],
-    description="The weekly security audit's JSON and SARIF reports under reports/security/: secrets leaked into "
-    "logs, files readable beyond their owner, old or rejected API keys, services listening beyond loopback. "
-    "Plots show critical findings over time; a critical finding fails the run and alerts.",
-    group_name="security",
-    kinds={"python", "json"},
-    owners=OWNERS,
-)
 
 
-class SecretScanConfig(dg.Config):
-    dry_run: bool = False
+class SecurityAuditConfig(dg.Config):
+    dry_run: bool = False  # report what redaction and permission fixes would do; change nothing
     redact: bool | None = None  # None: security.redact from the settings
-    update_baseline: bool = False  # accept every current finding (written unless dry_run)
-
-
-class PermissionsConfig(dg.Config):
-    dry_run: bool = False
     fix: bool | None = None  # None: security.fix_permissions from the settings
-
-
-class ReportConfig(dg.Config):
-    dry_run: bool = False
+    update_baseline: bool = False  # accept every current finding (written unless dry_run)
     send_alerts: bool = True
 
 
@@ -63,9 +45,9 @@ class ReportConfig(dg.Config):
 # secrets in logs
 
 
-@dg.op(pool=SECURITY_AUDIT.pool, description="Scan logs (rotated and gzipped too) and other configured folders for secrets; optionally redact rotated logs.")
-def scan_log_secrets(context: dg.OpExecutionContext, config: SecretScanConfig, settings: MaintenanceSettingsResource) -> dict:
-    result = run_secret_scan(settings.get(), config.dry_run, config.redact, config.update_baseline, context.log)
+def scan_log_secrets(context, cfg, config: SecurityAuditConfig) -> dict:
+    """Logs (rotated and gzipped too) and other configured folders scanned for secrets; rotated logs optionally redacted."""
+    result = run_secret_scan(cfg, config.dry_run, config.redact, config.update_baseline, context.log)
     context.log.info(
         f"secret scan: {result['files_scanned']} files, {result['bytes_scanned'] / 1e6:.1f} MB in {result['seconds']}s; "
         f"{result['active']} active, {result['baselined']} baselined, {result['allowed']} allowed"
@@ -77,7 +59,7 @@ def scan_log_secrets(context: dg.OpExecutionContext, config: SecretScanConfig, s
 # permissions
 
 
-def run_permissions_check(cfg, config: PermissionsConfig, files_with_secrets: list[str]) -> dict:
+def run_permissions_check(cfg, config: SecurityAuditConfig, files_with_secrets: list[str]) -> dict:
     security = cfg.security
     root = Path(cfg.data_dir)
     paths = perm.collect_sensitive_paths(
@@ -104,9 +86,9 @@ def run_permissions_check(cfg, config: PermissionsConfig, files_with_secrets: li
     }
 
 
-@dg.op(pool=SECURITY_AUDIT.pool, description="Sensitive files (.env, config, backups, keys, files holding secrets) must be owner-only; optionally tighten them.")
-def check_file_permissions(context: dg.OpExecutionContext, config: PermissionsConfig, settings: MaintenanceSettingsResource, secrets: dict) -> dict:
-    result = run_permissions_check(settings.get(), config, secrets.get("files_with_secrets", []))
+def check_file_permissions(context, cfg, config: SecurityAuditConfig, secrets: dict) -> dict:
+    """Sensitive files (.env, config, backups, keys, files holding secrets) must be owner-only; optionally tightened."""
+    result = run_permissions_check(cfg, config, secrets.get("files_with_secrets", []))
     for fix in result["fixes"]:
         verb = "would chmod" if config.dry_run else "chmod"
         context.log.info(f"{verb} {fix['path']} {fix['old_mode']} -> {fix['new_mode']}" + (f" ({fix['error']})" if fix["error"] else ""))
@@ -146,9 +128,9 @@ def run_key_checks(cfg, today: date | None = None) -> dict:
     return {"findings": [f.as_dict() for f in findings], "broker_checked": checked, "keys_configured": len(keys)}
 
 
-@dg.op(pool=SECURITY_AUDIT.pool, description="Age of each configured API key against its maximum; whether the broker still accepts the key (read-only).")
-def check_api_keys(context: dg.OpExecutionContext, settings: MaintenanceSettingsResource) -> dict:
-    result = run_key_checks(settings.get())
+def check_api_keys(context, cfg) -> dict:
+    """Age of each configured API key against its maximum; whether the broker still accepts the key (read-only)."""
+    result = run_key_checks(cfg)
     for f in result["findings"]:
         (context.log.warning if f["severity"] != "info" else context.log.info)(f["message"])
     return result
@@ -232,12 +214,11 @@ def assess_exposure(ports: dict[str, int], listeners: list, redis_cfg, redis_nop
     return findings
 
 
-@dg.op(pool=SECURITY_AUDIT.pool, description="Listening sockets of Redis, PostgreSQL and the Dagster webserver beyond loopback; Redis auth and protected mode; PostgreSQL TLS.")
-def check_exposed_services(context: dg.OpExecutionContext, settings: MaintenanceSettingsResource, redis: RedisResource, trading_db: TradingDatabaseResource) -> dict:
-    cfg = settings.get()
+def check_exposed_services(context, cfg, redis_client, engine) -> dict:
+    """Listening sockets of Redis, PostgreSQL and the Dagster webserver beyond loopback; Redis auth and protected mode; PostgreSQL TLS."""
     listeners, listen_error = local_listeners()
-    redis_cfg, nopass, redis_error = redis_facts(redis.get_client())
-    pg, pg_error = postgres_facts(trading_db.get_engine())
+    redis_cfg, nopass, redis_error = redis_facts(redis_client)
+    pg, pg_error = postgres_facts(engine)
     findings = assess_exposure(dict(cfg.security.service_ports), listeners, redis_cfg, nopass, redis_error, pg, pg_error)
     for f in findings:
         (context.log.warning if f.severity != "info" else context.log.info)(f.message)
@@ -249,28 +230,40 @@ def check_exposed_services(context: dg.OpExecutionContext, settings: Maintenance
     }
 
 
-@dg.op(pool=SECURITY_AUDIT.pool, description="Write the JSON and SARIF 2.1.0 reports under reports/security/, record metadata, alert on critical findings, publish the result, fail on critical.")
-def write_security_report(
-    context: dg.OpExecutionContext,
-    config: ReportConfig,
+# ---------------------------------------------------------------------------------------------
+# the audit
+
+
+@dg.asset(
+    key=SECURITY_AUDIT_ASSET,
+    deps=[PLATFORM_LOGS, PLATFORM_CONFIGURATION],
+    group_name="security",
+    kinds={"python", "json"},
+    owners=OWNERS,
+    pool=SECURITY_AUDIT.pool,
+    # weekly: a week and a day without an audit means the schedule or the daemon has stopped
+    freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(days=8)),
+    output_required=False,  # a dry run records its plan, not an audit
+    description="The weekly security audit's JSON and SARIF reports under reports/security/: secrets leaked into "
+    "logs, files readable beyond their owner, old or rejected API keys, services listening beyond loopback. "
+    "Plots show critical findings over time; a critical finding fails the run and alerts.",
+)
+def security_audit_report(
+    context: dg.AssetExecutionContext,
+    config: SecurityAuditConfig,
     settings: MaintenanceSettingsResource,
     redis: RedisResource,
+    trading_db: TradingDatabaseResource,
     alerts: AlertsResource,
-    secrets: dict,
-    permissions: dict,
-    keys: dict,
-    exposure: dict,
-) -> dict:
+):
     cfg = settings.get()
-    root = Path(cfg.data_dir)
-    report = build_report(context.run_id, config.dry_run, secrets, permissions, keys, exposure)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out_dir = cfg.reports_dir / "security"
-    json_path = atomic_write_text(out_dir / f"security_audit_{stamp}.json", json.dumps(report, indent=1, default=str) + "\n", mode=0o600)
-    sarif_path = atomic_write_text(out_dir / f"security_audit_{stamp}.sarif", json.dumps(sarif_for(report, root), indent=1) + "\n", mode=0o600)
-    os.chmod(out_dir, 0o700)
-
     client = redis.get_client()
+    secrets = scan_log_secrets(context, cfg, config)
+    permissions = check_file_permissions(context, cfg, config, secrets)
+    keys = check_api_keys(context, cfg)
+    exposure = check_exposed_services(context, cfg, client, trading_db.get_engine())
+    report = build_report(context.run_id, config.dry_run, secrets, permissions, keys, exposure)
+    json_path, sarif_path = write_report_files(cfg, report)
     summary = {
         "status": report["status"], "run_id": context.run_id, "dry_run": config.dry_run,
         "critical_findings": report["critical_findings"], "critical_by_part": report["critical_by_part"],
@@ -279,22 +272,48 @@ def write_security_report(
         "permission_problems": len(permissions["remaining"]), "action_failures": report["action_failures"],
         "report_json": str(json_path), "report_sarif": str(sarif_path),
     }
-    published = publish_result(client, TASK, summary, context.log)
-    dispatched = []
-    if config.send_alerts:
-        for alert in alerts_for(report):
-            d = alerts.send(alert, client if published else None)
-            dispatched.append(d)
-            for channel in d.failed_channels:
-                context.log.warning(f"alert channel {channel} failed for {alert.key}: {d.channels[channel]}")
+    raised = alerts_for(report) if config.send_alerts else []
+    if config.dry_run:
+        would_redact = [r for r in secrets["redactions"] if r["secrets_masked"]]
+        record_dry_run_plan(
+            context,
+            SECURITY_AUDIT_ASSET,
+            {"redact_files": len(would_redact), "fix_permissions": len(permissions["fixes"]),
+             "report_findings": report["critical_findings"] + report["warnings"]},
+            [f"redact {r['path']} ({r['secrets_masked']} secrets)" for r in would_redact]
+            + [f"chmod {f['path']} {f['old_mode']} -> {f['new_mode']}" for f in permissions["fixes"]],
+            where=str(json_path),
+        )
+    else:
+        yield dg.Output(summary, metadata=report_metadata(report, raised, json_path, sarif_path))
+    failure = ""
+    if report["status"] == "failed":
+        failure = (f"security audit found {report['critical_findings']} critical finding(s) and "
+                   f"{report['action_failures']} failed action(s); see {json_path.name}")
+    conclude(context, client, TASK, summary, alerts=alerts, alert=raised, failure=failure,
+             failure_metadata={"critical_by_part": dg.MetadataValue.json(report["critical_by_part"]),
+                               "report_json": dg.MetadataValue.path(str(json_path))})
 
+
+def write_report_files(cfg, report: dict) -> tuple[Path, Path]:
+    """The JSON and SARIF reports, owner-only, under reports/security/ (a dry run's is its whole plan)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = cfg.reports_dir / "security"
+    json_path = atomic_write_text(out_dir / f"security_audit_{stamp}.json", json.dumps(report, indent=1, default=str) + "\n", mode=0o600)
+    sarif_path = atomic_write_text(out_dir / f"security_audit_{stamp}.sarif", json.dumps(sarif_for(report, Path(cfg.data_dir)), indent=1) + "\n", mode=0o600)
+    os.chmod(out_dir, 0o700)
+    return json_path, sarif_path
+
+
+def report_metadata(report: dict, raised: list, json_path: Path, sarif_path: Path) -> dict:
+    secrets, permissions = report["secrets"], report["permissions"]
     secret_rows = [
         {"file": f["path"], "line": f["line"], "rule": f["rule"], "masked": f["masked"], "fingerprint": f["fingerprint"][:12], "status": f["status"]}
         for f in secrets["findings"]
     ]
     perm_rows = [{"path": f["path"], "mode": f["mode"], "problem": f["problem"], "severity": f["severity"], "fix": f["fixed_mode"]} for f in permissions["findings"]]
-    other_rows = [{"check": f["check"], "severity": f["severity"], "message": f["message"]} for f in keys["findings"] + exposure["findings"]]
-    metadata = {
+    other_rows = [{"check": f["check"], "severity": f["severity"], "message": f["message"]} for f in report["keys"]["findings"] + report["exposure"]["findings"]]
+    return {
         "status": dg.MetadataValue.text(report["status"]),
         "critical_findings": dg.MetadataValue.int(report["critical_findings"]),
         "warnings": dg.MetadataValue.int(report["warnings"]),
@@ -305,31 +324,14 @@ def write_security_report(
         "bytes_scanned": dg.MetadataValue.int(secrets["bytes_scanned"]),
         "scan_mb_per_second": dg.MetadataValue.float(float(secrets["mb_per_second"] or 0.0)),
         "permission_problems": dg.MetadataValue.int(len(permissions["remaining"])),
-        "alerts_sent": dg.MetadataValue.int(sum(1 for d in dispatched if d.sent)),
+        "alerts_raised": dg.MetadataValue.int(len(raised)),
         "report_json": dg.MetadataValue.path(str(json_path)),
         "report_sarif": dg.MetadataValue.path(str(sarif_path)),
         "secrets": dg.MetadataValue.md(markdown_table(secret_rows)),
         "permissions": dg.MetadataValue.md(markdown_table(perm_rows)),
         "keys_and_services": dg.MetadataValue.md(markdown_table(other_rows)),
     }
-    context.log_event(dg.AssetMaterialization(asset_key=SECURITY_AUDIT_ASSET, description=f"security audit: {report['status']}", metadata=metadata))
-    if report["status"] == "failed":
-        raise dg.Failure(
-            description=f"security audit found {report['critical_findings']} critical finding(s) and {report['action_failures']} failed action(s); see {json_path.name}",
-            metadata={"critical_by_part": dg.MetadataValue.json(report["critical_by_part"]), "report_json": dg.MetadataValue.path(str(json_path))},
-        )
-    return summary
 
 
-@SECURITY_AUDIT.op_job("security_audit_job")
-def security_audit_job():
-    secrets = scan_log_secrets()
-    write_security_report(
-        secrets=secrets,
-        permissions=check_file_permissions(secrets),
-        keys=check_api_keys(),
-        exposure=check_exposed_services(),
-    )
-
-
+security_audit_job = SECURITY_AUDIT.asset_job("security_audit_job", selection=[SECURITY_AUDIT_ASSET])
 security_audit_schedule = SECURITY_AUDIT.schedule(security_audit_job)
