@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 from trading_maintenance.core.common.atomic import atomic_write_text
 from trading_maintenance.core.intelligence import insights
+from trading_maintenance.core.intelligence.activity import recent_fills_per_hour
 from trading_maintenance.core.reports.build import TIMEZONE, build_report, check_sections
 from trading_maintenance.core.reports.history import load_health, load_runs
 from trading_maintenance.core.reports.render import RENDERERS
@@ -93,18 +94,30 @@ def limits_from(settings) -> dict:
             "health_score": None, "redis_used_memory_bytes": None}
 
 
+def trading_engine(settings):
+    """The trading database the settings name (the embedded one when none is)."""
+    from trading_maintenance.resources.database import database_engine
+
+    url = settings.database.url.get_secret_value() if settings.database.url else ""
+    return database_engine(url, settings.data_dir, settings.database.pool_size)
+
+
 def generate_report(instance, report_type: str, fmt: str, day: date | None = None, since: date | None = None,
                     until: date | None = None, sections: list[str] | None = None, settings=None,
                     exclude_run_ids: frozenset[str] = frozenset(), period: tuple[float, float, str] | None = None,
                     fills_by_hour: dict[int, float] | None = None) -> Path:
     """Write one report under reports/maintenance/{daily,weekly,custom}/ and return its path.
 
-    `period` (start, end, label) overrides the dates, e.g. an asset partition's time window."""
+    `period` (start, end, label) overrides the dates, e.g. an asset partition's time window.
+    `fills_by_hour` (None: read from the settings' trading database) feeds the schedule advice."""
     from trading_maintenance.settings import get_settings
 
     settings = settings or get_settings()
     if fmt not in RENDERERS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     start, end, label = period or report_period(report_type, day, since, until)
+    if fills_by_hour is None:
+        fills_by_hour, _ = recent_fills_per_hour(lambda: trading_engine(settings), end, settings.maintenance.scheduling.timezone,
+                                                 insights.LOAD_HISTORY_DAYS)
     report = build(instance, report_type, start, end, label, settings, sections, exclude_run_ids, fills_by_hour)
     return write(report, settings.reports_dir, fmt, settings.notifications.ui_base_url)
