@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime, timezone
 from typing import Any
@@ -92,6 +93,8 @@ def conclude(context, redis_client, task: str, result: dict[str, Any], *, alerts
     published = redis_client is not None and publish_result(redis_client, task, result, context.log)
     to_send = alert if isinstance(alert, (list, tuple)) else [alert] if alert is not None else []
     for one in to_send if alerts is not None else []:
+        # Named after its task, the alert is resolved by the task's next successful run.
+        one = dataclasses.replace(one, details={"task": task, **one.details})
         dispatch = alerts.send(one, redis_client if published else None)
         for channel in dispatch.failed_channels:
             context.log.warning(f"alert channel {channel} failed for {one.key}: {dispatch.channels[channel]}")

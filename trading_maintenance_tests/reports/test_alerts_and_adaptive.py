@@ -138,3 +138,29 @@ def test_a_suppressed_alert_refreshes_its_active_entry(data_dir, redis_client):
     active = [json.loads(a) for a in redis_client.lrange("maintenance:alerts", 0, -1)]
     assert [(a["key"], a["severity"], a["message"], a["created_at"]) for a in active] == \
         [("health:disk", "critical", "disk 97%", later.isoformat())]
+
+
+def test_alerts_sent_when_a_task_concludes_name_the_task_and_its_next_success_resolves_them(
+        instance, data_dir, redis_url, redis_client, config_path):
+    from trading_maintenance.core.common.alerts import Alert
+    from trading_maintenance.defs.common import conclude
+
+    alerts = AlertsResource(data_dir=str(data_dir))
+    resources = {"alerts": alerts, "redis": RedisResource(url=redis_url, data_dir=str(data_dir)),
+                 "settings": MaintenanceSettingsResource(config_path=str(config_path), data_dir=str(data_dir))}
+
+    @dg.op
+    def ends_with_an_alert(context) -> None:
+        conclude(context, redis_client, "portfolio_reconciliation", {"status": "warning", "run_id": context.run_id}, alerts=alerts,
+                 alert=Alert(key="reconciliation:critical", severity="critical", title="Mismatch", message="AAPL differs"))
+
+    @dg.job(name="portfolio_reconciliation_job", tags={"maintenance/task": "portfolio_reconciliation"})
+    def reconciliation_like():
+        ends_with_an_alert()
+
+    assert reconciliation_like.execute_in_process(instance=instance).success
+    [entry] = [json.loads(a) for a in redis_client.lrange("maintenance:alerts", 0, -1)]
+    assert entry["key"] == "reconciliation:critical" and entry["details"]["task"] == "portfolio_reconciliation"
+    ok = run(instance, "portfolio_reconciliation")
+    maintenance_run_success_sensor(_status_context(instance, ok, maintenance_run_success_sensor, resources))
+    assert redis_client.llen("maintenance:alerts") == 0
