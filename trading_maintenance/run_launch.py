@@ -89,17 +89,35 @@ def runs_in_progress(instance, include_queued: bool) -> list[RunInProgress]:
 
     records = instance.get_run_records(RunsFilter(statuses=_active_statuses(include_queued)))
     return [
-        RunInProgress(r.dagster_run.run_id, r.dagster_run.job_name, r.dagster_run.status.value, dict(r.dagster_run.tags))
+        RunInProgress(r.dagster_run.run_id, r.dagster_run.job_name, r.dagster_run.status.value, dict(r.dagster_run.tags),
+                      frozenset((r.dagster_run.run_op_concurrency.all_pools or ()) if r.dagster_run.run_op_concurrency else ()))
         for r in records
     ]
 
 
-def start_decision(instance, candidate_tags: Mapping[str, str], include_queued: bool) -> StartDecision:
+def job_pools(job) -> frozenset[str]:
+    """The pools of the job's ops and assets."""
+    return frozenset(op.pool for op in job.graph.iterate_op_defs() if op.pool)
+
+
+def run_pool_limit(concurrency_config) -> int | None:
+    """The pool limit counted in runs (`pools: granularity: run`); None when pools count steps,
+    which Dagster then enforces itself as each step starts."""
+    from dagster._core.instance.config import PoolGranularity
+
+    pools = concurrency_config.pool_config
+    return pools.default_pool_limit if pools.pool_granularity == PoolGranularity.RUN else None
+
+
+def start_decision(instance, candidate_tags: Mapping[str, str], include_queued: bool,
+                   candidate_pools: frozenset[str] = frozenset()) -> StartDecision:
     """`may_start` with the limits of the instance's own configuration and its runs in progress."""
-    queue = instance.get_concurrency_config().run_queue_config
+    concurrency = instance.get_concurrency_config()
+    queue = concurrency.run_queue_config
     max_runs = queue.max_concurrent_runs if queue is not None else None
     tag_limits = [TagLimit.from_instance_config(entry) for entry in (queue.tag_concurrency_limits if queue else [])]
-    return may_start(candidate_tags, runs_in_progress(instance, include_queued), max_runs, tag_limits)
+    return may_start(candidate_tags, runs_in_progress(instance, include_queued), max_runs, tag_limits,
+                     candidate_pools=candidate_pools, run_pool_limit=run_pool_limit(concurrency))
 
 
 def process_tags() -> dict[str, str]:
@@ -250,7 +268,7 @@ def claim_in_process_run(instance, job, run_config: Mapping, tags: Mapping[str, 
     while True:
         with home_lock(home, RUN_SLOTS_LOCK_NAME):
             fail_runs_of_dead_processes(instance)
-            decision = start_decision(instance, tags, include_queued=True)
+            decision = start_decision(instance, tags, include_queued=True, candidate_pools=job_pools(job))
             if decision.allowed:
                 return recon_job, instance.create_run_for_job(
                     job_def=job,

@@ -1,8 +1,9 @@
 """May a run start now? The one decision behind every way a maintenance run starts outside the queue.
 
-The daemon's run queue applies `max_concurrent_runs` and `tag_concurrency_limits` from the
-instance's configuration; a run started in process must obey the very same numbers, so this
-function takes them from that configuration and the runs in progress from the run storage.
+The daemon's run queue applies `max_concurrent_runs`, `tag_concurrency_limits` and (with
+`pools: granularity: run`) the pool limits, counted in runs, from the instance's configuration; a
+run started in process must obey the very same numbers, so this function takes them from that
+configuration and the runs in progress from the run storage.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ class RunInProgress:
     job_name: str
     status: str
     tags: Mapping[str, str] = field(default_factory=dict)
+    pools: frozenset[str] = frozenset()  # the pools of its steps
 
 
 @dataclass(frozen=True)
@@ -58,11 +60,16 @@ def may_start(
     max_concurrent_runs: int | None,
     tag_limits: Sequence[TagLimit],
     task_tag: str = "maintenance/task",
+    candidate_pools: frozenset[str] = frozenset(),
+    run_pool_limit: int | None = None,
 ) -> StartDecision:
-    """Whether a run with `candidate_tags` may start beside `in_progress` (which excludes itself).
+    """Whether a run with `candidate_tags` and steps in `candidate_pools` may start beside
+    `in_progress` (which excludes itself).
 
-    A tag limit is checked before the overall limit so the answer names the run of the same task
-    when there is one: that is the conflict a person can act on.
+    `run_pool_limit` is the instance's pool limit when pools are counted per run: a pool then
+    admits that many runs whose steps use it, whatever their tags (an asset backfill's runs carry
+    none of the job's). Tag and pool limits are checked before the overall limit so the answer
+    names the run of the same task when there is one: that is the conflict a person can act on.
     """
     for limit in tag_limits:
         if not limit.applies_to(candidate_tags):
@@ -76,6 +83,16 @@ def may_start(
                 + ", ".join(f"{run.run_id} ({run.status})" for run in sharing),
                 sharing,
                 same_task=limit.key == task_tag,
+            )
+    for pool in sorted(candidate_pools) if run_pool_limit is not None else []:
+        sharing = tuple(run for run in in_progress if pool in run.pools)
+        if len(sharing) >= run_pool_limit:
+            return StartDecision(
+                False,
+                f"{len(sharing)} run(s) using pool {pool} already in progress (limit {run_pool_limit}): "
+                + ", ".join(f"{run.run_id} {run.job_name} ({run.status})" for run in sharing),
+                sharing,
+                same_task=True,
             )
     if max_concurrent_runs is not None and max_concurrent_runs >= 0 and len(in_progress) >= max_concurrent_runs:
         return StartDecision(
