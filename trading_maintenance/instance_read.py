@@ -7,7 +7,7 @@ and decode rows with Dagster's own deserializer: no SQLAlchemy, Alembic or stora
 imports alone cost more than `import dagster`. Any other storage (PostgreSQL) is opened through
 Dagster's storage classes, without a full DagsterInstance. A test checks both readers agree.
 
-The declared schedules come from the schedule table (defs/schedule_table.py), which is data; the few
+The declared schedules come from the schedule table (core/runs/schedule_table.py), which is data; the few
 instigators declared outside it are listed in DECLARED_OUTSIDE_TABLE, which a test keeps equal to
 the definitions.
 """
@@ -248,7 +248,7 @@ def recent_runs(reader, limit: int, task: str | None = None) -> list[dict]:
 
 def known_tasks(reader) -> set[str]:
     """Task names this instance knows: every task with a schedule, and every task that has runs."""
-    from trading_maintenance.defs.schedule_table import SCHEDULE_TABLE
+    from trading_maintenance.core.runs.schedule_table import SCHEDULE_TABLE
 
     return {row.task for row in SCHEDULE_TABLE} | reader.tag_values(TASK_TAG)
 
@@ -296,7 +296,7 @@ def instigator_rows(reader, scheduling, now: float | None = None) -> list[Instig
     """Every declared schedule and sensor (the schedule table timed by `scheduling`, then
     DECLARED_OUTSIDE_TABLE) and any other instigator the instance holds a state for, with the state
     that really applies (RUNNING or STOPPED) and the next tick."""
-    from trading_maintenance.defs.schedule_table import SCHEDULE_TABLE, cron_for
+    from trading_maintenance.core.runs.schedule_table import SCHEDULE_TABLE, cron_for
 
     now = time.time() if now is None else now
     tz = scheduling.timezone

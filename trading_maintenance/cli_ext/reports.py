@@ -37,6 +37,8 @@ def register(cli: click.Group) -> None:
         from trading_maintenance.cli import _instance
         from trading_maintenance.core.reports.build import check_sections
         from trading_maintenance.core.reports.generate import generate_report, report_period
+        from trading_maintenance.resources.database import settings_trading_engine
+        from trading_maintenance.settings import load_settings
 
         day, first, last = _day(on_date, "--date"), _day(since, "--since"), _day(until, "--until")
         if report_type != "custom" and (first or last):
@@ -48,5 +50,7 @@ def register(cli: click.Group) -> None:
         except ValueError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_USAGE)
-        path = generate_report(_instance(), report_type, fmt, sections=chosen, period=period)
+        settings = load_settings()
+        path = generate_report(_instance(), report_type, fmt, sections=chosen, period=period, settings=settings,
+                               open_trading_engine=lambda: settings_trading_engine(settings))
         click.echo(str(path))

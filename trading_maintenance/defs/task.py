@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 import dagster as dg
 
-from trading_maintenance.defs.schedule_table import ScheduleRow, cron_for, rows_for
+from trading_maintenance.core.runs.schedule_table import ScheduleRow, cron_for, rows_for
 from trading_maintenance.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class MaintenanceTask:
         function) decides per tick when a plain run request is not enough."""
         rows = rows_for(self.name)
         if len(rows) != 1:
-            raise ValueError(f"task {self.name!r} needs exactly one row in defs/schedule_table.py, found {len(rows)}")
+            raise ValueError(f"task {self.name!r} needs exactly one row in core/runs/schedule_table.py, found {len(rows)}")
         return schedule_from_row(rows[0], job, evaluate)
 
 

@@ -127,3 +127,9 @@ class TradingDatabaseResource(dg.ConfigurableResource):
 
     def describe(self) -> str:
         return mask_url(self.url) if self.url else f"embedded SQLite ({embedded_database_path(self.data_dir)})"
+
+
+def settings_trading_engine(settings) -> Engine:
+    """The trading database the settings name (the embedded one when none is)."""
+    url = settings.database.url.get_secret_value() if settings.database.url else ""
+    return database_engine(url, settings.data_dir, settings.database.pool_size)

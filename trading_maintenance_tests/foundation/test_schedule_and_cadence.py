@@ -65,7 +65,7 @@ def test_schedule_evaluation_runs_and_skips_with_reason():
 def test_maintenance_window_follows_settings_and_wraps_midnight():
     from types import SimpleNamespace
 
-    from trading_maintenance.defs.schedule_table import SCHEDULE_TABLE, cron_for
+    from trading_maintenance.core.runs.schedule_table import SCHEDULE_TABLE, cron_for
 
     rows = {row.name: row for row in SCHEDULE_TABLE}
 

@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 from trading_maintenance.core.intelligence import insights
 from trading_maintenance.core.intelligence.schedule_advice import HEAVY_TASKS
 from trading_maintenance.core.intelligence.activity import recent_fills_per_hour
-from trading_maintenance.core.reports.generate import generate_report, schedule_hours, trading_engine
+from trading_maintenance.core.reports.generate import generate_report, schedule_hours
+from trading_maintenance.resources.database import settings_trading_engine
 from trading_maintenance.core.reports.history import HealthPoint, RunRow
 from trading_maintenance.core.trading import schema as ts
 from trading_maintenance.defs.intelligence.ops import intelligent_maintenance_job
@@ -129,8 +130,9 @@ def test_intelligent_maintenance_publishes_advice_and_correlations(instance, mak
     assert metadata["fills_read"].value is True
 
     # Reports read the fills from the trading database the settings name, as the task does.
-    fills, note = recent_fills_per_hour(lambda: trading_engine(settings), now, "America/New_York", insights.LOAD_HISTORY_DAYS)
+    fills, note = recent_fills_per_hour(lambda: settings_trading_engine(settings), now, "America/New_York", insights.LOAD_HISTORY_DAYS)
     assert note == "" and fills == {hour: round(5 * 4 / insights.LOAD_HISTORY_DAYS, 3) for hour in TRADING_HOURS}
-    report = json.loads(generate_report(instance, "daily", "json", settings=settings).read_text())
+    report = json.loads(generate_report(instance, "daily", "json", settings=settings,
+                                       open_trading_engine=lambda: settings_trading_engine(settings)).read_text())
     report_topics = {r["topic"] for r in report["recommendations"]}
     assert {"schedule:database_maintenance", "health_dip:database_maintenance"} <= report_topics

@@ -17,11 +17,13 @@ MAX_INLINE_BYTES = 2 * 1024 * 1024
 def generate(body: ReportRequest | None = Body(None), ctx: ApiContext = Depends(context)) -> dict:
     from trading_maintenance.core.reports.build import SECTIONS
     from trading_maintenance.core.reports.generate import generate_report
+    from trading_maintenance.resources.database import settings_trading_engine
 
     body = body or ReportRequest()
     try:
         path = generate_report(ctx.instance, body.report_type, body.format_type, since=body.since, until=body.until,
-                               sections=list(SECTIONS) if body.include_details else None, settings=ctx.settings)
+                               sections=list(SECTIONS) if body.include_details else None, settings=ctx.settings,
+                               open_trading_engine=lambda: settings_trading_engine(ctx.settings))
     except ValueError as exc:
         raise ApiProblem(422, f"report: {exc}".replace("--since", "since").replace("--until", "until")) from None
     size = path.stat().st_size

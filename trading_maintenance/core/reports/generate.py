@@ -75,8 +75,7 @@ def maintenance_insights(instance, settings, runs, until: float, fills_by_hour: 
 
 def schedule_hours(scheduling) -> dict[str, int]:
     """task -> the local hour its schedule fires at, from the project's one schedule table."""
-    # The table is plain data (no Dagster objects); it lives beside the schedules built from it.
-    from trading_maintenance.defs.schedule_table import SCHEDULE_TABLE, cron_for
+    from trading_maintenance.core.runs.schedule_table import SCHEDULE_TABLE, cron_for
 
     return insights.scheduled_hours({row.task: cron_for(row, scheduling)[0] for row in SCHEDULE_TABLE})
 
@@ -94,30 +93,25 @@ def limits_from(settings) -> dict:
             "health_score": None, "redis_used_memory_bytes": None}
 
 
-def trading_engine(settings):
-    """The trading database the settings name (the embedded one when none is)."""
-    from trading_maintenance.resources.database import database_engine
-
-    url = settings.database.url.get_secret_value() if settings.database.url else ""
-    return database_engine(url, settings.data_dir, settings.database.pool_size)
-
-
 def generate_report(instance, report_type: str, fmt: str, day: date | None = None, since: date | None = None,
                     until: date | None = None, sections: list[str] | None = None, settings=None,
                     exclude_run_ids: frozenset[str] = frozenset(), period: tuple[float, float, str] | None = None,
-                    fills_by_hour: dict[int, float] | None = None) -> Path:
+                    fills_by_hour: dict[int, float] | None = None, open_trading_engine=None) -> Path:
     """Write one report under reports/maintenance/{daily,weekly,custom}/ and return its path.
 
     `period` (start, end, label) overrides the dates, e.g. an asset partition's time window.
-    `fills_by_hour` (None: read from the settings' trading database) feeds the schedule advice."""
+    `fills_by_hour` feeds the schedule advice; when None it is read through `open_trading_engine` (a callable
+    returning the trading database's engine), and without one the advice goes on without trading activity."""
     from trading_maintenance.settings import get_settings
 
     settings = settings or get_settings()
     if fmt not in RENDERERS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     start, end, label = period or report_period(report_type, day, since, until)
-    if fills_by_hour is None:
-        fills_by_hour, _ = recent_fills_per_hour(lambda: trading_engine(settings), end, settings.maintenance.scheduling.timezone,
+    if fills_by_hour is None and open_trading_engine is None:
+        fills_by_hour = {}
+    elif fills_by_hour is None:
+        fills_by_hour, _ = recent_fills_per_hour(open_trading_engine, end, settings.maintenance.scheduling.timezone,
                                                  insights.LOAD_HISTORY_DAYS)
     report = build(instance, report_type, start, end, label, settings, sections, exclude_run_ids, fills_by_hour)
     return write(report, settings.reports_dir, fmt, settings.notifications.ui_base_url)
