@@ -265,3 +265,34 @@ def test_schedule_runs_every_day_and_re_exports_a_day_with_fills_after_its_expor
         late = tick(datetime(2024, 7, 5, 18, tzinfo=ny))
         assert [(r.partition_key, r.run_key) for r in late] == [
             ("2024-07-04", "tradenote_export:2024-07-04:1-late"), ("2024-07-05", "tradenote_export:2024-07-05")]
+
+
+class _RejectingTradeNote(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_rejected_upload_publishes_alerts_and_fails_the_run(tmp_path, data_dir, sqlite_engine, make_resources, redis_client):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RejectingTradeNote)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = write_config(tmp_path, data_dir, trading={"tradenote_url": f"http://127.0.0.1:{server.server_address[1]}",
+                                                       "tradenote_api_key": "tn-key-654321"})
+    _insert_fills(sqlite_engine, [("AAPL", "buy", 10, 10, at(15)), ("AAPL", "sell", 10, 11, at(16))])
+    try:
+        result = dg.materialize([tradenote_export], resources=make_resources(config=config), partition_key="2024-03-05",
+                                raise_on_error=False)
+    finally:
+        server.shutdown()
+    assert not result.success
+    assert (data_dir / "exports" / "tradenote" / "tradenote_2024-03-05.csv").exists()  # the file is kept for a retry
+    published = json.loads(redis_client.get("maintenance:result:tradenote_export"))
+    assert published["status"] == "failed" and published["run_id"] == result.run_id
+    alerts = [json.loads(a) for a in redis_client.lrange("maintenance:alerts", 0, -1)]
+    assert [a["key"] for a in alerts] == ["tradenote:upload_failed"]
+    assert "tn-key-654321" not in json.dumps(published) + json.dumps(alerts)

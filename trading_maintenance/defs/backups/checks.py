@@ -14,7 +14,7 @@ from trading_maintenance.core.backups.drill import DRILL_PREFIX, run_drill
 from trading_maintenance.core.backups.repository_run import drill_snapshot
 from trading_maintenance.core.backups.temporaries import owned_temp_dir, remove_dead_temporaries
 from trading_maintenance.defs.backups.assets import BACKUP_ASSET
-from trading_maintenance.defs.common import markdown_table, publish_result
+from trading_maintenance.defs.common import conclude, markdown_table
 from trading_maintenance.defs.task import MaintenanceTask
 from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
 from trading_maintenance.resources.object_store import ObjectStoreResource
@@ -134,12 +134,6 @@ def restore_drill(
         except Exception:  # noqa: BLE001
             last_ok = None
     failed_parts = [c["part"] for c in report["checks"] if not c["passed"]]
-    publish_result(client, TASK, {"status": "success" if passed else "failed", "run_id": context.run.run_id,
-                                  "dry_run": config.dry_run, "last_successful_restore": last_ok, **report}, context.log)
-    if not passed:
-        alerts.send(Alert(key="backup:drill_failed", severity="critical", title="Backup restore drill failed",
-                          message=f"backup {report['backup_id'] or report['archive']}: failed parts {failed_parts}",
-                          details={"run_id": context.run.run_id}), client)
     yield dg.AssetCheckResult(
         passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -153,9 +147,15 @@ def restore_drill(
             "checks": dg.MetadataValue.md(markdown_table(report["checks"])),
         },
     )
-    if not passed:
-        raise dg.Failure(description=f"restore drill failed: {failed_parts}",
-                         metadata={"checks": "\n".join(f"{c['part']}: {c['detail']}" for c in report["checks"])})
+    alert = None if passed else Alert(
+        key="backup:drill_failed", severity="critical", title="Backup restore drill failed",
+        message=f"backup {report['backup_id'] or report['archive']}: failed parts {failed_parts}",
+        details={"run_id": context.run.run_id},
+    )
+    conclude(context, client, TASK, {"status": "success" if passed else "failed", "run_id": context.run.run_id,
+                                     "dry_run": config.dry_run, "last_successful_restore": last_ok, **report},
+             alerts=alerts, alert=alert, failure="" if passed else f"restore drill failed: {failed_parts}",
+             failure_metadata={"checks": dg.MetadataValue.text("\n".join(f"{c['part']}: {c['detail']}" for c in report["checks"]))})
 
 
 backup_verification_job = BACKUP_VERIFICATION.asset_job(

@@ -7,14 +7,15 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from trading_maintenance.defs.common import RESULT_KEY, markdown_table, partition_check_result, publish_result, record_dry_run_plan
+from trading_maintenance.core.common.alerts import Alert
+from trading_maintenance.defs.common import RESULT_KEY, conclude, markdown_table, partition_check_result, publish_result, record_dry_run_plan
 from trading_maintenance.defs.market_data.partitions import (
     market_data_daily_partitions,
     market_data_monthly_partitions,
     month_of_key,
 )
 from trading_maintenance.defs.task import OWNERS, MaintenanceTask
-from trading_maintenance.resources import MaintenanceSettingsResource, RedisResource
+from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource
 
 TRADING_DATA_MAINTENANCE = MaintenanceTask(
     "trading_data_maintenance",
@@ -52,13 +53,18 @@ market_data_daily = dg.AssetSpec(
 )
 
 
-def _publish(redis: RedisResource, payload: dict, log) -> bool:
+def _redis_client(redis: RedisResource, log):
+    """The client to publish through, or None: publishing is a courtesy, never why a run fails."""
     try:
-        client = redis.get_client()
-    except Exception as exc:  # noqa: BLE001 - publishing is a courtesy
+        return redis.get_client()
+    except Exception as exc:  # noqa: BLE001
         log.warning(f"Redis unavailable, result not published: {type(exc).__name__}")
-        return False
-    return publish_result(client, TASK, payload, log)
+        return None
+
+
+def _publish(redis: RedisResource, payload: dict, log) -> bool:
+    client = _redis_client(redis, log)
+    return client is not None and publish_result(client, TASK, payload, log)
 
 
 @dg.multi_asset(
@@ -235,6 +241,7 @@ def market_data_daily_cleanup(
     config: MarketDataConfig,
     settings: MaintenanceSettingsResource,
     redis: RedisResource,
+    alerts: AlertsResource,
 ):
     # polars and the exchange calendar load with the first run, not with the definitions
     from trading_maintenance.core.market_data.layout import archive_dir_for, discover_archives
@@ -273,8 +280,8 @@ def market_data_daily_cleanup(
         "deletion_failures": len(outcome.failed),
         "deletion_problems": outcome.problems[:20],
     })
-    _publish(redis, payload, context.log)
     if config.dry_run:
+        _publish(redis, payload, context.log)
         record_dry_run_plan(context, MARKET_DATA_CLEANUP, {"delete_daily_files": len(plan)},
                             [f"delete {path}" for path in outcome.planned], where=f"maintenance:result:{TASK} in Redis")
         return
@@ -289,11 +296,14 @@ def market_data_daily_cleanup(
         "files_failed": len(outcome.failed),
         "planned": dg.MetadataValue.md(markdown_table([{"path": p} for p in outcome.planned], limit=30)),
     }
+    failure = alert = None
     if not outcome.ok:
-        raise dg.Failure(
-            description=f"market-data cleanup problems: {len(outcome.failed)} files not deleted, {len(outcome.problems)} verification problems",
-            metadata={**metadata, "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in (outcome.problems + [f'{a}: {b}' for a, b in outcome.failed])[:30]))},
-        )
+        failure = f"market-data cleanup problems: {len(outcome.failed)} files not deleted, {len(outcome.problems)} verification problems"
+        alert = Alert(key="market_data:cleanup_failed", severity="warning", title="Market-data cleanup failed",
+                      message=f"{month}: {failure}", details={"run_id": context.run_id, "month": month})
+    problems = (outcome.problems + [f"{path}: {reason}" for path, reason in outcome.failed])[:30]
+    conclude(context, _redis_client(redis, context.log), TASK, payload, alerts=alerts, alert=alert, failure=failure or "",
+             failure_metadata={**metadata, "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems))})
     yield dg.MaterializeResult(metadata=metadata)
 
 

@@ -17,11 +17,12 @@ from trading_maintenance.core.trading.instruments import canonical_symbol, trade
 from trading_maintenance.core.common.market_hours import calendar
 from trading_maintenance.core.common.masking import mask_text, mask_url
 from trading_maintenance.core.common.atomic import atomic_write_bytes, atomic_write_text
-from trading_maintenance.defs.common import markdown_table, partition_check_result, publish_result
+from trading_maintenance.core.common.alerts import Alert
+from trading_maintenance.defs.common import conclude, markdown_table, partition_check_result, publish_result
 from trading_maintenance.defs.tradenote.partitions import journal_day_partitions
 from trading_maintenance.defs.platform import TRADING_FILLS
 from trading_maintenance.defs.task import OWNERS, MaintenanceTask
-from trading_maintenance.resources import MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
+from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
 
 TRADENOTE_EXPORT = MaintenanceTask(
     "tradenote_export",
@@ -94,6 +95,7 @@ def tradenote_export(
     settings: MaintenanceSettingsResource,
     trading_db: TradingDatabaseResource,
     redis: RedisResource,
+    alerts: AlertsResource,
 ) -> dg.MaterializeResult:
     cfg = settings.get()
     tcfg = cfg.trading
@@ -132,7 +134,6 @@ def tradenote_export(
         upload = post_to_tradenote(tcfg.tradenote_url, tcfg.tradenote_api_key.get_secret_value(), text)
     result.update(status="success" if upload in ("ok", "not configured") else "failed", rows=len(rows), csv=str(paths["csv"]),
                   package=str(paths["package"]), upload=upload, carried_in=sorted(opening), **{k: metrics[k] for k in ("trades", "net_pnl")})
-    publish_result(client, TASK, result, context.log)
     preview = [dict(zip(tn.HEADER, r.as_list())) for r in rows[:20]]
     metadata = {
         "fills": dg.MetadataValue.int(len(fills)),
@@ -149,8 +150,13 @@ def tradenote_export(
         "upload": dg.MetadataValue.text(upload),
         "preview": dg.MetadataValue.md(markdown_table(preview, ["T/D", "Side", "Symbol", "Qty", "Price", "Exec Time", "Comm", "Gross Proceeds", "Net Proceeds"])),
     }
+    failure = alert = None
     if result["status"] == "failed":
-        raise dg.Failure(description=f"TradeNote upload failed: {upload}", metadata={"csv_path": str(paths["csv"]), "upload": upload})
+        failure = f"TradeNote upload failed: {upload}"
+        alert = Alert(key="tradenote:upload_failed", severity="warning", title="TradeNote upload failed",
+                      message=f"{day}: {upload}; the CSV is in {paths['csv']}", details={"run_id": context.run_id, "partition": context.partition_key})
+    conclude(context, client, TASK, result, alerts=alerts, alert=alert, failure=failure or "",
+             failure_metadata={"csv_path": dg.MetadataValue.path(str(paths["csv"])), "upload": dg.MetadataValue.text(upload)})
     return dg.MaterializeResult(metadata=metadata)
 
 
