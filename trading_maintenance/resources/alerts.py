@@ -13,7 +13,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
-import httpx
 from pydantic import Field
 
 from trading_maintenance.core.common.alerts import (
@@ -172,6 +171,8 @@ class AlertsResource(dg.ConfigurableResource):
         return dispatch
 
     def _post(self, url: str, payload: dict) -> str:
+        import httpx  # with the first request, not with the definitions
+
         try:
             response = httpx.post(url, json=payload, timeout=self.timeout_seconds)
         except httpx.HTTPError as exc:

@@ -16,7 +16,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import dagster as dg
-import httpx
 from pydantic import Field
 
 from trading_maintenance.core.common.masking import mask_text, mask_url
@@ -25,7 +24,7 @@ from trading_maintenance.core.trading.broker_data import BrokerError, to_decimal
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
-class _RequestDeadline(httpx.TimeoutException):
+class _RequestDeadline(Exception):
     """The whole request (not one network read) ran past its deadline."""
 
 
@@ -68,6 +67,8 @@ class AlpacaClient:
         self.max_response_bytes = max_response_bytes
         self.max_total_bytes = max_total_bytes
         self._read_deadline = time.monotonic() + read_deadline_seconds
+        import httpx  # with the first client, not with the definitions
+
         self._client = httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout_seconds),
@@ -115,6 +116,8 @@ class AlpacaClient:
         given_up = threading.Event()
         budget = max(0, min(self.max_response_bytes, self.max_total_bytes - self.bytes_read))
 
+        import httpx
+
         def work() -> None:
             try:
                 read_timeout = min(self.timeout_seconds, max(0.001, deadline - time.monotonic()))
@@ -151,6 +154,8 @@ class AlpacaClient:
         return status, retry_after, body
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        import httpx
+
         attempt = 0
         endpoint = f"GET {path}"
         while True:

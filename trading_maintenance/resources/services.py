@@ -6,7 +6,6 @@ import time
 from dataclasses import asdict, dataclass
 
 import dagster as dg
-import httpx
 from pydantic import Field
 
 
@@ -42,6 +41,8 @@ class PlatformServicesResource(dg.ConfigurableResource):
     timeout_seconds: float = Field(default=3.0, description="per-request timeout")
 
     def check_all(self) -> list[ServiceHealth]:
+        import httpx  # with the first check, not with the definitions
+
         from trading_maintenance.core.common.masking import mask_url
 
         results = []

@@ -285,8 +285,9 @@ def test_a_rejected_upload_publishes_alerts_and_fails_the_run(tmp_path, data_dir
                                                        "tradenote_api_key": "tn-key-654321"})
     _insert_fills(sqlite_engine, [("AAPL", "buy", 10, 10, at(15)), ("AAPL", "sell", 10, 11, at(16))])
     try:
-        result = dg.materialize([tradenote_export], resources=make_resources(config=config), partition_key="2024-03-05",
-                                raise_on_error=False)
+        with dg.instance_for_test() as instance:
+            result = dg.materialize([tradenote_export], resources=make_resources(config=config), partition_key="2024-03-05",
+                                    instance=instance, raise_on_error=False)
     finally:
         server.shutdown()
     assert not result.success

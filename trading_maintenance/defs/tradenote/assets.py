@@ -8,7 +8,6 @@ from zoneinfo import ZoneInfo
 from decimal import Decimal
 
 import dagster as dg
-import httpx
 from sqlalchemy import func, select
 
 from trading_maintenance.core.trading import schema as ts
@@ -163,6 +162,8 @@ def tradenote_export(
 def post_to_tradenote(url: str, api_key: str, csv_text: str, timeout: float = 30.0) -> str:
     """POST /api/trades with header api-key and {data, selectedBroker: 'template'}; 'ok' or why not."""
     import csv as _csv
+
+    import httpx  # with the first upload, not with the definitions
 
     records = list(_csv.DictReader(io.StringIO(csv_text)))
     endpoint = url.rstrip("/") + "/api/trades"
