@@ -10,5 +10,17 @@ naming the file or variable and the key, instead of failing at the first run.
 from pathlib import Path
 
 import dagster as dg
+from dagster._utils.warnings import suppress_dagster_warnings
+from dagster.components.core.component_tree import ComponentTree
 
-defs = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+
+@suppress_dagster_warnings
+def load_defs_folder(path_within_project: Path) -> dg.Definitions:
+    """What `dg.load_from_defs_folder` loads, without the catalogue of every installed component
+    type it adds for the UI's component browser: this project declares no components, and building
+    that catalogue was a quarter of the CPU time of loading the definitions."""
+    tree = ComponentTree.for_project(path_within_project=path_within_project)
+    return tree.build_defs(tree.defs_module_path)
+
+
+defs = load_defs_folder(Path(__file__).parent)

@@ -247,3 +247,12 @@ def test_definitions_load_without_the_http_client_and_terminal_libraries():
     done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_definitions_carry_no_catalogue_of_installed_component_types():
+    # building the catalogue (every installed package's component types, with sample YAML) cost a
+    # quarter of the load; nothing here declares a component
+    from dagster.components.core.load_defs import PLUGIN_COMPONENT_TYPES_JSON_METADATA_KEY
+
+    assert PLUGIN_COMPONENT_TYPES_JSON_METADATA_KEY not in (defs.metadata or {})
+    assert TASKS and defs.get_repository_def().get_all_jobs()
