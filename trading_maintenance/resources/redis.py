@@ -7,11 +7,9 @@ import threading
 from pathlib import Path
 
 import dagster as dg
-import redis
 from pydantic import Field
 
 from trading_maintenance.core.common.masking import mask_text, mask_url
-from trading_maintenance.resources.store_errors import RedisUnavailable, RedisUrlInvalid
 
 _clients: dict[tuple, redis.Redis] = {}
 _lock = threading.Lock()
@@ -33,6 +31,9 @@ def _url_password(url: str) -> list[str]:
 
 def _reporting_connection_class(base: type, secrets: list[str]) -> type:
     """`base` whose failure to connect raises RedisUnavailable naming the server (never the password)."""
+    import redis
+
+    from trading_maintenance.resources.store_errors import RedisUnavailable
 
     def connect_check_health(self, *args, **kwargs):
         try:
@@ -48,6 +49,11 @@ def _reporting_connection_class(base: type, secrets: list[str]) -> type:
 
 
 def _client_from_url(url: str, max_connections: int, timeout: float) -> redis.Redis:
+    # redis-py loads with the first client, not with the definitions
+    import redis
+
+    from trading_maintenance.resources.store_errors import RedisUrlInvalid
+
     try:
         client = redis.Redis.from_url(
             url,

@@ -8,8 +8,9 @@ Messages are masked by whoever raises them: a URL shows no password, a known sec
 
 from __future__ import annotations
 
+from functools import cache
+
 import dagster as dg
-import redis
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 
@@ -25,20 +26,35 @@ class _StoreFailure(dg.Failure):
         return self.description or ""
 
 
-class RedisUrlInvalid(_StoreFailure, ValueError):
-    """REDIS_URL / redis.url cannot be used."""
+def __getattr__(name: str) -> type:
+    # The Redis errors subclass redis-py's: they (and redis-py) load with the first Redis client,
+    # not with the definitions.
+    if name in ("RedisUrlInvalid", "RedisUnavailable"):
+        return _redis_errors()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    def __init__(self, description: str) -> None:
-        ValueError.__init__(self, description)
-        self._init_failure(description, allow_retries=False)
 
+@cache
+def _redis_errors() -> dict[str, type]:
+    import redis
 
-class RedisUnavailable(_StoreFailure, redis.exceptions.ConnectionError):
-    """Redis could not be reached or refused the connection (authentication, TLS)."""
+    class RedisUrlInvalid(_StoreFailure, ValueError):
+        """REDIS_URL / redis.url cannot be used."""
 
-    def __init__(self, description: str) -> None:
-        redis.exceptions.ConnectionError.__init__(self, description)
-        self._init_failure(description, allow_retries=True)
+        def __init__(self, description: str) -> None:
+            ValueError.__init__(self, description)
+            self._init_failure(description, allow_retries=False)
+
+    class RedisUnavailable(_StoreFailure, redis.exceptions.ConnectionError):
+        """Redis could not be reached or refused the connection (authentication, TLS)."""
+
+        def __init__(self, description: str) -> None:
+            redis.exceptions.ConnectionError.__init__(self, description)
+            self._init_failure(description, allow_retries=True)
+
+    for error in (RedisUrlInvalid, RedisUnavailable):
+        error.__module__ = __name__
+    return {"RedisUrlInvalid": RedisUrlInvalid, "RedisUnavailable": RedisUnavailable}
 
 
 class DatabaseUrlInvalid(_StoreFailure, ArgumentError):

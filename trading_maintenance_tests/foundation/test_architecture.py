@@ -241,9 +241,10 @@ def test_no_issue_numbers_or_markdown_helper_named_md_in_the_code():
     assert offenders == []
 
 
-def test_definitions_load_without_the_http_client_and_terminal_libraries():
-    # httpx pulls in rich and pygments (its command line); the resources import it with their first request
-    script = "import sys, trading_maintenance.definitions; print(sorted(m for m in ('httpx', 'rich', 'pygments') if m in sys.modules))"
+def test_definitions_load_without_the_http_and_redis_clients_and_terminal_libraries():
+    # httpx pulls in rich and pygments (its command line); the resources import httpx and redis-py
+    # with their first request
+    script = "import sys, trading_maintenance.definitions; print(sorted(m for m in ('httpx', 'rich', 'pygments', 'redis') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
