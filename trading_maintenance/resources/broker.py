@@ -13,13 +13,16 @@ import json
 import threading
 import time
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field
 
 from trading_maintenance.core.common.masking import mask_text, mask_url
 from trading_maintenance.core.trading.broker_data import BrokerError, to_decimal
+
+if TYPE_CHECKING:
+    import httpx
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
 
 from trading_maintenance.core.common.masking import mask_text, mask_url
+
+if TYPE_CHECKING:
+    import redis
 
 _clients: dict[tuple, redis.Redis] = {}
 _lock = threading.Lock()

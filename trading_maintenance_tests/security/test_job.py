@@ -156,7 +156,7 @@ def test_dry_run_changes_nothing(tmp_path, data_dir, make_resources):
     os.chmod(data_dir / ".env", 0o644)
     config = write_config(tmp_path, data_dir, security={"service_ports": UNUSED_PORTS, "redact": True, "fix_permissions": True})
     with dg.instance_for_test() as instance:
-        result = AUDIT_JOB.execute_in_process(
+        AUDIT_JOB.execute_in_process(
             resources=make_resources(config=config), instance=instance, raise_on_error=False,
             run_config=dry_run_config(AUDIT_JOB),
         )
