@@ -11,9 +11,9 @@ import asyncio
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
-import subprocess
 import time
 from pathlib import Path
 

@@ -43,8 +43,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def generate_data(root: Path, symbols: int, days: int) -> dict:
-    from trading_maintenance_tests.market_data.synth import collector_file, session_bars, write_daily
     from trading_maintenance.core.common.market_hours import trading_days
+    from trading_maintenance_tests.market_data.synth import collector_file, session_bars, write_daily
 
     mdir = root / "parquet" / "market_data"
     sessions = [d for d in trading_days(date(2024, 1, 2), date(2024, 12, 31)) if d.month not in (11, 7)][:days]  # full sessions

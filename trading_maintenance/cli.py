@@ -13,10 +13,9 @@ import pkgutil
 import subprocess
 import sys
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
-
-import warnings
 
 import click
 from rich.console import Console

@@ -65,9 +65,9 @@ def register(cli: click.Group) -> None:
         import tempfile
 
         from trading_maintenance.core.backups.archive import ArchiveError
-        from trading_maintenance.core.common.masking import mask_text
         from trading_maintenance.core.backups.restore import TYPES, RestoreFailed, describe_plan, restore_backup
         from trading_maintenance.core.backups.restore_parts import RestoreRefused
+        from trading_maintenance.core.common.masking import mask_text
         from trading_maintenance.resources.database import database_engine
         from trading_maintenance.resources.redis import redis_client
         from trading_maintenance.settings import SettingsError, load_settings

@@ -11,8 +11,9 @@ read here, once, from the validated settings; everything a run uses comes throug
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -62,7 +63,7 @@ class MaintenanceTask:
         """Decorator: the task's op job (its body wires the ops)."""
         return dg.job(name=name, description=self.description, tags=self.tags)
 
-    def asset_job(self, name: str, selection, partitions_def=None) -> "UnresolvedAssetJobDefinition":
+    def asset_job(self, name: str, selection, partitions_def=None) -> UnresolvedAssetJobDefinition:
         return dg.define_asset_job(
             name, selection=selection, partitions_def=partitions_def, description=self.description, tags=self.tags
         )

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, delete, func, inspect, insert, select, text
+from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, delete, func, insert, inspect, select, text
 
-from trading_maintenance.core.trading import schema as ts
 from trading_maintenance.core.common.market_hours import session_bounds, trading_days
+from trading_maintenance.core.trading import schema as ts
 from trading_maintenance.resources.database import ensure_trading_schema
 
 BASE_SYMBOLS = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "SPY", "QQQ", "BRK.B", "JPM", "AMD"]

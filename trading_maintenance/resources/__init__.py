@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from trading_maintenance.core.common.masking import mask_text
 from trading_maintenance.resources.alerts import AlertsResource
 from trading_maintenance.resources.broker import AlpacaBrokerResource
 from trading_maintenance.resources.database import TradingDatabaseResource
@@ -23,7 +24,6 @@ from trading_maintenance.resources.redis import RedisResource
 from trading_maintenance.resources.services import PlatformServicesResource
 from trading_maintenance.resources.settings import MaintenanceSettingsResource
 from trading_maintenance.resources.system import SystemProbeResource
-from trading_maintenance.core.common.masking import mask_text
 from trading_maintenance.settings import Settings, load_settings
 
 __all__ = [

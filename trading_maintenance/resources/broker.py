@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field
 
 from trading_maintenance.core.common.masking import mask_text, mask_url
-from trading_maintenance.core.trading.broker_data import BrokerError, to_decimal
+from trading_maintenance.core.trading.broker_data import BrokerError
 
 if TYPE_CHECKING:
     import httpx

@@ -12,13 +12,13 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from trading_maintenance.core.trading import schema as trading_schema
 from trading_maintenance.core.common.masking import mask_text, mask_url
 from trading_maintenance.core.database.session_options import (  # noqa: F401 - re-exported
     DEFAULT_LOCK_TIMEOUT_MS,
     DEFAULT_STATEMENT_TIMEOUT_MS,
     postgres_session_options,
 )
+from trading_maintenance.core.trading import schema as trading_schema
 from trading_maintenance.resources.store_errors import DatabaseUnavailable, DatabaseUrlInvalid
 
 _engines: dict[tuple, Engine] = {}

@@ -16,9 +16,9 @@ from trading_maintenance.core.backups import postgres_dump
 from trading_maintenance.core.backups.archive import ArchiveError, list_local_backups
 from trading_maintenance.core.backups.archive_reader import verify_archive
 from trading_maintenance.core.backups.redis_records import snapshot_stats
-from trading_maintenance.core.backups.run import collect_trading_files, create_backup
 from trading_maintenance.core.backups.restore import restore_backup
 from trading_maintenance.core.backups.restore_parts import RestoreRefused
+from trading_maintenance.core.backups.run import collect_trading_files, create_backup
 from trading_maintenance.settings import SECRET_KEYS
 from trading_maintenance_tests.backups.conftest import fill_database, fill_redis, fill_trading_data
 

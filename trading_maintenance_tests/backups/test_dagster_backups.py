@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -12,10 +11,8 @@ from trading_maintenance.core.backups.archive import list_local_backups
 from trading_maintenance.core.backups.repository import Repository
 from trading_maintenance.core.backups.snapshots import list_snapshots
 from trading_maintenance.definitions import defs as all_defs
-from trading_maintenance.defs.backups.assets import BACKUP_ASSET, backup_archive
-from trading_maintenance.defs.backups.checks import LAST_RESTORE_KEY, restore_drill
-from trading_maintenance.defs.backups.assets import backup_archive_job, backup_archive_schedule
-from trading_maintenance.defs.backups.checks import backup_verification_job
+from trading_maintenance.defs.backups.assets import BACKUP_ASSET, backup_archive, backup_archive_job, backup_archive_schedule
+from trading_maintenance.defs.backups.checks import LAST_RESTORE_KEY, backup_verification_job, restore_drill
 from trading_maintenance.defs.backups.sensors import backup_verification_sensor
 from trading_maintenance.resources.object_store import ObjectStoreResource
 from trading_maintenance_tests.backups.conftest import fill_database, fill_redis, fill_trading_data

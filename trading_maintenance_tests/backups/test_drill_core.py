@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import redis
 
-from trading_maintenance.core.backups.run import create_backup
 from trading_maintenance.core.backups.drill import DRILL_MARKER, prepare_scratch_redis, run_drill
 from trading_maintenance.core.backups.restore_parts import RestoreRefused
+from trading_maintenance.core.backups.run import create_backup
 from trading_maintenance.resources.database import TradingDatabaseResource
 from trading_maintenance_tests.backups.conftest import fill_database, fill_redis
 

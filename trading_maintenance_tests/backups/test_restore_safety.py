@@ -22,9 +22,9 @@ from trading_maintenance.core.backups import postgres_dump
 from trading_maintenance.core.backups.archive import ArchiveError
 from trading_maintenance.core.backups.archive_reader import copy_bounded, verify_archive
 from trading_maintenance.core.backups.archive_writer import ArchiveWriter
-from trading_maintenance.core.backups.run import create_backup
 from trading_maintenance.core.backups.restore import RestoreFailed, restore_backup
 from trading_maintenance.core.backups.restore_parts import RestoreRefused
+from trading_maintenance.core.backups.run import create_backup
 from trading_maintenance.resources.database import TradingDatabaseResource
 from trading_maintenance.settings import SECRET_KEYS
 from trading_maintenance_tests.backups.conftest import fill_database, fill_redis, fill_trading_data

@@ -12,8 +12,8 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 import trading_maintenance.defs as defs_package
-from trading_maintenance.definitions import defs
 from trading_maintenance.core.runs.schedule_table import SCHEDULE_TABLE
+from trading_maintenance.definitions import defs
 from trading_maintenance.defs.task import MaintenanceTask
 from trading_maintenance.tasks import TASKS, tasks_from_jobs
 from trading_maintenance_tests.conftest import write_config

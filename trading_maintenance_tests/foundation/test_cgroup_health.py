@@ -13,9 +13,9 @@ import pytest
 
 from trading_maintenance.core.health.cgroup import CgroupReading, read_cgroup
 from trading_maintenance.defs.health.ops import check_system_health, system_health_check_job
-from trading_maintenance_tests.conftest import run_asset_job
 from trading_maintenance.resources import SystemProbeResource
 from trading_maintenance.resources.system import cgroup_cpu_percent
+from trading_maintenance_tests.conftest import run_asset_job
 
 MB = 1024 * 1024
 V1_NO_LIMIT = "9223372036854771712"

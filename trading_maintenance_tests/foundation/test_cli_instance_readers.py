@@ -133,8 +133,8 @@ def test_schedule_shows_the_real_state_and_next_tick_of_schedules_and_sensors(in
 
 def test_declared_instigators_match_the_definitions():
     """The schedule table and DECLARED_OUTSIDE_TABLE list exactly what the definitions declare."""
-    from trading_maintenance.definitions import defs
     from trading_maintenance.core.runs.schedule_table import SCHEDULE_TABLE, cron_for
+    from trading_maintenance.definitions import defs
     from trading_maintenance.instance_read import DECLARED_OUTSIDE_TABLE
     from trading_maintenance.settings import load_settings
 

@@ -7,9 +7,9 @@ import time
 import dagster as dg
 
 from trading_maintenance.defs.health.ops import check_system_health, system_health_check_job
-from trading_maintenance.resources import AlertsResource, PlatformServicesResource, RedisResource
 from trading_maintenance.demo.services import start_demo_services
-from trading_maintenance_tests.conftest import write_config, run_asset_job
+from trading_maintenance.resources import AlertsResource, PlatformServicesResource, RedisResource
+from trading_maintenance_tests.conftest import run_asset_job, write_config
 
 
 def _free_port() -> int:

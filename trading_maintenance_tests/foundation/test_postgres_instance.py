@@ -6,8 +6,8 @@ import dagster as dg
 from sqlalchemy.engine import make_url
 
 from trading_maintenance.defs.health.ops import check_system_health, system_health_check_job
-from trading_maintenance_tests.conftest import run_asset_job
 from trading_maintenance.settings import PROJECT_ROOT
+from trading_maintenance_tests.conftest import run_asset_job
 
 
 def test_production_instance_config_on_real_postgres(tmp_path, pg_url, make_resources, monkeypatch):

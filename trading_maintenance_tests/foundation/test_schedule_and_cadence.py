@@ -6,8 +6,8 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from trading_maintenance.core.health.cadence import health_check_due
 from trading_maintenance.core.common.market_hours import is_market_open, session_bounds
+from trading_maintenance.core.health.cadence import health_check_due
 from trading_maintenance.defs.health.ops import system_health_check_schedule
 from trading_maintenance.resources import MaintenanceSettingsResource
 

@@ -14,9 +14,7 @@ import pytest
 
 from trading_maintenance.core.common.atomic import TemporaryName, host_label, parse_temporary_name
 from trading_maintenance.core.hygiene import cleanup as c
-from trading_maintenance.core.hygiene import compression
-from trading_maintenance.core.hygiene import file_names
-from trading_maintenance.core.hygiene import open_files
+from trading_maintenance.core.hygiene import compression, file_names, open_files
 from trading_maintenance.settings import load_settings
 from trading_maintenance_tests.conftest import write_config
 from trading_maintenance_tests.hygiene.conftest import make_file

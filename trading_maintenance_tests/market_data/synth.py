@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from trading_maintenance.core.market_data.layout import INTRADAY_MINUTES, SCHEMA
 from trading_maintenance.core.common.market_hours import session_bounds, trading_days
+from trading_maintenance.core.market_data.layout import INTRADAY_MINUTES, SCHEMA
 
 
 def session_bars(symbol: str, day: date, timeframe: str = "1min", seed: int = 0, base_price: float = 100.0) -> pl.DataFrame:

@@ -12,11 +12,10 @@ from datetime import date, datetime, timedelta, timezone
 import dagster as dg
 import polars as pl
 
-from trading_maintenance.core.market_data.consolidate import consolidate_month
 from trading_maintenance.core.market_data.layout import KEY, archive_dir_for, archive_path
 from trading_maintenance.core.market_data.months import month_bounds
-from trading_maintenance_tests.market_data.synth import daily_path, generate
 from trading_maintenance.market_data import read_bars
+from trading_maintenance_tests.market_data.synth import daily_path, generate
 
 # Months well past the 90-day retention of the real clock, so cleanup deletes their daily files.
 NOV = "2024-11"

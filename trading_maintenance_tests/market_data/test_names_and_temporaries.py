@@ -21,8 +21,8 @@ from trading_maintenance.core.market_data.consolidate import consolidate_month
 from trading_maintenance.core.market_data.io import write_json_atomic
 from trading_maintenance.core.market_data.layout import archive_dir_for, archive_path, manifest_path, quarantine_dir_for
 from trading_maintenance.core.market_data.retention import archived_daily_files, expired_archived_daily_files
-from trading_maintenance_tests.market_data.synth import daily_path, session_bars, write_daily
 from trading_maintenance.market_data import read_bars
+from trading_maintenance_tests.market_data.synth import daily_path, session_bars, write_daily
 
 FEB = "2026-02"
 GOOD_DAY = date(2026, 2, 2)

@@ -9,8 +9,8 @@ import pytest
 
 from trading_maintenance.core.market_data.consolidate import consolidate_month
 from trading_maintenance.core.market_data.layout import KEY, SCHEMA
-from trading_maintenance_tests.market_data.synth import daily_path, session_bars, write_daily
 from trading_maintenance.market_data import read_bars
+from trading_maintenance_tests.market_data.synth import daily_path, session_bars, write_daily
 
 AS_OF = datetime(2025, 1, 1, tzinfo=timezone.utc)
 

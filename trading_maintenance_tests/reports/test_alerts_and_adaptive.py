@@ -1,7 +1,6 @@
 """A failing task alerts (local webhook and SMTP), resolves on success; the adaptive sensor acts on a disk trend."""
 
 import json
-import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 

@@ -8,14 +8,13 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from trading_maintenance.core.intelligence import insights
-from trading_maintenance.core.intelligence.schedule_advice import HEAVY_TASKS
 from trading_maintenance.core.intelligence.activity import recent_fills_per_hour
+from trading_maintenance.core.intelligence.schedule_advice import HEAVY_TASKS
 from trading_maintenance.core.reports.generate import generate_report, schedule_hours
-from trading_maintenance.resources.database import settings_trading_engine
 from trading_maintenance.core.reports.history import HealthPoint, RunRow
 from trading_maintenance.core.trading import schema as ts
 from trading_maintenance.defs.intelligence.ops import intelligent_maintenance_job
-from trading_maintenance.settings import load_settings
+from trading_maintenance.resources.database import settings_trading_engine
 from trading_maintenance_tests.reports.conftest import run, store_health
 
 NY = ZoneInfo("America/New_York")

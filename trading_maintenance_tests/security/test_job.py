@@ -11,9 +11,8 @@ import pytest
 from trading_maintenance.core.security import findings
 from trading_maintenance.core.security.sarif import validate_sarif
 from trading_maintenance.definitions import defs as all_defs
+from trading_maintenance.defs.security.ops import security_audit_job, security_audit_schedule
 from trading_maintenance.run_launch import OpConfigError, dry_run_config, op_config_from_pairs
-from trading_maintenance.defs.security.ops import security_audit_job
-from trading_maintenance.defs.security.ops import security_audit_schedule
 from trading_maintenance_tests.conftest import write_config
 from trading_maintenance_tests.security.samples import DECOYS, latest_audit_report, planted_lines
 

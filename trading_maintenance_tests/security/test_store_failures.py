@@ -8,10 +8,10 @@ import pytest
 
 from trading_maintenance.defs.database.ops import database_maintenance_job
 from trading_maintenance.defs.health.ops import check_system_health, system_health_check_job
-from trading_maintenance_tests.conftest import run_asset_job
 from trading_maintenance.defs.hygiene.api_rate_limit_reset import api_rate_limit_job
 from trading_maintenance.defs.hygiene.cache_cleanup import cache_cleanup_job
 from trading_maintenance.resources import AlpacaBrokerResource, RedisResource, TradingDatabaseResource
+from trading_maintenance_tests.conftest import run_asset_job
 
 PASSWORD = "st0re-Pa55-321"
 

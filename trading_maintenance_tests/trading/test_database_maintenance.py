@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.pool import NullPool
 
-from trading_maintenance.core.trading import schema as ts
 from trading_maintenance.core.database.maintenance import TableStats, estimate_index_bloat, id_checksum, plan_postgres
 from trading_maintenance.core.database.sql import run_interruptible
+from trading_maintenance.core.trading import schema as ts
 from trading_maintenance.defs.database.ops import database_maintenance_job
 from trading_maintenance.resources.database import TradingDatabaseResource, database_engine, ensure_trading_schema
 

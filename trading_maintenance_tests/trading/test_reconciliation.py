@@ -9,13 +9,13 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, insert, select, update
 
+from trading_maintenance.core.reconciliation.compare import PortfolioView, Position, Tolerances, compare_positions, normalize_symbols
 from trading_maintenance.core.trading import schema as ts
 from trading_maintenance.core.trading.instruments import canonical_symbol
-from trading_maintenance.core.reconciliation.compare import PortfolioView, Position, Tolerances, compare_positions, normalize_symbols
-from trading_maintenance.defs.reconciliation.ops import reconcile_portfolio, portfolio_reconciliation_job
-from trading_maintenance_tests.conftest import run_asset_job
+from trading_maintenance.defs.reconciliation.ops import portfolio_reconciliation_job, reconcile_portfolio
 from trading_maintenance.demo.broker_server import broker_state_from_db
 from trading_maintenance.resources.broker import AlpacaClient, BrokerError
+from trading_maintenance_tests.conftest import run_asset_job
 
 from .conftest import API_KEY, SECRET_KEY, seed_consistent, seed_redis_consistent
 

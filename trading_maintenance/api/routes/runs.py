@@ -8,7 +8,14 @@ from trading_maintenance.api import queries
 from trading_maintenance.api.context import ApiContext, ApiProblem
 from trading_maintenance.api.deps import context
 from trading_maintenance.api.models import (
-    NAME_PATTERN, RUN_ID_PATTERN, ErrorBody, HealthHistory, MetricsAnswer, RunDetail, RunSummary, Status,
+    NAME_PATTERN,
+    RUN_ID_PATTERN,
+    ErrorBody,
+    HealthHistory,
+    MetricsAnswer,
+    RunDetail,
+    RunSummary,
+    Status,
 )
 from trading_maintenance.api.routes.tasks import task_named
 from trading_maintenance.tasks import TASKS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Body, Depends, Path, Query
 
-from trading_maintenance.api.context import EMERGENCY_PRIORITY, EMERGENCY_TRIGGER, API_TRIGGER, ApiContext, ApiProblem
+from trading_maintenance.api.context import API_TRIGGER, EMERGENCY_PRIORITY, EMERGENCY_TRIGGER, ApiContext, ApiProblem
 from trading_maintenance.api.deps import context
 from trading_maintenance.api.models import NAME_PATTERN, ErrorBody, RunAllSubmitted, RunRequest, RunSubmitted, TaskInfo
 from trading_maintenance.tasks import TASKS, Task, resolve_task, valid_task_names

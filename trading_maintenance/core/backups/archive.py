@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-
 MANIFEST_NAME = "MANIFEST.json"
 FORMATS = ("tar.zst", "tar.gz")
 ID_FORMAT = "%Y%m%dT%H%M%SZ"

@@ -9,16 +9,25 @@ import json
 import re
 import shutil
 import tarfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 import zstandard
 
+from trading_maintenance.core.backups.archive import (
+    COPY_BUFSIZE,
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    MIN_FREE_BYTES,
+    ArchiveError,
+    BackupRef,
+    list_local_backups,
+    parse_archive_name,
+)
 from trading_maintenance.core.backups.crypto import MAGIC, DecryptingReader, DecryptionError
-from trading_maintenance.core.backups.archive import ArchiveError, BackupRef, COPY_BUFSIZE, MANIFEST_NAME, MAX_MANIFEST_BYTES, MIN_FREE_BYTES, list_local_backups, parse_archive_name
 
 
 @dataclass

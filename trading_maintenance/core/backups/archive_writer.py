@@ -20,11 +20,10 @@ from pathlib import Path
 
 import zstandard
 
-from trading_maintenance.core.backups.crypto import EncryptingWriter
-from trading_maintenance.core.backups.archive import ArchiveError, COPY_BUFSIZE, MANIFEST_NAME, MANIFEST_VERSION, PARTIAL_SUFFIX, archive_name
+from trading_maintenance.core.backups.archive import COPY_BUFSIZE, MANIFEST_NAME, MANIFEST_VERSION, PARTIAL_SUFFIX, ArchiveError, archive_name
 from trading_maintenance.core.backups.archive_reader import check_member_name
+from trading_maintenance.core.backups.crypto import EncryptingWriter
 from trading_maintenance.core.backups.temporaries import fsync_dir, lock_held_path, unlink_if_same
-
 
 # --------------------------------------------------------------------------- writing
 
@@ -238,7 +237,7 @@ class ArchiveWriter:
                 pass
         self._done = True
 
-    def __enter__(self) -> "ArchiveWriter":
+    def __enter__(self) -> ArchiveWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -9,7 +9,6 @@ import yaml
 
 from trading_maintenance.core.backups.archive import ArchiveError
 
-
 # --------------------------------------------------------------------------- configuration masking
 
 MASKED = "***masked-in-backup***"

@@ -24,7 +24,6 @@ from pathlib import Path
 
 from sqlalchemy import Engine, inspect, text
 
-
 SCHEMA = "trading"
 
 

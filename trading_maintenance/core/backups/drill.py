@@ -8,22 +8,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trading_maintenance.core.backups import database as bdb
-from trading_maintenance.core.backups import database_logical
-from trading_maintenance.core.backups import postgres_dump
+from trading_maintenance.core.backups import database_logical, postgres_dump
 from trading_maintenance.core.backups.archive import ArchiveError
 from trading_maintenance.core.backups.archive_reader import sha256_file, verify_archive
-from trading_maintenance.core.backups.repository import Repository
-from trading_maintenance.core.backups.snapshots import stage_snapshot
-from trading_maintenance.core.backups.temporaries import owned_temp_dir, remove_dead_temporaries, remove_legacy_stage_dirs
 from trading_maintenance.core.backups.redis_records import compare_ttls, restore_redis, snapshot_stats
+from trading_maintenance.core.backups.repository import Repository
 from trading_maintenance.core.backups.restore import member_type
 from trading_maintenance.core.backups.restore_parts import RestoreRefused
+from trading_maintenance.core.backups.snapshots import stage_snapshot
+from trading_maintenance.core.backups.temporaries import owned_temp_dir, remove_dead_temporaries, remove_legacy_stage_dirs
 from trading_maintenance.core.database.session_options import (
     DEFAULT_LOCK_TIMEOUT_MS,
     DEFAULT_STATEMENT_TIMEOUT_MS,
     postgres_session_options,
 )
-
 
 DRILL_PREFIX = "restore-drill-"
 DRILL_MARKER = "maintenance:drill:scratch"

@@ -3,10 +3,10 @@ new backup is still there. Every step after a failed one is skipped; every failu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 from trading_maintenance.core.backups.archive import list_local_backups, plan_backup_retention
 from trading_maintenance.core.backups.archive_reader import identify_local_backups, verify_archive

@@ -15,10 +15,9 @@ from pathlib import Path
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from trading_maintenance.core.backups.database import DatabaseBackupError, SCHEMA, UntrustedDumpError, server_version, table_stats
+from trading_maintenance.core.backups.database import SCHEMA, DatabaseBackupError, UntrustedDumpError, server_version, table_stats
 from trading_maintenance.core.backups.database_logical import pg_logical_export
 from trading_maintenance.core.database.session_options import DEFAULT_LOCK_TIMEOUT_MS, postgres_session_options
-
 
 # pg_dump resets lock_timeout to 0 on its session (PGOPTIONS cannot bound it): a table locked
 # elsewhere fails the dump after this wait instead of hanging the backup.

@@ -14,10 +14,9 @@ import base64
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
-
 
 CORE_TYPES = ("string", "list", "set", "zset", "hash")
 

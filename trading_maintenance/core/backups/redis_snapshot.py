@@ -20,7 +20,6 @@ from pathlib import Path
 
 from trading_maintenance.core.backups.redis_records import RedisSnapshotStats, iter_redis_records, write_records
 
-
 RDB_MAX_BYTES = 64 << 30
 RDB_TIMEOUT_SECONDS = 3600.0
 RDB_IDLE_SECONDS = 60.0  # the server sends a keep-alive newline every second while it prepares the snapshot

@@ -26,6 +26,7 @@ from trading_maintenance.core.backups.archive_reader import manifest_identity, m
 from trading_maintenance.core.backups.repository import MAX_METADATA_BYTES, Repository, RepositoryError, _is_hex_id
 from trading_maintenance.core.backups.snapshots import list_snapshots
 
+
 @dataclass
 class MirrorReport:
     snapshots: list[str] = field(default_factory=list)  # backup ids uploaded

@@ -22,10 +22,10 @@ import json
 import os
 import struct
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import zstandard
 from cryptography.exceptions import InvalidTag
@@ -130,7 +130,7 @@ class Repository:
     # ----------------------------------------------------------------- opening and locking
 
     @classmethod
-    def open_or_create(cls, backups_dir: str | Path, secret: str | None, create: bool = True) -> "Repository":
+    def open_or_create(cls, backups_dir: str | Path, secret: str | None, create: bool = True) -> Repository:
         root = Path(backups_dir) / REPOSITORY_DIR
         config_path = root / "config.json"
         if not config_path.exists():

@@ -4,14 +4,14 @@ after which the new snapshot is checked to still be there. Also the newest snaps
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
+from trading_maintenance.core.backups.archive import ArchiveError
 from trading_maintenance.core.backups.drill import DrillReport, run_drill
 from trading_maintenance.core.backups.remote_repository import RemoteRepository
-from trading_maintenance.core.backups.archive import ArchiveError
 from trading_maintenance.core.backups.repository import REPOSITORY_DIR, Repository, RepositoryError
 from trading_maintenance.core.backups.run import BackupOutcome, create_backup
 from trading_maintenance.core.backups.snapshots import forget_and_prune, list_snapshots, select_snapshot, stage_snapshot

@@ -20,8 +20,6 @@ from pathlib import Path
 from trading_maintenance.core.backups.archive import MIN_FREE_BYTES, ArchiveError, is_temporary_name, parse_archive_name
 from trading_maintenance.core.backups.archive_reader import verify_archive
 from trading_maintenance.core.backups.repository import Repository
-from trading_maintenance.core.backups.snapshots import stage_snapshot
-from trading_maintenance.core.backups.temporaries import owned_temp_dir, remove_dead_temporaries, remove_legacy_stage_dirs
 from trading_maintenance.core.backups.restore_parts import (
     ConfigPart,
     DatabasePart,
@@ -31,7 +29,8 @@ from trading_maintenance.core.backups.restore_parts import (
     TradingDataPart,
     existing_folder,
 )
-
+from trading_maintenance.core.backups.snapshots import stage_snapshot
+from trading_maintenance.core.backups.temporaries import owned_temp_dir, remove_dead_temporaries, remove_legacy_stage_dirs
 
 TYPES = ("config", "redis", "trading_data", "database")
 APPLY_ORDER = ("database", "redis", "config", "trading_data")  # the part most likely to fail goes first
@@ -49,7 +48,7 @@ DEFAULT_DATA_FOLDERS = ("parquet", "exports", "reports")
 class RestoreFailed(RuntimeError):
     """A restore failed part-way; `report.state` says what each part looks like now."""
 
-    def __init__(self, message: str, report: "RestoreReport"):
+    def __init__(self, message: str, report: RestoreReport):
         super().__init__(message)
         self.report = report
 

@@ -11,14 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from trading_maintenance.core.backups import database as bdb
-from trading_maintenance.core.backups import database_logical
-from trading_maintenance.core.backups import postgres_dump
-from trading_maintenance.core.common.atomic import atomic_copy, atomic_write_bytes, atomic_write_text, fsync_dir
+from trading_maintenance.core.backups import database_logical, postgres_dump
 from trading_maintenance.core.backups.archive import ArchiveError
 from trading_maintenance.core.backups.archive_reader import sha256_file
 from trading_maintenance.core.backups.config_mask import same_config, unmask_config_text
 from trading_maintenance.core.backups.redis_records import CORE_TYPES, compare_ttls, plan_redis_restore, read_records, restore_redis
-
+from trading_maintenance.core.common.atomic import atomic_copy, atomic_write_bytes, atomic_write_text, fsync_dir
 
 # Files placed at once: enough for the disk to merge their flushes, few enough not to crowd the platform.
 RESTORE_IO_THREADS = 8

@@ -24,11 +24,11 @@ from trading_maintenance.core.backups import postgres_dump
 from trading_maintenance.core.backups.archive import WORK_PREFIX, new_backup_id
 from trading_maintenance.core.backups.archive_writer import ArchiveResult, ArchiveWriter
 from trading_maintenance.core.backups.config_mask import mask_config_text
-from trading_maintenance.core.backups.temporaries import owned_temp_dir
 from trading_maintenance.core.backups.redis_snapshot import export_redis
 from trading_maintenance.core.backups.repository import Repository
 from trading_maintenance.core.backups.snapshot_writer import SnapshotWriter
 from trading_maintenance.core.backups.snapshots import list_snapshots, repair
+from trading_maintenance.core.backups.temporaries import owned_temp_dir
 
 DAILY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
 PARTS = ("config", "redis", "database", "trading_data")

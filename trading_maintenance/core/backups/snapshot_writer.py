@@ -26,7 +26,6 @@ from fastcdc import fastcdc
 from trading_maintenance.core.backups.archive import MANIFEST_VERSION, new_backup_id
 from trading_maintenance.core.backups.archive_reader import check_member_name
 from trading_maintenance.core.backups.archive_writer import ArchiveResult, MemberInfo
-from trading_maintenance.core.backups.temporaries import fsync_dir
 from trading_maintenance.core.backups.repository import (
     CHUNK_AVG,
     CHUNK_MAX,
@@ -37,6 +36,7 @@ from trading_maintenance.core.backups.repository import (
     Repository,
     encode_chunk,
 )
+from trading_maintenance.core.backups.temporaries import fsync_dir
 
 READ_SEGMENT = 32 << 20
 MAX_QUEUED_WRITES = 64  # chunks waiting for the pack writer: bounds the memory a slow disk can take
@@ -238,7 +238,7 @@ class SnapshotWriter:
                              snapshot_id, self.logical, [MemberInfo(m["name"], m["size"], m["sha256"], m["kind"], m.get("source", ""))
                                                          for m in self.members], document, time.monotonic() - self._started)
 
-    def __enter__(self) -> "SnapshotWriter":
+    def __enter__(self) -> SnapshotWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

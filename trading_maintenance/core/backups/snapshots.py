@@ -9,11 +9,11 @@ import hmac
 import os
 import shutil
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 from trading_maintenance.core.backups.archive import MIN_FREE_BYTES, BackupRef, plan_backup_retention, select_backup
 from trading_maintenance.core.backups.archive_reader import VerifiedArchive, check_member_name, manifest_identity, manifest_members

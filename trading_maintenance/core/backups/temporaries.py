@@ -12,9 +12,9 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from trading_maintenance.core.backups.archive import PARTIAL_PREFIX
 

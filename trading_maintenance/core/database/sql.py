@@ -20,7 +20,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from trading_maintenance.core.common.atomic import fsync_dir, remove_dead_temporaries, temporary_name_for
-from trading_maintenance.core.trading import schema as ts
 from trading_maintenance.core.database.maintenance import (
     PURGE_TARGETS,
     Action,
@@ -31,6 +30,7 @@ from trading_maintenance.core.database.maintenance import (
     estimate_index_bloat,
     id_checksum,
 )
+from trading_maintenance.core.trading import schema as ts
 
 TABLES = ("orders", "fills", "positions", "daily_performance")
 LOCK_NOT_AVAILABLE = "55P03"

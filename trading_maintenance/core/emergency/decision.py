@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-
 FULL_CHECK, PROBE = "health check", "probe"
 
 

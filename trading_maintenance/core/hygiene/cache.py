@@ -24,8 +24,8 @@ Rules
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable
 
 CACHE_TYPES = {"string", "hash", "list", "set", "zset"}
 PROTECTED_PREFIXES = ("positions:", "orders:", "portfolio:", "config:", "circuit:", "maintenance:", "rate_limit:")

@@ -33,9 +33,9 @@ import hashlib
 import os
 import re
 import stat as stat_mod
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 from trading_maintenance.core.hygiene.compression import GzipResult, dead_gzip_temporary, gzip_file
 from trading_maintenance.core.hygiene.file_names import (

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import date, datetime, time as dtime
-from typing import Callable
+from collections.abc import Callable
+from datetime import date, datetime
+from datetime import time as dtime
 from zoneinfo import ZoneInfo
 
 DAY = 86400

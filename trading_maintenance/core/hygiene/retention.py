@@ -7,9 +7,9 @@ followed and never deleted; nothing outside the root is ever considered.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ HEAVY_TASKS = frozenset({"backup", "database_maintenance", "trading_data_mainten
 
 def market_open_share(days: list[date], tz: str, calendar_name: str = "XNYS") -> list[float]:
     """Per local hour, the share of `days` whose regular session covered any of that hour."""
-    from trading_maintenance.core.common.market_hours import session_bounds, is_trading_day
+    from trading_maintenance.core.common.market_hours import is_trading_day, session_bounds
 
     counts = [0] * 24
     for day in days:

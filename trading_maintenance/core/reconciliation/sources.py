@@ -11,8 +11,8 @@ from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import func, select
 
-from trading_maintenance.core.trading import schema as ts
 from trading_maintenance.core.reconciliation.compare import FillRecord, Order, PortfolioView, Position
+from trading_maintenance.core.trading import schema as ts
 
 
 def parse_time(value) -> datetime | None:

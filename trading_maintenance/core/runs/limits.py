@@ -31,7 +31,7 @@ class TagLimit:
     per_unique_value: bool = False
 
     @classmethod
-    def from_instance_config(cls, entry: Mapping) -> "TagLimit":
+    def from_instance_config(cls, entry: Mapping) -> TagLimit:
         value = entry.get("value")
         if isinstance(value, Mapping):
             return cls(key=entry["key"], limit=int(entry["limit"]), per_unique_value=bool(value.get("applyLimitPerUniqueValue")))

@@ -6,13 +6,13 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from trading_maintenance.core.backups import database as bdb
-from trading_maintenance.core.common.alerts import Alert
 from trading_maintenance.core.backups.archive import plan_backup_retention
 from trading_maintenance.core.backups.archive_reader import identify_local_backups
 from trading_maintenance.core.backups.orchestrate import after_backup
 from trading_maintenance.core.backups.repository import Repository
-from trading_maintenance.core.backups.temporaries import remove_dead_temporaries
 from trading_maintenance.core.backups.run import collect_trading_files, create_backup
+from trading_maintenance.core.backups.temporaries import remove_dead_temporaries
+from trading_maintenance.core.common.alerts import Alert
 from trading_maintenance.core.common.masking import mask_text
 from trading_maintenance.defs.common import conclude, markdown_table, publish_result, record_dry_run_plan
 from trading_maintenance.defs.market_data.assets import MARKET_DATA_MONTHLY

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from trading_maintenance.core.common.alerts import Alert
 from trading_maintenance.core.backups.archive import ArchiveError, is_temporary_name, select_backup
 from trading_maintenance.core.backups.archive_reader import identify_local_backups
-from trading_maintenance.core.common.masking import mask_text
 from trading_maintenance.core.backups.drill import DRILL_PREFIX, run_drill
 from trading_maintenance.core.backups.repository_run import drill_snapshot
 from trading_maintenance.core.backups.temporaries import owned_temp_dir, remove_dead_temporaries
+from trading_maintenance.core.common.alerts import Alert
+from trading_maintenance.core.common.masking import mask_text
 from trading_maintenance.defs.backups.assets import BACKUP_ASSET
 from trading_maintenance.defs.common import conclude, markdown_table
 from trading_maintenance.defs.task import MaintenanceTask

@@ -5,8 +5,8 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 from sqlalchemy.exc import DBAPIError
 
-from trading_maintenance.core.database.maintenance import Action, plan_postgres
 from trading_maintenance.core.common.market_hours import is_market_open
+from trading_maintenance.core.database.maintenance import Action, plan_postgres
 from trading_maintenance.defs.common import conclude, markdown_table
 from trading_maintenance.defs.task import MaintenanceTask
 from trading_maintenance.resources import MaintenanceSettingsResource, RedisResource, TradingDatabaseResource

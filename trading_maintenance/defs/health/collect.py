@@ -10,8 +10,8 @@ from pathlib import Path
 import dagster as dg
 from sqlalchemy import text
 
-from trading_maintenance.core.health import scoring as health
 from trading_maintenance.core.common.market_hours import is_market_open
+from trading_maintenance.core.health import scoring as health
 from trading_maintenance.settings import Settings
 
 METRICS_KEY = "maintenance:metrics:{metric}"

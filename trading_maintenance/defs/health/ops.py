@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
+from trading_maintenance.core.common.alerts import Alert
 from trading_maintenance.core.health import scoring as health
 from trading_maintenance.core.health.cadence import health_check_due
-from trading_maintenance.core.common.alerts import Alert
 from trading_maintenance.defs.common import markdown_table, publish_result
 from trading_maintenance.defs.health.collect import collect_health, failure_reason
 from trading_maintenance.defs.market_data.assets import MARKET_DATA_DAILY
@@ -125,8 +125,8 @@ def run_health_check(
         "disk_percent": dg.MetadataValue.float(sample.disk_percent),
         "swap_percent": dg.MetadataValue.float(sample.swap_percent),
         "load_1": dg.MetadataValue.float(round(sample.load_1, 2)),
-        "redis_latency_ms": dg.MetadataValue.float(float((report.component("redis").value or -1))),
-        "database_latency_ms": dg.MetadataValue.float(float((report.component("database").value or -1))),
+        "redis_latency_ms": dg.MetadataValue.float(float(report.component("redis").value or -1)),
+        "database_latency_ms": dg.MetadataValue.float(float(report.component("database").value or -1)),
         "redis_used_memory_bytes": dg.MetadataValue.int(int(extra.get("redis_used_memory_bytes") or 0)),
         "market_open": dg.MetadataValue.bool(bool(extra.get("market_open"))),
         "published_to_redis": dg.MetadataValue.bool(published),

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from trading_maintenance.core.common.atomic import atomic_write_text
+from trading_maintenance.core.common.masking import mask_text
 from trading_maintenance.core.hygiene import log_rotation as rotation_core
 from trading_maintenance.core.hygiene.open_files import open_file_ids
-from trading_maintenance.core.common.masking import mask_text
-from trading_maintenance.core.common.atomic import atomic_write_text
 from trading_maintenance.defs.common import markdown_table
 from trading_maintenance.defs.hygiene.common import HygieneConfig, actions_first, finish_task, relative_to_root
 from trading_maintenance.defs.task import MaintenanceTask

@@ -5,10 +5,10 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from trading_maintenance.core.common.atomic import atomic_write_text
 from trading_maintenance.core.hygiene import cache as cache_core
 from trading_maintenance.core.hygiene import performance as perf_core
 from trading_maintenance.core.hygiene.failures import part_failed
-from trading_maintenance.core.common.atomic import atomic_write_text
 from trading_maintenance.defs.common import markdown_table
 from trading_maintenance.defs.hygiene.common import HygieneConfig, finish_task
 from trading_maintenance.defs.task import MaintenanceTask

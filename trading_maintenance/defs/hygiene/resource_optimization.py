@@ -6,10 +6,10 @@ import dagster as dg
 
 from trading_maintenance.core.hygiene import cache as cache_core
 from trading_maintenance.core.hygiene import cleanup as cleanup_core
+from trading_maintenance.core.hygiene import performance as perf_core
 from trading_maintenance.core.hygiene.compression import gzip_file
 from trading_maintenance.core.hygiene.file_names import EXPORT_LAYOUTS, is_live_log, is_newest_rotated_log
 from trading_maintenance.core.hygiene.open_files import open_file_ids
-from trading_maintenance.core.hygiene import performance as perf_core
 from trading_maintenance.defs.common import markdown_table
 from trading_maintenance.defs.hygiene.cache_cleanup import maybe_purge
 from trading_maintenance.defs.hygiene.common import HygieneConfig, finish_task, relative_to_root

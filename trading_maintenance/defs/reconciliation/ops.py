@@ -8,6 +8,7 @@ from decimal import Decimal
 import dagster as dg
 
 from trading_maintenance.core.common.alerts import Alert
+from trading_maintenance.core.common.atomic import atomic_write_text
 from trading_maintenance.core.common.masking import mask_text
 from trading_maintenance.core.reconciliation.compare import (
     Tolerances,
@@ -24,7 +25,6 @@ from trading_maintenance.core.reconciliation.sources import (
     market_minutes_between,
     redis_view,
 )
-from trading_maintenance.core.common.atomic import atomic_write_text
 from trading_maintenance.defs.common import conclude, markdown_table
 from trading_maintenance.defs.platform import BROKER_ACCOUNT, REDIS_STATE, TRADING_DATABASE
 from trading_maintenance.defs.task import OWNERS, MaintenanceTask

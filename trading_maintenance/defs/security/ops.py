@@ -11,18 +11,18 @@ from pathlib import Path
 
 import dagster as dg
 
+from trading_maintenance.core.common.atomic import atomic_write_text
+from trading_maintenance.core.common.masking import mask_text
 from trading_maintenance.core.security import exposure as exp
 from trading_maintenance.core.security import permissions as perm
 from trading_maintenance.core.security.report import alerts_for, build_report, sarif_for
 from trading_maintenance.core.security.secret_audit import run_secret_scan
-from trading_maintenance.core.common.masking import mask_text
-from trading_maintenance.settings import config_file_holds_secrets
-from trading_maintenance.core.common.atomic import atomic_write_text
 from trading_maintenance.defs.common import conclude, markdown_table, record_dry_run_plan
 from trading_maintenance.defs.platform import PLATFORM_CONFIGURATION, PLATFORM_LOGS
 from trading_maintenance.defs.task import OWNERS, MaintenanceTask
 from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
 from trading_maintenance.resources.broker import AlpacaClient, BrokerError
+from trading_maintenance.settings import config_file_holds_secrets
 
 SECURITY_AUDIT = MaintenanceTask(
     "security_audit",

@@ -4,23 +4,23 @@ import io
 import json
 import zipfile
 from datetime import date, timedelta, timezone
-from zoneinfo import ZoneInfo
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 from sqlalchemy import func, select
 
-from trading_maintenance.core.trading import schema as ts
-from trading_maintenance.core.tradenote import export as tn
-from trading_maintenance.core.trading.instruments import canonical_symbol, tradenote_type
+from trading_maintenance.core.common.alerts import Alert
+from trading_maintenance.core.common.atomic import atomic_write_bytes, atomic_write_text
 from trading_maintenance.core.common.market_hours import calendar
 from trading_maintenance.core.common.masking import mask_text, mask_url
-from trading_maintenance.core.common.atomic import atomic_write_bytes, atomic_write_text
-from trading_maintenance.core.common.alerts import Alert
+from trading_maintenance.core.tradenote import export as tn
+from trading_maintenance.core.trading import schema as ts
+from trading_maintenance.core.trading.instruments import canonical_symbol, tradenote_type
 from trading_maintenance.defs.common import conclude, markdown_table, partition_check_result, publish_result
-from trading_maintenance.defs.tradenote.partitions import journal_day_partitions
 from trading_maintenance.defs.platform import TRADING_FILLS
 from trading_maintenance.defs.task import OWNERS, MaintenanceTask
+from trading_maintenance.defs.tradenote.partitions import journal_day_partitions
 from trading_maintenance.resources import AlertsResource, MaintenanceSettingsResource, RedisResource, TradingDatabaseResource
 
 TRADENOTE_EXPORT = MaintenanceTask(
