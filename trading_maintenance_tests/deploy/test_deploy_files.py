@@ -168,7 +168,7 @@ def test_dockerfile_copies_only_files_that_exist_and_no_data():
     assert sources and all((PROJECT_ROOT / source).exists() for source in sources), sources
     assert not any(source.startswith("data") for source in sources)
     assert "constraints.txt" in text
-    assert os.path.getsize(DEPLOY / "constraints.txt") > 0
+    assert os.path.getsize(PROJECT_ROOT / "constraints.txt") > 0
 
 
 def test_an_instance_rendered_from_the_old_template_name_is_rendered_from_the_new_one(tmp_path):

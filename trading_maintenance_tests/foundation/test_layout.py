@@ -32,3 +32,19 @@ def test_core_imports_nothing_from_resources_defs_or_the_cli():
 def test_core_is_split_by_domain():
     flat = [p.name for p in (PACKAGE / "core").glob("*.py") if p.name != "__init__.py"]
     assert flat == []
+
+
+def test_every_dependency_is_pinned_in_the_lock():
+    import re
+    import tomllib
+
+    root = PACKAGE.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *(d for extra in project["optional-dependencies"].values() for d in extra)]
+    names = {re.split(r"[<>=!~;\[ ]", dep, maxsplit=1)[0].strip().lower().replace("_", "-") for dep in wanted}
+    pinned = {
+        line.split("==", 1)[0].strip().lower().replace("_", "-")
+        for line in (root / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    assert sorted(names - pinned) == []
