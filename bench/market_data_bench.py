@@ -221,7 +221,10 @@ def main() -> None:
         else:
             info = generate_data(root, symbols, days)
             (root / "info.json").write_text(json.dumps(info))
-            print(f"generated {info['files']} files, {info['rows']:,} rows ({symbols} symbols x {days} days, months {', '.join(info['months'])}) in {time.perf_counter() - t:.1f}s")
+            print(
+                f"generated {info['files']} files, {info['rows']:,} rows ({symbols} symbols x {days} days, "
+                f"months {', '.join(info['months'])}) in {time.perf_counter() - t:.1f}s"
+            )
         load_before = os.getloadavg()[0]
         runs: dict[str, list[dict]] = {"bare": [run_child("bare", info, args.workers, root / "out")],
                                        "polars": [run_child("polars", info, args.workers, root / "out")],
@@ -264,7 +267,10 @@ def main() -> None:
             f"wall {med(r['corrected_seconds'] / r['seconds'] for r in project):.1%}, cpu {med(r['corrected_cpu'] / r['cpu'] for r in project):.1%}; "
             f"{p['corrected_archives_written']} archives rewritten"
         )
-        print(f"project speed vs bare decode: wall {med(wall['bare']) / med(wall['project']):.2f}x, cpu {med(cpu['bare']) / med(cpu['project']):.2f}x (goal >= 0.8)")
+        print(
+            f"project speed vs bare decode: wall {med(wall['bare']) / med(wall['project']):.2f}x, "
+            f"cpu {med(cpu['bare']) / med(cpu['project']):.2f}x (goal >= 0.8)"
+        )
         print(f"project speed vs polars scan: wall {med(wall['polars']) / med(wall['project']):.2f}x, cpu {med(cpu['polars']) / med(cpu['project']):.2f}x")
         print(f"project peak RSS: {max(r['peak_rss_mb'] for r in project):.0f} MB (goal < 1024 on --large)")
     finally:

@@ -39,7 +39,9 @@ def noise_block(rng: random.Random, n: int) -> list[str]:
         ts = f"2024-05-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}.{rng.randint(0, 999999):06d}Z"
         if r < 0.45:
             out.append(
-                f'{ts} INFO {rng.choice(SERVICES)} 10.0.{rng.randint(0, 9)}.{rng.randint(1, 254)} - "GET /v2/orders/{h}?symbols={rng.choice(SYMBOLS)}&limit=50 HTTP/1.1" {rng.choice((200, 200, 200, 404, 429))} {rng.randint(100, 9999)} rid={h[:16]}{rng.getrandbits(64):016x} {rng.random() * 90:.2f}ms'
+                f'{ts} INFO {rng.choice(SERVICES)} 10.0.{rng.randint(0, 9)}.{rng.randint(1, 254)} - '
+                f'"GET /v2/orders/{h}?symbols={rng.choice(SYMBOLS)}&limit=50 HTTP/1.1" {rng.choice((200, 200, 200, 404, 429))} '
+                f'{rng.randint(100, 9999)} rid={h[:16]}{rng.getrandbits(64):016x} {rng.random() * 90:.2f}ms'
             )
         elif r < 0.85:
             out.append(json.dumps({
@@ -51,7 +53,10 @@ def noise_block(rng: random.Random, n: int) -> list[str]:
         else:
             out.append(f"{ts} ERROR {rng.choice(SERVICES)} Traceback (most recent call last):")
             for depth in range(rng.randint(2, 5)):
-                out.append(f'  File "/app/services/{rng.choice(SERVICES)}/module_{depth}.py", line {rng.randint(1, 900)}, in handle_{h[depth * 4:depth * 4 + 6]}')
+                out.append(
+                    f'  File "/app/services/{rng.choice(SERVICES)}/module_{depth}.py", line {rng.randint(1, 900)}, '
+                    f"in handle_{h[depth * 4:depth * 4 + 6]}"
+                )
                 out.append(f"    result = self.client.request(payload, timeout={rng.randint(1, 30)})")
             out.append(f"ConnectionError: HTTPSConnectionPool(host='data.alpaca.markets', port=443): Read timed out. (read timeout={rng.randint(1, 30)})")
     return out
@@ -159,7 +164,7 @@ def main() -> None:
                 got += len(line)
                 if got >= slice_bytes:
                     break
-        plant_lines = [l for _, _, l in (x for s in range(4) for x in planted_lines(random.Random(1000 + s)))][:50]
+        plant_lines = [line for _, _, line in (x for s in range(4) for x in planted_lines(random.Random(1000 + s)))][:50]
         slice_path.write_text("".join(lines) + "\n".join(plant_lines) + "\n")
         slice_size = slice_path.stat().st_size
         t = time.perf_counter()
@@ -170,7 +175,10 @@ def main() -> None:
         found_lines = {s.line_number for _, s in collection}
         first_plant = len(lines) + 1
         ds_hits = len({n for n in found_lines if n >= first_plant})
-        print(f"detect-secrets on a {slice_size / 1e6:.1f} MB slice: {ds:.2f}s  {slice_size / 1e6 / ds:.2f} MB/s  planted lines found {ds_hits}/50  other lines reported {len(found_lines) - ds_hits}")
+        print(
+            f"detect-secrets on a {slice_size / 1e6:.1f} MB slice: {ds:.2f}s  {slice_size / 1e6 / ds:.2f} MB/s  "
+            f"planted lines found {ds_hits}/50  other lines reported {len(found_lines) - ds_hits}"
+        )
 
     if args.keep is None:
         shutil.rmtree(root, ignore_errors=True)

@@ -118,7 +118,7 @@ def run_task(task_name: str, verbose: bool = False, partition: str | None = None
     try:
         job = defs.resolve_job_def(task.job_name)
     except Exception:  # noqa: BLE001 - a missing job is a usage problem, named below
-        raise click.UsageError(f"task {task.name!r} maps to job {task.job_name!r}, which this installation does not define")
+        raise click.UsageError(f"task {task.name!r} maps to job {task.job_name!r}, which this installation does not define") from None
     try:
         run_config = run_launch.merge_run_config(
             run_launch.dry_run_config(job) if dry_run else {},

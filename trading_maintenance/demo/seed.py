@@ -238,7 +238,8 @@ def seed_market_data(data_dir: Path, symbols: list[str], days: list[date], rng: 
                     "symbol": [symbol], "timestamp": [session_bounds(day)[0]], "timeframe": ["1day"],
                     "open": [tc.column("open")[0].as_py()], "high": [max(tc.column("high").to_pylist())],
                     "low": [min(tc.column("low").to_pylist())], "close": [tc.column("close")[-1].as_py()],
-                    "volume": [sum(tc.column("volume").to_pylist())], "asset_type": [tc.column("asset_type")[0].as_py() if "asset_type" in tc.column_names else "stock"],
+                    "volume": [sum(tc.column("volume").to_pylist())],
+                    "asset_type": [tc.column("asset_type")[0].as_py() if "asset_type" in tc.column_names else "stock"],
                 },
                 schema=MARKET_DATA_SCHEMA,
             )
@@ -451,7 +452,10 @@ def align_id_sequences(conn, tables) -> None:
 def seed_redis(client, symbols: list[str], db_summary: dict, rng: random.Random, now_dt: datetime) -> dict:
     written = 0
     pipe = client.pipeline()
-    for pattern in ("positions:*", "orders:pending:*", "price_cache:*", "screener_cache:*", "cache:*", "temp:*", "session:*", "ticker_last_seen:*", "rate_limit:*"):
+    demo_key_patterns = (
+        "positions:*", "orders:pending:*", "price_cache:*", "screener_cache:*", "cache:*", "temp:*", "session:*", "ticker_last_seen:*", "rate_limit:*"
+    )
+    for pattern in demo_key_patterns:
         for key in client.scan_iter(match=pattern, count=500):
             pipe.delete(key)
     pipe.execute()
@@ -479,7 +483,8 @@ def seed_redis(client, symbols: list[str], db_summary: dict, rng: random.Random,
     pipe.sadd("active_tickers", *symbols)
     for symbol in symbols + ["DELISTED1", "DELISTED2"]:
         pipe.set(f"ticker_last_seen:{symbol}", now_dt.isoformat())
-    for api, (used, limit) in {"alpaca": (rng.randint(100, 180), 200), "polygon": (rng.randint(3000, 4900), 5000), "finviz": (rng.randint(10, 90), 100)}.items():
+    daily_usage = {"alpaca": (rng.randint(100, 180), 200), "polygon": (rng.randint(3000, 4900), 5000), "finviz": (rng.randint(10, 90), 100)}
+    for api, (used, limit) in daily_usage.items():
         pipe.set(f"rate_limit:{api}:daily", used)
         pipe.set(f"rate_limit:{api}:limit", limit)
     pipe.set("trading:emergency_stop", "false")

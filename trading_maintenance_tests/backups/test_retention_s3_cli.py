@@ -115,7 +115,10 @@ def test_killed_backup_leaves_no_valid_looking_archive(tmp_path):
 def test_config_secrets_are_masked_and_come_back_from_the_current_file():
     from trading_maintenance.settings import SECRET_KEYS
 
-    text = "redis:\n  url: redis://:pw123456@h:6379/0  # REDIS_URL\n  max_connections: 20\nbackup:\n  encryption_key: s3cr3t-key\n  format: tar.gz\nnotifications:\n  webhook_url:\n"
+    text = (
+        "redis:\n  url: redis://:pw123456@h:6379/0  # REDIS_URL\n  max_connections: 20\n"
+        "backup:\n  encryption_key: s3cr3t-key\n  format: tar.gz\nnotifications:\n  webhook_url:\n"
+    )
     masked, keys = mask_config_text(text, SECRET_KEYS)
     assert "pw123456" not in masked and "s3cr3t-key" not in masked and MASKED in masked
     assert set(keys) == {"redis.url", "backup.encryption_key"}

@@ -60,7 +60,16 @@ def _seed_orders(pg_url: str) -> None:
         conn.execute(
             insert(orders),
             [
-                {"client_order_id": cid, "symbol": "AAPL", "side": "buy", "order_type": "market", "quantity": 1, "status": st, "created_at": now, "updated_at": now}
+                {
+                    "client_order_id": cid,
+                    "symbol": "AAPL",
+                    "side": "buy",
+                    "order_type": "market",
+                    "quantity": 1,
+                    "status": st,
+                    "created_at": now,
+                    "updated_at": now,
+                }
                 for cid, st in rows
             ],
         )

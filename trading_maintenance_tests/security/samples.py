@@ -44,7 +44,11 @@ def planted_lines(rng: random.Random) -> list[tuple[str, str, str]]:
     pem = "\\n".join(pem_body(rng))
     return [
         ("alpaca-key-id", key_id, f"2024-05-01 12:00:01 INFO trade_executor: using key {key_id} for paper account"),
-        ("alpaca-secret-key", alpaca_secret, f'2024-05-01 12:00:02 DEBUG httpx: headers={{"APCA-API-KEY-ID": "{key_id[:2]}", "APCA-API-SECRET-KEY": "{alpaca_secret}"}}'),
+        (
+            "alpaca-secret-key",
+            alpaca_secret,
+            f'2024-05-01 12:00:02 DEBUG httpx: headers={{"APCA-API-KEY-ID": "{key_id[:2]}", "APCA-API-SECRET-KEY": "{alpaca_secret}"}}',
+        ),
         ("aws-access-key-id", aws_id, f"2024-05-01 12:00:03 INFO backup: uploading with access key {aws_id}"),
         ("aws-secret-access-key", aws_secret, f"2024-05-01 12:00:04 DEBUG boto: aws_secret_access_key={aws_secret} region=us-east-1"),
         ("slack-token", slack, f'{{"ts":"2024-05-01T12:00:05Z","level":"debug","event":"slack_client","token":"{slack}"}}'),
@@ -71,7 +75,8 @@ DECOYS = [
     "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxKLxoS2tFczGkPLPgizskuemMghRniWaoLcyehkd3qqGElvW/VDL5AaWTg0nLVkjRo9z+40RQzuVaE8AkAFmxZzow3x+VJYKdjykkJ0iT9wCS0DRTXu269V264Vf/3jvredZiKRkgwlL9xNAwxXFg0x/XFw005UWVRIkdgcKWTjpBP2dPwVZ4WWC+9aGVd+Gyn1o0CLelf4rEjGoXbAAEgAqeGUxrcIlbjXfbcmwIDAQAB",
     "-----END PUBLIC KEY-----",
     '{"event":"tls","cert":"-----BEGIN CERTIFICATE-----\\nMIIDdzCCAl+gAwIBAgIEAgAAuTANBgkqhkiG9w0BAQUFADBaMQswCQYDVQQGEwJJ\\n-----END CERTIFICATE-----"}',
-    "2024-05-01 12:00:25 INFO auth: jwt.io sample eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+    "2024-05-01 12:00:25 INFO auth: jwt.io sample "
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
     "2024-05-01 12:00:26 INFO cache: connected to redis://localhost:6379/0",
     "2024-05-01 12:00:27 INFO db: connected to postgresql://trader@db.internal:5432/trading",
     "2024-05-01 12:00:28 INFO db: DATABASE_URL=postgresql://user:password@localhost:5432/trading (documentation default)",

@@ -42,8 +42,14 @@ CHILD = textwrap.dedent(
     print(json.dumps({"rc": proc.returncode, "out": proc.stdout, "err": proc.stderr[-2000:], "peak": peak}))
     """
 )
-SCAN = "import json, sys; from trading_maintenance.core.security.scan import SecretScanner; r = SecretScanner().scan_file(sys.argv[1]); print(json.dumps([[f.rule, f.line, f.column, f.fingerprint] for f in r.findings] + [r.lines, r.error]))"
-REDACT = "import json, sys; from trading_maintenance.core.security.redaction import redact_file; r = redact_file(sys.argv[1], set(json.loads(sys.argv[2])), dry_run=False); print(json.dumps([r.done, r.secrets_masked, r.error]))"
+SCAN = (
+    "import json, sys; from trading_maintenance.core.security.scan import SecretScanner; r = SecretScanner().scan_file(sys.argv[1]); "
+    "print(json.dumps([[f.rule, f.line, f.column, f.fingerprint] for f in r.findings] + [r.lines, r.error]))"
+)
+REDACT = (
+    "import json, sys; from trading_maintenance.core.security.redaction import redact_file; "
+    "r = redact_file(sys.argv[1], set(json.loads(sys.argv[2])), dry_run=False); print(json.dumps([r.done, r.secrets_masked, r.error]))"
+)
 
 
 def _measured(code: str, *args: str) -> tuple[object, int]:

@@ -86,7 +86,8 @@ def test_audit_finds_masks_redacts_alerts_and_fails(tmp_path, data_dir, make_res
 
         # redaction: live log untouched, rotated ones masked
         assert (data_dir / "logs" / "trading_system.log").read_text() == live_text
-        rotated_text = (data_dir / "logs" / "trading_system.log.1").read_text() + gzip.decompress((data_dir / "logs" / "scheduler.log.2.gz").read_bytes()).decode()
+        rotated_gz_text = gzip.decompress((data_dir / "logs" / "scheduler.log.2.gz").read_bytes()).decode()
+        rotated_text = (data_dir / "logs" / "trading_system.log.1").read_text() + rotated_gz_text
         assert sum(r["secrets_masked"] for r in secrets["redactions"] if r["done"]) == sum(1 for i in range(len(planted)) if i % 2 == 0)
         for i, (_, value, _) in enumerate(planted):
             if i % 2 == 0:

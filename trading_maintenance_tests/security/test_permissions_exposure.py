@@ -90,7 +90,12 @@ def test_exposed_listeners_from_recorded_socket_list():
     "config,nopass,exposed,expected",
     [
         ({"requirepass": "", "protected-mode": "yes", "bind": "127.0.0.1 -::1"}, True, False, {("redis-no-password", "warning")}),
-        ({"requirepass": "", "protected-mode": "no", "bind": "0.0.0.0"}, True, False, {("redis-no-password", "critical"), ("redis-protected-mode-off", "critical")}),
+        (
+            {"requirepass": "", "protected-mode": "no", "bind": "0.0.0.0"},
+            True,
+            False,
+            {("redis-no-password", "critical"), ("redis-protected-mode-off", "critical")},
+        ),
         ({"requirepass": "set", "protected-mode": "yes", "bind": "0.0.0.0"}, False, True, set()),
         ({"requirepass": "set", "protected-mode": "no", "bind": "127.0.0.1"}, False, False, {("redis-protected-mode-off", "warning")}),
         ({"requirepass": "", "protected-mode": "yes", "bind": "127.0.0.1"}, False, False, set()),  # ACL user has a password
@@ -134,7 +139,11 @@ def test_real_local_redis_without_password_is_reported(redis_client):
 
 
 def test_key_age():
-    keys = [{"name": "old", "created": "2024-01-01"}, {"name": "new", "created": date(2025, 5, 1)}, {"name": "custom", "created": "2025-01-01", "max_age_days": 400}]
+    keys = [
+        {"name": "old", "created": "2024-01-01"},
+        {"name": "new", "created": date(2025, 5, 1)},
+        {"name": "custom", "created": "2025-01-01", "max_age_days": 400},
+    ]
     got = {f.name: f for f in exp.key_age_findings(keys, date(2025, 6, 1), 90)}
     assert got["old"].check == "key-age" and got["old"].severity == "critical" and got["old"].age_days == 517
     assert got["new"].check == "key-ok" and got["new"].age_days == 31

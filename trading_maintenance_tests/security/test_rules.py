@@ -44,10 +44,14 @@ EXTRA_FALSE = {
     ],
     "url-password": ["redis://localhost:6379/0", "postgresql://user:password@localhost/db", "https://user@example.com/x", "redis://:***@host:6379"],
     "authorization-header": ["Authorization: Bearer <token>", "Authorization: Bearer ${TOKEN}"],
-    "generic-secret": ["api_key=<redacted>", "token_count=1234", "password_min_length=12", "secret=changeme", "api_key=abc", "token=1700000000", "max_tokens=4096"],
+    "generic-secret": [
+        "api_key=<redacted>", "token_count=1234", "password_min_length=12", "secret=changeme", "api_key=abc", "token=1700000000", "max_tokens=4096"
+    ],
     "private-key": [
-        "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0\n-----END PUBLIC KEY-----",
-        "-----BEGIN CERTIFICATE-----\nMIIDdzCCAl+gAwIBAgIEAgAAuTANBgkqhkiG9w0BAQUFADBaMQswCQYDVQQGEwJJRTESMBAGA1UEChMJQmFsdGltb3JlMRMw\n-----END CERTIFICATE-----",
+        "-----BEGIN PUBLIC KEY-----\n"
+        "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0\n-----END PUBLIC KEY-----",
+        "-----BEGIN CERTIFICATE-----\n"
+        "MIIDdzCCAl+gAwIBAgIEAgAAuTANBgkqhkiG9w0BAQUFADBaMQswCQYDVQQGEwJJRTESMBAGA1UEChMJQmFsdGltb3JlMRMw\n-----END CERTIFICATE-----",
         "-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----",
     ],
 }
@@ -90,7 +94,7 @@ def test_decoys_do_not_match(line):
 def test_prefilter_admits_every_planted_line():
     import polars as pl
 
-    lines = [line for _, _, line in PLANTED] + [l for samples in EXTRA_TRUE.values() for l, _ in samples]
+    lines = [line for _, _, line in PLANTED] + [sample for samples in EXTRA_TRUE.values() for sample, _ in samples]
     assert pl.Series(lines).str.contains(combined_prefilter()).all()
 
 

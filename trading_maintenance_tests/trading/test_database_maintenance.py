@@ -296,7 +296,8 @@ def test_purge_archive_left_half_written_by_a_crash_is_removed_by_the_next_purge
         from trading_maintenance.resources.database import database_engine
         os.replace = lambda *a: os._exit(3)
         target = next(t for t in PURGE_TARGETS if t.table == "fills")
-        sql.archive_rows(database_engine("", {str(data_dir)!r}), target, datetime.now(timezone.utc) - timedelta(days=365), Path({str(archive_dir)!r}), "crashed")
+        cutoff = datetime.now(timezone.utc) - timedelta(days=365)
+        sql.archive_rows(database_engine("", {str(data_dir)!r}), target, cutoff, Path({str(archive_dir)!r}), "crashed")
         """
     )
     child = subprocess.run([sys.executable, "-c", crash], capture_output=True, text=True)

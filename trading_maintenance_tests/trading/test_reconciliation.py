@@ -140,7 +140,6 @@ def test_every_planted_discrepancy_found_nothing_else_nothing_changed(seeded, ma
 
 
 def test_apply_fixes_refreshes_only_redis_from_the_broker(seeded, make_resources, broker_resource, broker_server, redis_client):
-    now = datetime.now(timezone.utc)
     redis_client.hset("positions:AAPL", "quantity", "90")
     redis_client.hset("positions:ZZZ", mapping={"quantity": "3", "side": "long", "avg_entry_price": "1"})
     redis_client.set("portfolio:cash_balance", "1")

@@ -110,7 +110,10 @@ def run_drill(
                     got = snapshot_stats(scratch_redis)
                     ttl_problems = compare_ttls(scratch_redis, verified.staged["redis/keys.jsonl"])
                     ok = got.keys == expected_redis.get("keys") and got.digest == expected_redis.get("digest") and not ttl_problems
-                    detail = f"{got.keys} keys restored (backup {expected_redis.get('keys')}), values {'match' if got.digest == expected_redis.get('digest') else 'DIFFER'}"
+                    detail = (
+                        f"{got.keys} keys restored (backup {expected_redis.get('keys')}), "
+                        f"values {'match' if got.digest == expected_redis.get('digest') else 'DIFFER'}"
+                    )
                     if ttl_problems:
                         detail += f"; TTL problems: {ttl_problems[:3]}"
                     report.add("redis", ok, detail)

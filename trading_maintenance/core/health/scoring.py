@@ -102,7 +102,11 @@ def utilisation_status(value: float, warning: float) -> str:
 def utilisation_component(name: str, value: float, warning: float, label: str | None = None) -> ComponentHealth:
     status = utilisation_status(value, warning)
     label = label or name
-    reason = "" if status == GREEN else f"{label} {value:.1f}% >= {'critical' if status == RED else 'warning'} {critical_level(warning) if status == RED else warning:.1f}%"
+    reason = (
+        ""
+        if status == GREEN
+        else f"{label} {value:.1f}% >= {'critical' if status == RED else 'warning'} {critical_level(warning) if status == RED else warning:.1f}%"
+    )
     return ComponentHealth(name, status, round(utilisation_score(value, warning), 2), round(value, 2), "%", reason)
 
 
@@ -167,9 +171,13 @@ def market_data_component(age_minutes: float | None, market_open: bool, stale_mi
     if age_minutes is None:
         return ComponentHealth("market_data", RED, 0.0, None, "min", "no market-data file written in the last days during market hours")
     if age_minutes >= 4 * stale_minutes:
-        return ComponentHealth("market_data", RED, 10.0, round(age_minutes, 1), "min", f"newest market data is {age_minutes:.0f} min old (>= {4 * stale_minutes} min)")
+        return ComponentHealth(
+            "market_data", RED, 10.0, round(age_minutes, 1), "min", f"newest market data is {age_minutes:.0f} min old (>= {4 * stale_minutes} min)"
+        )
     if age_minutes >= stale_minutes:
-        return ComponentHealth("market_data", YELLOW, 60.0, round(age_minutes, 1), "min", f"newest market data is {age_minutes:.0f} min old (>= {stale_minutes} min)")
+        return ComponentHealth(
+            "market_data", YELLOW, 60.0, round(age_minutes, 1), "min", f"newest market data is {age_minutes:.0f} min old (>= {stale_minutes} min)"
+        )
     return ComponentHealth("market_data", GREEN, 100.0, round(age_minutes, 1), "min")
 
 

@@ -132,7 +132,7 @@ def folder_sizes(root: str | Path, depth: int = 2) -> list[dict]:
     counts: Counter = Counter()
     if not root.is_dir():
         return []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    for dirpath, _dirnames, filenames in os.walk(root, followlinks=False):
         rel = Path(dirpath).relative_to(root)
         parts = rel.parts[:depth]
         size = 0

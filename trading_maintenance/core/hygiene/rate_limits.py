@@ -179,7 +179,16 @@ def analyse(api: str, history: dict[str, dict], today: date, window_days: int = 
     over = sum(1 for s in shares if s > 1)
     peak = max(shares) if shares else None
     mean = sum(shares) / len(shares) if shares else None
-    result = Utilisation(api, days, len(shares), round(peak, 4) if peak is not None else None, round(mean, 4) if mean is not None else None, above, over, max(used_values) if used_values else 0)
+    result = Utilisation(
+        api,
+        days,
+        len(shares),
+        round(peak, 4) if peak is not None else None,
+        round(mean, 4) if mean is not None else None,
+        above,
+        over,
+        max(used_values) if used_values else 0,
+    )
     if days == 0:
         result.recommendation = "no history yet; nothing to recommend"
     elif not shares:

@@ -163,7 +163,9 @@ def delete_archived(files: list[Path], market_data_dir: Path, archive_dir: Path,
             if file_sha256(path) != src["sha256"]:
                 # same size and mtime, other bytes: the next consolidation must read it again
                 forget_sources(archive, {path.name})
-                result.kept.append((str(path), "content changed since it was archived (same size and time, other bytes); kept, read again by the next consolidation"))
+                result.kept.append(
+                    (str(path), "content changed since it was archived (same size and time, other bytes); kept, read again by the next consolidation")
+                )
                 continue
             size = path.stat().st_size
             path.unlink()

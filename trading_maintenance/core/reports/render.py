@@ -66,7 +66,10 @@ def svg_line_chart(series: list[list[float]], title: str, width: int = 320, heig
     """A line chart as inline SVG; the polyline carries the points so a reader (or test) sees the data."""
     pad_left, pad_bottom, pad_top = 38, 16, 6
     if len(series) < 2:
-        return f'<svg role="img" aria-label="{escape(title)}: not enough samples" width="{width}" height="{height}"><text x="8" y="20">not enough samples</text></svg>'
+        return (
+            f'<svg role="img" aria-label="{escape(title)}: not enough samples" width="{width}" height="{height}">'
+            '<text x="8" y="20">not enough samples</text></svg>'
+        )
     xs, ys = [p[0] for p in series], [p[1] for p in series]
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
     if y1 == y0:

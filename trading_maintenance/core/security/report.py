@@ -45,9 +45,27 @@ def build_report(run_id: str, dry_run: bool, secrets: dict, permissions: dict, k
 def sarif_for(report: dict, root: Path) -> dict:
     rules = [{"id": r.id, "name": r.name, "description": r.description, "severity": r.severity, "tags": list(r.tags)} for r in RULES]
     rules += [
-        {"id": "file-permissions", "name": "Sensitive file not owner-only", "description": "A file holding secrets is readable or writable by group or others.", "severity": "critical", "tags": ["permissions"]},
-        {"id": "api-key", "name": "API key age / acceptance", "description": "An API key is older than its maximum age or rejected by the broker.", "severity": "warning", "tags": ["credentials"]},
-        {"id": "exposed-service", "name": "Exposed service", "description": "Redis, PostgreSQL or the Dagster webserver reachable beyond loopback or without authentication/TLS.", "severity": "critical", "tags": ["network"]},
+        {
+            "id": "file-permissions",
+            "name": "Sensitive file not owner-only",
+            "description": "A file holding secrets is readable or writable by group or others.",
+            "severity": "critical",
+            "tags": ["permissions"],
+        },
+        {
+            "id": "api-key",
+            "name": "API key age / acceptance",
+            "description": "An API key is older than its maximum age or rejected by the broker.",
+            "severity": "warning",
+            "tags": ["credentials"],
+        },
+        {
+            "id": "exposed-service",
+            "name": "Exposed service",
+            "description": "Redis, PostgreSQL or the Dagster webserver reachable beyond loopback or without authentication/TLS.",
+            "severity": "critical",
+            "tags": ["network"],
+        },
     ]
     results = [
         {
@@ -62,7 +80,15 @@ def sarif_for(report: dict, root: Path) -> dict:
             rel = str(Path(f["path"]).relative_to(root))
         except ValueError:
             rel = f["path"]
-        results.append({"rule": "file-permissions", "severity": f["severity"], "path": rel, "line": 1, "message": f"{rel} is {f['mode']} ({f['problem']}); expected {f['fixed_mode']} ({f['reason']})"})
+        results.append(
+            {
+                "rule": "file-permissions",
+                "severity": f["severity"],
+                "path": rel,
+                "line": 1,
+                "message": f"{rel} is {f['mode']} ({f['problem']}); expected {f['fixed_mode']} ({f['reason']})",
+            }
+        )
     for f in report["keys"]["findings"]:
         if f["severity"] != "info":
             results.append({"rule": "api-key", "severity": f["severity"], "message": f["message"]})

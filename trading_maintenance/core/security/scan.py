@@ -74,10 +74,6 @@ def has_allow_marker(line: str) -> bool:
     return any(marker in line for marker in ALLOW_MARKERS)
 
 
-def has_allow_marker(line: str) -> bool:
-    return any(marker in line for marker in ALLOW_MARKERS)
-
-
 @dataclass(frozen=True)
 class Located:
     """A match in a file: byte offsets in the (decompressed) stream and its line and column."""

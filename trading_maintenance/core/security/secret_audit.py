@@ -74,7 +74,9 @@ def run_secret_scan(cfg, dry_run: bool, redact: bool | None, update_baseline: bo
                 redactions.append({"path": rel, "secrets_masked": 0, "done": False, "dry_run": dry_run, "error": "", "skipped": "live log: never rewritten"})
                 continue
             outcome = redact_file(path, prints, dry_run=dry_run, known_secrets=known_secrets)
-            redactions.append({"path": rel, "secrets_masked": outcome.secrets_masked, "done": outcome.done, "dry_run": dry_run, "error": outcome.error, "skipped": ""})
+            redactions.append(
+                {"path": rel, "secrets_masked": outcome.secrets_masked, "done": outcome.done, "dry_run": dry_run, "error": outcome.error, "skipped": ""}
+            )
             verb = "would mask" if dry_run else "masked"
             log.info(f"redaction {rel}: {verb} {outcome.secrets_masked} secret(s)" + (f"; {outcome.error}" if outcome.error else ""))
     return {

@@ -30,8 +30,11 @@ def _size_rows(tables) -> list[dict]:
              "last_analyze": t.last_analyze or t.last_autoanalyze or "", "xid_age": t.xid_age} for t in tables]
 
 
-@dg.op(pool=DATABASE_MAINTENANCE.pool, description="Measure, VACUUM (ANALYZE) tables over the dead-tuple threshold, REINDEX bloated indexes, drop invalid ones, "
-       "purge records older than a year after archiving them to parquet (SQLite: integrity_check, ANALYZE, REINDEX, VACUUM).")
+@dg.op(
+    pool=DATABASE_MAINTENANCE.pool,
+    description="Measure, VACUUM (ANALYZE) tables over the dead-tuple threshold, REINDEX bloated indexes, drop invalid ones, "
+    "purge records older than a year after archiving them to parquet (SQLite: integrity_check, ANALYZE, REINDEX, VACUUM).",
+)
 def maintain_trading_database(
     context: dg.OpExecutionContext,
     config: DatabaseMaintenanceConfig,

@@ -97,7 +97,10 @@ def clean_expired_temp_files(context: dg.OpExecutionContext, config: TempCleanup
     return clean_temp_files(context, config, settings)
 
 
-@dg.op(pool=EMERGENCY_MAINTENANCE.pool, description="Cache cleanup for emergencies: a failure (Redis down, say) is recorded for the report instead of stopping the run.")
+@dg.op(
+    pool=EMERGENCY_MAINTENANCE.pool,
+    description="Cache cleanup for emergencies: a failure (Redis down, say) is recorded for the report instead of stopping the run.",
+)
 def emergency_cache_cleanup(
     context: dg.OpExecutionContext,
     config: TempCleanupConfig,

@@ -114,7 +114,10 @@ def run_health_check(
         dispatched = outcome["sent"]
         resolved = [dispatch.alert_key for dispatch in outcome["resolved"]]
 
-    rows = [{"component": c.name, "status": c.status, "score": c.score, "value": "" if c.value is None else f"{c.value} {c.unit}", "reason": c.reason} for c in report.components]
+    rows = [
+        {"component": c.name, "status": c.status, "score": c.score, "value": "" if c.value is None else f"{c.value} {c.unit}", "reason": c.reason}
+        for c in report.components
+    ]
     metadata = {
         "health_score": dg.MetadataValue.float(report.score),
         "health_status": dg.MetadataValue.text(report.status),

@@ -69,7 +69,10 @@ def run_rate_limit_reset(context, config: RateLimitConfig, settings: Maintenance
     return finish_task(context, client, "api_rate_limit_reset", result, failures)
 
 
-@dg.op(pool=API_RATE_LIMIT_RESET.pool, description="Archive yesterday's rate_limit:{api}:daily counts (with quota) into history and reset them atomically; analyse utilisation.")
+@dg.op(
+    pool=API_RATE_LIMIT_RESET.pool,
+    description="Archive yesterday's rate_limit:{api}:daily counts (with quota) into history and reset them atomically; analyse utilisation.",
+)
 def reset_api_rate_limits(context: dg.OpExecutionContext, config: RateLimitConfig, settings: MaintenanceSettingsResource, redis: RedisResource) -> dict:
     return run_rate_limit_reset(context, config, settings, redis)
 

@@ -63,11 +63,22 @@ def run_data_cleanup(context, config: HygieneConfig, settings: MaintenanceSettin
             for t in plan.stale_temporaries:
                 actions.append({"category": plan.name, "action": "would remove temporary", "path": relative_to_root(t.path, root), "reason": t.reason})
             for e in plan.delete:
-                actions.append({"category": plan.name, "action": "would delete", "path": relative_to_root(e.path, root), "reason": f"age {e.age_seconds / 86400:.2f} d"})
+                actions.append(
+                    {"category": plan.name, "action": "would delete", "path": relative_to_root(e.path, root), "reason": f"age {e.age_seconds / 86400:.2f} d"}
+                )
             for d in plan.duplicates:
-                actions.append({"category": plan.name, "action": "would delete duplicate", "path": relative_to_root(d.path, root), "reason": f"same as {relative_to_root(d.original, root)}"})
+                actions.append(
+                    {
+                        "category": plan.name,
+                        "action": "would delete duplicate",
+                        "path": relative_to_root(d.path, root),
+                        "reason": f"same as {relative_to_root(d.original, root)}",
+                    }
+                )
             for e in plan.compress:
-                actions.append({"category": plan.name, "action": "would gzip", "path": relative_to_root(e.path, root), "reason": f"age {e.age_seconds / 86400:.2f} d"})
+                actions.append(
+                    {"category": plan.name, "action": "would gzip", "path": relative_to_root(e.path, root), "reason": f"age {e.age_seconds / 86400:.2f} d"}
+                )
             row.update(deleted_files=0, deduplicated_files=0, compressed_files=0, bytes_freed=0, planned_bytes=plan.bytes_to_free)
         else:
             outcome = cleanup_core.apply_category(plan, open_ids)
@@ -75,11 +86,22 @@ def run_data_cleanup(context, config: HygieneConfig, settings: MaintenanceSettin
             for t in outcome.stale_removed:
                 actions.append({"category": plan.name, "action": "removed temporary", "path": relative_to_root(t.path, root), "reason": t.reason})
             for e in outcome.deleted:
-                actions.append({"category": plan.name, "action": "deleted", "path": relative_to_root(e.path, root), "reason": f"age {e.age_seconds / 86400:.2f} d"})
+                actions.append(
+                    {"category": plan.name, "action": "deleted", "path": relative_to_root(e.path, root), "reason": f"age {e.age_seconds / 86400:.2f} d"}
+                )
             for d in outcome.deduplicated:
-                actions.append({"category": plan.name, "action": "deleted duplicate", "path": relative_to_root(d.path, root), "reason": f"same as {relative_to_root(d.original, root)}"})
+                actions.append(
+                    {
+                        "category": plan.name,
+                        "action": "deleted duplicate",
+                        "path": relative_to_root(d.path, root),
+                        "reason": f"same as {relative_to_root(d.original, root)}",
+                    }
+                )
             for r in outcome.compressed:
-                actions.append({"category": plan.name, "action": "gzipped" if r.ok else "not gzipped", "path": relative_to_root(r.path, root), "reason": r.reason})
+                actions.append(
+                    {"category": plan.name, "action": "gzipped" if r.ok else "not gzipped", "path": relative_to_root(r.path, root), "reason": r.reason}
+                )
             failures += [f"{plan.name}: {relative_to_root(p, root)}: {r}" for p, r in outcome.failed]
             failures += [f"{plan.name}: verification: {p}" for p in outcome.problems]
             row.update(outcome.summary())
@@ -116,7 +138,10 @@ def run_data_cleanup(context, config: HygieneConfig, settings: MaintenanceSettin
     return finish_task(context, redis.get_client(), "data_cleanup", result, failures)
 
 
-@dg.op(pool=DATA_CLEANUP.pool, description="Apply retention per category (market data only when archived), remove duplicate files, gzip old kept files, verify.")
+@dg.op(
+    pool=DATA_CLEANUP.pool,
+    description="Apply retention per category (market data only when archived), remove duplicate files, gzip old kept files, verify.",
+)
 def clean_data_files(context: dg.OpExecutionContext, config: HygieneConfig, settings: MaintenanceSettingsResource, redis: RedisResource) -> dict:
     return run_data_cleanup(context, config, settings, redis)
 

@@ -39,8 +39,20 @@ def run_log_rotation(context, config: HygieneConfig, settings: MaintenanceSettin
         cfg.logs_dir, cfg.maintenance.performance.max_file_size_mb * MB, cfg.hygiene.log_rotations_kept, now, compress_after, open_ids
     )
     root = cfg.data_dir
-    rows = [{"action": op.action, "path": relative_to_root(op.path, root), "target": relative_to_root(op.target, root) if op.target else "", "bytes": op.bytes, "reason": op.reason} for op in plan.ops]
-    rows += [{"action": "skip", "path": relative_to_root(op.path, root), "target": "", "bytes": op.bytes, "reason": op.reason} for op in plan.notes + plan.blocked]
+    rows = [
+        {
+            "action": op.action,
+            "path": relative_to_root(op.path, root),
+            "target": relative_to_root(op.target, root) if op.target else "",
+            "bytes": op.bytes,
+            "reason": op.reason,
+        }
+        for op in plan.ops
+    ]
+    rows += [
+        {"action": "skip", "path": relative_to_root(op.path, root), "target": "", "bytes": op.bytes, "reason": op.reason}
+        for op in plan.notes + plan.blocked
+    ]
     rows = actions_first(rows)
     failures: list[str] = [f"{relative_to_root(op.path, root)}: {op.reason}" for op in plan.blocked]
     if config.dry_run:

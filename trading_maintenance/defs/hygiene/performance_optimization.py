@@ -26,7 +26,12 @@ PERFORMANCE_OPTIMIZATION = MaintenanceTask(
 
 
 def run_performance(
-    context, config: HygieneConfig, settings: MaintenanceSettingsResource, redis: RedisResource, trading_db: TradingDatabaseResource, system_probe: SystemProbeResource
+    context,
+    config: HygieneConfig,
+    settings: MaintenanceSettingsResource,
+    redis: RedisResource,
+    trading_db: TradingDatabaseResource,
+    system_probe: SystemProbeResource,
 ) -> dict:
     cfg = settings.get()
     hygiene = cfg.hygiene
@@ -91,7 +96,10 @@ def run_performance(
     return finish_task(context, client, "performance_optimization", result, failures)
 
 
-@dg.op(pool=PERFORMANCE_OPTIMIZATION.pool, description="Measure Redis memory and largest keys, database sessions, disk and inodes, network connections; write recommendations.")
+@dg.op(
+    pool=PERFORMANCE_OPTIMIZATION.pool,
+    description="Measure Redis memory and largest keys, database sessions, disk and inodes, network connections; write recommendations.",
+)
 def measure_performance(
     context: dg.OpExecutionContext,
     config: HygieneConfig,

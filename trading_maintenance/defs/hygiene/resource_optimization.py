@@ -90,7 +90,10 @@ def run_resource_optimization(context, config: HygieneConfig, settings: Maintena
     return finish_task(context, client, "resource_optimization", result, failures)
 
 
-@dg.op(pool=RESOURCE_OPTIMIZATION.pool, description="Safe actions: MEMORY PURGE when fragmentation is high, trim maintenance:* lists to their caps, gzip old rotated logs and exports.")
+@dg.op(
+    pool=RESOURCE_OPTIMIZATION.pool,
+    description="Safe actions: MEMORY PURGE when fragmentation is high, trim maintenance:* lists to their caps, gzip old rotated logs and exports.",
+)
 def optimize_resources(context: dg.OpExecutionContext, config: HygieneConfig, settings: MaintenanceSettingsResource, redis: RedisResource) -> dict:
     return run_resource_optimization(context, config, settings, redis)
 

@@ -50,7 +50,9 @@ def analyse_maintenance_history(
     limits = {"disk_percent": cfg.maintenance.alerts.disk, "memory_percent": cfg.maintenance.alerts.memory, "cpu_percent": None,
               "health_score": None, "redis_used_memory_bytes": None}
     found_trends = [t for name, values in series.items() if (t := trends.linear_trend(name, values, limits.get(name)))]
-    anomalies = [a for name in ("health_score", "disk_percent", "memory_percent") for a in trends.robust_anomalies(name, series[name], config.anomaly_threshold)]
+    anomalies = [
+        a for name in ("health_score", "disk_percent", "memory_percent") for a in trends.robust_anomalies(name, series[name], config.anomaly_threshold)
+    ]
     rates = trends.failure_rates([(r.task, r.status == "SUCCESS") for r in runs if r.status in ("SUCCESS", "FAILURE") and not r.dry_run])
     fills, fills_note = recent_fills_per_hour(trading_db.get_engine, now, cfg.maintenance.scheduling.timezone, LOAD_HISTORY_DAYS)
     if fills_note:

@@ -91,9 +91,20 @@ def _publish(redis: RedisResource, payload: dict, log) -> bool:
     pool=TRADING_DATA_MAINTENANCE.pool,
     can_subset=True,  # outputs and check results are optional: a dry run yields none
     check_specs=[
-        dg.AssetCheckSpec(CHECK_NO_DUPLICATES, asset=MARKET_DATA_MONTHLY, description="No (symbol, timeframe, timestamp) key appears twice in a written archive."),
-        dg.AssetCheckSpec(CHECK_OHLC, asset=MARKET_DATA_MONTHLY, description=f"At most {OHLC_BAD_FRACTION:.1%} of bars fail OHLC, volume or price sanity (within a small relative tolerance, core.market_data.quality.OHLC_TOLERANCE)."),
-        dg.AssetCheckSpec(CHECK_COVERAGE, asset=MARKET_DATA_MONTHLY, description="Every NYSE trading day has bars and intraday sessions are complete (early closes counted as short sessions)."),
+        dg.AssetCheckSpec(
+            CHECK_NO_DUPLICATES, asset=MARKET_DATA_MONTHLY, description="No (symbol, timeframe, timestamp) key appears twice in a written archive."
+        ),
+        dg.AssetCheckSpec(
+            CHECK_OHLC,
+            asset=MARKET_DATA_MONTHLY,
+            description=f"At most {OHLC_BAD_FRACTION:.1%} of bars fail OHLC, volume or price sanity "
+            "(within a small relative tolerance, core.market_data.quality.OHLC_TOLERANCE).",
+        ),
+        dg.AssetCheckSpec(
+            CHECK_COVERAGE,
+            asset=MARKET_DATA_MONTHLY,
+            description="Every NYSE trading day has bars and intraday sessions are complete (early closes counted as short sessions).",
+        ),
         dg.AssetCheckSpec(
             CHECK_ARCHIVE,
             asset=MARKET_DATA_MONTHLY,
@@ -177,7 +188,17 @@ def market_data_monthly(
             metadata={
                 "bad_bars": ohlc_bad,
                 "bad_fraction": round(ohlc_bad / rows_out, 6),
-                **{name: summary[name] for name in ("high_below_open_close", "low_above_open_close", "negative_volume", "non_positive_price", "outside_session", "outside_file_date")},
+                **{
+                    name: summary[name]
+                    for name in (
+                        "high_below_open_close",
+                        "low_above_open_close",
+                        "negative_volume",
+                        "non_positive_price",
+                        "outside_session",
+                        "outside_file_date",
+                    )
+                },
             },
         ),
         partition_check_result(

@@ -190,7 +190,8 @@ def postgres_facts(engine) -> tuple[dict | None, str]:
             listen = conn.execute(text("SHOW listen_addresses")).scalar() or ""
             ssl = conn.execute(text("SHOW ssl")).scalar() or "off"
             try:
-                rows = conn.execute(text("SELECT type, database, user_name, address, netmask, auth_method FROM pg_hba_file_rules WHERE error IS NULL")).mappings().all()
+                hba_query = text("SELECT type, database, user_name, address, netmask, auth_method FROM pg_hba_file_rules WHERE error IS NULL")
+                rows = conn.execute(hba_query).mappings().all()
                 hba = [{k: (list(v) if isinstance(v, list) else v) for k, v in dict(r).items()} for r in rows]
                 hba_error = ""
             except Exception as exc:  # noqa: BLE001 - needs superuser or pg_read_all_settings
@@ -200,7 +201,9 @@ def postgres_facts(engine) -> tuple[dict | None, str]:
         return None, type(exc).__name__
 
 
-def assess_exposure(ports: dict[str, int], listeners: list, redis_cfg, redis_nopass, redis_error: str, pg: dict | None, pg_error: str) -> list[exp.ExposureFinding]:
+def assess_exposure(
+    ports: dict[str, int], listeners: list, redis_cfg, redis_nopass, redis_error: str, pg: dict | None, pg_error: str
+) -> list[exp.ExposureFinding]:
     findings = exp.exposed_listeners(listeners, ports)
     redis_exposed = any(f.service == "redis" for f in findings)
     if redis_cfg is not None and str(redis_cfg.get("port", "")) == "0":
@@ -311,8 +314,12 @@ def report_metadata(report: dict, raised: list, json_path: Path, sarif_path: Pat
         {"file": f["path"], "line": f["line"], "rule": f["rule"], "masked": f["masked"], "fingerprint": f["fingerprint"][:12], "status": f["status"]}
         for f in secrets["findings"]
     ]
-    perm_rows = [{"path": f["path"], "mode": f["mode"], "problem": f["problem"], "severity": f["severity"], "fix": f["fixed_mode"]} for f in permissions["findings"]]
-    other_rows = [{"check": f["check"], "severity": f["severity"], "message": f["message"]} for f in report["keys"]["findings"] + report["exposure"]["findings"]]
+    perm_rows = [
+        {"path": f["path"], "mode": f["mode"], "problem": f["problem"], "severity": f["severity"], "fix": f["fixed_mode"]} for f in permissions["findings"]
+    ]
+    other_rows = [
+        {"check": f["check"], "severity": f["severity"], "message": f["message"]} for f in report["keys"]["findings"] + report["exposure"]["findings"]
+    ]
     return {
         "status": dg.MetadataValue.text(report["status"]),
         "critical_findings": dg.MetadataValue.int(report["critical_findings"]),

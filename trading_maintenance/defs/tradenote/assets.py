@@ -147,7 +147,9 @@ def tradenote_export(
         "bytes": dg.MetadataValue.int(paths["csv"].stat().st_size),
         "carried_in_symbols": dg.MetadataValue.text(", ".join(sorted(opening)) or "none"),
         "upload": dg.MetadataValue.text(upload),
-        "preview": dg.MetadataValue.md(markdown_table(preview, ["T/D", "Side", "Symbol", "Qty", "Price", "Exec Time", "Comm", "Gross Proceeds", "Net Proceeds"])),
+        "preview": dg.MetadataValue.md(
+            markdown_table(preview, ["T/D", "Side", "Symbol", "Qty", "Price", "Exec Time", "Comm", "Gross Proceeds", "Net Proceeds"])
+        ),
     }
     failure = alert = None
     if result["status"] == "failed":
