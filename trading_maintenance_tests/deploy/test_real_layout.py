@@ -404,8 +404,8 @@ def test_run_limits_hold_through_a_daemon_crash_a_killed_run_a_timeout_and_a_bac
 
         # Its task's slot is free again: the second sleeping run starts, then outlives TASK_TIMEOUT_MINUTES.
         _wait(lambda: instance.get_run_record_by_id(timed_out).start_time, 120, "the waiting sleeping run to start", layout.watched)
-        backfill_runs = _wait(lambda: _backfill_runs(instance, backfill_id), 120, "the backfill's runs", layout.watched)
-        everything = graphql_runs + cli_runs + [run.run_id for run in backfill_runs] + [killed, timed_out]
+        backfill_run_ids = _wait(lambda: _backfill_run_ids(instance, backfill_id), 120, "the backfill's runs", layout.watched)
+        everything = graphql_runs + cli_runs + backfill_run_ids + [killed, timed_out]
         _wait(lambda: _all_finished(instance, everything), 600, "every run to finish", layout.watched)
         _wait(lambda: instance.get_backfill(backfill_id).status != BulkActionStatus.REQUESTED, 90, "the backfill to end",
               layout.watched)
@@ -432,6 +432,8 @@ def test_run_limits_hold_through_a_daemon_crash_a_killed_run_a_timeout_and_a_bac
     assert _status(instance, timed_out) == dg.DagsterRunStatus.FAILURE
     assert "maximum runtime of 60 seconds" in failure_messages(instance, timed_out)
 
+    # Read now, not when the backfill submitted them: those copies still say QUEUED.
+    backfill_runs = [instance.get_run_by_id(run_id) for run_id in backfill_run_ids]
     assert sorted(run.tags["dagster/partition"] for run in backfill_runs) == BACKFILL_MONTHS
     assert instance.get_backfill(backfill_id).status == BulkActionStatus.COMPLETED_SUCCESS
     for run in backfill_runs:
@@ -444,6 +446,7 @@ def test_run_limits_hold_through_a_daemon_crash_a_killed_run_a_timeout_and_a_bac
     assert archives == [f"{month[:7]}.parquet" for month in BACKFILL_MONTHS]
 
 
-def _backfill_runs(instance, backfill_id: str) -> list[dg.DagsterRun]:
-    runs = instance.get_runs(dg.RunsFilter.for_backfill(backfill_id))
-    return [instance.get_run_by_id(run.run_id) for run in runs] if len(runs) == len(BACKFILL_MONTHS) else []
+def _backfill_run_ids(instance, backfill_id: str) -> list[str]:
+    """The backfill's run ids once it has submitted one run per month, else none."""
+    run_ids = instance.get_run_ids(dg.RunsFilter.for_backfill(backfill_id))
+    return run_ids if len(run_ids) == len(BACKFILL_MONTHS) else []
