@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import traceback
 import uuid
 from pathlib import Path
 
@@ -28,13 +29,40 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
 
 @pytest.fixture(autouse=True)
-def _no_leaked_dagster_instance():
-    """An instance a test opened but never closed leaves Dagster's current defs-state storage
-    pointing at a dead weakref; the next `dg.materialize` without an instance then fails. Reset it."""
-    yield
+def _no_leaked_dagster_instance(monkeypatch):
+    """Every Dagster instance a test enters, the test exits.
+
+    Entering an instance makes its defs-state storage Dagster's current one; exiting restores the
+    one current before. An instance left entered (a schedule context built outside `with` opens
+    its own instance from the ref) is exited only when the garbage collector finalises it, at any
+    point of any later test, and then restores the storage of an instance closed long ago: that
+    test's `dg.materialize` fails with "Attempted to resolve undefined DagsterInstance weakref".
+    Such an instance is exited here, in order, and fails the test that left it."""
+    from dagster import DagsterInstance
     from dagster._core.storage.defs_state import base as defs_state_base
 
+    entered: dict[int, tuple[DagsterInstance, str]] = {}
+    enter, leave = DagsterInstance.__enter__, DagsterInstance.__exit__
+
+    def tracked_enter(instance):
+        outside_libraries = [frame for frame in traceback.extract_stack()[:-1] if "site-packages" not in frame.filename]
+        entered[id(instance)] = (instance, "".join(traceback.format_list(outside_libraries[-3:])))
+        return enter(instance)
+
+    def tracked_exit(instance, *exc_info):
+        entered.pop(id(instance), None)
+        return leave(instance, *exc_info)
+
+    monkeypatch.setattr(DagsterInstance, "__enter__", tracked_enter)
+    monkeypatch.setattr(DagsterInstance, "__exit__", tracked_exit)
     defs_state_base._current_storage.set(None)
+    yield
+    left_open = list(entered.values())
+    for instance, _ in reversed(left_open):
+        instance.__exit__(None, None, None)
+    defs_state_base._current_storage.set(None)
+    assert not left_open, ("the test left a Dagster instance entered (use `with` for it and for the schedule or "
+                           "sensor context that opened it); entered at:\n" + left_open[0][1])
 
 
 @pytest.fixture(scope="session")

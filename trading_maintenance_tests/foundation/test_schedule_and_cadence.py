@@ -52,11 +52,11 @@ SETTINGS = {"settings": MaintenanceSettingsResource()}
 
 def test_schedule_evaluation_runs_and_skips_with_reason():
     with dg.instance_for_test() as instance:
-        inside = dg.build_schedule_context(instance=instance, scheduled_execution_time=ny(2026, 11, 30, 10, 5), resources=SETTINGS)
-        request = system_health_check_schedule.evaluate_tick(inside)
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=ny(2026, 11, 30, 10, 5), resources=SETTINGS) as inside:
+            request = system_health_check_schedule.evaluate_tick(inside)
         assert len(request.run_requests) == 1 and request.run_requests[0].run_key
-        closed = dg.build_schedule_context(instance=instance, scheduled_execution_time=ny(2026, 11, 27, 13, 5), resources=SETTINGS)
-        skipped = system_health_check_schedule.evaluate_tick(closed)
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=ny(2026, 11, 27, 13, 5), resources=SETTINGS) as closed:
+            skipped = system_health_check_schedule.evaluate_tick(closed)
         assert not skipped.run_requests and "market closed" in skipped.skip_message
     assert system_health_check_schedule.execution_timezone == "America/New_York"
     assert system_health_check_schedule.description

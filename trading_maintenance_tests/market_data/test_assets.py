@@ -197,17 +197,17 @@ def test_schedule_requests_latest_complete_and_current_month(md_defs):
     # Saturday 2024-05-04 23:00 ET: April is final, May so far
     when = datetime(2024, 5, 5, 3, 0, tzinfo=timezone.utc)
     with dg.instance_for_test() as instance:
-        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=md_defs.get_repository_def(),
-                                         resources={"settings": md_defs.resources["settings"]})
-        requests = list(schedule.evaluate_tick(ctx).run_requests)
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=md_defs.get_repository_def(),
+                                       resources={"settings": md_defs.resources["settings"]}) as ctx:
+            requests = list(schedule.evaluate_tick(ctx).run_requests)
     assert [r.partition_key for r in requests] == ["2024-04-01", "2024-05-01"]
     assert len({r.run_key for r in requests}) == 2
     # Saturday 2024-11-30 23:00 ET: November's last session (early close, 29th) is over
     when = datetime(2024, 12, 1, 4, 0, tzinfo=timezone.utc)
     with dg.instance_for_test() as instance:
-        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=md_defs.get_repository_def(),
-                                         resources={"settings": md_defs.resources["settings"]})
-        requests = list(schedule.evaluate_tick(ctx).run_requests)
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=md_defs.get_repository_def(),
+                                       resources={"settings": md_defs.resources["settings"]}) as ctx:
+            requests = list(schedule.evaluate_tick(ctx).run_requests)
     assert [r.partition_key for r in requests] == ["2024-11-01"]
 
 

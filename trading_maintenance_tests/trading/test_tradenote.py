@@ -251,9 +251,9 @@ def test_schedule_runs_every_day_and_re_exports_a_day_with_fills_after_its_expor
     ny = ZoneInfo("America/New_York")
     with dg.instance_for_test() as instance:
         def tick(when):
-            context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when,
-                                                resources={k: resources[k] for k in ("settings", "trading_db")})
-            return tradenote_export_schedule(context)
+            with dg.build_schedule_context(instance=instance, scheduled_execution_time=when,
+                                           resources={k: resources[k] for k in ("settings", "trading_db")}) as context:
+                return tradenote_export_schedule(context)
 
         holiday = tick(datetime(2024, 7, 4, 18, tzinfo=ny))
         assert [(r.partition_key, r.run_key) for r in holiday] == [("2024-07-04", "tradenote_export:2024-07-04")]
