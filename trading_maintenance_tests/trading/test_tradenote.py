@@ -14,17 +14,17 @@ import dagster as dg
 import pytest
 from sqlalchemy import insert
 
-from trading_maintenance.core.trading import schema as ts
 from trading_maintenance.core.tradenote import export as tn
+from trading_maintenance.core.trading import schema as ts
 from trading_maintenance.defs.tradenote.assets import (
     check_export,
     day_fills,
     next_session_fn,
     tradenote_export,
+    tradenote_export_schedule,
     tradenote_pnl_matches_database,
 )
 from trading_maintenance.defs.tradenote.partitions import journal_day_partitions
-from trading_maintenance.defs.tradenote.assets import tradenote_export_schedule
 
 from ..conftest import write_config
 
