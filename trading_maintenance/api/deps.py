@@ -9,12 +9,14 @@ from fastapi import Request
 from trading_maintenance.api.context import ApiContext, ApiProblem
 
 
-def context(request: Request) -> ApiContext:
+async def context(request: Request) -> ApiContext:
     return request.app.state.ctx
 
 
-def require_token(request: Request) -> None:
-    """With MAINTENANCE_API_TOKEN set, every request must carry `Authorization: Bearer <token>`,
+async def require_token(request: Request) -> None:
+    """Async because it does no I/O: a sync dependency would cost every request a thread-pool hop.
+
+    With MAINTENANCE_API_TOKEN set, every request must carry `Authorization: Bearer <token>`,
     compared in constant time. Without one the server only listens on loopback (see server.py)."""
     expected = request.app.state.ctx.token
     if not expected:

@@ -24,8 +24,8 @@ router = APIRouter(prefix="/maintenance", tags=["state"])
 
 
 @router.get("/status", response_model=Status, summary="Latest health with reasons, runs in progress and queued, results, alerts")
-def status(ctx: ApiContext = Depends(context)) -> dict:
-    return ctx.recent_answer("status", lambda: queries.status(ctx))
+async def status(ctx: ApiContext = Depends(context)):
+    return await ctx.recent_json("status", lambda: queries.status(ctx), Status)
 
 
 @router.get("/health/history", response_model=HealthHistory, summary="Health scores recorded over the last hours")
@@ -34,10 +34,10 @@ def health_history(hours: int = Query(24, ge=1, le=24 * 31), ctx: ApiContext = D
 
 
 @router.get("/history", response_model=list[RunSummary], responses={404: {"model": ErrorBody}}, summary="Past runs, newest first")
-def history(limit: int = Query(50, ge=1, le=1000), task: str | None = Query(None, pattern=NAME_PATTERN),
-            ctx: ApiContext = Depends(context)) -> list[dict]:
+async def history(limit: int = Query(50, ge=1, le=1000), task: str | None = Query(None, pattern=NAME_PATTERN),
+                  ctx: ApiContext = Depends(context)):
     job_name = task_named(task).job_name if task else None
-    return ctx.recent_answer(("history", limit, job_name), lambda: queries.history(ctx, limit, job_name))
+    return await ctx.recent_json(("history", limit, job_name), lambda: queries.history(ctx, limit, job_name), list[RunSummary])
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail, responses={404: {"model": ErrorBody}},
