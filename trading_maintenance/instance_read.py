@@ -216,7 +216,8 @@ def latest_health(reader) -> dict | None:
     }
 
 
-def _trigger(tags) -> str:
+def run_trigger(tags) -> str:
+    """How a run was started: the maintenance trigger tag, else schedule, sensor or the UI."""
     if tags.get(TRIGGER_TAG):
         return tags[TRIGGER_TAG]
     if "dagster/schedule_name" in tags:
@@ -237,7 +238,7 @@ def recent_runs(reader, limit: int, task: str | None = None) -> list[dict]:
                 "job": run.job_name,
                 "task": run.tags.get(TASK_TAG, ""),
                 "status": run.status,
-                "trigger": _trigger(run.tags),
+                "trigger": run_trigger(run.tags),
                 "started": iso(run.start_time),
                 "ended": iso(run.end_time),
                 "duration_s": round(duration, 1) if duration is not None else None,

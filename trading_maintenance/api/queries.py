@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 from trading_maintenance.api.context import ApiContext
 from trading_maintenance.core.common.masking import mask_text
 from trading_maintenance.core.runs.metrics import FinishedRun, window_figures, work_done
-from trading_maintenance.instance_read import RunRow
-from trading_maintenance.run_launch import TASK_TAG, TRIGGER_TAG
+from trading_maintenance.instance_read import RunRow, iso, run_trigger
+from trading_maintenance.run_launch import TASK_TAG
 from trading_maintenance.tasks import TASKS
 
 HEALTH_ASSET = "system_health"
@@ -20,20 +20,6 @@ METRIC_WINDOWS = (7, 30)
 MAX_HEALTH_POINTS = 10_000  # Dagster reads at most this many event records at once
 
 
-def iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat() if ts else None
-
-
-def _trigger(tags) -> str:
-    if tags.get(TRIGGER_TAG):
-        return tags[TRIGGER_TAG]
-    if "dagster/schedule_name" in tags:
-        return "schedule"
-    if "dagster/sensor_name" in tags:
-        return "sensor"
-    return "ui/other"
-
-
 def run_summary(row: RunRow) -> dict:
     duration = row.end_time - row.start_time if row.end_time and row.start_time else None
     return {
@@ -41,7 +27,7 @@ def run_summary(row: RunRow) -> dict:
         "job": row.job_name,
         "task": row.tags.get(TASK_TAG, ""),
         "status": row.status,
-        "trigger": _trigger(row.tags),
+        "trigger": run_trigger(row.tags),
         "partition": row.tags.get("dagster/partition"),
         "created_at": iso(row.created_at),
         "started_at": iso(row.start_time),

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from trading_maintenance.core.common.atomic import process_alive
 from trading_maintenance.core.security.findings import fingerprint, mask
 from trading_maintenance.core.security.reading import BLOCK_SIZE, Piece, raw_blocks
 from trading_maintenance.core.security.scan import SecretScanner
@@ -49,16 +50,6 @@ def redaction_temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.redact.{os.getpid()}.tmp")
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by another user
-    return True
-
-
 def stale_reason(name: str, mtime: float, now: float) -> str | None:
     """Why a redaction temporary is abandoned, or None when it is not one or may still be written.
 
@@ -71,7 +62,7 @@ def stale_reason(name: str, mtime: float, now: float) -> str | None:
             return None
         return "redaction temporary without a process id, untouched for a day"
     pid = int(match["pid"])
-    if pid == os.getpid() or _process_alive(pid):
+    if pid == os.getpid() or process_alive(pid):
         return None
     return f"redaction temporary of process {pid}, which is gone"
 
