@@ -16,6 +16,7 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from pathlib import Path
 
 import polars as pl
@@ -83,6 +84,18 @@ def _named_month(name: str) -> str | None:
     return m.group(1) if m and 1 <= int(m.group(2)) <= 12 and int(name[:4]) >= 1 else None
 
 
+@lru_cache(maxsize=16384)
+def _classify_name(name: str) -> tuple[bool, str | None, bool, date | None]:
+    """(temporary, named month, YYYY-MM-DD.parquet form, day) of an entry's name: a pure function of
+    the name, cached because every symbol's folder holds the same few dozen dates."""
+    return is_temporary_name(name), _named_month(name), _DAY_FILE.match(name) is not None, parse_day_name(name)
+
+
+def day_of_name(name: str) -> date | None:
+    """parse_day_name, cached."""
+    return _classify_name(name)[3]
+
+
 @dataclass(frozen=True)
 class MisnamedEntry:
     """Something in a {SYMBOL}/{timeframe} folder that is not a daily file."""
@@ -103,16 +116,15 @@ def scan_day_folder(folder: str | Path, month: str | None = None) -> tuple[list[
     points at that month or at none."""
     days: list[tuple[date, Path]] = []
     misnamed: list[MisnamedEntry] = []
+    base = Path(folder)  # a child's Path from its folder's: a name parsed, not the whole path
     with os.scandir(folder) as entries:
         for entry in entries:
             name = entry.name
-            if is_temporary_name(name):
+            temporary, named, valid_form, day = _classify_name(name)
+            if temporary:
                 continue
-            named = _named_month(name)
             if month and named is not None and named != month:
                 continue  # another month's: that month's run looks at it
-            valid_form = _DAY_FILE.match(name) is not None
-            day = parse_day_name(name)
             if entry.is_symlink():
                 reason = "symbolic link (never followed)"
             elif entry.is_dir(follow_symlinks=False):
@@ -120,7 +132,7 @@ def scan_day_folder(folder: str | Path, month: str | None = None) -> tuple[list[
             elif not entry.is_file(follow_symlinks=False):
                 reason = "not a regular file"
             elif day is not None:
-                days.append((day, Path(entry.path)))
+                days.append((day, base / name))
                 continue
             elif valid_form:
                 reason = f"{name.removesuffix('.parquet')} is not a real date"

@@ -25,10 +25,11 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 
 from trading_maintenance.core.market_data.io import file_stat, write_json_atomic
-from trading_maintenance.core.market_data.layout import DailyFile, manifest_path, parse_day_name
+from trading_maintenance.core.market_data.layout import DailyFile, day_of_name, manifest_path
 
 MANIFEST_VERSION = 2
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # a month of daily sources is a few KB
@@ -58,13 +59,25 @@ def has_recorded_hash(entry) -> bool:
     return isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and bool(_SHA256.match(entry["sha256"]))
 
 
+def _count_fields(entry: dict, keys: tuple[str, ...]) -> bool:
+    """Every key of `keys` in entry holds a count (an int >= 0, never a bool)."""
+    for k in keys:
+        v = entry.get(k)
+        if type(v) is not int or v < 0:
+            return False
+    return True
+
+
+_SOURCE_COUNTS = ("size", "mtime_ns", "rows", "outside_file_date")
+
+
 def _valid_source(entry, month: str) -> bool:
     if not has_recorded_hash(entry):
         return False
-    day = parse_day_name(str(entry.get("name", "")))
+    day = day_of_name(str(entry.get("name", "")))
     if day is None or day.isoformat()[:7] != month:
         return False
-    if not all(type(entry.get(k)) is int and entry[k] >= 0 for k in ("size", "mtime_ns", "rows", "outside_file_date")):
+    if not _count_fields(entry, _SOURCE_COUNTS):
         return False
     first, last = entry.get("first_us"), entry.get("last_us")
     if entry["rows"] == 0:
@@ -72,17 +85,23 @@ def _valid_source(entry, month: str) -> bool:
     return type(first) is int and type(last) is int and first <= last
 
 
-def _valid_day(row) -> bool:
-    if type(row) is not dict or not all(type(row.get(k)) is int and row[k] >= 0 for k in DAY_COUNTS):
-        return False
-    ny_date = row.get("ny_date")
-    if type(ny_date) is not str or not _ISO_DATE.match(ny_date):
+@lru_cache(maxsize=4096)
+def _real_iso_date(text: str) -> bool:
+    """YYYY-MM-DD naming a real date (cached: a manifest's days repeat across archives)."""
+    if not _ISO_DATE.match(text):
         return False
     try:
-        date.fromisoformat(ny_date)
+        date.fromisoformat(text)
     except ValueError:
         return False
     return True
+
+
+def _valid_day(row) -> bool:
+    if type(row) is not dict or not _count_fields(row, DAY_COUNTS):
+        return False
+    ny_date = row.get("ny_date")
+    return type(ny_date) is str and _real_iso_date(ny_date)
 
 
 def trusted_manifest(archive: Path, symbol: str, timeframe: str, month: str, calendar_name: str) -> dict | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
 import polars as pl
@@ -27,6 +27,8 @@ class MonthSessions:
     month: str
     frame: pl.DataFrame  # ny_date, open, close (UTC)
     counted_days: tuple[date, ...]  # trading days whose session had closed by as_of
+    # per timeframe, what quality.expected_by_day derives from the sessions (the same for every symbol)
+    derived: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def month_sessions(month: str, as_of: datetime | None = None, calendar_name: str = "XNYS") -> MonthSessions:

@@ -97,13 +97,16 @@ def expected_by_day(timeframe: str, sessions: MonthSessions) -> list[tuple[date,
     """(day, expected bars) of the counted sessions, for timeframes whose coverage is checked."""
     if not (timeframe in INTRADAY_MINUTES or timeframe in DAILY_TIMEFRAMES):
         return []
-    counted = set(sessions.counted_days)
-    minutes = INTRADAY_MINUTES.get(timeframe)
-    return [
-        (d, expected_bars(o, c, minutes) if minutes else 1)
-        for d, o, c in sessions.frame.iter_rows()
-        if d in counted
-    ]
+    cached = sessions.derived.get(("expected_by_day", timeframe))
+    if cached is None:
+        counted = set(sessions.counted_days)
+        minutes = INTRADAY_MINUTES.get(timeframe)
+        cached = sessions.derived[("expected_by_day", timeframe)] = tuple(
+            (d, expected_bars(o, c, minutes) if minutes else 1)
+            for d, o, c in sessions.frame.iter_rows()
+            if d in counted
+        )
+    return list(cached)
 
 
 def quality_from_rows(
