@@ -28,26 +28,42 @@ from trading_maintenance.core.market_data.results import GroupResult
 WRITE_THREADS = 2  # archives of one batch written at a time (polars and fsync release the GIL)
 
 
+def _general_dedup(combined: pl.DataFrame) -> pl.DataFrame:
+    return combined.lazy().unique(subset=["_group", *KEY], keep="last").sort(["_group", *KEY]).collect()
+
+
+def _single_key_per_group(ordered: pl.DataFrame) -> bool:
+    """Every group of a frame sorted by group holds one symbol and one timeframe."""
+    return ordered.height == 0 or (
+        ordered["timeframe"].n_unique() == 1 and bool((ordered["symbol"].rle_id() == ordered["_group"].rle_id()).all())
+    )
+
+
 def dedup_sorted(combined: pl.DataFrame) -> pl.DataFrame:
     """Last written row per (_group, symbol, timeframe, timestamp), sorted by that key.
 
-    Fast path when every group holds one symbol and timeframe (the normal case): two stable sorts
-    (timestamp, then group) keep the writing order among equal keys, so the last row of each run of
-    equal (group, timestamp) is the last written. Otherwise a general unique + sort.
+    Fast path when every group holds one symbol and timeframe (the normal case): (group, timestamp)
+    folded into one integer key and the rows sorted once by it, stably, so the writing order is
+    kept among equal keys and the last row of each run of equal keys is the last written (previous
+    archives come first and are already in key order, which the sort finds cheap). Otherwise a
+    general unique + sort.
     """
-    ordered = combined.lazy().sort("timestamp", maintain_order=True).sort("_group", maintain_order=True).collect()
-    groups = ordered["_group"]
-    single = (
-        ordered.height == 0
-        or (ordered["timeframe"].n_unique() == 1 and bool((ordered["symbol"].rle_id() == groups.rle_id()).all()))
-    )
-    if single:
-        last_of_run = (
-            (pl.col("timestamp") != pl.col("timestamp").shift(-1)) | (pl.col("_group") != pl.col("_group").shift(-1))
-        ).fill_null(True)
-        return ordered.filter(last_of_run)
-    return combined.lazy().unique(subset=["_group", *KEY], keep="last").sort(["_group", *KEY]).collect()
-
+    if combined.height == 0 or combined["timestamp"].null_count() or combined["_group"].null_count():
+        return _general_dedup(combined)
+    lo, hi, gmin, gmax = combined.select(
+        pl.col("timestamp").dt.epoch("us").min().alias("lo"),
+        pl.col("timestamp").dt.epoch("us").max().alias("hi"),
+        pl.col("_group").min().alias("gmin"),
+        pl.col("_group").max().alias("gmax"),
+    ).row(0)
+    span = hi - lo + 1
+    if gmin < 0 or (gmax + 1) * span >= 2**62:  # the folded key would not fit: the general way
+        return _general_dedup(combined)
+    key = (pl.col("_group").cast(pl.Int64) * span + (pl.col("timestamp").dt.epoch("us") - lo)).alias("_k")
+    ordered = combined.with_columns(key).sort("_k", maintain_order=True).filter((pl.col("_k") != pl.col("_k").shift(-1)).fill_null(True))
+    if not _single_key_per_group(ordered):
+        return _general_dedup(combined)
+    return ordered.drop("_k")
 
 
 def _scan_batch(plans: list[SourcePlan]):
