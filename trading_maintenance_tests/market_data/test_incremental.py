@@ -358,3 +358,33 @@ def test_a_rewritten_archive_is_made_durable_by_a_folder_fsync_and_a_kept_one_ne
     assert not groups["AAA"].written and groups["BBB"].written and groups["AAA"].verified and groups["BBB"].verified
     folders = {s: os.fspath(archive_path(archive_dir_for(mdir), s, "1min", MAR).parent) for s in ("AAA", "BBB")}
     assert folders["BBB"] in synced and folders["AAA"] not in synced
+
+
+def test_workers_consolidating_while_the_month_is_planned_give_what_one_worker_gives(mdir, tmp_path):
+    """With several workers, batches start while later groups are still being planned: the
+    archives, counts and quality equal those of one worker, on a first run and on a re-run where
+    some groups changed and the rest are unchanged."""
+    symbols = [f"S{i:02d}" for i in range(9)]
+    generate(mdir, symbols, DAYS[0], DAYS[2], dup_fraction=0.03)
+    single = tmp_path / "single" / "parquet" / "market_data"
+    shutil.copytree(mdir, single)
+
+    def same(a, b):
+        sa, sb = a.summary(), b.summary()
+        sa.pop("seconds"), sb.pop("seconds")
+        assert sa == sb
+        assert [(g.symbol, g.quality, g.rows_out, g.files_read, g.written, g.unchanged, g.error) for g in a.groups] == [
+            (g.symbol, g.quality, g.rows_out, g.files_read, g.written, g.unchanged, g.error) for g in b.groups
+        ]
+        for symbol in symbols:
+            assert archive(mdir, symbol).equals(archive(single, symbol))
+
+    same(consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=3, batch_groups=2), consolidate_month(single, MAR, as_of=AS_OF, max_workers=1))
+    for root in (mdir, single):  # a late day for three symbols, one of them with a corrected bar
+        for symbol in ("S01", "S04", "S07"):
+            write_daily(root, session_bars(symbol, DAYS[3], seed=3), symbol, "1min", DAYS[3])
+        bars = session_bars("S04", DAYS[0])
+        write_daily(root, pl.concat([bars, bars.head(1).with_columns(pl.col("volume") + 1)]), "S04", "1min", DAYS[0])
+    again = consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=3, batch_groups=2)
+    same(again, consolidate_month(single, MAR, as_of=AS_OF, max_workers=1))
+    assert again.summary()["archives_unchanged"] == 6

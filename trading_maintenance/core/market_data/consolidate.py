@@ -62,21 +62,24 @@ def consolidate_month(
             path.unlink(missing_ok=True)
     groups, misnamed = scan_daily_files(market_data_dir, month)
     misnamed_report = [quarantine_misnamed(entry, market_data_dir, quarantine_dir, dry_run) for entry in misnamed]
-    plans = {
-        key: plan_sources(archive_path(archive_dir, *key, month), files, *key, month, calendar_name)
-        for key, files in groups.items()
-    }
-    results = [unchanged_result(*key, month, archive_dir, plan, sessions) for key, plan in sorted(plans.items()) if plan.unchanged]
-    batches = plan_batches({key: plan for key, plan in plans.items() if not plan.unchanged}, max_workers, batch_groups)
+
+    def plan(key: tuple[str, str]) -> SourcePlan:
+        return plan_sources(archive_path(archive_dir, *key, month), groups[key], *key, month, calendar_name)
 
     def run(batch):
         return consolidate_batch(batch, month, market_data_dir, archive_dir, quarantine_dir, sessions, dry_run, calendar_name)
 
-    if max_workers <= 1 or len(batches) <= 1:
-        results += [r for batch in batches for r in run(batch)]
+    results: list[GroupResult] = []
+    if max_workers <= 1:
+        plans = {key: plan(key) for key in groups}
+        results = [unchanged_result(*key, month, archive_dir, p, sessions) for key, p in sorted(plans.items()) if p.unchanged]
+        results += [r for batch in plan_batches({k: p for k, p in plans.items() if not p.unchanged}, max_workers, batch_groups) for r in run(batch)]
     else:
+        # batches start while the rest of the month is still being planned (planning is Python,
+        # consolidating mostly polars and I/O, which release the GIL)
         with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="market-data") as pool:
-            results += [r for rs in pool.map(run, batches) for r in rs]
+            futures = [pool.submit(run, batch) for batch in planned_batches(groups, plan, results, month, archive_dir, sessions, max_workers, batch_groups)]
+            results += [r for future in futures for r in future.result()]
     results.sort(key=lambda r: (r.timeframe, r.symbol))
     return MonthResult(month, results, time.perf_counter() - started, dry_run, misnamed_report, [str(p) for p in stale])
 
@@ -113,6 +116,41 @@ def quarantine_misnamed(entry: MisnamedEntry, market_data_dir: Path, quarantine_
         except OSError as exc:
             report["moved_to"] = f"not moved: {type(exc).__name__}: {exc.strerror}"
     return report
+
+
+def planned_batches(
+    groups: dict[tuple[str, str], list],
+    plan,
+    unchanged: list[GroupResult],
+    month: str,
+    archive_dir: Path,
+    sessions: MonthSessions,
+    max_workers: int,
+    batch_groups: int,
+):
+    """Plan the groups in (symbol, timeframe) order and yield batches of one timeframe as they fill,
+    so consolidating starts before planning ends; unchanged groups' results go to `unchanged`.
+    Batches are cut as plan_batches cuts them when every group has something to read; when few
+    have (a re-run), what is pending is also cut every 1/(2 x max_workers) of the groups planned,
+    so the workers share it."""
+    keys = sorted(groups)
+    size = max(1, min(batch_groups, math.ceil(len(keys) / max(1, 2 * max_workers))))
+    stride = max(1, math.ceil(len(keys) / max(1, 2 * max_workers)))
+    pending: dict[str, list] = {}
+    for n, key in enumerate(keys, 1):
+        p = plan(key)
+        if p.unchanged:
+            unchanged.append(unchanged_result(*key, month, archive_dir, p, sessions))
+        else:
+            items = pending.setdefault(key[1], [])
+            items.append((*key, p))
+            if len(items) >= size:
+                yield pending.pop(key[1])
+        if n % stride == 0:
+            for tf in [tf for tf, items in pending.items() if len(items) >= 2]:
+                yield pending.pop(tf)
+    for tf in sorted(pending):
+        yield pending[tf]
 
 
 def plan_batches(
