@@ -84,14 +84,23 @@ def _scan_batch(plans: list[SourcePlan]):
             pl.Series("_group", np.repeat(group_of_file, lengths)).cast(pl.Int32),
         )
         ranges = [{} for _ in plans]
-        bounds = (
-            daily.lazy()
-            .group_by("_group", "_file_date")
-            .agg(pl.col("timestamp").dt.epoch("us").min().alias("lo"), pl.col("timestamp").dt.epoch("us").max().alias("hi"))
-            .collect()
-        )
-        for g, d, lo, hi in bounds.iter_rows():
-            ranges[g][d] = (lo, hi)
+        if daily.height and not daily["timestamp"].null_count():
+            # each file's rows are one run (scan_runs), and a group has one file per day: the
+            # range of each nonempty run
+            epoch = daily["timestamp"].dt.epoch("us").to_numpy()
+            nonempty = [k for k, n in enumerate(lengths) if n]
+            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)[nonempty]
+            for k, lo, hi in zip(nonempty, np.minimum.reduceat(epoch, starts), np.maximum.reduceat(epoch, starts)):
+                ranges[group_of_file[k]][files[k].day] = (int(lo), int(hi))
+        else:
+            bounds = (
+                daily.lazy()
+                .group_by("_group", "_file_date")
+                .agg(pl.col("timestamp").dt.epoch("us").min().alias("lo"), pl.col("timestamp").dt.epoch("us").max().alias("hi"))
+                .collect()
+            )
+            for g, d, lo, hi in bounds.iter_rows():
+                ranges[g][d] = (lo, hi)
         widened = [plan.widen(list(r.values())) for plan, r in zip(plans, ranges)]
         if not any(widened):
             return daily, lengths, stats, hashes, ranges
