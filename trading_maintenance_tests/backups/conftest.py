@@ -13,6 +13,14 @@ from sqlalchemy import create_engine
 from trading_maintenance_tests.conftest import claim_redis_database
 
 
+@pytest.fixture(autouse=True)
+def private_key_cache(tmp_path, monkeypatch):
+    """Each test's repository key cache in its own folder, never the user's."""
+    folder = tmp_path / "key-cache"
+    monkeypatch.setenv("BACKUP_KEY_CACHE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def spare_redis_url(redis_server_url, redis_url):
     """Another flushed logical database, claimed with the same lock keys as the root conftest."""

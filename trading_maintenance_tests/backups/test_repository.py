@@ -250,3 +250,50 @@ def test_data_cleanup_never_touches_the_repository_however_old(tmp_path, data_di
     touched = [e.path for e in plan.delete] + [str(d) for d in plan.duplicates] + [e.path for e in plan.compress]
     assert not any("/repository/" in str(p) for p in touched), touched
     assert [e.path for e in plan.delete] == [str(stray)]  # the category still works beside it
+
+
+def test_key_cache_spares_scrypt_yet_refuses_a_wrong_key_and_stays_private(data_dir, private_key_cache, monkeypatch):
+    from trading_maintenance.core.backups import repository as repository_module
+
+    backups = data_dir / "backups"
+    created = Repository.open_or_create(backups, KEY)
+    cached = list(private_key_cache.iterdir())
+    assert len(cached) == 1 and (cached[0].stat().st_mode & 0o777) == 0o600
+    assert (private_key_cache.stat().st_mode & 0o777) == 0o700
+    assert not [p for p in backups.rglob("*") if p.name == cached[0].name]
+    assert KEY.encode() not in cached[0].read_bytes()
+
+    def no_scrypt(secret, salt):
+        raise AssertionError("scrypt ran although the key cache holds this repository's key")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(repository_module, "derive_master", no_scrypt)
+        reopened = Repository.open_or_create(backups, KEY, create=False)
+    assert reopened.keys.id_key == created.keys.id_key and reopened.keys.check == created.keys.check
+
+    with pytest.raises(RepositoryError, match="wrong encryption key"):
+        Repository.open_or_create(backups, "another-key")
+    assert len(list(private_key_cache.iterdir())) == 1
+
+    # a cache file that is not private, is corrupt or holds another key is ignored: scrypt again, same
+    # keys, and the cache written anew (0600, the right key)
+    import json
+
+    original = json.loads(cached[0].read_text())
+    for mode, content in [(0o644, json.dumps(original)), (0o600, json.dumps({**original, "master": "11" * 32})),
+                          (0o600, "{not json")]:
+        cached[0].write_text(content)
+        cached[0].chmod(mode)
+        derived: list[int] = []
+        with monkeypatch.context() as patched:
+            patched.setattr(repository_module, "derive_master",
+                            lambda s, salt, derived=derived, real=repository_module.derive_master: derived.append(1) or real(s, salt))
+            assert Repository.open_or_create(backups, KEY).keys.id_key == created.keys.id_key
+        assert derived == [1]
+        assert json.loads(cached[0].read_text()) == original and (cached[0].stat().st_mode & 0o777) == 0o600
+
+def test_key_cache_inside_the_backups_folder_is_never_used(data_dir):
+    backups = data_dir / "backups"
+    Repository.open_or_create(backups, KEY, key_cache=backups / "keys")
+    Repository.open_or_create(backups, KEY, key_cache=backups / "keys")
+    assert not (backups / "keys").exists()

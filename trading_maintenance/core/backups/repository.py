@@ -9,7 +9,8 @@
 
 A chunk's id is a keyed BLAKE2b of its plaintext (keyed so ids reveal nothing about the content),
 so a chunk is stored once whatever file or backup it comes from. Keys are derived from the backup
-key (scrypt, then BLAKE2b per purpose). Every read authenticates, decompresses within the size the
+key (scrypt, then BLAKE2b per purpose). scrypt costs ~50 ms of CPU, most of a re-run that finds
+little changed, so its result is kept in a local key cache (see KeyCache), never in the repository. Every read authenticates, decompresses within the size the
 index declares and checks the chunk's id: a changed byte is found, never restored.
 """
 
@@ -20,6 +21,7 @@ import hashlib
 import hmac
 import json
 import os
+import stat
 import struct
 import time
 from collections.abc import Iterator
@@ -58,13 +60,20 @@ class BlobRef:
     raw_length: int
 
 
-class Keys:
-    """Encryption and chunk-id keys derived from the backup key; None secret = an unencrypted repository."""
+def derive_master(secret: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(secret.encode("utf-8"), salt=salt, n=2**14, r=8, p=1, dklen=32)
 
-    def __init__(self, secret: str | None, salt: bytes):
+
+class Keys:
+    """Encryption and chunk-id keys derived from the backup key; None secret = an unencrypted repository.
+    `master` (the scrypt result for this secret and salt, from the key cache) spares deriving it again."""
+
+    def __init__(self, secret: str | None, salt: bytes, master: bytes | None = None):
         self.encrypted = bool(secret)
+        self.master = b""
         if secret:
-            master = hashlib.scrypt(secret.encode("utf-8"), salt=salt, n=2**14, r=8, p=1, dklen=32)
+            master = master or derive_master(secret, salt)
+            self.master = master
             self.aead = AESGCM(hashlib.blake2b(b"encryption", key=master, digest_size=32).digest())
             self.id_key = hashlib.blake2b(b"chunk-id", key=master, digest_size=32).digest()
             self.check = hashlib.blake2b(b"key-check", key=master, digest_size=32).hexdigest()
@@ -89,6 +98,97 @@ class Keys:
             return self.aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], context)
         except (InvalidTag, ValueError):
             raise RepositoryError(f"{what} failed authentication: altered, corrupt or sealed with another key") from None
+
+
+KEY_CACHE_ENV = "BACKUP_KEY_CACHE_DIR"
+_CACHE_VERSION = 1
+_CACHE_LIMIT = 4096
+
+
+def default_key_cache_dir() -> Path:
+    """BACKUP_KEY_CACHE_DIR, else DAGSTER_HOME/backup-key-cache, else the user's cache folder: private to
+    this machine and user, never under backups/ (so never mirrored to the object store)."""
+    if os.environ.get(KEY_CACHE_ENV):
+        return Path(os.environ[KEY_CACHE_ENV]).expanduser()
+    if os.environ.get("DAGSTER_HOME"):
+        return Path(os.environ["DAGSTER_HOME"]).expanduser() / "backup-key-cache"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "trading-maintenance" / "backup-key-cache"
+
+
+class KeyCache:
+    """The scrypt result of a repository's secret, kept in a 0600 file of a 0700 folder outside the
+    backups folder, named by the repository (its salt and key check) and holding a keyed check of the
+    secret (HMAC-SHA256 under the derived key), so a repeat run skips scrypt.
+
+    It is used only when the folder and file belong to this user and nobody else can read or write
+    them, the check of the secret given matches, and the key it holds matches the repository's key
+    check; anything else (missing, foreign, corrupt, another secret) falls back to scrypt, so a wrong
+    secret is refused as before. It holds what decrypts the repository: as private as the secret.
+    """
+
+    def __init__(self, folder: Path, backups_dir: Path):
+        folder, backups = Path(os.path.realpath(folder)), Path(os.path.realpath(backups_dir))
+        self.folder = None if folder == backups or backups in folder.parents else folder
+
+    @staticmethod
+    def _name(salt: bytes, check: str) -> str:
+        return hashlib.blake2b(salt + check.encode(), digest_size=20, person=b"tm-key-cache").hexdigest()
+
+    @staticmethod
+    def _secret_check(master: bytes, secret: str) -> str:
+        return hmac.new(master, b"key-cache-secret-check\0" + secret.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def _private(self, st: os.stat_result, kind: int) -> bool:
+        return (stat.S_IFMT(st.st_mode) == kind and st.st_uid == os.geteuid() and not st.st_mode & 0o077)
+
+    def load(self, secret: str, salt: bytes, check: str) -> bytes | None:
+        if self.folder is None:
+            return None
+        path = self.folder / self._name(salt, check)
+        try:
+            if not self._private(os.lstat(self.folder), stat.S_IFDIR):
+                return None
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            with open(fd, "rb") as handle:
+                if not self._private(os.fstat(handle.fileno()), stat.S_IFREG):
+                    return None
+                data = handle.read(_CACHE_LIMIT + 1)
+            if len(data) > _CACHE_LIMIT:
+                return None
+            document = json.loads(data)
+            master = bytes.fromhex(document["master"])
+            if document["version"] != _CACHE_VERSION or len(master) != 32:
+                return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not hmac.compare_digest(self._secret_check(master, secret), str(document.get("secret_check"))):
+            return None
+        if not hmac.compare_digest(hashlib.blake2b(b"key-check", key=master, digest_size=32).hexdigest(), check):
+            return None
+        return master
+
+    def store(self, secret: str, salt: bytes, check: str, master: bytes) -> None:
+        """Best effort: a folder that cannot be made private or written only means scrypt next time."""
+        if self.folder is None:
+            return
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not self._private(os.lstat(self.folder), stat.S_IFDIR):
+                return
+            path = self.folder / self._name(salt, check)
+            temp = self.folder / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.partial"
+            document = {"version": _CACHE_VERSION, "master": master.hex(), "secret_check": self._secret_check(master, secret)}
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                with open(fd, "wb") as handle:
+                    handle.write(json.dumps(document).encode())
+                os.replace(temp, path)
+            except OSError:
+                temp.unlink(missing_ok=True)
+                raise
+        except OSError:
+            return
 
 
 def encode_chunk(keys: Keys, data: bytes, compressor: zstandard.ZstdCompressor) -> tuple[str, bytes]:
@@ -130,8 +230,12 @@ class Repository:
     # ----------------------------------------------------------------- opening and locking
 
     @classmethod
-    def open_or_create(cls, backups_dir: str | Path, secret: str | None, create: bool = True) -> Repository:
+    def open_or_create(cls, backups_dir: str | Path, secret: str | None, create: bool = True,
+                       key_cache: str | Path | None = None) -> Repository:
+        """`key_cache`: the folder of the key cache (default: default_key_cache_dir()); the cache is not
+        used when it lies inside backups_dir."""
         root = Path(backups_dir) / REPOSITORY_DIR
+        cache = KeyCache(Path(key_cache) if key_cache is not None else default_key_cache_dir(), Path(backups_dir))
         config_path = root / "config.json"
         if not config_path.exists():
             if not create:
@@ -143,6 +247,8 @@ class Repository:
             config = {"version": FORMAT_VERSION, "encrypted": keys.encrypted, "salt": salt.hex(), "key_check": keys.check,
                       "chunker": {"algorithm": "fastcdc", "min": CHUNK_MIN, "avg": CHUNK_AVG, "max": CHUNK_MAX}}
             _write_file(config_path, json.dumps(config, indent=1).encode())
+            if keys.encrypted:
+                cache.store(secret, salt, keys.check, keys.master)
             return cls(root, keys, config)
         try:
             config = json.loads(_read_bounded(config_path, 1 << 16))
@@ -154,9 +260,12 @@ class Repository:
             raise RepositoryError(f"{config_path}: field 'version' is {version!r}; this program reads version {FORMAT_VERSION}")
         if encrypted and not secret:
             raise RepositoryError("the backup repository is encrypted: set BACKUP_ENCRYPTION_KEY (or backup.encryption_key)")
-        keys = Keys(secret if encrypted else None, salt)
+        cached = cache.load(secret, salt, str(check)) if encrypted else None
+        keys = Keys(secret if encrypted else None, salt, cached)
         if encrypted and not hmac.compare_digest(keys.check, str(check)):
             raise RepositoryError("wrong encryption key: the repository was created with a different BACKUP_ENCRYPTION_KEY")
+        if encrypted and cached is None:
+            cache.store(secret, salt, keys.check, keys.master)
         return cls(root, keys, config)
 
     @contextmanager
