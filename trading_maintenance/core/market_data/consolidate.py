@@ -130,25 +130,38 @@ def planned_batches(
 ):
     """Plan the groups in (symbol, timeframe) order and yield batches of one timeframe as they fill,
     so consolidating starts before planning ends; unchanged groups' results go to `unchanged`.
-    Batches are cut as plan_batches cuts them when every group has something to read; when few
-    have (a re-run), what is pending is also cut every 1/(2 x max_workers) of the groups planned,
-    so the workers share it."""
+
+    When every group has something to read (a first run), the batches are as many as plan_batches
+    would cut (at most batch_groups groups each), rounded up to a multiple of max_workers, and of
+    equal size, so no worker is left alone with a last batch while the others wait. When few have
+    (a re-run), what is pending is also cut every 1/(2 x max_workers) of the groups planned, so the
+    workers share it."""
     keys = sorted(groups)
-    size = max(1, min(batch_groups, math.ceil(len(keys) / max(1, 2 * max_workers))))
-    stride = max(1, math.ceil(len(keys) / max(1, 2 * max_workers)))
+    workers = max(1, max_workers)
+    largest = max(1, min(batch_groups, math.ceil(len(keys) / (2 * workers))))
+    count = max(1, math.ceil(len(keys) / largest))
+    if len(keys) // (math.ceil(count / workers) * workers) >= 2:  # never batches of one where plan_batches has none
+        count = math.ceil(count / workers) * workers
+    sizes = [len(keys) // count + (i < len(keys) % count) for i in range(count)]
+    stride = max(1, math.ceil(len(keys) / (2 * workers)))
     pending: dict[str, list] = {}
+    cut = changed = 0
     for n, key in enumerate(keys, 1):
         p = plan(key)
         if p.unchanged:
             unchanged.append(unchanged_result(*key, month, archive_dir, p, sessions))
         else:
+            changed += 1
             items = pending.setdefault(key[1], [])
             items.append((*key, p))
-            if len(items) >= size:
+            if len(items) >= sizes[min(cut, count - 1)]:
+                cut += 1
                 yield pending.pop(key[1])
         if n % stride == 0:
-            for tf in [tf for tf, items in pending.items() if len(items) >= 2]:
-                yield pending.pop(tf)
+            if 2 * changed < stride:  # few groups to read: what is pending goes now
+                for tf in [tf for tf, items in pending.items() if len(items) >= 2]:
+                    yield pending.pop(tf)
+            changed = 0
     for tf in sorted(pending):
         yield pending[tf]
 
