@@ -297,3 +297,19 @@ def test_key_cache_inside_the_backups_folder_is_never_used(data_dir):
     Repository.open_or_create(backups, KEY, key_cache=backups / "keys")
     Repository.open_or_create(backups, KEY, key_cache=backups / "keys")
     assert not (backups / "keys").exists()
+
+
+@pytest.mark.parametrize("entry", [["ab" * 32, 0, 10], ["ab" * 32, -1, 10, 10], ["AB" * 32, 0, 10, 10], ["ab" * 32, 0, True, 10],
+                                   ["ab" * 32, 0, 10, 1 << 30], "ab" * 32, ["ab" * 32, 0, 10, 10, 0]])
+def test_index_entry_of_the_wrong_shape_is_refused(data_dir, entry):
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+    name, sealed = repo.seal_index({"cd" * 32: [["ef" * 32, 0, 5, 5], entry]})
+    (repo.root / "index" / name).write_bytes(sealed)
+    with pytest.raises(RepositoryError, match="invalid entry"):
+        repo.load_index()
+    name, sealed = repo.seal_index({"cd" * 32: [["ef" * 32, 0, 5, 5]]})
+    (repo.root / "index" / name).write_bytes(sealed)
+    for other in repo.index_files():
+        if other != name:
+            (repo.root / "index" / other).unlink()
+    assert list(repo.load_index()[0]) == ["ef" * 32]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import zstandard
 
@@ -79,8 +79,7 @@ def check_member_name(name: str) -> str:
     """Refuse names that could land outside the extraction target ("tar slip")."""
     if not name or "\\" in name or "\0" in name:
         raise ArchiveError(f"unsafe member name {name!r} in archive: refused (possible tar slip)")
-    path = PurePosixPath(name)
-    if path.is_absolute() or any(part in ("..", "") for part in name.split("/")) or name.startswith("./"):
+    if name.startswith("/") or any(part in ("..", "") for part in name.split("/")) or name.startswith("./"):
         raise ArchiveError(f"unsafe member path {name!r} would land outside its target: refused (tar slip)")
     return name
 

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import stat
 import struct
 import time
@@ -215,8 +216,11 @@ def decode_chunk(keys: Keys, chunk_id: str, stored: bytes, raw_length: int) -> b
     return data
 
 
+_HEX_ID = re.compile(r"[0-9a-f]{64}")
+
+
 def _is_hex_id(name: str) -> bool:
-    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+    return type(name) is str and _HEX_ID.fullmatch(name) is not None
 
 
 class Repository:
@@ -382,10 +386,15 @@ class Repository:
             files[name] = list(packs)
             for pack_id, entries in packs.items():
                 for item in entries:
-                    if not (isinstance(item, list) and len(item) == 4 and _is_hex_id(str(item[0]))
-                            and all(type(v) is int and v >= 0 for v in item[1:]) and item[3] <= CHUNK_MAX):
+                    try:  # unpacking checks the shape: a list of exactly four
+                        chunk_id, offset, length, raw = item if type(item) is list else ()
+                    except ValueError:
+                        chunk_id = None
+                    if not (_is_hex_id(chunk_id) and type(offset) is int and type(length) is int and type(raw) is int
+                            and offset >= 0 and length >= 0 and 0 <= raw <= CHUNK_MAX):
                         raise RepositoryError(f"index {name[:16]} lists an invalid entry for pack {pack_id[:16]}")
-                    chunks.setdefault(item[0], BlobRef(pack_id, item[1], item[2], item[3]))
+                    if chunk_id not in chunks:
+                        chunks[chunk_id] = BlobRef(pack_id, offset, length, raw)
         return chunks, files
 
     def write_index(self, packs: dict[str, list[tuple[str, BlobRef]]]) -> str | None:
