@@ -92,8 +92,9 @@ def _classify_name(name: str) -> tuple[bool, str | None, bool, date | None]:
 
 
 def day_of_name(name: str) -> date | None:
-    """parse_day_name, cached."""
-    return _classify_name(name)[3]
+    """parse_day_name, cached for names short enough to be one (a manifest's names are not trusted:
+    a long one is never kept)."""
+    return _classify_name(name)[3] if len(name) <= 19 else None  # YYYY-MM-DD.parquet (+ a newline $ allows)
 
 
 @dataclass(frozen=True)

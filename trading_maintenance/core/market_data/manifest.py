@@ -101,7 +101,7 @@ def _valid_day(row) -> bool:
     if type(row) is not dict or not _count_fields(row, DAY_COUNTS):
         return False
     ny_date = row.get("ny_date")
-    return type(ny_date) is str and _real_iso_date(ny_date)
+    return type(ny_date) is str and len(ny_date) <= 11 and _real_iso_date(ny_date)  # longer never matches: not cached
 
 
 def trusted_manifest(archive: Path, symbol: str, timeframe: str, month: str, calendar_name: str) -> dict | None:
