@@ -47,6 +47,36 @@ def _with_ny_date(lf: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+_MAX_TABLE_HOURS = 24 * 400  # a month's bars span ~750 hours; a wider span takes the general way
+
+
+def _with_day_columns(lf: pl.LazyFrame, sessions: pl.DataFrame | None) -> pl.LazyFrame | None:
+    """lf with `ny_date` (and with sessions, the day's `session_open` and `session_close`) looked up
+    in a table of every UTC hour from the first bar's to the last's, by position: no hash join.
+    None when the span is wider than _MAX_TABLE_HOURS, a timestamp is null or out of range, or an
+    hour of the span is not on one New York date (then _with_ny_date and a join decide)."""
+    hour = pl.col("timestamp").dt.epoch("us") // _HOUR_US
+    try:
+        lo, hi, nulls = lf.select(hour.min().alias("lo"), hour.max().alias("hi"), pl.col("timestamp").null_count().alias("n")).collect().row(0)
+        if lo is None or nulls or hi - lo >= _MAX_TABLE_HOURS:
+            return None
+        start = pl.from_epoch(pl.col("_hour") * _HOUR_US, time_unit="us").dt.replace_time_zone("UTC")
+        end = start + pl.duration(microseconds=_HOUR_US - 1)
+        table = pl.DataFrame({"_hour": pl.int_range(lo, hi + 1, eager=True)}).select(
+            start.dt.convert_time_zone(NY).dt.date().alias("ny_date"), end.dt.convert_time_zone(NY).dt.date().alias("_end")
+        )
+    except pl.exceptions.PolarsError:
+        return None
+    if bool((table["ny_date"] != table["_end"]).any()):
+        return None
+    columns = {"ny_date": table["ny_date"]}
+    if sessions is not None:
+        days = table.select("ny_date").join(sessions, on="ny_date", how="left", maintain_order="left")
+        columns["session_open"], columns["session_close"] = days["session_open"], days["session_close"]
+    position = hour - lo
+    return lf.with_columns(*(pl.lit(values).gather(position).alias(name) for name, values in columns.items()))
+
+
 def per_day_counts(lf: pl.LazyFrame, timeframe: str, sessions: MonthSessions, by: list[str] | None = None) -> pl.LazyFrame:
     """Sanity flags counted per New York day and source file date (and per `by` columns), with the
     rows of each (`_rows`): one pass over the bars. `_file_date` is null for rows of the previous
@@ -56,9 +86,14 @@ def per_day_counts(lf: pl.LazyFrame, timeframe: str, sessions: MonthSessions, by
     lo_oc = pl.min_horizontal("open", "close")
     intraday = timeframe in INTRADAY_MINUTES
     checks_date = intraday or timeframe in DAILY_TIMEFRAMES
-    lf = _with_ny_date(lf)
+    looked_up = _with_day_columns(lf, sessions.frame if intraday else None)
+    if looked_up is not None:
+        lf = looked_up
+    else:
+        lf = _with_ny_date(lf)
+        if intraday:
+            lf = lf.join(sessions.frame.lazy(), on="ny_date", how="left")
     if intraday:
-        lf = lf.join(sessions.frame.lazy(), on="ny_date", how="left")
         outside_session = (
             pl.col("session_open").is_null()
             | (pl.col("timestamp") < pl.col("session_open"))
