@@ -205,7 +205,7 @@ def test_a_rerun_reads_the_index_and_each_snapshot_once_and_no_unchanged_file(tm
     monkeypatch.setattr("builtins.open", counting_open)
     outcome = _backup(repo, data_dir, tmp_path, NOW + timedelta(days=3))
     assert calls["index"] == 1
-    assert len(calls["snapshots"]) <= 4  # three to list them, the newest once more as the parent
+    assert len(calls["snapshots"]) == 3  # each once to list them, the newest kept from the listing as the parent
     assert outcome.archive.manifest["repository"]["reused_files"] == 5
     assert calls["opened"] == [str(files[2])]  # the unchanged files are recognised without being opened
 
@@ -313,3 +313,39 @@ def test_index_entry_of_the_wrong_shape_is_refused(data_dir, entry):
         if other != name:
             (repo.root / "index" / other).unlink()
     assert list(repo.load_index()[0]) == ["ef" * 32]
+
+
+def test_listing_stat_reuses_unchanged_files_and_rereads_one_of_the_same_size_with_a_new_mtime(tmp_path, data_dir, monkeypatch):
+    from trading_maintenance.core.backups.run import collect_trading_files
+
+    files = _tree(data_dir, files=5, size=40_000)
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+
+    def backup(now):
+        listed, _, _ = collect_trading_files(data_dir, ["parquet"], 0, now)
+        assert all(p.stat is not None for p in listed)
+        return create_backup(dest_dir=data_dir / "backups", fmt="tar.zst", secret=KEY, parts=["trading_data"], config_path=None,
+                             effective_settings={}, secret_keys=set(), data_dir=data_dir, trading_files=listed, now=now,
+                             work_root=tmp_path, repository=repo)
+
+    backup(NOW)
+    new_content = os.urandom(40_000)
+    files[1].write_bytes(new_content)
+    st = files[1].stat()
+    os.utime(files[1], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    os.utime(files[3], ns=(st.st_atime_ns, files[3].stat().st_mtime_ns + 1_000_000_000))  # touched, same bytes
+    opened = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: (opened.append(str(path)) if str(path).startswith(
+        str(data_dir / "parquet")) else None) or real_open(path, *a, **k))
+    outcome = backup(NOW + timedelta(days=1))
+    monkeypatch.undo()
+    assert sorted(opened) == sorted([str(files[1]), str(files[3])])
+    assert outcome.archive.manifest["repository"]["reused_files"] == 3
+    members = {m["name"]: m for m in outcome.archive.manifest["members"]}
+    assert members[f"data/{files[1].relative_to(data_dir).as_posix()}"]["stat"][1] == files[1].stat().st_mtime_ns
+    target = tmp_path / "restored"
+    restore_backup(select_snapshot(repo).name, KEY, {"trading_data"}, stage_root=tmp_path / "stage", data_dir=target,
+                   repository=repo, data_folders=("parquet",))
+    assert (target / files[1].relative_to(data_dir)).read_bytes() == new_content
+    assert (target / files[3].relative_to(data_dir)).read_bytes() == files[3].read_bytes()

@@ -79,7 +79,9 @@ def check_member_name(name: str) -> str:
     """Refuse names that could land outside the extraction target ("tar slip")."""
     if not name or "\\" in name or "\0" in name:
         raise ArchiveError(f"unsafe member name {name!r} in archive: refused (possible tar slip)")
-    if name.startswith("/") or any(part in ("..", "") for part in name.split("/")) or name.startswith("./"):
+    # an empty part (leading, trailing or doubled "/") or a ".." part, without splitting the name
+    if (name.startswith(("/", "./", "../")) or name.endswith(("/", "/..")) or "//" in name or "/../" in name
+            or name == ".."):
         raise ArchiveError(f"unsafe member path {name!r} would land outside its target: refused (tar slip)")
     return name
 

@@ -48,6 +48,7 @@ class PlannedFile:
     member: str
     path: str
     size: int
+    stat: tuple[int, int, int] | None = None  # (size, mtime_ns, inode) as listed: an unchanged file is not stat'ed again
 
 
 @dataclass
@@ -71,6 +72,7 @@ def collect_trading_files(data_dir: Path, include: list[str], recent_days: int, 
     excluded = 0
     cutoff = (now - timedelta(days=recent_days)).date().isoformat() if recent_days > 0 else None
     data_root = Path(data_dir).resolve()
+    prefix = len(data_root.as_posix()) + 1
     for folder in include:
         root = (data_root / folder).resolve()
         if not root.is_relative_to(data_root) or not root.is_dir():
@@ -99,11 +101,12 @@ def collect_trading_files(data_dir: Path, include: list[str], recent_days: int, 
                     excluded += 1
                     continue
                 try:
-                    size = entry.stat(follow_symlinks=False).st_size
+                    st = entry.stat(follow_symlinks=False)
                 except OSError as exc:
                     skipped.append(f"{entry.path}: {exc.strerror}")
                     continue
-                files.append(PlannedFile(f"data/{entry.path[len(data_root.as_posix()) + 1:]}", entry.path, size))
+                files.append(PlannedFile(f"data/{entry.path[prefix:]}", entry.path, st.st_size,
+                                         (st.st_size, st.st_mtime_ns, st.st_ino)))
             pending.extend(reversed(subfolders))
     return files, skipped, excluded
 
@@ -191,8 +194,8 @@ def create_backup(
             if repaired.changed:
                 warnings += repaired.lines()
                 loaded = repository.load_index()
-            listing = list_snapshots(repository)
-            parent = repository.read_snapshot(listing.refs[-1].name) if listing.refs else None
+            listing = list_snapshots(repository, keep_newest=True)
+            parent = listing.newest
             pack_work = stack.enter_context(owned_temp_dir(repository.root / "tmp", WORK_PREFIX))
             writer = stack.enter_context(SnapshotWriter(repository, pack_work, parent, now=now, known=loaded[0],
                                                         taken={r.backup_id for r in listing.refs}))
@@ -237,7 +240,10 @@ def create_backup(
         if "trading_data" in parts:
             for planned in trading_files or []:
                 try:
-                    member = writer.add_file(planned.member, planned.path, "trading_data", planned.path)
+                    if repository is None:
+                        member = writer.add_file(planned.member, planned.path, "trading_data", planned.path)
+                    else:
+                        member = writer.add_file(planned.member, planned.path, "trading_data", planned.path, listed=planned.stat)
                 except FileNotFoundError:
                     warnings.append(f"{planned.path}: deleted before it could be read; skipped")
                     continue

@@ -175,16 +175,20 @@ class SnapshotWriter:
                 break
         return digest.hexdigest(), short
 
-    def add_file(self, name: str, path: str | Path, kind: str, source: str = "") -> MemberInfo:
+    def add_file(self, name: str, path: str | Path, kind: str, source: str = "",
+                 listed: tuple[int, int, int] | None = None) -> MemberInfo:
+        """`listed`: the file's (size, mtime_ns, inode) as the tree listing saw it, spares a stat."""
         check_member_name(name)
         previous = self.parent.get(name) if source else None
         if previous is not None:  # an unchanged file is recognised by its metadata alone, never opened
-            st = os.stat(path, follow_symlinks=False)
-            stat = [st.st_size, st.st_mtime_ns, st.st_ino]
+            if listed is None:
+                st = os.stat(path, follow_symlinks=False)
+                listed = (st.st_size, st.st_mtime_ns, st.st_ino)
+            stat = list(listed)
             if (previous.get("stat") == stat and previous.get("kind") == kind
                     and all(c in self.known for c in previous.get("chunks", []))):
                 self.reused_files += 1
-                return self._record(name, st.st_size, previous["sha256"], kind, source, list(previous["chunks"]), stat)
+                return self._record(name, stat[0], previous["sha256"], kind, source, list(previous["chunks"]), stat)
         with open(path, "rb", buffering=0) as handle:
             st = os.fstat(handle.fileno())
             stat = [st.st_size, st.st_mtime_ns, st.st_ino]

@@ -31,10 +31,14 @@ class SnapshotListing:
     details: dict[str, dict] = field(default_factory=dict)  # snapshot file id -> files, new bytes
     problems: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    newest: dict | None = None  # the newest snapshot's manifest, with keep_newest
 
 
-def list_snapshots(repo: Repository) -> SnapshotListing:
+def list_snapshots(repo: Repository, keep_newest: bool = False) -> SnapshotListing:
+    """Every readable snapshot; with keep_newest the newest one's manifest is kept (a backup's parent),
+    so it is not read and decoded a second time."""
     listing = SnapshotListing([])
+    newest_key = None
     for name in repo.snapshot_ids():
         try:
             manifest = repo.read_snapshot(name)
@@ -46,6 +50,8 @@ def list_snapshots(repo: Repository) -> SnapshotListing:
             continue
         logical = sum(m["size"] for m in members.values())
         listing.refs.append(BackupRef(backup_id, name, created, logical, LOCATION_PREFIX + name, repo.keys.encrypted, "repository"))
+        if keep_newest and (newest_key is None or (created, backup_id) > newest_key):
+            newest_key, listing.newest = (created, backup_id), manifest
         added = (manifest.get("repository") or {}).get("new_bytes", 0)
         listing.details[name] = {"files": len(members), "logical_bytes": logical, "new_bytes": added if type(added) is int else 0}
     listing.refs.sort(key=lambda r: (r.created_at, r.backup_id))
