@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from trading_maintenance.core.market_data.batch import _general_dedup, dedup_sorted
+from trading_maintenance.core.market_data.batch import _general_dedup, _two_sort_dedup, dedup_sorted
 from trading_maintenance.core.market_data.layout import SCHEMA
 
 BASE_US = int(datetime(2024, 1, 2, 14, 30, tzinfo=timezone.utc).timestamp() * 1_000_000)
@@ -67,5 +67,16 @@ def test_a_group_with_two_symbols_takes_the_general_path():
     daily = _rows(rng, [0, 1], 100, 30, datetime(2024, 1, 2).date())
     odd = daily.with_columns(pl.when(pl.int_range(pl.len()) % 7 == 0).then(pl.lit("ZZZ")).otherwise(pl.col("symbol")).alias("symbol"))
     assert dedup_sorted(odd).equals(_general_dedup(odd))
-    with_null = daily.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col("timestamp")).alias("timestamp"))
-    assert dedup_sorted(with_null).equals(_general_dedup(with_null))
+    # a second symbol whose rows all share timestamps with later rows of the group: still two symbols
+    shadowed = pl.concat([daily.filter(pl.col("_group") == 0).with_columns(pl.lit("ZZZ").alias("symbol")), daily])
+    assert dedup_sorted(shadowed).equals(_general_dedup(shadowed))
+    assert dedup_sorted(shadowed).filter(pl.col("symbol") == "ZZZ").height > 0
+
+
+def test_a_null_timestamp_is_kept_as_the_two_stable_sorts_keep_it():
+    rng = np.random.default_rng(6)
+    daily = _rows(rng, [0, 1], 100, 30, datetime(2024, 1, 2).date())
+    with_null = daily.with_columns(pl.when(pl.int_range(pl.len()) % 40 == 3).then(None).otherwise(pl.col("timestamp")).alias("timestamp"))
+    got = dedup_sorted(with_null)
+    assert got.equals(_two_sort_dedup(with_null))
+    assert got["timestamp"].null_count() == with_null["timestamp"].null_count()

@@ -39,17 +39,30 @@ def _single_key_per_group(ordered: pl.DataFrame) -> bool:
     )
 
 
+def _two_sort_dedup(combined: pl.DataFrame) -> pl.DataFrame:
+    """dedup_sorted by two stable sorts (timestamp, then group): for frames whose key does not fold
+    into one integer (a null timestamp: kept as these sorts keep it)."""
+    ordered = combined.lazy().sort("timestamp", maintain_order=True).sort("_group", maintain_order=True).collect()
+    if not _single_key_per_group(ordered):
+        return _general_dedup(combined)
+    last_of_run = ((pl.col("timestamp") != pl.col("timestamp").shift(-1)) | (pl.col("_group") != pl.col("_group").shift(-1))).fill_null(True)
+    return ordered.filter(last_of_run)
+
+
 def dedup_sorted(combined: pl.DataFrame) -> pl.DataFrame:
     """Last written row per (_group, symbol, timeframe, timestamp), sorted by that key.
 
     Fast path when every group holds one symbol and timeframe (the normal case): (group, timestamp)
     folded into one integer key and the rows sorted once by it, stably, so the writing order is
     kept among equal keys and the last row of each run of equal keys is the last written (previous
-    archives come first and are already in key order, which the sort finds cheap). Otherwise a
-    general unique + sort.
+    archives come first and are already in key order, which the sort finds cheap). A key that does
+    not fold (a null timestamp, a span too wide) is sorted in two passes; a group with more than one
+    symbol or timeframe takes a general unique + sort.
     """
-    if combined.height == 0 or combined["timestamp"].null_count() or combined["_group"].null_count():
-        return _general_dedup(combined)
+    if combined.height == 0:
+        return _two_sort_dedup(combined)
+    if combined["timestamp"].null_count() or combined["_group"].null_count():
+        return _two_sort_dedup(combined)
     lo, hi, gmin, gmax = combined.select(
         pl.col("timestamp").dt.epoch("us").min().alias("lo"),
         pl.col("timestamp").dt.epoch("us").max().alias("hi"),
@@ -57,13 +70,13 @@ def dedup_sorted(combined: pl.DataFrame) -> pl.DataFrame:
         pl.col("_group").max().alias("gmax"),
     ).row(0)
     span = hi - lo + 1
-    if gmin < 0 or (gmax + 1) * span >= 2**62:  # the folded key would not fit: the general way
-        return _general_dedup(combined)
+    if gmin < 0 or (gmax + 1) * span >= 2**62:  # the folded key would not fit
+        return _two_sort_dedup(combined)
     key = (pl.col("_group").cast(pl.Int64) * span + (pl.col("timestamp").dt.epoch("us") - lo)).alias("_k")
-    ordered = combined.with_columns(key).sort("_k", maintain_order=True).filter((pl.col("_k") != pl.col("_k").shift(-1)).fill_null(True))
-    if not _single_key_per_group(ordered):
+    ordered = combined.with_columns(key).sort("_k", maintain_order=True)
+    if not _single_key_per_group(ordered):  # checked before dropping repeats: a shadowed symbol counts
         return _general_dedup(combined)
-    return ordered.drop("_k")
+    return ordered.filter((pl.col("_k") != pl.col("_k").shift(-1)).fill_null(True)).drop("_k")
 
 
 def _scan_batch(plans: list[SourcePlan]):
