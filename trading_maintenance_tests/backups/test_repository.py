@@ -349,3 +349,49 @@ def test_listing_stat_reuses_unchanged_files_and_rereads_one_of_the_same_size_wi
                    repository=repo, data_folders=("parquet",))
     assert (target / files[1].relative_to(data_dir)).read_bytes() == new_content
     assert (target / files[3].relative_to(data_dir)).read_bytes() == files[3].read_bytes()
+
+
+@pytest.mark.parametrize("alter", ["append", "replace"])
+def test_staged_file_altered_after_verification_is_read_again_and_refused(tmp_path, data_dir, monkeypatch, alter):
+    from trading_maintenance.core.backups.restore import RestoreFailed
+    from trading_maintenance.core.backups.restore_parts import TradingDataPart
+
+    files = _tree(data_dir, files=3, size=60_000)
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+    _backup(repo, data_dir, tmp_path, NOW)
+    real_apply = TradingDataPart.apply
+
+    def altering_apply(self):
+        staged = self.verified.staged[sorted(self.verified.staged)[1]]
+        if alter == "append":
+            with open(staged, "ab") as handle:
+                handle.write(b"x")
+        else:  # same size, another file (inode) under the staged name
+            staged.with_name("other").write_bytes(os.urandom(60_000))
+            os.replace(staged.with_name("other"), staged)
+        return real_apply(self)
+
+    monkeypatch.setattr(TradingDataPart, "apply", altering_apply)
+    target = tmp_path / "restored"
+    with pytest.raises(RestoreFailed, match="does not match the backup after restoring"):
+        restore_backup(select_snapshot(repo).name, KEY, {"trading_data"}, stage_root=tmp_path / "stage", data_dir=target,
+                       repository=repo, data_folders=("parquet",))
+    assert not [p for p in target.rglob("*") if p.is_file()]  # rolled back: every created file removed
+    monkeypatch.undo()
+    restore_backup(select_snapshot(repo).name, KEY, {"trading_data"}, stage_root=tmp_path / "stage", data_dir=target,
+                   repository=repo, data_folders=("parquet",))
+    assert [(target / p.relative_to(data_dir)).read_bytes() == p.read_bytes() for p in files] == [True] * 3
+
+
+def test_restore_target_through_a_symlinked_folder_outside_the_data_dir_is_refused(tmp_path, data_dir):
+    _tree(data_dir, files=2, size=10_000)
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+    _backup(repo, data_dir, tmp_path, NOW)
+    target, outside = tmp_path / "restored", tmp_path / "elsewhere"
+    (target / "parquet").mkdir(parents=True)
+    outside.mkdir()
+    (target / "parquet" / "market_data").symlink_to(outside)
+    with pytest.raises(Exception, match="outside"):
+        restore_backup(select_snapshot(repo).name, KEY, {"trading_data"}, stage_root=tmp_path / "stage", data_dir=target,
+                       repository=repo, data_folders=("parquet",))
+    assert list(outside.iterdir()) == []

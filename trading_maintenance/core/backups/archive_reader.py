@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 import tarfile
@@ -149,6 +150,9 @@ class VerifiedArchive:
     manifest: dict
     staged: dict[str, Path] = field(default_factory=dict)  # member name -> staged file
     bytes_read: int = 0
+    # member name -> (device, inode, size, mtime_ns, ctime_ns) of its staged file once verified: a file
+    # renamed into place with the same identity is the verified one, without reading it again
+    identities: dict[str, tuple[int, int, int, int, int]] = field(default_factory=dict)
 
     def members(self, kind: str | None = None) -> list[dict]:
         return [m for m in self.manifest.get("members", []) if kind is None or m.get("kind") == kind]
@@ -301,6 +305,11 @@ def _stage_members(path, secret, stage_root: Path, wanted: dict[str, dict], min_
     if missing:
         raise ArchiveError(f"{name}: members {missing[:5]} vanished since the archive was verified: refused")
     return staged
+
+
+def file_identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What changes when a file is replaced or written to: (device, inode, size, mtime_ns, ctime_ns)."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def sha256_file(path: str | Path) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from trading_maintenance.core.backups import database as bdb
 from trading_maintenance.core.backups import database_logical, postgres_dump
 from trading_maintenance.core.backups.archive import ArchiveError
-from trading_maintenance.core.backups.archive_reader import sha256_file
+from trading_maintenance.core.backups.archive_reader import file_identity, sha256_file
 from trading_maintenance.core.backups.config_mask import same_config, unmask_config_text
 from trading_maintenance.core.backups.redis_records import CORE_TYPES, compare_ttls, plan_redis_restore, read_records, restore_redis
 from trading_maintenance.core.common.atomic import atomic_copy, atomic_write_bytes, atomic_write_text, fsync_dir
@@ -308,8 +308,9 @@ class TradingDataPart(RestorePart):
             return
         self.root = Path(data_dir)
         files = {"create": 0, "replace": 0, "unchanged": 0, "bytes": 0}
+        resolved: dict[Path, Path] = {}
         for entry in members:
-            target = _safe_target(self.root, entry["name"])
+            target = _safe_target(self.root, entry["name"], resolved)
             if target.exists():
                 if not target.is_file() or target.is_symlink():
                     raise RestoreRefused(f"trading_data: {target} exists and is not a regular file: refused")
@@ -364,10 +365,15 @@ class TradingDataPart(RestorePart):
         self.written.append(member)
         staged = self.verified.staged[member]
         target.parent.mkdir(parents=True, exist_ok=True)
+        verified = self.verified.identities.get(member)
         if os.stat(staged).st_dev == os.stat(target.parent).st_dev:
             with open(staged, "rb") as handle:
                 os.fsync(handle.fileno())
+                before = file_identity(os.fstat(handle.fileno()))
             os.replace(staged, target)
+            after = file_identity(os.stat(target, follow_symlinks=False))
+            if verified is not None and verified == before and after[:4] == before[:4]:  # a rename changes ctime only
+                return target.parent  # the very file whose SHA-256 staging verified, renamed: not read again
         else:
             atomic_copy(staged, target)
         if sha256_file(target) != sha256:
@@ -390,9 +396,19 @@ def existing_folder(folder: Path) -> Path:
     return folder
 
 
-def _safe_target(root: Path, member: str) -> Path:
-    target = (root / member[len("data/"):]).resolve()
-    if not str(target).startswith(str(root.resolve()) + "/"):
+def _safe_target(root: Path, member: str, resolved: dict[Path, Path] | None = None) -> Path:
+    """The member's path under root with every symlink resolved, refused outside root. `resolved` caches
+    resolved folders (root and the members' parents): realpath(parent/name) = realpath(realpath(parent)/name),
+    so only a final component that is itself a symlink needs resolving again."""
+    resolved = {} if resolved is None else resolved
+    path = root / member[len("data/"):]
+    for folder in (root, path.parent):
+        if folder not in resolved:
+            resolved[folder] = folder.resolve()
+    target = resolved[path.parent] / path.name
+    if target.is_symlink():
+        target = target.resolve()
+    if not str(target).startswith(str(resolved[root]) + "/"):
         raise ArchiveError(f"member {member!r} would land outside {root}: refused (tar slip)")
     return target
 

@@ -16,7 +16,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from trading_maintenance.core.backups.archive import MIN_FREE_BYTES, BackupRef, plan_backup_retention, select_backup
-from trading_maintenance.core.backups.archive_reader import VerifiedArchive, check_member_name, manifest_identity, manifest_members
+from trading_maintenance.core.backups.archive_reader import (
+    VerifiedArchive,
+    check_member_name,
+    file_identity,
+    manifest_identity,
+    manifest_members,
+)
 from trading_maintenance.core.backups.archive_writer import ArchiveResult, ArchiveWriter
 from trading_maintenance.core.backups.repository import BlobRef, Repository, RepositoryError, decode_chunk
 from trading_maintenance.core.backups.temporaries import owned_temp_dir
@@ -140,11 +146,14 @@ def _stage_members(repo: Repository, label: str, layout: dict, wanted: dict[str,
             current["digest"].update(data)
             current["out"].write(data)
         else:
+            current["out"].flush()
+            st = os.fstat(current["out"].fileno())
             current["out"].close()
             if not hmac.compare_digest(current["digest"].hexdigest(), current["member"]["sha256"]):
                 raise RepositoryError(f"{label}: member {current['name']!r} does not match its checksum: "
                                       f"the repository was altered")
             verified.staged[current["name"]] = current["target"]
+            verified.identities[current["name"]] = file_identity(st)
             current.clear()
 
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
