@@ -395,3 +395,26 @@ def test_restore_target_through_a_symlinked_folder_outside_the_data_dir_is_refus
         restore_backup(select_snapshot(repo).name, KEY, {"trading_data"}, stage_root=tmp_path / "stage", data_dir=target,
                        repository=repo, data_folders=("parquet",))
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize("syncfs_works", [True, False])
+def test_restored_files_are_made_durable_by_one_syncfs_or_else_one_fsync_each(tmp_path, data_dir, monkeypatch, syncfs_works):
+    from trading_maintenance.core.backups import restore_parts
+
+    files = _tree(data_dir, files=4, size=20_000)
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+    _backup(repo, data_dir, tmp_path, NOW)
+    synced, fsynced = [], []
+    real_syncfs, real_fsync = restore_parts._syncfs, os.fsync
+    monkeypatch.setattr(restore_parts, "_syncfs", lambda folder: synced.append(folder) or (syncfs_works and real_syncfs(folder)))
+    monkeypatch.setattr(os, "fsync", lambda fd: fsynced.append(os.fstat(fd).st_mode) or real_fsync(fd))
+    target = tmp_path / "restored"
+    restore_backup(select_snapshot(repo).name, KEY, {"trading_data"}, stage_root=tmp_path / "stage", data_dir=target,
+                   repository=repo, data_folders=("parquet",))
+    monkeypatch.undo()
+    assert len(synced) == 1
+    import stat
+
+    regular = [mode for mode in fsynced if stat.S_ISREG(mode)]
+    assert len(regular) == (0 if syncfs_works else 4)
+    assert all((target / p.relative_to(data_dir)).read_bytes() == p.read_bytes() for p in files)
