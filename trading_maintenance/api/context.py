@@ -3,6 +3,8 @@ workspace through which runs are submitted to the instance's run queue, exactly 
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -16,7 +18,9 @@ API_TRIGGER = "api"
 EMERGENCY_TRIGGER = "api-emergency"
 # The queue starts higher-priority runs first; an emergency run should not wait behind routine ones.
 EMERGENCY_PRIORITY = "10"
-ANSWER_TTL_SECONDS = 1.0
+ANSWER_TTL_SECONDS = 1.0  # an answer older than this is refreshed in the background
+ANSWER_MAX_STALE_SECONDS = 10.0  # ... and one older than this is never served: the request waits for a fresh one
+log = logging.getLogger("trading_maintenance.api")
 
 
 class ApiProblem(Exception):
@@ -27,6 +31,13 @@ class ApiProblem(Exception):
         self.status_code = status_code
         self.message = message
         self.valid = valid
+
+
+@functools.lru_cache(maxsize=32)
+def _adapter(answer_type):
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(answer_type)
 
 
 @dataclass
@@ -40,7 +51,10 @@ class ApiContext:
     _defs: object = None
     work_done_cache: dict = field(default_factory=dict)  # finished run id -> (bytes freed, files processed)
     _answers: dict = field(default_factory=dict)  # key -> (computed at, answer)
-    _answer_lock: threading.Lock = field(default_factory=threading.Lock)
+    _answer_lock: threading.Lock = field(default_factory=threading.Lock)  # guards _answers and _refreshing, held briefly
+    _compute_lock: threading.Lock = field(default_factory=threading.Lock)  # one answer computed at a time
+    _answers_generation: int = 0  # forget_answers counts up: a refresh begun before it is not kept
+    _refreshing: set = field(default_factory=set)  # keys whose background refresh is under way
     _redis_client: object = None
     _reader: object = None
 
@@ -96,31 +110,64 @@ class ApiContext:
         """The JSON bytes of `compute()` validated as `answer_type`, shared by the requests of the same second.
 
         A fresh answer is served without a thread hop, validation or serialisation, so fifty pollers cost
-        one storage read and one serialisation a second; a stale one is recomputed in the thread pool."""
+        one storage read and one serialisation a second. Once an answer is ANSWER_TTL_SECONDS old, one
+        background thread recomputes it while requests go on getting the last one (they never queue
+        behind a refresh); only with no answer, one forgotten after a change made through the API, or
+        one older than ANSWER_MAX_STALE_SECONDS (refreshes failing) does a request wait for a fresh one,
+        and then a failure reaches it as a JSON error."""
         from fastapi.responses import Response
 
         cached = self._answers.get(("json", key))
-        if cached is None or time.monotonic() - cached[0] >= ANSWER_TTL_SECONDS:
+        age = time.monotonic() - cached[0] if cached is not None else None
+        if age is None or age >= ANSWER_MAX_STALE_SECONDS:
             from starlette.concurrency import run_in_threadpool
 
-            cached = await run_in_threadpool(self._refresh_json, key, compute, answer_type)
+            cached = await run_in_threadpool(self.refresh_json, key, compute, answer_type)
+        elif age >= ANSWER_TTL_SECONDS:
+            self._refresh_in_background(key, compute, answer_type)
         return Response(content=cached[1], media_type="application/json")
 
-    def _refresh_json(self, key, compute, answer_type) -> tuple[float, bytes]:
-        from pydantic import TypeAdapter
-
+    def _refresh_in_background(self, key, compute, answer_type) -> None:
         with self._answer_lock:
+            if key in self._refreshing:
+                return
+            self._refreshing.add(key)
+        try:
+            threading.Thread(target=self._background_refresh, args=(key, compute, answer_type),
+                             name="api-answer-refresh", daemon=True).start()
+        except RuntimeError:  # no thread to be had: a later request tries again
+            with self._answer_lock:
+                self._refreshing.discard(key)
+
+    def _background_refresh(self, key, compute, answer_type) -> None:
+        try:
+            self.refresh_json(key, compute, answer_type)
+        except Exception as exc:  # noqa: BLE001 - requests keep the last answer; past its bound one waits and sees the error
+            log.warning("refreshing the cached answer %r failed: %s", key, type(exc).__name__)
+        finally:
+            with self._answer_lock:
+                self._refreshing.discard(key)
+
+    def refresh_json(self, key, compute, answer_type) -> tuple[float, bytes]:
+        """Compute, validate and serialise one answer and keep it, unless forget_answers ran meanwhile
+        (what was read before a change made through the API is not kept after it)."""
+        with self._compute_lock:  # requests waiting together share one computation
             cached = self._answers.get(("json", key))
             if cached is not None and time.monotonic() - cached[0] < ANSWER_TTL_SECONDS:
                 return cached
-            adapter = TypeAdapter(answer_type)
+            generation = self._answers_generation
+            started = time.monotonic()
+            adapter = _adapter(answer_type)
             body = adapter.dump_json(adapter.validate_python(compute()))
-            cached = (time.monotonic(), body)
-            self._answers[("json", key)] = cached
-            return cached
+            answer = (started, body)
+            with self._answer_lock:
+                if generation == self._answers_generation:
+                    self._answers[("json", key)] = answer
+            return answer
 
     def forget_answers(self) -> None:
         with self._answer_lock:
+            self._answers_generation += 1
             self._answers.clear()
 
     # ---- submitting runs ------------------------------------------------------------------------

@@ -30,10 +30,27 @@ def check_bind(host: str, token: str | None) -> None:
 
 
 def serve(host: str, port: int, token: str | None, log_level: str = "info") -> None:
+    """uvicorn on uvloop and httptools (both pinned dependencies; uvicorn's "auto" would quietly fall back
+    to asyncio and h11 without them), one process: answers are cached per process and a change made
+    through the API forgets them, so a second worker could serve a reader an answer from before its own change."""
+    import gc
+    import logging
+    import sys
+
     import uvicorn
 
     from trading_maintenance.api.app import create_app
+    from trading_maintenance.api.routes import runs
 
     check_bind(host, token)
     app = create_app(token=token)
-    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), access_log=False)
+    try:
+        runs.warm_up(app.state.ctx)
+    except Exception as exc:  # noqa: BLE001 - the requests will meet it and answer it as a JSON error
+        logging.getLogger("trading_maintenance.api").warning("warming up the status answer failed: %s", type(exc).__name__)
+    # Dagster, FastAPI and pydantic leave ~230,000 long-lived objects; a full collection walking them all
+    # stopped every request for ~0.1-0.2 s now and then. Frozen, collections only walk what came later.
+    gc.collect()
+    gc.freeze()
+    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), access_log=False,
+                loop="auto" if sys.platform == "win32" else "uvloop", http="httptools")
