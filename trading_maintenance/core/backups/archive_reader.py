@@ -174,6 +174,9 @@ def copy_bounded(source, out, limit: int, what: str) -> tuple[int, str]:
             out.write(chunk)
 
 
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
 def manifest_members(manifest: dict, name: str) -> dict[str, dict]:
     members = manifest.get("members") if isinstance(manifest, dict) else None
     if not isinstance(members, list):
@@ -181,7 +184,7 @@ def manifest_members(manifest: dict, name: str) -> dict[str, dict]:
     listed: dict[str, dict] = {}
     for entry in members:
         ok = (isinstance(entry, dict) and isinstance(entry.get("name"), str) and type(entry.get("size")) is int
-              and entry["size"] >= 0 and isinstance(entry.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])
+              and entry["size"] >= 0 and isinstance(entry.get("sha256"), str) and _SHA256_HEX.fullmatch(entry["sha256"])
               and isinstance(entry.get("kind"), str))
         if not ok:
             raise ArchiveError(f"{name}: manifest entry {str(entry)[:120]!r} lacks a valid name, size, sha256 or kind")
