@@ -10,8 +10,11 @@ PostgreSQL: each test gets a fresh database, dropped after.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
+import tempfile
 import time
 import traceback
 import uuid
@@ -26,6 +29,11 @@ from sqlalchemy.engine import make_url
 from trading_maintenance_tests.private_servers import start_private_postgres, start_private_redis
 
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+# The backup repository keeps derived keys in a private cache; the suite's go to a folder of its own, removed at exit,
+# never the user's ~/.cache (the backups tests point it at each test's folder).
+_KEY_CACHE = tempfile.mkdtemp(prefix="tm-tests-key-cache-")
+os.environ["BACKUP_KEY_CACHE_DIR"] = _KEY_CACHE
+atexit.register(shutil.rmtree, _KEY_CACHE, True)
 
 
 @pytest.fixture(autouse=True)
