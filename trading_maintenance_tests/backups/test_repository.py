@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
+import shutil
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from trading_maintenance.core.backups.archive_reader import verify_archive
-from trading_maintenance.core.backups.repository import Repository, RepositoryError
+from trading_maintenance.core.backups.repository import CHUNK_MIN, Repository, RepositoryError
 from trading_maintenance.core.backups.restore import restore_backup
 from trading_maintenance.core.backups.run import PlannedFile, create_backup
 from trading_maintenance.core.backups.snapshots import (
@@ -418,3 +422,72 @@ def test_restored_files_are_made_durable_by_one_syncfs_or_else_one_fsync_each(tm
     regular = [mode for mode in fsynced if stat.S_ISREG(mode)]
     assert len(regular) == (0 if syncfs_works else 4)
     assert all((target / p.relative_to(data_dir)).read_bytes() == p.read_bytes() for p in files)
+
+
+def _listed(data_dir, paths):
+    planned = []
+    for p in paths:
+        st = p.stat()
+        planned.append(PlannedFile(f"data/{p.relative_to(data_dir).as_posix()}", str(p), st.st_size,
+                                   (st.st_size, st.st_mtime_ns, st.st_ino)))
+    return planned
+
+
+def test_small_files_encoded_in_the_pool_keep_their_order_and_a_vanished_or_grown_file_is_handled(tmp_path, data_dir):
+    """Files of one chunk are read and encoded in pool threads: the snapshot lists members in the listing's
+    order, a file deleted after the listing is reported and left out, a file grown past one chunk is chunked
+    whole, duplicates are stored once, and the restore gives back every byte."""
+    root = data_dir / "parquet" / "market_data"
+    root.mkdir(parents=True)
+    sizes = [0, 1, 4096, 150_000, 700_000, 90_000, 200_000, 30_000] * 5
+    paths = []
+    for i, size in enumerate(sizes):
+        p = root / f"s{i:03d}.bin"
+        p.write_bytes(os.urandom(size) if i % 7 else b"same bytes " * (size // 11))
+        paths.append(p)
+    planned = _listed(data_dir, paths)
+    vanished, grown = paths[5], paths[9]
+    vanished.unlink()
+    grown.write_bytes(os.urandom(CHUNK_MIN * 3))
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+    outcome = create_backup(dest_dir=data_dir / "backups", fmt="tar.zst", secret=KEY, parts=["trading_data"], config_path=None,
+                            effective_settings={}, secret_keys=set(), data_dir=data_dir, trading_files=planned, now=NOW,
+                            work_root=tmp_path, repository=repo)
+    members = [m["name"] for m in outcome.archive.manifest["members"]]
+    assert members == [p.member for p in planned if p.path != str(vanished)]
+    assert outcome.files == len(paths) - 1
+    assert any(str(vanished) in w and "deleted" in w for w in outcome.warnings)
+    grown_entry = next(m for m in outcome.archive.manifest["members"] if m["name"].endswith(grown.name))
+    assert grown_entry["size"] == CHUNK_MIN * 3 and len(grown_entry["chunks"]) >= 1
+    expected = {p: p.read_bytes() for p in paths if p.exists()}
+    for p in expected:
+        p.unlink()
+    restore_backup(select_snapshot(repo, "latest").name, KEY, {"trading_data"}, stage_root=tmp_path / "stage",
+                   data_dir=data_dir, repository=repo)
+    assert {p: p.read_bytes() for p in expected} == expected
+    assert check_repository(repo, read_data=True) == []
+
+
+def test_new_repositories_use_hmac_sha256_chunk_ids_and_a_first_format_repository_still_reads(tmp_path, data_dir):
+    _tree(data_dir, files=3, size=50_000)
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+    config_path = repo.root / "config.json"
+    assert json.loads(config_path.read_text())["chunk_id"] == "hmac-sha256"
+    assert repo.keys.chunk_id(b"x") == hmac.new(repo.keys.id_key, b"x", "sha256").hexdigest()
+
+    old = data_dir / "old"
+    (old / "parquet").mkdir(parents=True)
+    shutil.copytree(data_dir / "parquet", old / "parquet", dirs_exist_ok=True)
+    first_format = Repository.open_or_create(old / "backups", KEY)
+    config = json.loads((first_format.root / "config.json").read_text())
+    del config["chunk_id"]  # as the first landing wrote it
+    (first_format.root / "config.json").write_text(json.dumps(config))
+    reopened = Repository.open_or_create(old / "backups", KEY)
+    assert reopened.keys.chunk_id(b"x") == hashlib.blake2b(b"x", key=reopened.keys.id_key, digest_size=32).hexdigest()
+    _backup(reopened, old, tmp_path, NOW)
+    assert check_repository(Repository.open_or_create(old / "backups", KEY), read_data=True) == []
+
+    config["chunk_id"] = "md5"
+    (first_format.root / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RepositoryError, match="'chunk_id'"):
+        Repository.open_or_create(old / "backups", KEY)

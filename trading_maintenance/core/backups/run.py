@@ -238,17 +238,22 @@ def create_backup(
                 Path(path).unlink()
         files_written = 0
         if "trading_data" in parts:
-            for planned in trading_files or []:
-                try:
-                    if repository is None:
-                        member = writer.add_file(planned.member, planned.path, "trading_data", planned.path)
-                    else:
-                        member = writer.add_file(planned.member, planned.path, "trading_data", planned.path, listed=planned.stat)
-                except FileNotFoundError:
+            planned_files = list(trading_files or [])
+            if repository is not None:  # the repository reads and encodes many small files at once
+                added = writer.add_files([(p.member, p.path, "trading_data", p.path, p.stat) for p in planned_files])
+            else:
+                added = []
+                for planned in planned_files:
+                    try:
+                        added.append(writer.add_file(planned.member, planned.path, "trading_data", planned.path))
+                    except (FileNotFoundError, PermissionError) as exc:
+                        added.append(exc)
+            for planned, member in zip(planned_files, added):
+                if isinstance(member, FileNotFoundError):
                     warnings.append(f"{planned.path}: deleted before it could be read; skipped")
                     continue
-                except PermissionError as exc:
-                    warnings.append(f"{planned.path}: {exc.strerror}; skipped")
+                if isinstance(member, PermissionError):
+                    warnings.append(f"{planned.path}: {member.strerror}; skipped")
                     continue
                 if member.note:
                     warnings.append(f"{planned.path}: {member.note}")

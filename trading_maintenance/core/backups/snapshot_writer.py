@@ -106,6 +106,10 @@ class SnapshotWriter:
         future, slot = self._pending.popleft()
         chunk_id, stored, raw_length = future.result()
         slot[0] = chunk_id
+        self._store(chunk_id, stored, raw_length)
+
+    def _store(self, chunk_id: str, stored: bytes, raw_length: int) -> None:
+        """Append one encoded chunk to the open pack, unless the repository or this snapshot has it."""
         if chunk_id in self.known or chunk_id in self.written_here:
             return
         if self._pack is None:
@@ -175,20 +179,95 @@ class SnapshotWriter:
                 break
         return digest.hexdigest(), short
 
+    def _reuse(self, name: str, path: str | Path, kind: str, source: str,
+               listed: tuple[int, int, int] | None) -> MemberInfo | None:
+        """The parent snapshot's entry when the file is unchanged: recognised by its metadata alone, never opened."""
+        previous = self.parent.get(name) if source else None
+        if previous is None:
+            return None
+        if listed is None:
+            st = os.stat(path, follow_symlinks=False)
+            listed = (st.st_size, st.st_mtime_ns, st.st_ino)
+        stat = list(listed)
+        if (previous.get("stat") == stat and previous.get("kind") == kind
+                and all(c in self.known for c in previous.get("chunks", []))):
+            self.reused_files += 1
+            return self._record(name, stat[0], previous["sha256"], kind, source, list(previous["chunks"]), stat)
+        return None
+
+    def _read_small(self, path: str | Path) -> tuple | None:
+        """In a pool thread: a file of at most one chunk read, hashed and encoded whole, so reading, hashing,
+        compressing and sealing of many small files use every core. None when it has grown past one chunk."""
+        with open(path, "rb", buffering=0) as handle:
+            st = os.fstat(handle.fileno())
+            if st.st_size > CHUNK_MIN:
+                return None
+            data = handle.read(st.st_size) if st.st_size else b""
+        short = len(data) < st.st_size
+        if short:
+            data += b"\0" * (st.st_size - len(data))
+        return st, hashlib.sha256(data).hexdigest(), short, *self._encode(data)
+
+    def add_files(self, items: list[tuple[str, str | Path, str, str, tuple[int, int, int] | None]]) -> list[MemberInfo | OSError]:
+        """Many (name, path, kind, source, listed) at once, in order: files of one chunk are read and encoded in
+        the pool while earlier ones are stored. Each result is the member, or the OSError that kept the file out
+        (deleted or unreadable), for the caller to report; the members are recorded in the items' order."""
+        results: list[MemberInfo | OSError | None] = [None] * len(items)
+        waiting: deque = deque()
+
+        def collect() -> None:
+            index, name, path, kind, source, future = waiting.popleft()
+            try:
+                done = future.result()
+            except (FileNotFoundError, PermissionError) as exc:
+                results[index] = exc
+                return
+            if done is None:  # grew past one chunk since it was listed
+                try:
+                    results[index] = self._add_one(name, path, kind, source)
+                except (FileNotFoundError, PermissionError) as exc:
+                    results[index] = exc
+                return
+            st, sha, short, chunk_id, stored, raw_length = done
+            self._store(chunk_id, stored, raw_length)
+            member = self._record(name, st.st_size, sha, kind, source, [chunk_id], [st.st_size, st.st_mtime_ns, st.st_ino] if source else None)
+            if short:
+                member.note = "file shrank while being read; padded"
+            results[index] = member
+
+        for index, (name, path, kind, source, listed) in enumerate(items):
+            check_member_name(name)
+            try:
+                reused = self._reuse(name, path, kind, source, listed)
+            except (FileNotFoundError, PermissionError) as exc:
+                reused = exc
+            if reused is not None or listed is None or listed[0] > CHUNK_MIN:
+                while waiting:  # members stay in the items' order
+                    collect()
+                if reused is None:
+                    try:
+                        reused = self._add_one(name, path, kind, source)
+                    except (FileNotFoundError, PermissionError) as exc:
+                        reused = exc
+                results[index] = reused
+                continue
+            while self._pending:  # chunks of a larger file go to the pack first
+                self._drain_one()
+            waiting.append((index, name, path, kind, source, self._pool.submit(self._read_small, path)))
+            while len(waiting) > self._window:
+                collect()
+        while waiting:
+            collect()
+        return results
+
     def add_file(self, name: str, path: str | Path, kind: str, source: str = "",
                  listed: tuple[int, int, int] | None = None) -> MemberInfo:
         """`listed`: the file's (size, mtime_ns, inode) as the tree listing saw it, spares a stat."""
         check_member_name(name)
-        previous = self.parent.get(name) if source else None
-        if previous is not None:  # an unchanged file is recognised by its metadata alone, never opened
-            if listed is None:
-                st = os.stat(path, follow_symlinks=False)
-                listed = (st.st_size, st.st_mtime_ns, st.st_ino)
-            stat = list(listed)
-            if (previous.get("stat") == stat and previous.get("kind") == kind
-                    and all(c in self.known for c in previous.get("chunks", []))):
-                self.reused_files += 1
-                return self._record(name, stat[0], previous["sha256"], kind, source, list(previous["chunks"]), stat)
+        reused = self._reuse(name, path, kind, source, listed)
+        return reused if reused is not None else self._add_one(name, path, kind, source)
+
+    def _add_one(self, name: str, path: str | Path, kind: str, source: str) -> MemberInfo:
         with open(path, "rb", buffering=0) as handle:
             st = os.fstat(handle.fileno())
             stat = [st.st_size, st.st_mtime_ns, st.st_ino]
