@@ -90,6 +90,34 @@ class Layout:
             _stop(process)
 
 
+class _FreshMarketData(threading.Thread):
+    """The platform's collector: today's daily file (New York's date), rewritten every 20 s, so market data is
+    fresh whenever the market is open and the only thing wrong with the platform is what a test breaks."""
+
+    def __init__(self, market_data_dir: Path):
+        super().__init__(daemon=True)
+        self.market_data_dir = market_data_dir
+        self.stopped = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+
+        written: dict[date, list[Path]] = {}
+        while not self.stopped.is_set():
+            today = datetime.now(ZoneInfo("America/New_York")).date()
+            if today not in written:  # written once (a trading day only), then kept fresh as an appending collector would
+                written[today] = synth.generate(self.market_data_dir, ["LAYT"], today, today, timeframe="1h")
+            for path in written[today]:
+                os.utime(path)
+            self.stopped.wait(20)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(30)
+
+
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
@@ -149,6 +177,7 @@ def layout(tmp_path_factory, pg_server_url):
     folder = tmp_path_factory.mktemp("layout")
     data_dir = folder / "data"
     synth.generate(data_dir / "parquet" / "market_data", ["LAYT"], date(2025, 1, 1), date(2025, 6, 30), timeframe="1h")
+    collector = _FreshMarketData(data_dir / "parquet" / "market_data")
 
     redis_binary = shutil.which("redis-server")
     if redis_binary is None:
@@ -197,6 +226,7 @@ def layout(tmp_path_factory, pg_server_url):
             layout.instance = instance
             yield layout
     finally:
+        collector.stop()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
