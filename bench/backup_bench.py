@@ -65,6 +65,12 @@ def generate(root: Path, target_mb: int) -> int:
     return total
 
 
+def settle() -> None:
+    """Write back what earlier contenders left dirty, outside the timings: a contender that makes its own files
+    durable (this project's syncfs before renames) must not pay for another's unwritten gigabytes."""
+    os.sync()
+
+
 def drop_cache_hint(root: Path) -> None:
     for p in root.rglob("*"):  # warm the page cache equally for every contender
         if p.is_file():
@@ -82,6 +88,7 @@ def children_cpu() -> float:
 
 
 def shell(cmd: str, cwd: Path, env: dict | None = None, label: str = "") -> float:
+    settle()
     started, cpu = time.perf_counter(), children_cpu()
     subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=cwd, check=True, env=env, stdout=subprocess.DEVNULL)
     CPU[label or cmd] = children_cpu() - cpu
@@ -113,6 +120,7 @@ def repository_backup(data: Path, backups: Path, work: Path) -> tuple[float, int
     from trading_maintenance.core.backups.repository import Repository
     from trading_maintenance.core.backups.run import collect_trading_files, create_backup
 
+    settle()
     started = time.perf_counter()
     files, _, _ = collect_trading_files(data, ["parquet"], 0, datetime.now(timezone.utc))
     repo = Repository.open_or_create(backups, KEY)
@@ -127,6 +135,7 @@ def repository_restore(backups: Path, target: Path, work: Path) -> float:
     from trading_maintenance.core.backups.restore import restore_backup
     from trading_maintenance.core.backups.snapshots import select_snapshot
 
+    settle()
     started = time.perf_counter()
     repo = Repository.open_or_create(backups, KEY, create=False)
     restore_backup(select_snapshot(repo).name, KEY, {"trading_data"}, stage_root=work, data_dir=target, repository=repo,
@@ -159,6 +168,7 @@ def main() -> None:
         rows.append(("tar | gzip -6", t, (work / "peer.tar.gz").stat().st_size))
         for label, secret in [("project tar.zst archive", None), ("project tar.zst archive + AES-256-GCM", KEY)]:
             dest = work / "archive-out"
+            settle()
             started, cpu = time.perf_counter(), time.process_time()
             files, _, _ = collect_trading_files(data, ["parquet"], 0, datetime.now(timezone.utc))
             outcome = create_backup(dest_dir=dest, fmt="tar.zst", secret=secret, parts=["trading_data"], config_path=None,
