@@ -128,8 +128,8 @@ def main() -> None:
     scanner = scan.SecretScanner()
     t = time.perf_counter()
     findings = []
-    for p in files:
-        findings += scanner.scan_file(p).findings
+    for result in scanner.scan_files((p, None) for p in files):  # as the security audit scans: several files at once
+        findings += result.findings
     ours = time.perf_counter() - t
     planted_prints = {scan.fingerprint(r, v) for r, v in planted}
     found_prints = {f.fingerprint for f in findings}

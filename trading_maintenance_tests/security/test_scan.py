@@ -159,3 +159,26 @@ def test_rotation_names():
         assert targets.is_rotated(name), name
     for name in ("a.log", "trading_system.log", "error.log"):
         assert not targets.is_rotated(name), name
+
+
+def test_scan_files_in_threads_equals_one_at_a_time_in_order(tmp_path):
+    """The audit scans several files at once: every engine scan has its own scratch (Hyperscan refuses a
+    shared one in use), and the results are those of scanning each file alone, in the listing's order."""
+    rng = random.Random(5)
+    items = []
+    for n in range(12):
+        lines = [f"2024-05-01 10:00:{i % 60:02d} INFO worker-{n}: tick {i:040x}" for i in range(rng.randint(2000, 6000))]
+        for _, _, line in rng.sample(PLANTED, 4):
+            lines.insert(rng.randrange(len(lines)), line)
+        lines.extend(DECOYS)
+        path = tmp_path / f"w{n:02d}.log"
+        path.write_text("\n".join(lines) + "\n")
+        items.append((path, f"logs/w{n:02d}.log"))
+    scanner = scan.SecretScanner(block_size=8192)
+    alone = [scanner.scan_file(path, rel) for path, rel in items]
+    for threads in (1, 3):
+        together = list(scanner.scan_files(items, threads=threads))
+        assert [r.path for r in together] == [rel for _, rel in items]
+        assert [sorted((f.rule, f.line, f.fingerprint) for f in r.findings) for r in together] == \
+               [sorted((f.rule, f.line, f.fingerprint) for f in r.findings) for r in alone]
+        assert all(r.findings for r in together) and all(r.error == "" for r in together)

@@ -14,6 +14,7 @@ spans are. Text is Latin-1 (one character per byte), the same as the validating 
 from __future__ import annotations
 
 import re
+import threading
 
 try:
     import hyperscan
@@ -70,6 +71,7 @@ class HyperscanEngine:
             # the leftmost start, so a span covers the whole occurrence it reports
             flags=[hyperscan.HS_FLAG_SOM_LEFTMOST] * len(patterns),
         )
+        self._local = threading.local()
 
     def spans(self, data: bytes) -> list[tuple[int, int, int]]:
         found: list[tuple[int, int, int]] = []
@@ -77,7 +79,10 @@ class HyperscanEngine:
         def on_match(rule: int, start: int, end: int, _flags: int, _context: object) -> None:
             found.append((start, end, rule))
 
-        self._db.scan(data, match_event_handler=on_match)
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:  # hyperscan's scratch space is per scan in progress: one per thread scanning
+            scratch = self._local.scratch = hyperscan.Scratch(self._db)
+        self._db.scan(data, match_event_handler=on_match, scratch=scratch)
         return found
 
 

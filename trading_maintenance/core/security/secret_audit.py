@@ -38,8 +38,8 @@ def run_secret_scan(cfg, dry_run: bool, redact: bool | None, update_baseline: bo
     files, errors, skipped = [], [], []
     findings: list[Finding] = []
     total_bytes = 0
-    for path, rel in iter_scan_files(root, security.scan_dirs, security.allowlist_paths):
-        result = scanner.scan_file(path, rel)
+    for result in scanner.scan_files(iter_scan_files(root, security.scan_dirs, security.allowlist_paths)):
+        rel = result.path
         total_bytes += result.bytes_scanned
         if result.skipped:
             skipped.append({"path": rel, "reason": result.skipped})
