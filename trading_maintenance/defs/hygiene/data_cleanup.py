@@ -60,48 +60,14 @@ def run_data_cleanup(context, config: HygieneConfig, settings: MaintenanceSettin
         row = plan.summary()
         totals["name_date_notes"] += len(plan.notes)
         if config.dry_run:
-            for t in plan.stale_temporaries:
-                actions.append({"category": plan.name, "action": "would remove temporary", "path": relative_to_root(t.path, root), "reason": t.reason})
-            for e in plan.delete:
-                actions.append(
-                    {"category": plan.name, "action": "would delete", "path": relative_to_root(e.path, root), "reason": f"age {e.age_seconds / 86400:.2f} d"}
-                )
-            for d in plan.duplicates:
-                actions.append(
-                    {
-                        "category": plan.name,
-                        "action": "would delete duplicate",
-                        "path": relative_to_root(d.path, root),
-                        "reason": f"same as {relative_to_root(d.original, root)}",
-                    }
-                )
-            for e in plan.compress:
-                actions.append(
-                    {"category": plan.name, "action": "would gzip", "path": relative_to_root(e.path, root), "reason": f"age {e.age_seconds / 86400:.2f} d"}
-                )
+            actions += _file_actions(plan.name, root, plan.stale_temporaries, plan.delete, plan.duplicates,
+                                     [(e.path, True, f"age {e.age_seconds / 86400:.2f} d") for e in plan.compress], dry_run=True)
             row.update(deleted_files=0, deduplicated_files=0, compressed_files=0, bytes_freed=0, planned_bytes=plan.bytes_to_free)
         else:
             outcome = cleanup_core.apply_category(plan, open_ids)
             cleanup_core.verify_category(plan, outcome, category, cfg.data_dir, now, tz, archived)
-            for t in outcome.stale_removed:
-                actions.append({"category": plan.name, "action": "removed temporary", "path": relative_to_root(t.path, root), "reason": t.reason})
-            for e in outcome.deleted:
-                actions.append(
-                    {"category": plan.name, "action": "deleted", "path": relative_to_root(e.path, root), "reason": f"age {e.age_seconds / 86400:.2f} d"}
-                )
-            for d in outcome.deduplicated:
-                actions.append(
-                    {
-                        "category": plan.name,
-                        "action": "deleted duplicate",
-                        "path": relative_to_root(d.path, root),
-                        "reason": f"same as {relative_to_root(d.original, root)}",
-                    }
-                )
-            for r in outcome.compressed:
-                actions.append(
-                    {"category": plan.name, "action": "gzipped" if r.ok else "not gzipped", "path": relative_to_root(r.path, root), "reason": r.reason}
-                )
+            actions += _file_actions(plan.name, root, outcome.stale_removed, outcome.deleted, outcome.deduplicated,
+                                     [(r.path, r.ok, r.reason) for r in outcome.compressed], dry_run=False)
             failures += [f"{plan.name}: {relative_to_root(p, root)}: {r}" for p, r in outcome.failed]
             failures += [f"{plan.name}: verification: {p}" for p in outcome.problems]
             row.update(outcome.summary())
@@ -152,3 +118,15 @@ def data_cleanup_job():
 
 
 data_cleanup_schedule = DATA_CLEANUP.schedule(data_cleanup_job)
+
+
+def _file_actions(category: str, root, temporaries, deleted, duplicates, compressed, dry_run: bool) -> list[dict]:
+    """The action rows of one category: what a dry run would do, or what was done (same rows, past tense).
+    compressed: (path, ok, reason) of each file gzipped or to gzip."""
+    removed, deleted_verb, duplicate = (("would remove temporary", "would delete", "would delete duplicate") if dry_run
+                                        else ("removed temporary", "deleted", "deleted duplicate"))
+    rows = [(t.path, removed, t.reason) for t in temporaries]
+    rows += [(e.path, deleted_verb, f"age {e.age_seconds / 86400:.2f} d") for e in deleted]
+    rows += [(d.path, duplicate, f"same as {relative_to_root(d.original, root)}") for d in duplicates]
+    rows += [(path, "would gzip" if dry_run else ("gzipped" if ok else "not gzipped"), reason) for path, ok, reason in compressed]
+    return [{"category": category, "action": action, "path": relative_to_root(path, root), "reason": reason} for path, action, reason in rows]
