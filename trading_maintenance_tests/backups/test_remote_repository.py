@@ -11,9 +11,9 @@ import boto3
 from trading_maintenance.core.backups.archive import new_backup_id
 from trading_maintenance.core.backups.archive_writer import ArchiveWriter
 from trading_maintenance.core.backups.repository import Repository
-from trading_maintenance.core.backups.run import PlannedFile, create_backup
 from trading_maintenance.core.backups.snapshots import check_repository, stage_snapshot
 from trading_maintenance.resources.object_store import ObjectStoreResource
+from trading_maintenance_tests.backups.repository_helpers import backup_tree, write_tree
 
 KEY = "remote-repository-key-0123456789"
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
@@ -24,22 +24,6 @@ def _store(endpoint, bucket) -> ObjectStoreResource:
                                secret_access_key="testing", prefix="tm/")
 
 
-def _backup(repo, data_dir, tmp_path, now):
-    planned = [PlannedFile(f"data/{p.relative_to(data_dir).as_posix()}", str(p), p.stat().st_size)
-               for p in sorted((data_dir / "parquet").rglob("*")) if p.is_file()]
-    return create_backup(dest_dir=data_dir / "backups", fmt="tar.zst", secret=KEY, parts=["trading_data"], config_path=None,
-                         effective_settings={}, secret_keys=set(), data_dir=data_dir, trading_files=planned, now=now,
-                         work_root=tmp_path, repository=repo)
-
-
-def _tree(data_dir, files=4, size=200_000):
-    root = data_dir / "parquet" / "market_data"
-    root.mkdir(parents=True, exist_ok=True)
-    for i in range(files):
-        (root / f"f{i}.bin").write_bytes(os.urandom(size))
-    return sorted(root.iterdir())
-
-
 def _download(remote, dest):
     """The remote copy as a local folder, object by object."""
     client = remote.client
@@ -48,6 +32,14 @@ def _download(remote, dest):
             target = dest / obj["Key"][len(remote.prefix):]
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(client.get_object(Bucket=remote.bucket, Key=obj["Key"])["Body"].read())
+
+
+def _tree(data_dir, files=4, size=200_000):
+    return write_tree(data_dir, files, size)
+
+
+def _backup(repo, data_dir, tmp_path, now):
+    return backup_tree(repo, data_dir, tmp_path, now, KEY)
 
 
 def test_mirror_uploads_only_what_is_new_and_the_copy_restores(tmp_path, data_dir, s3_endpoint, s3_bucket):

@@ -24,25 +24,18 @@ from trading_maintenance.core.backups.snapshots import (
     select_snapshot,
     stage_snapshot,
 )
+from trading_maintenance_tests.backups.repository_helpers import backup_tree, write_tree
 
 KEY = "repository-test-key-0123456789"
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 
 
 def _tree(data_dir, files=12, size=300_000):
-    root = data_dir / "parquet" / "market_data"
-    root.mkdir(parents=True, exist_ok=True)
-    for i in range(files):
-        (root / f"f{i:02d}.bin").write_bytes(os.urandom(size))
-    return sorted(root.iterdir())
+    return write_tree(data_dir, files, size)
 
 
 def _backup(repo, data_dir, tmp_path, now):
-    planned = [PlannedFile(f"data/{p.relative_to(data_dir).as_posix()}", str(p), p.stat().st_size)
-               for p in sorted((data_dir / "parquet").rglob("*")) if p.is_file()]
-    return create_backup(dest_dir=data_dir / "backups", fmt="tar.zst", secret=KEY, parts=["trading_data"], config_path=None,
-                         effective_settings={}, secret_keys=set(), data_dir=data_dir, trading_files=planned, now=now,
-                         work_root=tmp_path, repository=repo)
+    return backup_tree(repo, data_dir, tmp_path, now, KEY)
 
 
 def test_second_backup_stores_only_changed_bytes_and_restores_exactly(tmp_path, data_dir):
