@@ -100,6 +100,7 @@ class AlertThresholds(_Section):
     memory: float = Field(85, gt=0, le=100)
     disk: float = Field(90, gt=0, le=100)
     swap: float = Field(50, gt=0, le=100)
+    load_per_core: float = Field(1.0, gt=0, le=1000, description="1-minute load per core that is a warning; twice it is critical")
     enable_notifications: bool = True
     sustained_minutes: int = Field(5, ge=1, le=120)
     cpu_sample_seconds: float = Field(1.0, gt=0, le=30)

@@ -74,6 +74,13 @@ def test_load_per_core(load, cores, status):
     assert health.load_component(load, cores).status == status
 
 
+@pytest.mark.parametrize("load, cores, status", [(5.9, 2, GREEN), (6.0, 2, YELLOW), (11.9, 2, YELLOW), (12.0, 2, RED)])
+def test_load_limit_configured(load, cores, status):
+    component = health.load_component(load, cores, warning_per_core=3.0)
+    assert component.status == status
+    assert status == GREEN or "from" in component.reason
+
+
 @pytest.mark.parametrize("latency, status", [(None, RED), (10, GREEN), (49.9, GREEN), (50, YELLOW), (499, YELLOW), (500, RED)])
 def test_latency_limits(latency, status):
     assert health.latency_component("redis", latency is not None, latency).status == status

@@ -128,14 +128,16 @@ def sustained_component(
     return component
 
 
-def load_component(load_1: float, cpu_count: int) -> ComponentHealth:
-    """Load per core: below 1.0 is fine, 1.0-2.0 warning, 2.0+ critical."""
+def load_component(load_1: float, cpu_count: int, warning_per_core: float = 1.0) -> ComponentHealth:
+    """Load per core: below the warning level is fine, up to twice it a warning, beyond critical."""
     per_core = load_1 / max(cpu_count, 1)
-    if per_core >= 2.0:
-        return ComponentHealth("load", RED, 10.0, round(per_core, 2), "per core", f"load {load_1:.2f} is {per_core:.1f}x the {cpu_count} cores")
-    if per_core >= 1.0:
-        return ComponentHealth("load", YELLOW, 60.0, round(per_core, 2), "per core", f"load {load_1:.2f} exceeds the {cpu_count} cores")
-    return ComponentHealth("load", GREEN, 100.0 - 30.0 * per_core, round(per_core, 2), "per core")
+    if per_core >= 2.0 * warning_per_core:
+        return ComponentHealth("load", RED, 10.0, round(per_core, 2), "per core",
+                               f"load {load_1:.2f} is {per_core:.1f}x the {cpu_count} cores (critical from {2.0 * warning_per_core:g}x)")
+    if per_core >= warning_per_core:
+        return ComponentHealth("load", YELLOW, 60.0, round(per_core, 2), "per core",
+                               f"load {load_1:.2f} is {per_core:.1f}x the {cpu_count} cores (warning from {warning_per_core:g}x)")
+    return ComponentHealth("load", GREEN, 100.0 - 30.0 * per_core / warning_per_core, round(per_core, 2), "per core")
 
 
 def latency_component(

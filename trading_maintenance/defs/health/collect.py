@@ -164,7 +164,7 @@ def collect_health(
         health.sustained_component("memory", sample.memory_percent, thresholds.memory, sustained["memory"], thresholds.sustained_minutes),
         health.utilisation_component("disk", sample.disk_percent, thresholds.disk, label=f"disk of {sample.disk_path}"),
         health.utilisation_component("swap", sample.swap_percent, thresholds.swap),
-        health.load_component(sample.load_1, sample.cpu_count),
+        health.load_component(sample.load_1, sample.cpu_count, thresholds.load_per_core),
         health.latency_component("redis", redis_ok, redis_ms, redis_error, warn_ms=50, red_ms=500),
         health.latency_component("database", db_ok, (connect_ms or 0) + (query_ms or 0) if db_ok else None, db_error, warn_ms=200, red_ms=2000),
         health.services_component([(s.name, s.healthy, s.detail) for s in service_results]),
