@@ -466,7 +466,7 @@ def test_new_repositories_use_hmac_sha256_chunk_ids_and_a_first_format_repositor
     repo = Repository.open_or_create(data_dir / "backups", KEY)
     config_path = repo.root / "config.json"
     assert json.loads(config_path.read_text())["chunk_id"] == "hmac-sha256"
-    assert repo.keys.chunk_id(b"x") == hmac.new(repo.keys.id_key, b"x", "sha256").hexdigest()
+    assert repo.keys.chunk_id(b"x") == hmac.new(repo.keys.id_key, hashlib.sha256(b"x").digest(), "sha256").hexdigest()
 
     old = data_dir / "old"
     (old / "parquet").mkdir(parents=True)

@@ -88,11 +88,11 @@ class SnapshotWriter:
 
     # ----------------------------------------------------------------- chunks and packs
 
-    def _encode(self, data: bytes) -> tuple[str, bytes, int]:
+    def _encode(self, data: bytes, chunk_id: str | None = None) -> tuple[str, bytes, int]:
         compressor = getattr(self._local, "zstd", None)
         if compressor is None:
             compressor = self._local.zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-        chunk_id, stored = encode_chunk(self.repo.keys, data, compressor)
+        chunk_id, stored = encode_chunk(self.repo.keys, data, compressor, chunk_id)
         return chunk_id, stored, len(data)
 
     def _submit(self, data: bytes, ids: list) -> None:
@@ -206,7 +206,8 @@ class SnapshotWriter:
         short = len(data) < st.st_size
         if short:
             data += b"\0" * (st.st_size - len(data))
-        return st, hashlib.sha256(data).hexdigest(), short, *self._encode(data)
+        digest = hashlib.sha256(data).digest()  # the file's checksum, and its one chunk's id derives from it
+        return st, digest.hex(), short, *self._encode(data, self.repo.keys.chunk_id_from_sha256(digest))
 
     def add_files(self, items: list[tuple[str, str | Path, str, str, tuple[int, int, int] | None]]) -> list[MemberInfo | OSError]:
         """Many (name, path, kind, source, listed) at once, in order: files of one chunk are read and encoded in
