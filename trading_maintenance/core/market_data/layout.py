@@ -109,15 +109,14 @@ class MisnamedEntry:
         return {"path": str(self.path), "reason": self.reason, "month": self.month}
 
 
-def scan_day_folder(folder: str | Path, month: str | None = None) -> tuple[list[tuple[date, Path]], list[MisnamedEntry]]:
-    """(day, path) of the daily files of one {SYMBOL}/{timeframe} folder, sorted, and what is in it
-    that is not a daily file: a name that is not YYYY-MM-DD.parquet or not a real date, a
-    directory, a symbolic link (never followed), anything not a regular file. Temporary files are
-    neither. With month, only the files of that month, and only the misnamed entries whose name
-    points at that month or at none."""
-    days: list[tuple[date, Path]] = []
+def _list_day_folder(
+    folder: str | Path, month: str | None, with_stat: bool
+) -> tuple[list[tuple[date, str, tuple[int, int] | None]], list[MisnamedEntry]]:
+    """(day, name, (size, mtime_ns) or None) of a folder's daily files, sorted by day, and its
+    misnamed entries (see scan_day_folder). with_stat: each daily file's lstat from its directory
+    entry (a regular file: the same as its stat), None when it vanished meanwhile."""
+    days: list[tuple[date, str, tuple[int, int] | None]] = []
     misnamed: list[MisnamedEntry] = []
-    base = Path(folder)  # a child's Path from its folder's: a name parsed, not the whole path
     with os.scandir(folder) as entries:
         for entry in entries:
             name = entry.name
@@ -133,28 +132,84 @@ def scan_day_folder(folder: str | Path, month: str | None = None) -> tuple[list[
             elif not entry.is_file(follow_symlinks=False):
                 reason = "not a regular file"
             elif day is not None:
-                days.append((day, base / name))
+                stat = None
+                if with_stat:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                        stat = (st.st_size, st.st_mtime_ns)
+                    except OSError:
+                        pass  # vanished meanwhile: whoever plans it stats it again
+                days.append((day, name, stat))
                 continue
             elif valid_form:
                 reason = f"{name.removesuffix('.parquet')} is not a real date"
             else:
                 reason = "name is not YYYY-MM-DD.parquet"
             misnamed.append(MisnamedEntry(Path(entry.path), reason, named))
-    days.sort()
+    days.sort(key=_day_of_item)  # a folder's days are unique: a daily file's name is its date
     misnamed.sort(key=lambda m: m.path.name)
     return days, misnamed
 
 
-@dataclass(frozen=True)
+def _day_of_item(item: tuple) -> date:
+    return item[0]
+
+
+def scan_day_folder(folder: str | Path, month: str | None = None) -> tuple[list[tuple[date, Path]], list[MisnamedEntry]]:
+    """(day, path) of the daily files of one {SYMBOL}/{timeframe} folder, sorted, and what is in it
+    that is not a daily file: a name that is not YYYY-MM-DD.parquet or not a real date, a
+    directory, a symbolic link (never followed), anything not a regular file. Temporary files are
+    neither. With month, only the files of that month, and only the misnamed entries whose name
+    points at that month or at none."""
+    days, misnamed = _list_day_folder(folder, month, with_stat=False)
+    base = Path(folder)  # a child's Path from its folder's: a name parsed, not the whole path
+    return [(day, base / name) for day, name, _ in days], misnamed
+
+
 class DailyFile:
-    path: Path
-    symbol: str
-    timeframe: str
-    day: date
+    """A daily file: {folder}/{name}, the (symbol, timeframe) whose folder it is in, and its day.
+
+    `listed_stat` is the (size, mtime_ns) the folder's listing saw (None when not listed so): a
+    re-run compares it with the manifest's without another stat. The Path is built when first
+    asked for: a re-run reads a few of the month's thousands of files."""
+
+    __slots__ = ("folder", "name", "symbol", "timeframe", "day", "listed_stat", "_path")
+
+    def __init__(self, path: str | Path, symbol: str, timeframe: str, day: date, listed_stat: tuple[int, int] | None = None):
+        path = Path(path)
+        self._path = path
+        self.folder, self.name = str(path.parent), path.name
+        self.symbol, self.timeframe, self.day, self.listed_stat = symbol, timeframe, day, listed_stat
+
+    @classmethod
+    def listed(cls, folder: str, name: str, symbol: str, timeframe: str, day: date, stat: tuple[int, int] | None) -> DailyFile:
+        """A file as a folder's listing found it (folder as os.scandir gave it)."""
+        self = cls.__new__(cls)
+        self._path = None
+        self.folder, self.name, self.symbol, self.timeframe, self.day, self.listed_stat = folder, name, symbol, timeframe, day, stat
+        return self
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            self._path = Path(self.folder, self.name)
+        return self._path
 
     @property
     def month(self) -> str:
         return self.day.isoformat()[:7]
+
+    def _key(self) -> tuple:
+        return (self.folder, self.name, self.symbol, self.timeframe, self.day)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, DailyFile) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"DailyFile({str(self.path)!r}, {self.symbol!r}, {self.timeframe!r}, {self.day!r})"
 
 
 def discover_daily_files(market_data_dir: str | Path, month: str | None = None) -> dict[tuple[str, str], list[DailyFile]]:
@@ -167,7 +222,8 @@ def scan_daily_files(
     market_data_dir: str | Path, month: str | None = None
 ) -> tuple[dict[tuple[str, str], list[DailyFile]], list[MisnamedEntry]]:
     """discover_daily_files, plus the entries of the dated folders that are not daily files
-    (see scan_day_folder)."""
+    (see scan_day_folder). Each file carries the (size, mtime_ns) its directory entry had: one
+    stat per file, made while listing."""
     root = Path(market_data_dir)
     groups: dict[tuple[str, str], list[DailyFile]] = {}
     misnamed: list[MisnamedEntry] = []
@@ -179,10 +235,11 @@ def scan_daily_files(
         for tf_entry in os.scandir(sym_entry.path):
             if not tf_entry.is_dir(follow_symlinks=False):
                 continue
-            days, bad = scan_day_folder(tf_entry.path, month)
+            days, bad = _list_day_folder(tf_entry.path, month, with_stat=True)
             misnamed.extend(bad)
             if days:
-                groups[(sym_entry.name, tf_entry.name)] = [DailyFile(path, sym_entry.name, tf_entry.name, day) for day, path in days]
+                folder, sym, tf = tf_entry.path, sym_entry.name, tf_entry.name
+                groups[(sym, tf)] = [DailyFile.listed(folder, name, sym, tf, day, stat) for day, name, stat in days]
     return groups, misnamed
 
 

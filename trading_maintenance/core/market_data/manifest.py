@@ -22,6 +22,7 @@ A manifest is read from disk: every field is checked, anything unexpected means 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -40,11 +41,15 @@ DAY_COUNTS = ("high_below_open_close", "low_above_open_close", "negative_volume"
 
 def load_manifest(archive: Path) -> dict | None:
     """The manifest next to an archive, or None when missing, oversized or not a JSON object."""
-    path = manifest_path(archive)
     try:
-        if path.stat().st_size > MAX_MANIFEST_BYTES:
+        with open(manifest_path(archive), "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_MANIFEST_BYTES:
+                return None
+            raw = handle.read(size + 1)  # bounded even when the file grows meanwhile
+        if len(raw) > MAX_MANIFEST_BYTES:
             return None
-        data = json.loads(path.read_text())
+        data = json.loads(raw.decode())  # a UnicodeDecodeError is a ValueError
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -72,15 +77,23 @@ _SOURCE_COUNTS = ("size", "mtime_ns", "rows", "outside_file_date")
 
 
 def _valid_source(entry, month: str) -> bool:
-    if not has_recorded_hash(entry):
+    """A well-formed source entry of a daily file of month (checked inline: every manifest of a
+    month is checked on each re-run, ~16 entries each)."""
+    if type(entry) is not dict:
         return False
-    day = day_of_name(str(entry.get("name", "")))
-    if day is None or day.isoformat()[:7] != month:
+    get = entry.get
+    sha256, name = get("sha256"), get("name")
+    if type(sha256) is not str or not _SHA256.match(sha256) or type(name) is not str or not name.startswith(month):
         return False
-    if not _count_fields(entry, _SOURCE_COUNTS):
+    if len(name) != 18 or name[7] != "-" or day_of_name(name) is None:  # YYYY-MM-DD.parquet of month, nothing after
         return False
-    first, last = entry.get("first_us"), entry.get("last_us")
-    if entry["rows"] == 0:
+    size, mtime_ns, rows, outside = get("size"), get("mtime_ns"), get("rows"), get("outside_file_date")
+    if type(size) is not int or type(mtime_ns) is not int or type(rows) is not int or type(outside) is not int:
+        return False  # a bool is no count
+    if size < 0 or mtime_ns < 0 or rows < 0 or outside < 0:
+        return False
+    first, last = get("first_us"), get("last_us")
+    if rows == 0:
         return first is None and last is None
     return type(first) is int and type(last) is int and first <= last
 
@@ -204,24 +217,29 @@ class SourcePlan:
                 moved.append(f)
                 ranges.append((e["first_us"], e["last_us"]))
         if moved:
-            self.read = sorted([*self.read, *moved], key=lambda f: (f.day, f.path.name))
+            self.read = sorted([*self.read, *moved], key=_writing_order)
         return moved
+
+
+def _writing_order(f: DailyFile) -> tuple:
+    return (f.day, f.name)
 
 
 def plan_sources(archive: Path, files: list[DailyFile], symbol: str, timeframe: str, month: str, calendar_name: str) -> SourcePlan:
     """Read what is new or changed since the archive was verified (and whatever overlaps the old
     rows of a changed file); reuse the rest. Without a trusted manifest, read everything."""
-    ordered = sorted(files, key=lambda f: (f.day, f.path.name))
-    manifest = trusted_manifest(archive, symbol, timeframe, month, calendar_name) if archive.exists() else None
+    ordered = sorted(files, key=_writing_order)
+    manifest = trusted_manifest(archive, symbol, timeframe, month, calendar_name)  # None without an archive
     if manifest is None:
         return SourcePlan(ordered)
     entries = {s["name"]: s for s in manifest["sources"]}
     plan = SourcePlan([], [], manifest)
     changed_ranges = []
     for f in ordered:
-        entry = entries.get(f.path.name)
+        entry = entries.get(f.name)
         try:
-            same = entry is not None and file_stat(f.path) == (entry["size"], entry["mtime_ns"])
+            # the listing's stat when it has one (the file is compared as it was listed)
+            same = entry is not None and (f.listed_stat or file_stat(f.path)) == (entry["size"], entry["mtime_ns"])
         except OSError:
             same = False
         if same:
