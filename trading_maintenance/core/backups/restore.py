@@ -29,7 +29,7 @@ from trading_maintenance.core.backups.restore_parts import (
     TradingDataPart,
     existing_folder,
 )
-from trading_maintenance.core.backups.snapshots import stage_snapshot
+from trading_maintenance.core.backups.snapshot_restore import stage_snapshot_for_restore
 from trading_maintenance.core.backups.temporaries import owned_temp_dir, remove_dead_temporaries, remove_legacy_stage_dirs
 
 TYPES = ("config", "redis", "trading_data", "database")
@@ -151,8 +151,8 @@ def restore_backup(
             verified = verify_archive(archive_path, secret, stage, want=want, accept=accept, min_free_bytes=min_free_bytes)
         else:
             with repository.lock(exclusive=False):
-                verified = stage_snapshot(repository, str(archive_path), stage, want=want, accept=accept,
-                                          min_free_bytes=min_free_bytes)
+                verified = stage_snapshot_for_restore(repository, str(archive_path), stage, want=want, accept=accept,
+                                                      min_free_bytes=min_free_bytes)
         manifest = verified.manifest
         for entry in manifest["members"]:
             if entry["kind"] != member_type(entry["name"], folders):
