@@ -39,7 +39,11 @@ from trading_maintenance.core.backups.repository import (
 from trading_maintenance.core.backups.temporaries import fsync_dir
 
 READ_SEGMENT = 32 << 20
-MAX_QUEUED_WRITES = 64  # chunks waiting for the pack writer: bounds the memory a slow disk can take
+WRITE_BATCH = 1 << 20  # encoded chunks handed to the pack writer together (one thread wake-up, one writev)
+WRITE_BATCH_PIECES = 64
+IOV_BATCH = 512  # below the kernel's IOV_MAX (1024)
+SMALL_BATCH, SMALL_BATCH_FILES = 1 << 20, 64  # small files read and encoded by one pool task together
+MAX_QUEUED_WRITES = 8  # batches waiting for the pack writer: bounds the memory a slow disk can take (~8 MiB)
 ZSTD_LEVEL = 3
 
 
@@ -57,7 +61,12 @@ class SnapshotWriter:
         self.repo = repo
         self.work_dir = work_dir
         self.known = known if known is not None else repo.load_index()[0]
-        self.parent = {m["name"]: m for m in (parent or {}).get("members", []) if isinstance(m, dict) and "stat" in m}
+        # the parent's entries that carry a file's (size, mtime_ns, inode), by name, with that stat as a tuple
+        self._parent_stats: dict[str, tuple[tuple, dict]] = {}
+        for m in (parent or {}).get("members", []):
+            stat = m.get("stat") if isinstance(m, dict) else None
+            if isinstance(stat, list) and len(stat) == 3 and isinstance(m.get("name"), str):
+                self._parent_stats[m["name"]] = (tuple(stat), m)
         if taken is None:
             taken = set()
             for name in repo.snapshot_ids():
@@ -76,6 +85,7 @@ class SnapshotWriter:
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(max_workers=threads or max(2, os.cpu_count() or 2))
         self._window = 4 * (threads or max(2, os.cpu_count() or 2))
+        self._batch_window = 2 * (threads or max(2, os.cpu_count() or 2))  # batches of small files in flight
         self._pending: deque = deque()
         self._pack = None
         # Packs are written, hashed, fsynced and renamed by one thread of their own (in order), so the
@@ -114,37 +124,51 @@ class SnapshotWriter:
             return
         if self._pack is None:
             path = Path(self.work_dir) / f"{PACK_TEMP_PREFIX}{os.urandom(8).hex()}"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            self._pack = {"file": os.fdopen(fd, "wb", buffering=1 << 20), "path": path, "entries": [],
-                          "hash": hashlib.sha256(), "size": 0}
+            self._pack = {"fd": os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "path": path, "entries": [],
+                          "hash": hashlib.sha256(), "size": 0, "queued": [], "queued_bytes": 0}
         pack = self._pack
-        self._writes.append(self._publisher.submit(self._append, pack, stored))
-        while len(self._writes) > MAX_QUEUED_WRITES:
-            self._writes.popleft().result()
+        pack["queued"].append(stored)
+        pack["queued_bytes"] += len(stored)
         pack["entries"].append((chunk_id, pack["size"], len(stored), raw_length))
         pack["size"] += len(stored)
         self.written_here.add(chunk_id)
         self.new_bytes += len(stored)
         if pack["size"] >= PACK_TARGET:
             self._close_pack()
+        elif pack["queued_bytes"] >= WRITE_BATCH or len(pack["queued"]) >= WRITE_BATCH_PIECES:
+            self._hand_over(pack)
+
+    def _hand_over(self, pack: dict, tail: bytes | None = None) -> None:
+        """The chunks queued for the pack go to the publisher thread as one write (one wake-up of that
+        thread per ~1 MiB, not per chunk); at most MAX_QUEUED_WRITES such writes wait, bounding memory."""
+        pieces, pack["queued"], pack["queued_bytes"] = pack["queued"], [], 0
+        if tail is not None:
+            pieces.append(tail)
+            self._published.append((self._publisher.submit(self._publish, pack, pieces), pack["entries"]))
+            return
+        if pieces:
+            self._writes.append(self._publisher.submit(self._append, pack, pieces))
+            while len(self._writes) > MAX_QUEUED_WRITES:
+                self._writes.popleft().result()
 
     @staticmethod
-    def _append(pack: dict, stored: bytes) -> None:
-        pack["file"].write(stored)
-        pack["hash"].update(stored)
+    def _append(pack: dict, pieces: list[bytes]) -> None:
+        """In the publisher thread: hashed (the pack's id is its SHA-256) and written with writev, no copy."""
+        for piece in pieces:
+            pack["hash"].update(piece)
+        _write_all(pack["fd"], pieces)
 
     def _close_pack(self) -> None:
         pack, self._pack = self._pack, None
         header = self.repo.keys.seal(
             json.dumps([list(e) for e in pack["entries"]], separators=(",", ":")).encode(), b"pack-header")
-        tail = header + struct.pack(">I", len(header))
-        self._published.append((self._publisher.submit(self._publish, pack, tail), pack["entries"]))
+        self._hand_over(pack, header + struct.pack(">I", len(header)))
 
-    def _publish(self, pack: dict, tail: bytes) -> tuple[str, Path]:
-        self._append(pack, tail)
-        pack["file"].flush()
-        os.fsync(pack["file"].fileno())
-        pack["file"].close()
+    def _publish(self, pack: dict, pieces: list[bytes]) -> tuple[str, Path]:
+        self._append(pack, pieces)
+        os.fsync(pack["fd"])
+        os.close(pack["fd"])
+        pack["fd"] = None
         pack_id = pack["hash"].hexdigest()
         return pack_id, self.repo.publish_pack(pack["path"], pack_id, sync_folder=False)
 
@@ -179,21 +203,33 @@ class SnapshotWriter:
                 break
         return digest.hexdigest(), short
 
-    def _reuse(self, name: str, path: str | Path, kind: str, source: str,
-               listed: tuple[int, int, int] | None) -> MemberInfo | None:
-        """The parent snapshot's entry when the file is unchanged: recognised by its metadata alone, never opened."""
-        previous = self.parent.get(name) if source else None
+    def _unchanged(self, name: str, path: str | Path, kind: str, source: str,
+                   listed: tuple[int, int, int] | None) -> tuple[dict, list[int]] | None:
+        """(the parent snapshot's entry, the file's stat) when the file is unchanged: recognised by its
+        metadata alone (size, mtime, inode), never opened, and every chunk of the entry is in the index."""
+        previous = self._parent_stats.get(name) if source else None
         if previous is None:
             return None
         if listed is None:
             st = os.stat(path, follow_symlinks=False)
             listed = (st.st_size, st.st_mtime_ns, st.st_ino)
-        stat = list(listed)
-        if (previous.get("stat") == stat and previous.get("kind") == kind
-                and all(c in self.known for c in previous.get("chunks", []))):
-            self.reused_files += 1
-            return self._record(name, stat[0], previous["sha256"], kind, source, list(previous["chunks"]), stat)
-        return None
+        stat, entry = previous
+        if stat != tuple(listed) or entry.get("kind") != kind:
+            return None
+        chunks = entry.get("chunks")
+        if not isinstance(chunks, list) or not all(type(c) is str and c in self.known for c in chunks):
+            return None
+        return entry, list(listed)
+
+    def _reuse(self, name: str, path: str | Path, kind: str, source: str,
+               listed: tuple[int, int, int] | None) -> MemberInfo | None:
+        """The parent snapshot's entry when the file is unchanged (see _unchanged), recorded."""
+        unchanged = self._unchanged(name, path, kind, source, listed)
+        return None if unchanged is None else self._record_unchanged(name, kind, source, *unchanged)
+
+    def _record_unchanged(self, name: str, kind: str, source: str, previous: dict, stat: list[int]) -> MemberInfo:
+        self.reused_files += 1
+        return self._record(name, stat[0], previous["sha256"], kind, source, list(previous["chunks"]), stat)
 
     def _read_small(self, path: str | Path) -> tuple | None:
         """In a pool thread: a file of at most one chunk read, hashed and encoded whole, so reading, hashing,
@@ -209,54 +245,94 @@ class SnapshotWriter:
         digest = hashlib.sha256(data).digest()  # the file's checksum, and its one chunk's id derives from it
         return st, digest.hex(), short, *self._encode(data, self.repo.keys.chunk_id_from_sha256(digest))
 
+    def _read_small_batch(self, paths: list) -> list:
+        """In a pool thread: several small files in turn (one hand-over between threads per batch, not per
+        file); each result as _read_small's, or the FileNotFoundError/PermissionError that kept the file out."""
+        done: list = []
+        for path in paths:
+            try:
+                done.append(self._read_small(path))
+            except (FileNotFoundError, PermissionError) as exc:
+                done.append(exc)
+        return done
+
     def add_files(self, items: list[tuple[str, str | Path, str, str, tuple[int, int, int] | None]]) -> list[MemberInfo | OSError]:
         """Many (name, path, kind, source, listed) at once, in order: files of one chunk are read and encoded in
-        the pool while earlier ones are stored. Each result is the member, or the OSError that kept the file out
-        (deleted or unreadable), for the caller to report; the members are recorded in the items' order."""
+        the pool, in batches of about SMALL_BATCH bytes, while earlier ones are stored. Each result is the member,
+        or the OSError that kept the file out (deleted or unreadable), for the caller to report; the members are
+        recorded in the items' order (an unchanged file waits behind the batches listed before it)."""
         results: list[MemberInfo | OSError | None] = [None] * len(items)
-        waiting: deque = deque()
+        waiting: deque = deque()  # (index, unchanged entry, stat) or (None, batch, future), in the items' order
+        batch: list = []
+        batch_bytes = 0
+        in_flight = 0
 
         def collect() -> None:
-            index, name, path, kind, source, future = waiting.popleft()
-            try:
-                done = future.result()
-            except (FileNotFoundError, PermissionError) as exc:
-                results[index] = exc
+            nonlocal in_flight
+            index, first, second = waiting.popleft()
+            if index is not None:
+                results[index] = self._record_unchanged(items[index][0], items[index][2], items[index][3], first, second)
                 return
-            if done is None:  # grew past one chunk since it was listed
-                try:
-                    results[index] = self._add_one(name, path, kind, source)
-                except (FileNotFoundError, PermissionError) as exc:
-                    results[index] = exc
-                return
-            st, sha, short, chunk_id, stored, raw_length = done
-            self._store(chunk_id, stored, raw_length)
-            member = self._record(name, st.st_size, sha, kind, source, [chunk_id], [st.st_size, st.st_mtime_ns, st.st_ino] if source else None)
-            if short:
-                member.note = "file shrank while being read; padded"
-            results[index] = member
+            in_flight -= 1
+            for index, done in zip(first, second.result()):
+                name, path, kind, source, _ = items[index]
+                if isinstance(done, OSError):
+                    results[index] = done
+                    continue
+                if done is None:  # grew past one chunk since it was listed
+                    try:
+                        results[index] = self._add_one(name, path, kind, source)
+                    except (FileNotFoundError, PermissionError) as exc:
+                        results[index] = exc
+                    continue
+                st, sha, short, chunk_id, stored, raw_length = done
+                self._store(chunk_id, stored, raw_length)
+                member = self._record(name, st.st_size, sha, kind, source, [chunk_id],
+                                      [st.st_size, st.st_mtime_ns, st.st_ino] if source else None)
+                if short:
+                    member.note = "file shrank while being read; padded"
+                results[index] = member
+
+        def send_batch() -> None:
+            nonlocal batch, batch_bytes, in_flight
+            if batch:
+                while self._pending:  # chunks of a larger file go to the pack first
+                    self._drain_one()
+                waiting.append((None, batch, self._pool.submit(self._read_small_batch, [items[i][1] for i in batch])))
+                batch, batch_bytes = [], 0
+                in_flight += 1
+                while in_flight > self._batch_window:
+                    collect()
 
         for index, (name, path, kind, source, listed) in enumerate(items):
             check_member_name(name)
             try:
-                reused = self._reuse(name, path, kind, source, listed)
+                unchanged = self._unchanged(name, path, kind, source, listed)
             except (FileNotFoundError, PermissionError) as exc:
-                reused = exc
-            if reused is not None or listed is None or listed[0] > CHUNK_MIN:
+                unchanged = exc
+            if isinstance(unchanged, tuple):
+                if waiting or batch:
+                    send_batch()
+                    waiting.append((index, *unchanged))
+                else:
+                    results[index] = self._record_unchanged(name, kind, source, *unchanged)
+                continue
+            if unchanged is not None or listed is None or listed[0] > CHUNK_MIN:
+                send_batch()
                 while waiting:  # members stay in the items' order
                     collect()
-                if reused is None:
+                if unchanged is None:
                     try:
-                        reused = self._add_one(name, path, kind, source)
+                        unchanged = self._add_one(name, path, kind, source)
                     except (FileNotFoundError, PermissionError) as exc:
-                        reused = exc
-                results[index] = reused
+                        unchanged = exc
+                results[index] = unchanged
                 continue
-            while self._pending:  # chunks of a larger file go to the pack first
-                self._drain_one()
-            waiting.append((index, name, path, kind, source, self._pool.submit(self._read_small, path)))
-            while len(waiting) > self._window:
-                collect()
+            batch.append(index)
+            batch_bytes += listed[0]
+            if batch_bytes >= SMALL_BATCH or len(batch) >= SMALL_BATCH_FILES:
+                send_batch()
+        send_batch()
         while waiting:
             collect()
         return results
@@ -333,6 +409,18 @@ class SnapshotWriter:
         self._pool.shutdown(cancel_futures=True)
         self._publisher.shutdown(cancel_futures=True)
         if self._pack is not None:
-            self._pack["file"].close()
+            os.close(self._pack["fd"])
             Path(self._pack["path"]).unlink(missing_ok=True)
             self._pack = None
+
+
+def _write_all(fd: int, pieces: list[bytes]) -> None:
+    """Every byte of `pieces`, in order, however the kernel splits the writes."""
+    views = [memoryview(p) for p in pieces if len(p)]
+    while views:
+        written = os.writev(fd, views[:IOV_BATCH])
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if written:
+            views[0] = views[0][written:]
