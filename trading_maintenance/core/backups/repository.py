@@ -223,6 +223,10 @@ def decode_chunk(keys: Keys, chunk_id: str, stored: bytes, raw_length: int) -> b
     body = keys.open(stored, chunk_id.encode(), f"chunk {chunk_id[:16]}")
     if body[:1] == _ZSTD:
         try:
+            # zstandard ignores max_output_size when the frame states its size: a frame announcing more
+            # than the index declares is refused before anything is allocated (-1: unstated, then bounded)
+            if zstandard.frame_content_size(body[1:]) > raw_length:
+                raise RepositoryError(f"chunk {chunk_id[:16]} announces more bytes than its index entry: refused")
             data = zstandard.ZstdDecompressor().decompress(body[1:], max_output_size=raw_length)
         except zstandard.ZstdError as exc:
             raise RepositoryError(f"chunk {chunk_id[:16]} does not decompress: {exc}") from None
