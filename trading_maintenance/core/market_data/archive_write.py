@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from trading_maintenance.core.market_data.io import file_stat, remove_stale_tmp, scan_runs, tmp_name
+from trading_maintenance.core.market_data.io import file_stat, read_whole, remove_stale_tmp, scan_buffers, tmp_name
 from trading_maintenance.core.market_data.manifest import write_manifest
 from trading_maintenance.core.market_data.results import GroupResult
 
@@ -133,7 +133,8 @@ def check_read_back(tmps: list[Path], outs: list[pl.DataFrame]) -> list[tuple[bo
     (equal, rows read back, adjacent duplicate keys) each; None where the caller must check alone."""
     checks: list[tuple[bool, int, int] | None] = [None] * len(tmps)
     try:
-        scanned = scan_runs([str(t) for t in tmps])
+        # read back from the files themselves, each whole, decoded in one scan
+        scanned = scan_buffers([read_whole(t)[0] for t in tmps])
         if scanned is None:
             return checks
         frame, back_lengths = scanned

@@ -18,7 +18,7 @@ import polars as pl
 
 from trading_maintenance.core.market_data.archive_write import check_read_back, finish_verified, keep_equal_archive, recorded_archive_stat, write_tmp
 from trading_maintenance.core.market_data.group import consolidate_group, error_text, source_entry, summarise
-from trading_maintenance.core.market_data.io import file_sha256, file_stat, scan_runs
+from trading_maintenance.core.market_data.io import bytes_sha256, read_whole, scan_buffers
 from trading_maintenance.core.market_data.layout import KEY, archive_path
 from trading_maintenance.core.market_data.manifest import SourcePlan
 from trading_maintenance.core.market_data.months import MonthSessions
@@ -84,9 +84,13 @@ def _scan_batch(plans: list[SourcePlan]):
     (frame with _file_date and _group, rows per file, stats, hashes, ranges per group) or None."""
     while True:
         files = [f for plan in plans for f in plan.read]
-        stats = [file_stat(f.path) for f in files]
-        hashes = [file_sha256(f.path) for f in files]
-        scanned = scan_runs([str(f.path) for f in files])
+        # each file read once: its stat, hash and rows all describe the same bytes (a scan of
+        # buffers costs about half the CPU of a scan of paths)
+        contents = [read_whole(f.path) for f in files]
+        stats = [st for _, st in contents]
+        hashes = [bytes_sha256(data) for data, _ in contents]
+        scanned = scan_buffers([data for data, _ in contents])
+        del contents
         if scanned is None:
             return None
         daily, lengths = scanned
@@ -98,7 +102,7 @@ def _scan_batch(plans: list[SourcePlan]):
         )
         ranges = [{} for _ in plans]
         if daily.height and not daily["timestamp"].null_count():
-            # each file's rows are one run (scan_runs), and a group has one file per day: the
+            # each file's rows are one run (scan_buffers), and a group has one file per day: the
             # range of each nonempty run
             epoch = daily["timestamp"].dt.epoch("us").to_numpy()
             nonempty = [k for k, n in enumerate(lengths) if n]
@@ -154,7 +158,7 @@ def consolidate_batch(
         prev_bytes = [0] * len(items)
         previous: dict[int, pl.DataFrame] = {}  # verified archives, as decoded: kept when nothing changes
         if with_archive:
-            scanned = scan_runs([str(targets[i]) for i in with_archive])
+            scanned = scan_buffers([read_whole(targets[i])[0] for i in with_archive])
             if scanned is None:
                 return careful()  # the careful path reports an unreadable archive per group
             arch, arch_lengths = scanned

@@ -15,7 +15,16 @@ import numpy as np
 import polars as pl
 
 from trading_maintenance.core.market_data.archive_write import keep_equal_archive, recorded_archive_stat, write_verified
-from trading_maintenance.core.market_data.io import UnreadableFile, file_sha256, file_stat, quarantine_file, read_market_file, scan_runs
+from trading_maintenance.core.market_data.io import (
+    UnreadableFile,
+    bytes_sha256,
+    file_sha256,
+    file_stat,
+    quarantine_file,
+    read_market_file,
+    read_whole,
+    scan_buffers,
+)
 from trading_maintenance.core.market_data.layout import KEY, DailyFile, archive_path
 from trading_maintenance.core.market_data.manifest import SourcePlan
 from trading_maintenance.core.market_data.months import MonthSessions
@@ -72,16 +81,19 @@ def read_group_fast(plan: SourcePlan) -> tuple[pl.DataFrame, list[dict]] | None:
     the current schema), widening the plan to reused sources the rows read overlap. None when
     anything is off: the caller then reads file by file.
 
-    Sizes, mtimes and hashes are taken before reading: a file rewritten meanwhile no longer
-    matches its manifest entry and so is never deleted on the strength of this archive."""
+    Each file is read whole once (read_whole): its size, mtime, hash and rows all describe the
+    same bytes, so a file rewritten meanwhile no longer matches its manifest entry and is never
+    deleted on the strength of this archive."""
     try:
         while True:
             ordered = plan.read
             if not ordered:
                 return None
-            stats = [file_stat(f.path) for f in ordered]
-            hashes = [file_sha256(f.path) for f in ordered]
-            scanned = scan_runs([str(f.path) for f in ordered])
+            contents = [read_whole(f.path) for f in ordered]  # stat, hash and rows of the same bytes
+            stats = [st for _, st in contents]
+            hashes = [bytes_sha256(data) for data, _ in contents]
+            scanned = scan_buffers([data for data, _ in contents])
+            del contents
             if scanned is None:
                 return None
             df, lengths = scanned

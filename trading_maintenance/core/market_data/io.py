@@ -12,11 +12,14 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from trading_maintenance.core.common.atomic import fsync_dir as _fsync_dir
 from trading_maintenance.core.market_data.layout import SCHEMA, manifest_path
@@ -208,6 +211,63 @@ def file_sha256(path: Path) -> str:
 def file_stat(path: Path) -> tuple[int, int]:
     st = path.stat()
     return st.st_size, st.st_mtime_ns
+
+
+MAX_BUFFERED_FILE_BYTES = 512 * 1024 * 1024  # a larger file is read by path (the careful path), never held whole
+
+
+class ChangedWhileReading(OSError):
+    """A file whose size or mtime changed while it was read: what was read may be neither version."""
+
+
+def read_whole(path: str | Path) -> tuple[bytes, tuple[int, int]]:
+    """A regular file's bytes with the (size, mtime_ns) they were read at, from one open: the
+    stat, the hash and the rows decoded from these bytes all describe the same content (a rename
+    over the name meanwhile leaves this open file as it was; a rewrite in place raises
+    ChangedWhileReading). Files over MAX_BUFFERED_FILE_BYTES raise ValueError."""
+    with open(path, "rb", buffering=0) as handle:  # unbuffered: one read into one bytes object
+        fd = handle.fileno()
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise ValueError(f"not a regular file: {path}")
+        if before.st_size > MAX_BUFFERED_FILE_BYTES:
+            raise ValueError(f"too large to read whole: {before.st_size} bytes")
+        parts = []
+        remaining = before.st_size + 1  # one byte more than expected: a file that grew is noticed
+        while remaining > 0:
+            part = handle.read(remaining)
+            if not part:
+                break
+            parts.append(part)
+            remaining -= len(part)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        after = os.fstat(fd)
+    if len(data) != before.st_size or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise ChangedWhileReading(f"{path} changed while it was read")
+    return data, (before.st_size, before.st_mtime_ns)
+
+
+def bytes_sha256(data: bytes) -> str:
+    """Hex SHA-256 of bytes read whole: equal to file_sha256 of the file they were read from."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def scan_buffers(buffers: list[bytes]) -> tuple[pl.DataFrame, list[int]] | None:
+    """Several parquet files, read whole (read_whole), decoded in one scan, with the row count of
+    each from its own footer (None unless every file is in the current schema and the counts add
+    up to the rows decoded).
+
+    The same as scan_runs on the files' paths, for about half the CPU: a scan of paths costs
+    per-file opening and path bookkeeping that in-memory sources do not. Multi-source scans
+    concatenate sources in the order given, so each file's rows are one run in order; the counts
+    come from each footer's num_rows, which is what the decoder reads per row group."""
+    if not buffers:
+        return None
+    lengths = [pq.read_metadata(pa.BufferReader(b)).num_rows for b in buffers]
+    df = pl.scan_parquet(buffers).collect()
+    if list(df.schema.items()) != _SCHEMA_ITEMS or df.height != sum(lengths):
+        return None
+    return df, lengths
 
 
 def scan_runs(paths: list[str]) -> tuple[pl.DataFrame, list[int]] | None:
