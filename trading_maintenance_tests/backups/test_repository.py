@@ -395,7 +395,7 @@ def test_restore_target_through_a_symlinked_folder_outside_the_data_dir_is_refus
 
 
 @pytest.mark.parametrize("syncfs_works", [True, False])
-def test_restored_files_are_made_durable_by_one_syncfs_or_else_one_fsync_each(tmp_path, data_dir, monkeypatch, syncfs_works):
+def test_restored_files_and_folders_are_made_durable_by_one_syncfs_each_or_else_one_fsync_each(tmp_path, data_dir, monkeypatch, syncfs_works):
     from trading_maintenance.core.backups import restore_parts
 
     files = _tree(data_dir, files=4, size=20_000)
@@ -409,11 +409,13 @@ def test_restored_files_are_made_durable_by_one_syncfs_or_else_one_fsync_each(tm
     restore_backup(select_snapshot(repo).name, KEY, {"trading_data"}, stage_root=tmp_path / "stage", data_dir=target,
                    repository=repo, data_folders=("parquet",))
     monkeypatch.undo()
-    assert len(synced) == 1
+    assert len(synced) == (2 if syncfs_works else 1)  # the files before the renames, the folders after them
     import stat
 
     regular = [mode for mode in fsynced if stat.S_ISREG(mode)]
     assert len(regular) == (0 if syncfs_works else 4)
+    folders = [mode for mode in fsynced if stat.S_ISDIR(mode)]
+    assert (len(folders) == 0) == syncfs_works
     assert all((target / p.relative_to(data_dir)).read_bytes() == p.read_bytes() for p in files)
 
 
