@@ -182,7 +182,7 @@ def test_a_rerun_reads_the_index_and_each_snapshot_once_and_no_unchanged_file(tm
         _backup(repo, data_dir, tmp_path, NOW + timedelta(days=day))
     files[2].write_bytes(os.urandom(50_000))
     calls = {"index": 0, "snapshots": [], "opened": []}
-    real_load, real_read, real_open = Repository.load_index, Repository.read_snapshot, open
+    real_load, real_read, real_open = Repository.load_index, Repository.read_snapshot_plaintext, open
 
     def counting_load(self):
         calls["index"] += 1
@@ -198,7 +198,8 @@ def test_a_rerun_reads_the_index_and_each_snapshot_once_and_no_unchanged_file(tm
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(Repository, "load_index", counting_load)
-    monkeypatch.setattr(Repository, "read_snapshot", counting_read)
+    monkeypatch.setattr(Repository, "read_snapshot_plaintext", counting_read)
+    monkeypatch.setattr(Repository, "read_snapshot", lambda self, name: pytest.fail("a snapshot read a second time"))
     monkeypatch.setattr("builtins.open", counting_open)
     outcome = _backup(repo, data_dir, tmp_path, NOW + timedelta(days=3))
     assert calls["index"] == 1

@@ -444,7 +444,15 @@ class Repository:
         return sorted(e.name for e in os.scandir(folder) if _is_hex_id(e.name)) if folder.is_dir() else []
 
     def write_snapshot(self, manifest: dict) -> str:
-        sealed = self.keys.seal(json.dumps(manifest, sort_keys=True, separators=(",", ":"), default=str).encode(), b"snapshot")
+        """Sealed as JSON that begins with a summary (backup id, time, files, logical and new bytes), so a
+        listing reads the summary without decoding every member; the members come last."""
+        members = manifest.get("members") or []
+        summary = {"backup_id": manifest.get("backup_id"), "created_at": manifest.get("created_at"), "files": len(members),
+                   "logical_bytes": sum(m.get("size", 0) for m in members if isinstance(m, dict)),
+                   "new_bytes": (manifest.get("repository") or {}).get("new_bytes", 0)}
+        document = {"summary": summary, **{k: v for k, v in manifest.items() if k not in ("summary", "members")},
+                    "members": members}
+        sealed = self.keys.seal(json.dumps(document, separators=(",", ":"), default=str).encode(), b"snapshot")
         name = hashlib.sha256(sealed).hexdigest()
         _write_file(self.root / "snapshots" / name, sealed)
         return name
@@ -452,19 +460,52 @@ class Repository:
     def read_snapshot(self, name: str) -> dict:
         return self.open_snapshot(name, _read_bounded(self.root / "snapshots" / name, MAX_METADATA_BYTES))
 
-    def open_snapshot(self, name: str, sealed: bytes) -> dict:
-        """A snapshot's manifest, from its stored bytes (here or a remote copy's), checked against its name."""
+    def read_snapshot_plaintext(self, name: str) -> bytes:
+        """A snapshot's bytes, checked against its name and authenticated, not yet decoded (see
+        snapshot_summary and snapshot_manifest)."""
+        return self.open_snapshot_plaintext(name, _read_bounded(self.root / "snapshots" / name, MAX_METADATA_BYTES))
+
+    def open_snapshot_plaintext(self, name: str, sealed: bytes) -> bytes:
         if not hmac.compare_digest(hashlib.sha256(sealed).hexdigest(), name):
             raise RepositoryError(f"snapshot {name[:16]} does not match its name: altered or corrupt")
-        manifest = _json(self.keys.open(sealed, b"snapshot", f"snapshot {name[:16]}"), f"snapshot {name[:16]}")
-        if not isinstance(manifest, dict):
-            raise RepositoryError(f"snapshot {name[:16]} is not a manifest")
-        return manifest
+        return self.keys.open(sealed, b"snapshot", f"snapshot {name[:16]}")
+
+    def open_snapshot(self, name: str, sealed: bytes) -> dict:
+        """A snapshot's manifest, from its stored bytes (here or a remote copy's), checked against its name."""
+        return snapshot_manifest(self.open_snapshot_plaintext(name, sealed), name)
 
     def remove_file(self, folder: str, name: str) -> None:
         path = self.root / folder / name
         path.unlink(missing_ok=True)
         fsync_dir(path.parent)
+
+
+_SUMMARY_PREFIX = b'{"summary":'
+_SUMMARY_LIMIT = 4096
+
+
+def snapshot_manifest(plaintext: bytes, name: str) -> dict:
+    manifest = _json(plaintext, f"snapshot {name[:16]}")
+    if not isinstance(manifest, dict):
+        raise RepositoryError(f"snapshot {name[:16]} is not a manifest")
+    return manifest
+
+
+def snapshot_summary(plaintext: bytes) -> dict | None:
+    """The summary a snapshot begins with: {backup_id, created_at, files, logical_bytes, new_bytes}, its
+    counts checked as non-negative integers (the caller checks the id and time); None when the snapshot
+    has none (written before summaries) or it is malformed: then the whole manifest is decoded instead."""
+    if not plaintext.startswith(_SUMMARY_PREFIX):
+        return None
+    head = plaintext[:_SUMMARY_LIMIT].decode("utf-8", errors="replace")
+    try:
+        summary, _ = json.JSONDecoder().raw_decode(head, len(_SUMMARY_PREFIX))
+    except ValueError:
+        return None
+    if not (isinstance(summary, dict) and all(type(summary.get(k)) is int and summary[k] >= 0
+                                              for k in ("files", "logical_bytes", "new_bytes"))):
+        return None
+    return summary
 
 
 def _json(data: bytes, what: str):

@@ -61,12 +61,8 @@ class SnapshotWriter:
         self.repo = repo
         self.work_dir = work_dir
         self.known = known if known is not None else repo.load_index()[0]
-        # the parent's entries that carry a file's (size, mtime_ns, inode), by name, with that stat as a tuple
-        self._parent_stats: dict[str, tuple[tuple, dict]] = {}
-        for m in (parent or {}).get("members", []):
-            stat = m.get("stat") if isinstance(m, dict) else None
-            if isinstance(stat, list) and len(stat) == 3 and isinstance(m.get("name"), str):
-                self._parent_stats[m["name"]] = (tuple(stat), m)
+        self.parent = {m["name"]: m for m in (parent or {}).get("members", [])
+                       if isinstance(m, dict) and "stat" in m and type(m.get("name")) is str}
         if taken is None:
             taken = set()
             for name in repo.snapshot_ids():
@@ -207,19 +203,22 @@ class SnapshotWriter:
                    listed: tuple[int, int, int] | None) -> tuple[dict, list[int]] | None:
         """(the parent snapshot's entry, the file's stat) when the file is unchanged: recognised by its
         metadata alone (size, mtime, inode), never opened, and every chunk of the entry is in the index."""
-        previous = self._parent_stats.get(name) if source else None
+        previous = self.parent.get(name) if source else None
         if previous is None:
             return None
         if listed is None:
             st = os.stat(path, follow_symlinks=False)
             listed = (st.st_size, st.st_mtime_ns, st.st_ino)
-        stat, entry = previous
-        if stat != tuple(listed) or entry.get("kind") != kind:
+        stat = [*listed]
+        if previous["stat"] != stat or previous.get("kind") != kind:
             return None
-        chunks = entry.get("chunks")
-        if not isinstance(chunks, list) or not all(type(c) is str and c in self.known for c in chunks):
+        chunks = previous.get("chunks")
+        try:
+            if type(chunks) is not list or not all(map(self.known.__contains__, chunks)):
+                return None
+        except TypeError:  # an unhashable chunk "id": not a valid entry
             return None
-        return entry, list(listed)
+        return previous, stat
 
     def _reuse(self, name: str, path: str | Path, kind: str, source: str,
                listed: tuple[int, int, int] | None) -> MemberInfo | None:
@@ -227,9 +226,10 @@ class SnapshotWriter:
         unchanged = self._unchanged(name, path, kind, source, listed)
         return None if unchanged is None else self._record_unchanged(name, kind, source, *unchanged)
 
-    def _record_unchanged(self, name: str, kind: str, source: str, previous: dict, stat: list[int]) -> MemberInfo:
+    def _record_unchanged(self, name: str, kind: str, source: str, previous: dict, stat: list[int],
+                          order: int | None = None) -> MemberInfo:
         self.reused_files += 1
-        return self._record(name, stat[0], previous["sha256"], kind, source, list(previous["chunks"]), stat)
+        return self._record(name, stat[0], previous["sha256"], kind, source, list(previous["chunks"]), stat, order)
 
     def _read_small(self, path: str | Path) -> tuple | None:
         """In a pool thread: a file of at most one chunk read, hashed and encoded whole, so reading, hashing,
@@ -257,84 +257,73 @@ class SnapshotWriter:
         return done
 
     def add_files(self, items: list[tuple[str, str | Path, str, str, tuple[int, int, int] | None]]) -> list[MemberInfo | OSError]:
-        """Many (name, path, kind, source, listed) at once, in order: files of one chunk are read and encoded in
-        the pool, in batches of about SMALL_BATCH bytes, while earlier ones are stored. Each result is the member,
-        or the OSError that kept the file out (deleted or unreadable), for the caller to report; the members are
-        recorded in the items' order (an unchanged file waits behind the batches listed before it)."""
+        """Many (name, path, kind, source, listed) at once: files of one chunk are read and encoded in the pool,
+        in batches of about SMALL_BATCH bytes, while the main thread stores earlier ones and takes unchanged
+        files from the parent. Each result is the member, or the OSError that kept the file out (deleted or
+        unreadable), for the caller to report; the members are recorded in the items' order."""
         results: list[MemberInfo | OSError | None] = [None] * len(items)
-        waiting: deque = deque()  # (index, unchanged entry, stat) or (None, batch, future), in the items' order
+        self._ordered = [None] * len(items)
+        waiting: deque = deque()  # (indexes, future) of the batches in flight, oldest first
         batch: list = []
         batch_bytes = 0
-        in_flight = 0
 
         def collect() -> None:
-            nonlocal in_flight
-            index, first, second = waiting.popleft()
-            if index is not None:
-                results[index] = self._record_unchanged(items[index][0], items[index][2], items[index][3], first, second)
-                return
-            in_flight -= 1
-            for index, done in zip(first, second.result()):
+            indexes, future = waiting.popleft()
+            for index, done in zip(indexes, future.result()):
                 name, path, kind, source, _ = items[index]
                 if isinstance(done, OSError):
                     results[index] = done
                     continue
                 if done is None:  # grew past one chunk since it was listed
                     try:
-                        results[index] = self._add_one(name, path, kind, source)
+                        results[index] = self._add_one(name, path, kind, source, index)
                     except (FileNotFoundError, PermissionError) as exc:
                         results[index] = exc
                     continue
                 st, sha, short, chunk_id, stored, raw_length = done
                 self._store(chunk_id, stored, raw_length)
                 member = self._record(name, st.st_size, sha, kind, source, [chunk_id],
-                                      [st.st_size, st.st_mtime_ns, st.st_ino] if source else None)
+                                      [st.st_size, st.st_mtime_ns, st.st_ino] if source else None, index)
                 if short:
                     member.note = "file shrank while being read; padded"
                 results[index] = member
 
         def send_batch() -> None:
-            nonlocal batch, batch_bytes, in_flight
-            if batch:
-                while self._pending:  # chunks of a larger file go to the pack first
-                    self._drain_one()
-                waiting.append((None, batch, self._pool.submit(self._read_small_batch, [items[i][1] for i in batch])))
-                batch, batch_bytes = [], 0
-                in_flight += 1
-                while in_flight > self._batch_window:
-                    collect()
+            nonlocal batch, batch_bytes
+            while self._pending:  # chunks of a larger file go to the pack first
+                self._drain_one()
+            waiting.append((batch, self._pool.submit(self._read_small_batch, [items[i][1] for i in batch])))
+            batch, batch_bytes = [], 0
+            while len(waiting) > self._batch_window:
+                collect()
 
-        for index, (name, path, kind, source, listed) in enumerate(items):
-            check_member_name(name)
-            try:
-                unchanged = self._unchanged(name, path, kind, source, listed)
-            except (FileNotFoundError, PermissionError) as exc:
-                unchanged = exc
-            if isinstance(unchanged, tuple):
-                if waiting or batch:
-                    send_batch()
-                    waiting.append((index, *unchanged))
-                else:
-                    results[index] = self._record_unchanged(name, kind, source, *unchanged)
-                continue
-            if unchanged is not None or listed is None or listed[0] > CHUNK_MIN:
-                send_batch()
-                while waiting:  # members stay in the items' order
-                    collect()
-                if unchanged is None:
+        try:
+            for index, (name, path, kind, source, listed) in enumerate(items):
+                check_member_name(name)
+                try:
+                    unchanged = self._unchanged(name, path, kind, source, listed)
+                except (FileNotFoundError, PermissionError) as exc:
+                    results[index] = exc
+                    continue
+                if unchanged is not None:
+                    results[index] = self._record_unchanged(name, kind, source, *unchanged, index)
+                elif listed is None or listed[0] > CHUNK_MIN:
                     try:
-                        unchanged = self._add_one(name, path, kind, source)
+                        results[index] = self._add_one(name, path, kind, source, index)
                     except (FileNotFoundError, PermissionError) as exc:
-                        unchanged = exc
-                results[index] = unchanged
-                continue
-            batch.append(index)
-            batch_bytes += listed[0]
-            if batch_bytes >= SMALL_BATCH or len(batch) >= SMALL_BATCH_FILES:
+                        results[index] = exc
+                else:
+                    batch.append(index)
+                    batch_bytes += listed[0]
+                    if batch_bytes >= SMALL_BATCH or len(batch) >= SMALL_BATCH_FILES:
+                        send_batch()
+            if batch:
                 send_batch()
-        send_batch()
-        while waiting:
-            collect()
+            while waiting:
+                collect()
+            self.members.extend(entry for entry in self._ordered if entry is not None)
+        finally:
+            self._ordered = None
         return results
 
     def add_file(self, name: str, path: str | Path, kind: str, source: str = "",
@@ -344,13 +333,13 @@ class SnapshotWriter:
         reused = self._reuse(name, path, kind, source, listed)
         return reused if reused is not None else self._add_one(name, path, kind, source)
 
-    def _add_one(self, name: str, path: str | Path, kind: str, source: str) -> MemberInfo:
+    def _add_one(self, name: str, path: str | Path, kind: str, source: str, order: int | None = None) -> MemberInfo:
         with open(path, "rb", buffering=0) as handle:
             st = os.fstat(handle.fileno())
             stat = [st.st_size, st.st_mtime_ns, st.st_ino]
             ids: list = []
             sha, short = self._chunk_stream(handle, st.st_size, ids)
-        member = self._record(name, st.st_size, sha, kind, source, ids, stat if source else None)
+        member = self._record(name, st.st_size, sha, kind, source, ids, stat if source else None, order)
         if short:
             member.note = "file shrank while being read; padded"
         return member
@@ -361,13 +350,17 @@ class SnapshotWriter:
         sha, _ = self._chunk_stream(io.BytesIO(data), len(data), ids)
         return self._record(name, len(data), sha, kind, source, ids, None)
 
-    def _record(self, name, size, sha, kind, source, ids, stat) -> MemberInfo:
+    def _record(self, name, size, sha, kind, source, ids, stat, order: int | None = None) -> MemberInfo:
+        """`order`: the member's place among add_files' items (it is recorded there, whenever it is ready)."""
         entry = {"name": name, "size": size, "sha256": sha, "kind": kind, "chunks": ids}
         if source:
             entry["source"] = source
         if stat:
             entry["stat"] = stat
-        self.members.append(entry)
+        if order is None:
+            self.members.append(entry)
+        else:
+            self._ordered[order] = entry
         self.logical += size
         return MemberInfo(name, size, sha, kind, source)
 

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from trading_maintenance.core.backups.archive import MIN_FREE_BYTES, BackupRef, plan_backup_retention, select_backup
+from trading_maintenance.core.backups.archive import (
+    MIN_FREE_BYTES,
+    ArchiveError,
+    BackupRef,
+    plan_backup_retention,
+    select_backup,
+)
 from trading_maintenance.core.backups.archive_reader import (
     VerifiedArchive,
     check_member_name,
@@ -24,7 +30,14 @@ from trading_maintenance.core.backups.archive_reader import (
     manifest_members,
 )
 from trading_maintenance.core.backups.archive_writer import ArchiveResult, ArchiveWriter
-from trading_maintenance.core.backups.repository import BlobRef, Repository, RepositoryError, decode_chunk
+from trading_maintenance.core.backups.repository import (
+    BlobRef,
+    Repository,
+    RepositoryError,
+    decode_chunk,
+    snapshot_manifest,
+    snapshot_summary,
+)
 from trading_maintenance.core.backups.temporaries import owned_temp_dir
 
 LOCATION_PREFIX = "repository:"
@@ -41,27 +54,55 @@ class SnapshotListing:
 
 
 def list_snapshots(repo: Repository, keep_newest: bool = False) -> SnapshotListing:
-    """Every readable snapshot; with keep_newest the newest one's manifest is kept (a backup's parent),
-    so it is not read and decoded a second time."""
+    """Every readable snapshot (each authenticated; identified by the summary it begins with, or by its whole
+    manifest when written before summaries); with keep_newest the newest one's manifest is kept, decoded and
+    its members checked (a backup's parent), so it is not read a second time."""
     listing = SnapshotListing([])
-    newest_key = None
+    newest = None  # ((created, backup_id), name, plaintext)
     for name in repo.snapshot_ids():
+        label = f"snapshot {name[:16]}"
         try:
-            manifest = repo.read_snapshot(name)
-            backup_id, created = manifest_identity(manifest, f"snapshot {name[:16]}")
-            members = manifest_members(manifest, f"snapshot {name[:16]}")
-        except RepositoryError as exc:
+            plaintext = repo.read_snapshot_plaintext(name)
+            summary = snapshot_summary(plaintext) or _summary_of(snapshot_manifest(plaintext, name), label)
+            backup_id, created = manifest_identity(summary, label)
+        except ArchiveError as exc:
             listing.problems.append(str(exc))
             listing.unreadable.append(name)
             continue
-        logical = sum(m["size"] for m in members.values())
-        listing.refs.append(BackupRef(backup_id, name, created, logical, LOCATION_PREFIX + name, repo.keys.encrypted, "repository"))
-        if keep_newest and (newest_key is None or (created, backup_id) > newest_key):
-            newest_key, listing.newest = (created, backup_id), manifest
-        added = (manifest.get("repository") or {}).get("new_bytes", 0)
-        listing.details[name] = {"files": len(members), "logical_bytes": logical, "new_bytes": added if type(added) is int else 0}
+        listing.refs.append(BackupRef(backup_id, name, created, summary["logical_bytes"], LOCATION_PREFIX + name,
+                                      repo.keys.encrypted, "repository"))
+        listing.details[name] = {k: summary[k] for k in ("files", "logical_bytes", "new_bytes")}
+        if keep_newest and (newest is None or (created, backup_id) > newest[0]):
+            newest = ((created, backup_id), name, plaintext)
     listing.refs.sort(key=lambda r: (r.created_at, r.backup_id))
+    while newest is not None:
+        _, name, plaintext = newest
+        label = f"snapshot {name[:16]}"
+        try:
+            manifest = snapshot_manifest(plaintext, name)
+            manifest_members(manifest, label)
+            if manifest_identity(manifest, label)[0] != next(r.backup_id for r in listing.refs if r.name == name):
+                raise RepositoryError(f"{label}: its summary names another backup than its manifest: refused")
+            listing.newest = manifest
+            break
+        except ArchiveError as exc:  # left out, as if unreadable: the next newest is the parent
+            listing.problems.append(str(exc))
+            listing.unreadable.append(name)
+            listing.refs = [r for r in listing.refs if r.name != name]
+            listing.details.pop(name, None)
+        newest = None
+        if listing.refs:
+            ref = listing.refs[-1]
+            newest = ((ref.created_at, ref.backup_id), ref.name, repo.read_snapshot_plaintext(ref.name))
     return listing
+
+
+def _summary_of(manifest: dict, label: str) -> dict:
+    """A summary (as snapshot_summary gives) computed from a whole manifest, its members checked."""
+    members = manifest_members(manifest, label)
+    added = (manifest.get("repository") or {}).get("new_bytes", 0)
+    return {"backup_id": manifest.get("backup_id"), "created_at": manifest.get("created_at"), "files": len(members),
+            "logical_bytes": sum(m["size"] for m in members.values()), "new_bytes": added if type(added) is int else 0}
 
 
 def select_snapshot(repo: Repository, which: str = "latest", on_date: str | None = None, tz: str = "America/New_York") -> BackupRef:
@@ -217,7 +258,7 @@ def export_snapshot(repo: Repository, snapshot: str, dest_dir: Path, secret: str
                 writer.add_file(entry["name"], staged, entry["kind"], entry.get("source", ""))
                 staged.unlink()
             kept = {k: v for k, v in manifest.items() if k not in ("members", "manifest_version", "backup_id", "format",
-                                                                    "encrypted", "repository")}
+                                                                    "encrypted", "repository", "summary")}
             return writer.finish({**kept, "exported_from_snapshot": snapshot})
 
 
