@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from datetime import date
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from trading_maintenance.core.market_data import io as md_io
 from trading_maintenance.core.market_data.consolidate import consolidate_month
 from trading_maintenance.core.market_data.io import (
     ChangedWhileReading,
+    FooterError,
+    _footer_num_rows,
     bytes_sha256,
     file_sha256,
     file_stat,
+    parquet_row_count,
     read_whole,
     scan_buffers,
     scan_runs,
@@ -111,3 +117,54 @@ def test_the_batch_path_records_each_sources_own_size_mtime_and_hash(mdir):
             assert (entry["size"], entry["mtime_ns"]) == file_stat(path)
             assert entry["sha256"] == file_sha256(path)
             assert entry["rows"] == pl.read_parquet(path).height
+
+
+def _parquet_bytes(df: pl.DataFrame, **kwargs) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(df.to_arrow(), sink, **kwargs)
+    return sink.getvalue().to_pybytes()
+
+
+def test_row_counts_from_the_footer_equal_pyarrows(mdir):
+    bars = collector_file(session_bars("AAA", DAYS[0]), dup_fraction=0.05, shuffle=True, seed=3)
+    written_by_polars = []
+    for n, kwargs in enumerate(({}, {"row_group_size": 37}, {"statistics": False}, {"compression": "zstd", "compression_level": 1})):
+        path = mdir / f"p{n}.parquet"
+        bars.write_parquet(path, **kwargs)
+        written_by_polars.append(path.read_bytes())
+    samples = [
+        *written_by_polars,
+        _parquet_bytes(bars.head(0)),
+        _parquet_bytes(bars, row_group_size=100, use_dictionary=False, write_statistics=False),
+        _parquet_bytes(bars, compression="snappy", data_page_version="2.0", store_schema=False),
+    ]
+    table = bars.to_arrow().replace_schema_metadata({"note": "x" * 5000})  # key-value metadata after num_rows
+    samples.append(_parquet_bytes(pl.from_arrow(table)))
+    for data in samples:
+        expected = pq.read_metadata(pa.BufferReader(data)).num_rows
+        assert _footer_num_rows(data) == expected
+        assert parquet_row_count(data) == expected
+    assert _footer_num_rows(samples[1]) == bars.height  # several row groups: the file's total
+
+
+def _with_footer(footer: bytes) -> bytes:
+    return b"PAR1" + footer + struct.pack("<I", len(footer)) + b"PAR1"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"PAR1 not a footer",
+        _with_footer(b"\x19\xfc" + b"\xff" * 9 + b"\x01"),  # a list claiming ~2^64 structs, with 0 bytes for them
+        _with_footer(b"\x1c" * 5000),  # structs nested 5,000 deep
+        _with_footer(b"\x15\x02\x19\x0c\x00\x16"),  # num_rows cut off
+        _with_footer(b"\x15\x02\x00"),  # no num_rows
+        _with_footer(b"\x15\x02\x16\x01\x00"),  # negative num_rows
+        _with_footer(b"\x18\xff\xff\xff\xff\x0f"),  # a string longer than the footer
+    ],
+)
+def test_a_footer_it_does_not_understand_is_refused_in_bounded_time(data):
+    with pytest.raises(FooterError):
+        _footer_num_rows(data)
+    with pytest.raises(Exception):  # noqa: B017 - pyarrow's own error: the batch then takes the careful path
+        parquet_row_count(data)
