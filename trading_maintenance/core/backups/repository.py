@@ -1,6 +1,9 @@
 """A content-addressed backup repository (the layout restic and borg use), under `backups/repository/`.
 
-    config.json          format version, chunker parameters, key salt and a key check (no secret)
+    config.json          format version, chunker parameters, key salt and a key check (no secret);
+                         optional "zstd_level" (1-19, default 3): the compression level of new chunks.
+                         Measured on 262 MB of snappy parquet: level 3 stores 222.7 MB, level 2 3 % more
+                         for ~10 % less CPU, level 1 6 % more for ~12 % less; chunks of any level read alike
     data/<2 hex>/<id>    packs: many chunks, each compressed (zstd) then sealed (AES-256-GCM),
                          followed by a sealed header listing them; <id> is the SHA-256 of the pack
     index/<id>           sealed: which pack holds which chunk (written only after its packs are fsynced)
@@ -55,6 +58,8 @@ _PLAIN, _ZSTD = b"\x00", b"\x01"
 CHUNK_ID_ALGORITHMS = ("blake2b", "hmac-sha256")
 NEW_CHUNK_ID_ALGORITHM = "hmac-sha256"
 _NONCE = 12
+DEFAULT_ZSTD_LEVEL = 3
+ZSTD_LEVELS = range(1, 20)
 
 
 class RepositoryError(ArchiveError):
@@ -253,6 +258,7 @@ class Repository:
         self.root = root
         self.keys = keys
         self.config = config
+        self.zstd_level = config.get("zstd_level", DEFAULT_ZSTD_LEVEL)  # of chunks written from now on
 
     # ----------------------------------------------------------------- opening and locking
 
@@ -287,6 +293,9 @@ class Repository:
             raise RepositoryError(f"{config_path}: not a valid repository configuration") from None
         if chunk_id_algorithm not in CHUNK_ID_ALGORITHMS:
             raise RepositoryError(f"{config_path}: field 'chunk_id' must be one of {', '.join(CHUNK_ID_ALGORITHMS)}")
+        level = config.get("zstd_level", DEFAULT_ZSTD_LEVEL)
+        if type(level) is not int or level not in ZSTD_LEVELS:
+            raise RepositoryError(f"{config_path}: field 'zstd_level' must be a whole number from 1 to 19")
         if version != FORMAT_VERSION:
             raise RepositoryError(f"{config_path}: field 'version' is {version!r}; this program reads version {FORMAT_VERSION}")
         if encrypted and not secret:

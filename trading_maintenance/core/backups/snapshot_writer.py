@@ -44,7 +44,6 @@ WRITE_BATCH_PIECES = 64
 IOV_BATCH = 512  # below the kernel's IOV_MAX (1024)
 SMALL_BATCH, SMALL_BATCH_FILES = 1 << 20, 64  # small files read and encoded by one pool task together
 MAX_QUEUED_WRITES = 8  # batches waiting for the pack writer: bounds the memory a slow disk can take (~8 MiB)
-ZSTD_LEVEL = 3
 
 
 class SnapshotWriter:
@@ -97,7 +96,7 @@ class SnapshotWriter:
     def _encode(self, data: bytes, chunk_id: str | None = None) -> tuple[str, bytes, int]:
         compressor = getattr(self._local, "zstd", None)
         if compressor is None:
-            compressor = self._local.zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+            compressor = self._local.zstd = zstandard.ZstdCompressor(level=self.repo.zstd_level)
         chunk_id, stored = encode_chunk(self.repo.keys, data, compressor, chunk_id)
         return chunk_id, stored, len(data)
 
