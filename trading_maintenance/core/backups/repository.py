@@ -22,6 +22,7 @@ index declares and checks the chunk's id: a changed byte is found, never restore
 from __future__ import annotations
 
 import fcntl
+import gc
 import hashlib
 import hmac
 import json
@@ -415,6 +416,10 @@ class Repository:
 
     def load_index(self) -> tuple[dict[str, BlobRef], dict[str, list[str]]]:
         """(chunk id -> where it is, index file -> its packs) over every index file."""
+        with paused_gc():
+            return self._load_index()
+
+    def _load_index(self) -> tuple[dict[str, BlobRef], dict[str, list[str]]]:
         chunks: dict[str, BlobRef] = {}
         files: dict[str, list[str]] = {}
         for name in self.index_files():
@@ -515,6 +520,20 @@ def snapshot_summary(plaintext: bytes) -> dict | None:
                                               for k in ("files", "logical_bytes", "new_bytes"))):
         return None
     return summary
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused while manifests and indexes of thousands of entries are built or
+    decoded: they form no cycles, yet each collection the allocations trigger walks the process's whole heap
+    (a second backup of 3,700 files spent ~20 % of its CPU there). Reference counting frees as usual."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _json(data: bytes, what: str):

@@ -35,6 +35,7 @@ from trading_maintenance.core.backups.repository import (
     BlobRef,
     Repository,
     encode_chunk,
+    paused_gc,
 )
 from trading_maintenance.core.backups.temporaries import fsync_dir
 
@@ -260,6 +261,10 @@ class SnapshotWriter:
         in batches of about SMALL_BATCH bytes, while the main thread stores earlier ones and takes unchanged
         files from the parent. Each result is the member, or the OSError that kept the file out (deleted or
         unreadable), for the caller to report; the members are recorded in the items' order."""
+        with paused_gc():
+            return self._add_files(items)
+
+    def _add_files(self, items: list) -> list[MemberInfo | OSError]:
         results: list[MemberInfo | OSError | None] = [None] * len(items)
         self._ordered = [None] * len(items)
         waiting: deque = deque()  # (indexes, future) of the batches in flight, oldest first
@@ -364,6 +369,10 @@ class SnapshotWriter:
         return MemberInfo(name, size, sha, kind, source)
 
     def finish(self, manifest: dict) -> ArchiveResult:
+        with paused_gc():
+            return self._finish(manifest)
+
+    def _finish(self, manifest: dict) -> ArchiveResult:
         while self._pending:
             self._drain_one()
         if self._pack is not None:

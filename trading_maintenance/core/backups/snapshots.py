@@ -35,6 +35,7 @@ from trading_maintenance.core.backups.repository import (
     Repository,
     RepositoryError,
     decode_chunk,
+    paused_gc,
     snapshot_manifest,
     snapshot_summary,
 )
@@ -57,6 +58,11 @@ def list_snapshots(repo: Repository, keep_newest: bool = False) -> SnapshotListi
     """Every readable snapshot (each authenticated; identified by the summary it begins with, or by its whole
     manifest when written before summaries); with keep_newest the newest one's manifest is kept, decoded and
     its members checked (a backup's parent), so it is not read a second time."""
+    with paused_gc():
+        return _list_snapshots(repo, keep_newest)
+
+
+def _list_snapshots(repo: Repository, keep_newest: bool) -> SnapshotListing:
     listing = SnapshotListing([])
     newest = None  # ((created, backup_id), name, plaintext)
     for name in repo.snapshot_ids():
