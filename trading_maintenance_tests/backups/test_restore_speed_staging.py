@@ -105,3 +105,28 @@ def test_chunk_whose_frame_announces_more_than_its_declared_size_is_refused_befo
     assert open_chunk(repo.keys, chunk_id, repo.keys.seal(b"\x00abc", chunk_id.encode()), 3, decompressor) == b"abc"
     with pytest.raises(RepositoryError, match="is 3 bytes, not the 4"):
         open_chunk(repo.keys, chunk_id, repo.keys.seal(b"\x00abc", chunk_id.encode()), 4, decompressor)
+
+
+def test_index_declaring_a_stored_size_beyond_its_chunk_is_refused_before_reading(tmp_path, data_dir, monkeypatch):
+    """A read allocates the size the index declares: more than plaintext + encoding byte + nonce + tag is refused."""
+    from trading_maintenance.core.backups.repository import BlobRef
+
+    _write(data_dir, [30_000, 30_000], "a")
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+    backup_tree(repo, data_dir, tmp_path, NOW, KEY)
+    old = repo.index_files()
+    packs = {pack: [(e[0], BlobRef(pack, e[1], e[2], e[3])) for e in entries]
+             for name in old for pack, entries in repo.read_index_file(name).items()}
+    pack, entries = next(iter(packs.items()))
+    chunk_id, ref = entries[0]
+    entries[0] = (chunk_id, BlobRef(pack, ref.offset, ref.raw_length + snapshot_restore.STORED_OVERHEAD + 1, ref.raw_length))
+    repo.write_index(packs)
+    for name in old:
+        repo.remove_file("index", name)
+    reads = []
+    monkeypatch.setattr(os, "pread", lambda *args: reads.append(args) or pytest.fail("read despite the bad index"))
+    target = tmp_path / "restored"
+    with pytest.raises(RepositoryError, match="stored bytes for chunk"):
+        restore_backup(select_snapshot(repo).name, KEY, {"trading_data"}, stage_root=tmp_path / "stage", data_dir=target,
+                       repository=repo, data_folders=("parquet",))
+    assert not reads and not target.exists()

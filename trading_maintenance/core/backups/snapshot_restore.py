@@ -48,6 +48,9 @@ BATCH_BYTES = 4 << 20  # stored bytes one batch reads from its pack at most
 BATCH_FILES = 64
 BATCH_GAP = 256 << 10  # bytes of other chunks a batch may read past (a pack shared with other snapshots)
 _PLAIN, _ZSTD = 0, 1  # the first byte of a chunk's body (repository.encode_chunk)
+# A stored chunk is at most its plaintext, one encoding byte, a nonce and a tag (stored plain when zstd
+# does not make it smaller): an index declaring more would make a read allocate what it says.
+STORED_OVERHEAD = 1 + 12 + 16
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -121,11 +124,10 @@ def _write_all(fd: int, data) -> None:
 
 
 class _Stager:
-    """One staging run: pack descriptors opened once, a decompressor per thread, steps in order."""
+    """One staging run: a decompressor per thread, steps completed in order."""
 
     def __init__(self, repo: Repository, label: str, stage_dir: Path, verified: VerifiedArchive):
         self.repo, self.label, self.stage_dir, self.verified = repo, label, stage_dir, verified
-        self.pack_fds: dict[str, int] = {}
         self.local = threading.local()
         # Trading data is staged flat: its files are renamed into place afterwards, and a copy of a deep
         # tree would cost as many folders to make and remove again as the restore itself makes.
@@ -137,17 +139,19 @@ class _Stager:
     def run(self, wanted: dict[str, dict], layout: dict[str, list[tuple[str, BlobRef]]]) -> None:
         singles, multiples = [], []
         for number, (name, member) in enumerate(wanted.items()):
-            target = self._target(number, name)
             refs = layout[name]
+            for chunk_id, ref in refs:
+                if ref.length > ref.raw_length + STORED_OVERHEAD:
+                    raise RepositoryError(f"{self.label}: the index declares {ref.length} stored bytes for chunk {chunk_id[:16]} "
+                                          f"of {ref.raw_length}: corrupt or altered, refused before reading")
+            target = self._target(number, name)
             (singles if len(refs) <= 1 else multiples).append((name, member, target, refs))
         steps: deque = deque()
         try:
             with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
                 try:
                     for batch in self._batches(singles):
-                        fd, first, length, _ = batch
-                        if fd is not None and length:  # the kernel reads ahead while earlier batches decode
-                            os.posix_fadvise(fd, first, length, os.POSIX_FADV_WILLNEED)
+                        self._read_ahead(*batch[:3])
                         steps.append(("batch", pool.submit(self._stage_batch, *batch)))
                         self._drain(steps, STAGE_WINDOW)
                     for name, member, target, refs in multiples:
@@ -159,8 +163,6 @@ class _Stager:
         finally:
             if self.fd is not None:
                 os.close(self.fd)
-            for fd in self.pack_fds.values():
-                os.close(fd)
 
     def _target(self, number: int, name: str) -> Path:
         target = self.flat / f"{number:08d}" if name.startswith("data/") else self.stage_dir / name
@@ -169,14 +171,18 @@ class _Stager:
             self.folders.add(target.parent)
         return target
 
-    def _pack_fd(self, pack: str) -> int:
-        fd = self.pack_fds.get(pack)
-        if fd is None:
-            fd = self.pack_fds[pack] = os.open(self.repo.pack_path(pack), os.O_RDONLY | os.O_CLOEXEC)
-        return fd
+    def _read_ahead(self, pack: str | None, offset: int, length: int) -> None:
+        """The kernel reads the next batch's bytes while earlier batches decode (nothing when cached)."""
+        if pack is None or not length:
+            return
+        fd = self._open_pack(pack)
+        try:
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
 
     def _batches(self, singles: list) -> list[tuple]:
-        """(pack fd, first byte, bytes, files) runs: chunks in pack order, each run read with one pread
+        """(pack, first byte, bytes, files) runs: chunks in pack order, each run read with one pread
         (reading past at most BATCH_GAP bytes of chunks it does not need). Empty files (no chunk) form runs
         of their own that read nothing."""
         empty = [item for item in singles if not item[3]]
@@ -188,14 +194,14 @@ class _Stager:
             ref = item[3][0][1]
             if current and (ref.pack != current[0][3][0][1].pack or len(current) >= BATCH_FILES
                             or ref.offset - end > BATCH_GAP or ref.offset + ref.length - start > BATCH_BYTES):
-                runs.append((self._pack_fd(current[0][3][0][1].pack), start, end - start, current))
+                runs.append((current[0][3][0][1].pack, start, end - start, current))
                 current = []
             if not current:
                 start = end = ref.offset
             current.append(item)
             end = max(end, ref.offset + ref.length)  # a chunk two files share comes twice, read once
         if current:
-            runs.append((self._pack_fd(current[0][3][0][1].pack), start, end - start, current))
+            runs.append((current[0][3][0][1].pack, start, end - start, current))
         return runs
 
     def _decompressor(self) -> zstandard.ZstdDecompressor:
@@ -204,15 +210,26 @@ class _Stager:
             decompressor = self.local.decompressor = zstandard.ZstdDecompressor()
         return decompressor
 
-    def _read(self, fd: int, offset: int, length: int, pack: str) -> bytes:
-        data = os.pread(fd, length, offset)
+    def _open_pack(self, pack: str) -> int:
+        try:
+            return os.open(self.repo.pack_path(pack), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise RepositoryError(f"{self.label}: pack {pack[:16]} is missing: the repository is damaged") from None
+
+    def _read(self, pack: str, offset: int, length: int) -> bytes:
+        """One pread; each read opens its pack, so however many packs a snapshot spans, few are open."""
+        fd = self._open_pack(pack)
+        try:
+            data = os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
         if len(data) != length:
             raise RepositoryError(f"pack {pack[:16]} is truncated: {length} bytes at {offset} cut short")
         return data
 
-    def _stage_batch(self, fd: int | None, start: int, length: int, items: list) -> list[tuple]:
+    def _stage_batch(self, pack: str | None, start: int, length: int, items: list) -> list[tuple]:
         """In a pool thread: one read, then each file opened, checked against its SHA-256 and written."""
-        blob = memoryview(self._read(fd, start, length, items[0][3][0][1].pack)) if fd is not None else None
+        blob = memoryview(self._read(pack, start, length)) if pack is not None else None
         decompressor = self._decompressor()
         done = []
         for name, member, target, refs in items:
@@ -225,14 +242,14 @@ class _Stager:
             done.append((name, target, _write_new(target, data)))
         return done
 
-    def _decode(self, fd: int, chunk_id: str, ref: BlobRef) -> bytes:
-        stored = self._read(fd, ref.offset, ref.length, ref.pack)
+    def _decode(self, chunk_id: str, ref: BlobRef) -> bytes:
+        stored = self._read(ref.pack, ref.offset, ref.length)
         return open_chunk(self.repo.keys, chunk_id, stored, ref.raw_length, self._decompressor())
 
     def _stage_chunked(self, pool, steps: deque, name: str, member: dict, target: Path, refs: list) -> None:
         steps.append(("open", name, member, target))
         for chunk_id, ref in refs:
-            steps.append(("chunk", pool.submit(self._decode, self._pack_fd(ref.pack), chunk_id, ref)))
+            steps.append(("chunk", pool.submit(self._decode, chunk_id, ref)))
             self._drain(steps, STAGE_WINDOW)
         steps.append(("close",))
 
