@@ -75,3 +75,39 @@ def test_a_target_on_another_disk_is_copied_and_read_again(tmp_path, data_dir, m
     monkeypatch.undo()
     assert len([p for p in hashed if str(p).startswith(str(target))]) == len(files)
     assert all((target / p.relative_to(data_dir)).read_bytes() == p.read_bytes() for p in files)
+
+
+def test_planning_resolves_targets_once_and_keeps_every_refusal(tmp_path, data_dir):
+    """One lstat per target: a file already equal is left alone, a symlink inside the data dir is followed, one
+    leading outside is refused, a folder where a file belongs is refused, and nothing is written outside."""
+    import pytest
+
+    from trading_maintenance.core.backups.archive import ArchiveError
+
+    files = _tree(data_dir, folders=1, per_folder=4)
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+    backup_tree(repo, data_dir, tmp_path, NOW, KEY)
+    target, outside = tmp_path / "restored", tmp_path / "elsewhere"
+    folder = target / files[0].parent.relative_to(data_dir)
+    folder.mkdir(parents=True)
+    outside.mkdir()
+    (folder / files[0].name).write_bytes(files[0].read_bytes())  # already equal: unchanged
+    (target / "parquet" / "kept.bin").write_bytes(b"old")
+    (folder / files[1].name).symlink_to(target / "parquet" / "kept.bin")  # inside: followed, replaced with --force
+    run = lambda: restore_backup(select_snapshot(repo).name, KEY, {"trading_data"}, stage_root=tmp_path / "stage",  # noqa: E731
+                                 data_dir=target, repository=repo, data_folders=("parquet",), force=True)
+    (folder / files[2].name).mkdir()  # a folder where a file belongs
+    with pytest.raises(ArchiveError, match="not a regular file"):
+        run()
+    (folder / files[2].name).rmdir()
+    (folder / files[2].name).symlink_to(outside / "stolen")  # leads outside the data dir
+    with pytest.raises(ArchiveError, match="outside"):
+        run()
+    assert list(outside.iterdir()) == [] and (target / "parquet" / "kept.bin").read_bytes() == b"old"
+    (folder / files[2].name).unlink()
+    report = run()
+    assert report.plan["trading_data"]["unchanged"] == 1 and report.plan["trading_data"]["replace"] == 1
+    assert report.plan["trading_data"]["create"] == 2
+    assert (target / "parquet" / "kept.bin").read_bytes() == files[1].read_bytes()
+    assert (folder / files[1].name).is_symlink()  # the link itself is kept, its file restored
+    assert all((folder / p.name).read_bytes() == p.read_bytes() for p in files)

@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import re
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -308,13 +309,13 @@ class TradingDataPart(RestorePart):
             return
         self.root = Path(data_dir)
         files = {"create": 0, "replace": 0, "unchanged": 0, "bytes": 0}
-        resolved: dict[Path, Path] = {}
+        resolved: dict[str, str] = {}
         for entry in members:
-            target = _safe_target(self.root, entry["name"], resolved)
-            if target.exists():
-                if not target.is_file() or target.is_symlink():
+            target, st = _safe_target(self.root, entry["name"], resolved)
+            if st is not None:
+                if not stat.S_ISREG(st.st_mode):
                     raise RestoreRefused(f"trading_data: {target} exists and is not a regular file: refused")
-                if target.stat().st_size == entry["size"] and sha256_file(target) == entry["sha256"]:
+                if st.st_size == entry["size"] and sha256_file(target) == entry["sha256"]:
                     files["unchanged"] += 1
                     continue
                 files["replace"] += 1
@@ -438,21 +439,35 @@ def existing_folder(folder: Path) -> Path:
     return folder
 
 
-def _safe_target(root: Path, member: str, resolved: dict[Path, Path] | None = None) -> Path:
-    """The member's path under root with every symlink resolved, refused outside root. `resolved` caches
-    resolved folders (root and the members' parents): realpath(parent/name) = realpath(realpath(parent)/name),
-    so only a final component that is itself a symlink needs resolving again."""
+def _safe_target(root: Path, member: str, resolved: dict[str, str] | None = None) -> tuple[Path, os.stat_result | None]:
+    """The member's path under root with every symlink resolved, refused outside root, and what is there now
+    (lstat of the resolved path; None when nothing is). `resolved` caches resolved folders (root and the
+    members' parents, by their path under root): realpath(parent/name) = realpath(realpath(parent)/name), so
+    only a final component that is itself a symlink needs resolving again. Strings, not Path objects: this
+    runs once per restored file."""
     resolved = {} if resolved is None else resolved
-    path = root / member[len("data/"):]
-    for folder in (root, path.parent):
-        if folder not in resolved:
-            resolved[folder] = folder.resolve()
-    target = resolved[path.parent] / path.name
-    if target.is_symlink():
-        target = target.resolve()
-    if not str(target).startswith(str(resolved[root]) + "/"):
+    real_root = resolved.get("")
+    if real_root is None:
+        real_root = resolved[""] = os.path.realpath(root)
+    folder, _, name = member[len("data/"):].rpartition("/")
+    real_folder = resolved.get(folder)
+    if real_folder is None:
+        real_folder = resolved[folder] = os.path.realpath(os.path.join(root, folder)) if folder else real_root
+    target = os.path.join(real_folder, name)
+    st = _lstat(target)
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        target = os.path.realpath(target)
+        st = _lstat(target)
+    if not target.startswith(real_root + "/"):
         raise ArchiveError(f"member {member!r} would land outside {root}: refused (tar slip)")
-    return target
+    return Path(target), st
+
+
+def _lstat(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
 
 
 def _sqlite_target(db_url: str, data_dir: Path | None) -> Path:
