@@ -298,7 +298,8 @@ def test_key_cache_inside_the_backups_folder_is_never_used(data_dir):
 
 
 @pytest.mark.parametrize("entry", [["ab" * 32, 0, 10], ["ab" * 32, -1, 10, 10], ["AB" * 32, 0, 10, 10], ["ab" * 32, 0, True, 10],
-                                   ["ab" * 32, 0, 10, 1 << 30], "ab" * 32, ["ab" * 32, 0, 10, 10, 0]])
+                                   ["ab" * 32, 0, 10, 1 << 30], "ab" * 32, ["ab" * 32, 0, 10, 10, 0],
+                                   ["ef" * 32, -1, 5, 5], [["ab" * 32], 0, 10, 10], ["ab" * 31 + "\nab", 0, 10, 10]])
 def test_index_entry_of_the_wrong_shape_is_refused(data_dir, entry):
     repo = Repository.open_or_create(data_dir / "backups", KEY)
     name, sealed = repo.seal_index({"cd" * 32: [["ef" * 32, 0, 5, 5], entry]})
