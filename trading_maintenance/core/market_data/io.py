@@ -319,7 +319,6 @@ def _skip(buf, pos: int, end: int, ctype: int, depth: int) -> int:
                 raise FooterError("truncated")
         return pos
     if ctype == 12:
-        last = 0
         while True:
             if pos >= end:
                 raise FooterError("truncated")
@@ -327,13 +326,15 @@ def _skip(buf, pos: int, end: int, ctype: int, depth: int) -> int:
             pos += 1
             if head == 0:
                 return pos
-            delta, ftype = head >> 4, head & 0x0F
-            if delta == 0:
-                fid, pos = _varint(buf, pos, end)
-                last = (fid >> 1) ^ -(fid & 1)
+            ftype = head & 0x0F
+            if not head >> 4:
+                pos = _varint(buf, pos, end)[1]  # a long-form field id (its value is not needed)
+            if 4 <= ftype <= 6 and pos < end and buf[pos] < 0x80:
+                pos += 1  # the common one-byte integer, inline: most of a schema's values
+            elif ftype == 8 and pos < end and buf[pos] < 0x80:
+                pos += 1 + buf[pos]  # a short string (a column's name), inline
             else:
-                last += delta
-            pos = _skip(buf, pos, end, ftype, depth + 1)
+                pos = _skip(buf, pos, end, ftype, depth + 1)
             if pos > end:
                 raise FooterError("truncated")
     raise FooterError(f"unknown type {ctype}")
