@@ -168,3 +168,24 @@ def test_a_footer_it_does_not_understand_is_refused_in_bounded_time(data):
         _footer_num_rows(data)
     with pytest.raises(Exception):  # noqa: B017 - pyarrow's own error: the batch then takes the careful path
         parquet_row_count(data)
+
+
+def test_corrupted_footers_are_read_or_refused_never_crash_the_reader(mdir):
+    import random
+
+    rng = random.Random(7)
+    original = _parquet_bytes(collector_file(session_bars("AAA", DAYS[0]), dup_fraction=0.05, seed=1))
+    footer_start = len(original) - 8 - struct.unpack_from("<I", original, len(original) - 8)[0]
+    outcomes = set()
+    for _ in range(500):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 6)):
+            data[rng.randrange(footer_start, len(original) - 8)] = rng.randrange(256)
+        try:
+            rows = _footer_num_rows(bytes(data))
+        except (FooterError, IndexError, struct.error):
+            outcomes.add("refused")
+        else:
+            assert isinstance(rows, int) and rows >= 0
+            outcomes.add("read")
+    assert outcomes == {"read", "refused"}
