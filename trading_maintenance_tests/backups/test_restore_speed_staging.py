@@ -130,3 +130,16 @@ def test_index_declaring_a_stored_size_beyond_its_chunk_is_refused_before_readin
         restore_backup(select_snapshot(repo).name, KEY, {"trading_data"}, stage_root=tmp_path / "stage", data_dir=target,
                        repository=repo, data_folders=("parquet",))
     assert not reads and not target.exists()
+
+
+def test_files_staged_in_pack_order_are_listed_in_the_snapshots_order(tmp_path, data_dir):
+    """Files 4 and 9 share one chunk (stored with file 4): pack order stages 4 then 9 then 5, the result
+    still lists the files in the snapshot's order."""
+    _write(data_dir, [20_000] * 10, "a")
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+    outcome = backup_tree(repo, data_dir, tmp_path, NOW, KEY)
+    members = outcome.archive.manifest["members"]
+    assert members[4]["chunks"] == members[9]["chunks"]
+    verified = stage_snapshot_for_restore(repo, select_snapshot(repo).name, tmp_path / "stage")
+    assert list(verified.staged) == [m["name"] for m in members]
+    assert verified.staged[members[9]["name"]].read_bytes() == (data_dir / members[9]["name"][len("data/"):]).read_bytes()

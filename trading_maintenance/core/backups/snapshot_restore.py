@@ -81,6 +81,8 @@ def stage_snapshot_for_restore(repo: Repository, snapshot: str, stage_dir: Path,
         raise RepositoryError(f"{label}: staging needs {need} bytes plus {min_free_bytes} kept free in {stage_dir}, "
                               f"only {free} are free: refused before writing")
     _Stager(repo, label, stage_dir, verified).run(wanted, layout)
+    # staged in pack order; listed in the snapshot's order, as every other reader of a backup lists them
+    verified.staged = {name: verified.staged[name] for name in wanted}
     return verified
 
 
