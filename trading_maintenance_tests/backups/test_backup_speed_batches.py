@@ -94,3 +94,30 @@ def test_packs_written_in_pieces_by_a_kernel_that_writes_little_at_a_time(tmp_pa
     monkeypatch.setattr(snapshot_writer.os, "writev", real_writev)
     assert check_repository(repo, read_data=True) == []
     _restore_matches(repo, data_dir, tmp_path, paths)
+
+
+def test_a_pack_that_cannot_be_made_durable_fails_the_backup_leaking_nothing(tmp_path, data_dir, monkeypatch):
+    paths = _write(data_dir, 30)
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+    real_fsync = os.fsync
+
+    def failing_fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1].startswith(".pack-"):
+            raise OSError(5, "Input/output error")
+        return real_fsync(fd)
+
+    open_before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(snapshot_writer.os, "fsync", failing_fsync)
+    try:
+        _backup(repo, data_dir, tmp_path, NOW)
+    except OSError as exc:
+        assert exc.errno == 5
+    else:
+        raise AssertionError("the backup did not fail")
+    monkeypatch.setattr(snapshot_writer.os, "fsync", real_fsync)
+    assert len(os.listdir("/proc/self/fd")) == open_before  # every pack's descriptor closed
+    assert not list((repo.root / "tmp").rglob(".pack-*")) and not repo.pack_ids()
+    assert repo.snapshot_ids() == [] and repo.index_files() == []
+    _backup(repo, data_dir, tmp_path, NOW)
+    assert check_repository(repo, read_data=True) == []
+    _restore_matches(repo, data_dir, tmp_path, paths)

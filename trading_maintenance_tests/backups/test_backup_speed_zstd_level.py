@@ -1,4 +1,4 @@
-"""The repository's compression level (config "zstd_level", default 3): new chunks are written at it, chunks
+"""The repository's compression level (config "zstd_level", default 2): new chunks are written at it, chunks
 of every level read and restore alike, an invalid level is refused before anything is written."""
 
 from __future__ import annotations
@@ -40,23 +40,23 @@ def _set_level(repo: Repository, level) -> Repository:
 
 def test_new_chunks_use_the_configured_level_and_every_level_restores(tmp_path, data_dir, monkeypatch):
     repo = Repository.open_or_create(data_dir / "backups", KEY)
-    assert repo.zstd_level == DEFAULT_ZSTD_LEVEL == 3 and "zstd_level" not in json.loads((repo.root / "config.json").read_text())
+    assert repo.zstd_level == DEFAULT_ZSTD_LEVEL == 2 and "zstd_level" not in json.loads((repo.root / "config.json").read_text())
     levels = []
     real = zstandard.ZstdCompressor
 
-    def recording(level=3, **kwargs):
+    def recording(level=0, **kwargs):
         levels.append(level)
         return real(level=level, **kwargs)
 
     monkeypatch.setattr(snapshot_writer.zstandard, "ZstdCompressor", recording)
-    for day, level in enumerate((None, 19, 1)):
+    for day, level in enumerate((None, 19, 1, 3)):
         repo = _set_level(repo, level) if level else repo
         levels.clear()
         _compressible(data_dir, f"{day}.txt", day)
         outcome = backup_tree(repo, data_dir, tmp_path, NOW + timedelta(days=day), KEY)
-        assert outcome.archive.size > 0 and levels and set(levels) == {level or 3}
+        assert outcome.archive.size > 0 and levels and set(levels) == {level or DEFAULT_ZSTD_LEVEL}
     monkeypatch.setattr(snapshot_writer.zstandard, "ZstdCompressor", real)
-    assert check_repository(repo, read_data=True) == []  # chunks of levels 3, 19 and 1 read alike
+    assert check_repository(repo, read_data=True) == []  # chunks of levels 2, 19, 1 and 3 read alike
     files = sorted((data_dir / "parquet").rglob("*.txt"))
     expected = {p: p.read_bytes() for p in files}
     for p in files:

@@ -89,7 +89,8 @@ class SnapshotWriter:
         # once, before the index.
         self._publisher = ThreadPoolExecutor(max_workers=1)
         self._writes: deque = deque()
-        self._published: list = []
+        self._published: list = []  # (future of _publish, its pack)
+        self._ordered: list | None = None  # add_files' members by item, while it runs
         self._started = time.monotonic()
 
     # ----------------------------------------------------------------- chunks and packs
@@ -140,7 +141,7 @@ class SnapshotWriter:
         pieces, pack["queued"], pack["queued_bytes"] = pack["queued"], [], 0
         if tail is not None:
             pieces.append(tail)
-            self._published.append((self._publisher.submit(self._publish, pack, pieces), pack["entries"]))
+            self._published.append((self._publisher.submit(self._publish, pack, pieces), pack))
             return
         if pieces:
             self._writes.append(self._publisher.submit(self._append, pack, pieces))
@@ -381,7 +382,8 @@ class SnapshotWriter:
         for write in self._writes:
             write.result()
         folders = set()
-        for future, entries in self._published:
+        for future, pack in self._published:
+            entries = pack["entries"]
             pack_id, folder = future.result()
             self.new_packs[pack_id] = [(cid, BlobRef(pack_id, off, length, raw)) for cid, off, length, raw in entries]
             folders.add(folder)
@@ -409,10 +411,14 @@ class SnapshotWriter:
     def abort(self) -> None:
         self._pool.shutdown(cancel_futures=True)
         self._publisher.shutdown(cancel_futures=True)
-        if self._pack is not None:
-            os.close(self._pack["fd"])
-            Path(self._pack["path"]).unlink(missing_ok=True)
-            self._pack = None
+        # the open pack, and closed packs whose publishing was cancelled or failed: descriptors closed,
+        # temporaries removed (a pack already renamed into data/ is left for the next run's repair)
+        for pack in [self._pack] + [pack for _, pack in self._published]:
+            if pack is not None and pack["fd"] is not None:
+                os.close(pack["fd"])
+                pack["fd"] = None
+                Path(pack["path"]).unlink(missing_ok=True)
+        self._pack = None
 
 
 def _write_all(fd: int, pieces: list[bytes]) -> None:
