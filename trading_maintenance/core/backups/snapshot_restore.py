@@ -47,6 +47,10 @@ STAGE_WINDOW = 8  # batches or chunks in flight: bounds memory to ~8 x (BATCH_BY
 BATCH_BYTES = 4 << 20  # stored bytes one batch reads from its pack at most
 BATCH_FILES = 64
 BATCH_GAP = 256 << 10  # bytes of other chunks a batch may read past (a pack shared with other snapshots)
+# Staged trading data is spread over this many folders: creating a file locks its folder, and two threads
+# creating in one folder wait on each other (measured: 2 threads, 3,700 files, one folder 2.0-3.4 CPU s,
+# 16 folders 1.3-1.6).
+STAGE_FOLDERS = 16
 _PLAIN, _ZSTD = 0, 1  # the first byte of a chunk's body (repository.encode_chunk)
 # A stored chunk is at most its plaintext, one encoding byte, a nonce and a tag (stored plain when zstd
 # does not make it smaller): an index declaring more would make a read allocate what it says.
@@ -131,8 +135,8 @@ class _Stager:
     def __init__(self, repo: Repository, label: str, stage_dir: Path, verified: VerifiedArchive):
         self.repo, self.label, self.stage_dir, self.verified = repo, label, stage_dir, verified
         self.local = threading.local()
-        # Trading data is staged flat: its files are renamed into place afterwards, and a copy of a deep
-        # tree would cost as many folders to make and remove again as the restore itself makes.
+        # Trading data is staged flat (in STAGE_FOLDERS folders): its files are renamed into place afterwards,
+        # and a copy of a deep tree would cost as many folders to make and remove again as the restore makes.
         self.flat = stage_dir / "data-files"
         self.folders: set[Path] = set()
         self.fd: int | None = None  # the file of several chunks being written by the main thread
@@ -167,7 +171,7 @@ class _Stager:
                 os.close(self.fd)
 
     def _target(self, number: int, name: str) -> Path:
-        target = self.flat / f"{number:08d}" if name.startswith("data/") else self.stage_dir / name
+        target = self.flat / f"{number % STAGE_FOLDERS:02d}" / f"{number:08d}" if name.startswith("data/") else self.stage_dir / name
         if target.parent not in self.folders:
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.folders.add(target.parent)
