@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import stat
-import struct
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -254,137 +253,19 @@ def bytes_sha256(data: bytes) -> str:
 
 
 class FooterError(ValueError):
-    """A parquet footer this reader does not understand (pyarrow then decides)."""
-
-
-_FOOTER_MAX_DEPTH = 16  # parquet's metadata nests a few levels; deeper is not a parquet footer
-
-
-def _varint(buf, pos: int, end: int) -> tuple[int, int]:
-    """(unsigned LEB128 value at pos, position after it), within end."""
-    shift = result = 0
-    while True:
-        if pos >= end or shift > 63:
-            raise FooterError("bad varint")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _skip(buf, pos: int, end: int, ctype: int, depth: int) -> int:
-    """Position after a Thrift compact-protocol value of type ctype starting at pos."""
-    if ctype in (1, 2):  # bool in a field header: no payload
-        return pos
-    if ctype == 3:
-        return pos + 1
-    if ctype in (4, 5, 6):
-        return _varint(buf, pos, end)[1]
-    if ctype == 7:
-        return pos + 8
-    if ctype == 8:
-        n, pos = _varint(buf, pos, end)
-        return pos + n
-    if depth > _FOOTER_MAX_DEPTH:
-        raise FooterError("too deep")
-    if ctype in (9, 10):
-        if pos >= end:
-            raise FooterError("truncated")
-        head = buf[pos]
-        pos += 1
-        size, etype = head >> 4, head & 0x0F
-        if size == 15:
-            size, pos = _varint(buf, pos, end)
-        if etype in (1, 2):
-            return pos + size  # bools in a list: one byte each
-        for _ in range(size):
-            pos = _skip(buf, pos, end, etype, depth + 1)
-            if pos > end:
-                raise FooterError("truncated")
-        return pos
-    if ctype == 11:
-        size, pos = _varint(buf, pos, end)
-        if size == 0:
-            return pos
-        if pos >= end:
-            raise FooterError("truncated")
-        kv = buf[pos]
-        pos += 1
-        for _ in range(size):
-            pos = _skip(buf, pos, end, kv >> 4, depth + 1)
-            pos = _skip(buf, pos, end, kv & 0x0F, depth + 1)
-            if pos > end:
-                raise FooterError("truncated")
-        return pos
-    if ctype == 12:
-        while True:
-            if pos >= end:
-                raise FooterError("truncated")
-            head = buf[pos]
-            pos += 1
-            if head == 0:
-                return pos
-            ftype = head & 0x0F
-            if not head >> 4:
-                pos = _varint(buf, pos, end)[1]  # a long-form field id (its value is not needed)
-            if 4 <= ftype <= 6 and pos < end and buf[pos] < 0x80:
-                pos += 1  # the common one-byte integer, inline: most of a schema's values
-            elif ftype == 8 and pos < end and buf[pos] < 0x80:
-                pos += 1 + buf[pos]  # a short string (a column's name), inline
-            else:
-                pos = _skip(buf, pos, end, ftype, depth + 1)
-            if pos > end:
-                raise FooterError("truncated")
-    raise FooterError(f"unknown type {ctype}")
-
-
-def _footer_num_rows(data: bytes) -> int:
-    """num_rows of a parquet file's footer (FileMetaData, Thrift compact protocol, field 3), read
-    without decoding the rest: the schema before it is skipped value by value, every position
-    checked against the footer's bounds."""
-    n = len(data)
-    if n < 12 or data[:4] != b"PAR1" or data[-4:] != b"PAR1":
-        raise FooterError("not parquet")
-    (mlen,) = struct.unpack_from("<I", data, n - 8)
-    start, end = n - 8 - mlen, n - 8
-    if start < 4:
-        raise FooterError("footer length")
-    buf = memoryview(data)
-    pos = start
-    last = 0
-    while pos < end:
-        head = buf[pos]
-        pos += 1
-        if head == 0:
-            break
-        delta, ftype = head >> 4, head & 0x0F
-        if delta == 0:
-            fid, pos = _varint(buf, pos, end)
-            last = (fid >> 1) ^ -(fid & 1)
-        else:
-            last += delta
-        if last == 3 and ftype == 6:
-            v, pos = _varint(buf, pos, end)
-            rows = (v >> 1) ^ -(v & 1)
-            if rows < 0:
-                raise FooterError("negative rows")
-            return rows
-        pos = _skip(buf, pos, end, ftype, 0)
-        if pos > end:
-            raise FooterError("truncated")
-    raise FooterError("no num_rows")
+    """A parquet footer whose row counts cannot be relied on."""
 
 
 def parquet_row_count(data: bytes) -> int:
-    """Rows of a parquet file read whole, from its footer. The footer's num_rows field is read
-    directly (about half pyarrow's cost, which parses all the metadata); a footer it does not
-    understand goes to pyarrow, which reads it or raises."""
-    try:
-        return _footer_num_rows(data)
-    except (FooterError, IndexError, struct.error):
-        return pq.read_metadata(pa.BufferReader(data)).num_rows
+    """Rows of a parquet file read whole, from its footer: the sum of its row groups' counts (what
+    a reader decodes), required to equal the file's own count. A footer whose counts disagree is
+    refused: with the file's count alone, two files lying in opposite directions would add up to
+    the rows decoded and each row be credited to the wrong file."""
+    meta = pq.read_metadata(pa.BufferReader(data))
+    rows = sum(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+    if rows != meta.num_rows:
+        raise FooterError(f"row groups hold {rows} rows, the file says {meta.num_rows}")
+    return rows
 
 
 def scan_buffers(buffers: list[bytes]) -> tuple[pl.DataFrame, list[int]] | None:
@@ -394,8 +275,8 @@ def scan_buffers(buffers: list[bytes]) -> tuple[pl.DataFrame, list[int]] | None:
 
     The same as scan_runs on the files' paths, for about half the CPU: a scan of paths costs
     per-file opening and path bookkeeping that in-memory sources do not. Multi-source scans
-    concatenate sources in the order given, so each file's rows are one run in order; the counts
-    come from each footer's num_rows, which is what the decoder reads per row group."""
+    concatenate sources in the order given, so each file's rows are one run in order, as long as
+    its footer's row groups hold (parquet_row_count)."""
     if not buffers:
         return None
     lengths = [parquet_row_count(b) for b in buffers]
