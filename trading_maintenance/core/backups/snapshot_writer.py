@@ -2,6 +2,11 @@
 chunk compressed and sealed by a pool of threads and appended to a pack; unchanged files of the
 parent snapshot (same size, mtime and inode) are taken over without being read again.
 
+Where the CPU goes (a first backup of 262 MB of parquet, ~1.1 s): zstd, then SHA-256 twice (each
+file's checksum, from which a file of one chunk also takes its chunk id, and each pack's id), then
+reading and writing; threads hand work over in batches of ~1 MiB (small files to the pool, encoded
+chunks to the pack writer), since a hand-over per file cost as much kernel time as the hashing.
+
 Order of durability: packs are fsynced and renamed, then the index naming them, then the snapshot.
 A crash before the snapshot leaves no snapshot; packs it left unindexed are found by the next run.
 """
