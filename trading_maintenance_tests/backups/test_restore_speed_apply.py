@@ -111,3 +111,33 @@ def test_planning_resolves_targets_once_and_keeps_every_refusal(tmp_path, data_d
     assert (target / "parquet" / "kept.bin").read_bytes() == files[1].read_bytes()
     assert (folder / files[1].name).is_symlink()  # the link itself is kept, its file restored
     assert all((folder / p.name).read_bytes() == p.read_bytes() for p in files)
+
+
+def test_folders_on_two_disks_get_one_syncfs_each_and_a_failing_one_falls_back_to_fsyncs(tmp_path, data_dir, monkeypatch):
+    """A data folder holding another disk's mount point: each disk's folders are made durable by a syncfs of that
+    disk; where that syncfs fails, each of its folders is fsynced."""
+    files = _tree(data_dir, folders=3, per_folder=2)
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+    backup_tree(repo, data_dir, tmp_path, NOW, KEY)
+    target = tmp_path / "restored"
+    mounted = target / "parquet" / "market_data" / "SYM2"  # as if another disk were mounted here
+    real_stat, real_syncfs, real_fsync_dir = os.stat, restore_parts._syncfs, restore_parts.fsync_dir
+
+    class OtherDevice:
+        def __init__(self, st):
+            self._st = st
+
+        def __getattr__(self, name):
+            return getattr(self._st, name) + (1 if name == "st_dev" else 0)
+
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: OtherDevice(real_stat(p, *a, **k)) if str(p).startswith(str(mounted)) else real_stat(p, *a, **k))
+    synced, folder_fsyncs = [], []
+    outcomes = iter([True, True, False])  # the staged files, then the first disk's folders, then the other's: fails
+    monkeypatch.setattr(restore_parts, "_syncfs", lambda folder: synced.append(folder) or (real_syncfs(folder) and next(outcomes)))
+    monkeypatch.setattr(restore_parts, "fsync_dir", lambda folder: folder_fsyncs.append(folder) or real_fsync_dir(folder))
+    restore_backup(select_snapshot(repo).name, KEY, {"trading_data"}, stage_root=tmp_path / "stage", data_dir=target,
+                   repository=repo, data_folders=("parquet",))
+    monkeypatch.undo()
+    assert len(synced) == 3 and str(synced[2]).startswith(str(mounted)) and not str(synced[1]).startswith(str(mounted))
+    assert folder_fsyncs == [mounted / "1min"]  # only the other disk's folder: its syncfs failed
+    assert all((target / p.relative_to(data_dir)).read_bytes() == p.read_bytes() for p in files)

@@ -356,7 +356,7 @@ class TradingDataPart(RestorePart):
         """Each staged file (verified while staging) made durable and renamed over its target when both are
         on one disk, copied atomically otherwise, then checked again; the target folders made durable last.
 
-        Durable at two points, each one syncfs of the disk when it works (Linux >= 5.8 reports write-back
+        Durable at two points, each one syncfs per disk when it works (Linux >= 5.8 reports write-back
         errors): the staged files before any rename, the folders (the renames) after them. Without syncfs,
         each file and then each folder is fsynced, many at once so the disk's flushes overlap."""
         checksums = {m["name"]: m["sha256"] for m in self.verified.manifest["members"]}
@@ -370,9 +370,12 @@ class TradingDataPart(RestorePart):
         if durable:  # renames alone: the kernel's work, not sped up by threads
             for item in self.targets.items():
                 place(item)
-            if not _syncfs(folders[0]):
-                with ThreadPoolExecutor(max_workers=RESTORE_IO_THREADS) as pool:
-                    list(pool.map(fsync_dir, folders))
+            by_disk: dict[int, list[Path]] = {}
+            for folder in folders:  # the data folder may hold another disk's mount point: one syncfs per disk
+                by_disk.setdefault(devices[folder], []).append(folder)
+            unsynced = [folder for on_disk in by_disk.values() if not _syncfs(on_disk[0]) for folder in on_disk]
+            with ThreadPoolExecutor(max_workers=RESTORE_IO_THREADS) as pool:
+                list(pool.map(fsync_dir, unsynced))
         else:
             with ThreadPoolExecutor(max_workers=RESTORE_IO_THREADS) as pool:
                 list(pool.map(place, self.targets.items()))
