@@ -96,6 +96,7 @@ class SnapshotWriter:
         self._writes: deque = deque()
         self._published: list = []  # (future of _publish, its pack)
         self._ordered: list | None = None  # add_files' members by item, while it runs
+        self._streamed: list[dict] = []  # members whose chunk ids are slots until the pool has encoded them
         self._started = time.monotonic()
 
     # ----------------------------------------------------------------- chunks and packs
@@ -349,7 +350,7 @@ class SnapshotWriter:
             stat = [st.st_size, st.st_mtime_ns, st.st_ino]
             ids: list = []
             sha, short = self._chunk_stream(handle, st.st_size, ids)
-        member = self._record(name, st.st_size, sha, kind, source, ids, stat if source else None, order)
+        member = self._record(name, st.st_size, sha, kind, source, ids, stat if source else None, order, streamed=True)
         if short:
             member.note = "file shrank while being read; padded"
         return member
@@ -358,11 +359,14 @@ class SnapshotWriter:
         check_member_name(name)
         ids: list = []
         sha, _ = self._chunk_stream(io.BytesIO(data), len(data), ids)
-        return self._record(name, len(data), sha, kind, source, ids, None)
+        return self._record(name, len(data), sha, kind, source, ids, None, streamed=True)
 
-    def _record(self, name, size, sha, kind, source, ids, stat, order: int | None = None) -> MemberInfo:
-        """`order`: the member's place among add_files' items (it is recorded there, whenever it is ready)."""
+    def _record(self, name, size, sha, kind, source, ids, stat, order: int | None = None, streamed: bool = False) -> MemberInfo:
+        """`order`: the member's place among add_files' items (it is recorded there, whenever it is ready);
+        `streamed`: its chunk ids are slots the pool fills in (resolved in finish)."""
         entry = {"name": name, "size": size, "sha256": sha, "kind": kind, "chunks": ids}
+        if streamed:
+            self._streamed.append(entry)
         if source:
             entry["source"] = source
         if stat:
@@ -395,7 +399,7 @@ class SnapshotWriter:
         self._publisher.shutdown()
         for folder in sorted(folders):
             fsync_dir(folder)
-        for entry in self.members:
+        for entry in self._streamed:
             entry["chunks"] = [c[0] if isinstance(c, list) else c for c in entry["chunks"]]
         self.repo.write_index(self.new_packs)
         document = {"manifest_version": MANIFEST_VERSION, "backup_id": self.backup_id, "format": "repository",
