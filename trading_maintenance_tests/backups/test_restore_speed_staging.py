@@ -143,3 +143,17 @@ def test_files_staged_in_pack_order_are_listed_in_the_snapshots_order(tmp_path, 
     verified = stage_snapshot_for_restore(repo, select_snapshot(repo).name, tmp_path / "stage")
     assert list(verified.staged) == [m["name"] for m in members]
     assert verified.staged[members[9]["name"]].read_bytes() == (data_dir / members[9]["name"][len("data/"):]).read_bytes()
+
+
+def test_unencrypted_chunk_of_a_many_chunk_file_altered_is_caught_when_the_file_completes(tmp_path, data_dir):
+    paths = _write(data_dir, [CHUNK_MAX + 2_000_000], "a")
+    repo = Repository.open_or_create(data_dir / "backups", None)
+    outcome = backup_tree(repo, data_dir, tmp_path, NOW, None)
+    assert len(outcome.archive.manifest["members"][0]["chunks"]) > 1
+    pack = repo.pack_path(next(iter(repo.pack_ids())))
+    raw = bytearray(pack.read_bytes())
+    raw[CHUNK_MAX + 1_000_000] ^= 0x01  # inside a later chunk (random bytes: stored uncompressed)
+    pack.write_bytes(bytes(raw))
+    with pytest.raises(RepositoryError, match="does not match its checksum"):
+        stage_snapshot_for_restore(repo, select_snapshot(repo).name, tmp_path / "stage")
+    assert paths[0].exists()
