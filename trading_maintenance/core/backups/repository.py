@@ -465,16 +465,19 @@ class Repository:
         folder = self.root / "snapshots"
         return sorted(e.name for e in os.scandir(folder) if _is_hex_id(e.name)) if folder.is_dir() else []
 
-    def write_snapshot(self, manifest: dict) -> str:
+    def write_snapshot(self, manifest: dict, encoded: dict[int, bytes] | None = None) -> str:
         """Sealed as JSON that begins with a summary (backup id, time, files, logical and new bytes), so a
-        listing reads the summary without decoding every member; the members come last."""
+        listing reads the summary without decoding every member; the members come last, one per line.
+        `encoded` (id of a member -> its JSON text, as member_texts read it from the parent) spares encoding
+        unchanged members again."""
         members = manifest.get("members") or []
         summary = {"backup_id": manifest.get("backup_id"), "created_at": manifest.get("created_at"), "files": len(members),
                    "logical_bytes": sum(m.get("size", 0) for m in members if isinstance(m, dict)),
                    "new_bytes": (manifest.get("repository") or {}).get("new_bytes", 0)}
-        document = {"summary": summary, **{k: v for k, v in manifest.items() if k not in ("summary", "members")},
-                    "members": members}
-        sealed = self.keys.seal(_compact_json(document), b"snapshot")
+        head = _compact_json({"summary": summary, **{k: v for k, v in manifest.items() if k not in ("summary", "members")}})
+        encoded = encoded or {}
+        lines = [encoded.get(id(m)) or _compact_json(m) for m in members]
+        sealed = self.keys.seal(head[:-1] + b',"members":[\n' + b",\n".join(lines) + b"\n]}", b"snapshot")
         name = hashlib.sha256(sealed).hexdigest()
         _write_file(self.root / "snapshots" / name, sealed)
         return name
@@ -500,6 +503,26 @@ class Repository:
         path = self.root / folder / name
         path.unlink(missing_ok=True)
         fsync_dir(path.parent)
+
+
+class ParentManifest(dict):
+    """A snapshot's manifest with `member_texts`: each member's JSON text as stored (see member_texts)."""
+
+    __slots__ = ("member_texts",)
+
+
+def member_texts(plaintext: bytes, count: int) -> list[bytes] | None:
+    """The JSON text of each of a snapshot's `count` members, as write_snapshot lays them out (one per line,
+    after the line that opens the members); None when the snapshot is not laid out so (written before, or
+    altered), and then nothing is reused. Texts stay inside the authenticated snapshot they came from."""
+    lines = plaintext.split(b"\n")
+    if len(lines) != count + 2 or not lines[0].endswith(b',"members":[') or lines[-1] != b"]}":
+        return None
+    texts = lines[1:-1]
+    if count and not (all(t.endswith(b"},") for t in texts[:-1]) and texts[-1].endswith(b"}")
+                      and all(t.startswith(b'{"name":') for t in texts)):
+        return None
+    return [t[:-1] for t in texts[:-1]] + texts[-1:]
 
 
 _SUMMARY_PREFIX = b'{"summary":'

@@ -49,6 +49,7 @@ WRITE_BATCH = 1 << 20  # encoded chunks handed to the pack writer together (one 
 WRITE_BATCH_PIECES = 64
 IOV_BATCH = 512  # below the kernel's IOV_MAX (1024)
 SMALL_BATCH, SMALL_BATCH_FILES = 1 << 20, 64  # small files read and encoded by one pool task together
+_REUSED_KEYS = {"name", "size", "sha256", "kind", "chunks", "source", "stat"}  # what _record writes for a file
 MAX_QUEUED_WRITES = 8  # batches waiting for the pack writer: bounds the memory a slow disk can take (~8 MiB)
 
 
@@ -68,6 +69,13 @@ class SnapshotWriter:
         self.known = known if known is not None else repo.load_index()[0]
         self.parent = {m["name"]: m for m in (parent or {}).get("members", [])
                        if isinstance(m, dict) and "stat" in m and type(m.get("name")) is str}
+        # the parent's members as it stored them (a ParentManifest from list_snapshots), by name
+        texts = getattr(parent, "member_texts", None)
+        members = (parent or {}).get("members", [])
+        self._parent_texts: dict[str, bytes] = {}
+        if texts is not None and len(texts) == len(members):
+            self._parent_texts = {m["name"]: t for m, t in zip(members, texts) if m["name"] in self.parent}
+        self._texts: dict[int, bytes] = {}  # id of a member taken from the parent -> its stored text
         if taken is None:
             taken = set()
             for name in repo.snapshot_ids():
@@ -236,6 +244,18 @@ class SnapshotWriter:
     def _record_unchanged(self, name: str, kind: str, source: str, previous: dict, stat: list[int],
                           order: int | None = None) -> MemberInfo:
         self.reused_files += 1
+        text = self._parent_texts.get(name)
+        if (text is not None and previous.keys() == _REUSED_KEYS and previous["size"] == stat[0]
+                and previous.get("source") == source):
+            # the parent's entry is exactly what would be recorded (name, kind, stat and chunks checked by
+            # _unchanged): taken with its stored text, so the snapshot does not encode it again
+            self._texts[id(previous)] = text
+            if order is None:
+                self.members.append(previous)
+            else:
+                self._ordered[order] = previous
+            self.logical += stat[0]
+            return MemberInfo(name, stat[0], previous["sha256"], kind, source)
         return self._record(name, stat[0], previous["sha256"], kind, source, list(previous["chunks"]), stat, order)
 
     def _read_small(self, path: str | Path) -> tuple | None:
@@ -405,7 +425,7 @@ class SnapshotWriter:
         document = {"manifest_version": MANIFEST_VERSION, "backup_id": self.backup_id, "format": "repository",
                     "encrypted": self.repo.keys.encrypted, **manifest, "members": self.members,
                     "repository": {"new_bytes": self.new_bytes, "new_packs": len(self.new_packs), "reused_files": self.reused_files}}
-        snapshot_id = self.repo.write_snapshot(document)
+        snapshot_id = self.repo.write_snapshot(document, self._texts)
         return ArchiveResult(self.backup_id, str(self.repo.root / "snapshots" / snapshot_id), snapshot_id, self.new_bytes,
                              snapshot_id, self.logical, [MemberInfo(m["name"], m["size"], m["sha256"], m["kind"], m.get("source", ""))
                                                          for m in self.members], document, time.monotonic() - self._started)

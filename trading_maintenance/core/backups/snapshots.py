@@ -32,9 +32,11 @@ from trading_maintenance.core.backups.archive_reader import (
 from trading_maintenance.core.backups.archive_writer import ArchiveResult, ArchiveWriter
 from trading_maintenance.core.backups.repository import (
     BlobRef,
+    ParentManifest,
     Repository,
     RepositoryError,
     decode_chunk,
+    member_texts,
     paused_gc,
     snapshot_manifest,
     snapshot_summary,
@@ -89,7 +91,8 @@ def _list_snapshots(repo: Repository, keep_newest: bool) -> SnapshotListing:
             manifest_members(manifest, label)
             if manifest_identity(manifest, label)[0] != next(r.backup_id for r in listing.refs if r.name == name):
                 raise RepositoryError(f"{label}: its summary names another backup than its manifest: refused")
-            listing.newest = manifest
+            listing.newest = ParentManifest(manifest)
+            listing.newest.member_texts = member_texts(plaintext, len(manifest["members"]))
             break
         except ArchiveError as exc:  # left out, as if unreadable: the next newest is the parent
             listing.problems.append(str(exc))
