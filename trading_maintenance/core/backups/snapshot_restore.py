@@ -35,13 +35,10 @@ import zstandard
 from trading_maintenance.core.backups.archive import MIN_FREE_BYTES
 from trading_maintenance.core.backups.archive_reader import (
     VerifiedArchive,
-    check_member_name,
     file_identity,
-    manifest_identity,
-    manifest_members,
 )
 from trading_maintenance.core.backups.repository import BlobRef, Keys, Repository, RepositoryError
-from trading_maintenance.core.backups.snapshots import LOCATION_PREFIX, _chunk_refs
+from trading_maintenance.core.backups.snapshots import checked_snapshot
 
 STAGE_WINDOW = 8  # batches or chunks in flight: bounds memory to ~8 x (BATCH_BYTES + one decoded chunk)
 BATCH_BYTES = 4 << 20  # stored bytes one batch reads from its pack at most
@@ -62,21 +59,7 @@ def stage_snapshot_for_restore(repo: Repository, snapshot: str, stage_dir: Path,
                                want: Callable[[str], bool] | None = None, accept: Callable[[str], None] | None = None,
                                min_free_bytes: int = MIN_FREE_BYTES) -> VerifiedArchive:
     """The members `want` selects, staged in stage_dir and verified (see the module's docstring)."""
-    label = f"snapshot {snapshot[:16]}"
-    manifest = repo.read_snapshot(snapshot)
-    manifest_identity(manifest, label)
-    listed = manifest_members(manifest, label)
-    for name in listed:
-        check_member_name(name)
-        if accept is not None:
-            accept(name)
-    index, _ = repo.load_index()
-    layout = _chunk_refs(manifest, index, label, listed)
-    packs = {r.pack for refs in layout.values() for _, r in refs}
-    absent = sorted(p for p in packs if not repo.pack_path(p).is_file())
-    if absent:
-        raise RepositoryError(f"{label}: packs {[p[:16] for p in absent[:3]]} are missing: the repository is damaged")
-    verified = VerifiedArchive(LOCATION_PREFIX + snapshot, manifest, {}, sum(m["size"] for m in listed.values()))
+    label, listed, layout, verified = checked_snapshot(repo, snapshot, accept)
     wanted = {n: m for n, m in listed.items() if want is None or want(n)}
     need = sum(m["size"] for m in wanted.values())
     stage_dir.mkdir(parents=True, exist_ok=True)

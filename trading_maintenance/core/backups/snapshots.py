@@ -142,11 +142,10 @@ def _chunk_refs(manifest: dict, index: dict[str, BlobRef], label: str, listed: d
     return layout
 
 
-def stage_snapshot(repo: Repository, snapshot: str, stage_dir: Path | None, want: Callable[[str], bool] | None = None,
-                   accept: Callable[[str], None] | None = None, min_free_bytes: int = MIN_FREE_BYTES) -> VerifiedArchive:
-    """The snapshot's manifest checked (names, sizes, chunks indexed, packs present), then the members
-    `want` selects written to stage_dir chunk by chunk, every chunk authenticated and checked against
-    its id and every file against its SHA-256. Nothing outside stage_dir is written."""
+def checked_snapshot(repo: Repository, snapshot: str, accept: Callable[[str], None] | None = None):
+    """A snapshot's manifest checked before anything is staged: identity, member names (each also given to
+    `accept`, which raises to refuse it), every chunk indexed and adding up to its member's size, every pack
+    present. Returns (label, listed members, their chunk refs, the VerifiedArchive to fill in)."""
     label = f"snapshot {snapshot[:16]}"
     manifest = repo.read_snapshot(snapshot)
     manifest_identity(manifest, label)
@@ -161,6 +160,15 @@ def stage_snapshot(repo: Repository, snapshot: str, stage_dir: Path | None, want
     if absent:
         raise RepositoryError(f"{label}: packs {[p[:16] for p in absent[:3]]} are missing: the repository is damaged")
     verified = VerifiedArchive(LOCATION_PREFIX + snapshot, manifest, {}, sum(m["size"] for m in listed.values()))
+    return label, listed, layout, verified
+
+
+def stage_snapshot(repo: Repository, snapshot: str, stage_dir: Path | None, want: Callable[[str], bool] | None = None,
+                   accept: Callable[[str], None] | None = None, min_free_bytes: int = MIN_FREE_BYTES) -> VerifiedArchive:
+    """The snapshot's manifest checked (names, sizes, chunks indexed, packs present), then the members
+    `want` selects written to stage_dir chunk by chunk, every chunk authenticated and checked against
+    its id and every file against its SHA-256. Nothing outside stage_dir is written."""
+    label, listed, layout, verified = checked_snapshot(repo, snapshot, accept)
     if stage_dir is None:
         return verified
     wanted = {n: m for n, m in listed.items() if want is None or want(n)}
