@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import shutil
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -38,7 +37,7 @@ from trading_maintenance.core.backups.archive_reader import (
     file_identity,
 )
 from trading_maintenance.core.backups.repository import BlobRef, Keys, Repository, RepositoryError
-from trading_maintenance.core.backups.snapshots import checked_snapshot
+from trading_maintenance.core.backups.snapshots import checked_snapshot, wanted_with_room
 
 STAGE_WINDOW = 8  # batches or chunks in flight: bounds memory to ~8 x (BATCH_BYTES + one decoded chunk)
 BATCH_BYTES = 4 << 20  # stored bytes one batch reads from its pack at most
@@ -60,13 +59,7 @@ def stage_snapshot_for_restore(repo: Repository, snapshot: str, stage_dir: Path,
                                min_free_bytes: int = MIN_FREE_BYTES) -> VerifiedArchive:
     """The members `want` selects, staged in stage_dir and verified (see the module's docstring)."""
     label, listed, layout, verified = checked_snapshot(repo, snapshot, accept)
-    wanted = {n: m for n, m in listed.items() if want is None or want(n)}
-    need = sum(m["size"] for m in wanted.values())
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(stage_dir).free
-    if need + min_free_bytes > free:
-        raise RepositoryError(f"{label}: staging needs {need} bytes plus {min_free_bytes} kept free in {stage_dir}, "
-                              f"only {free} are free: refused before writing")
+    wanted = wanted_with_room(label, listed, want, stage_dir, min_free_bytes)
     _Stager(repo, label, stage_dir, verified).run(wanted, layout)
     # staged in pack order; listed in the snapshot's order, as every other reader of a backup lists them
     verified.staged = {name: verified.staged[name] for name in wanted}

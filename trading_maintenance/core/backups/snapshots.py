@@ -163,6 +163,20 @@ def checked_snapshot(repo: Repository, snapshot: str, accept: Callable[[str], No
     return label, listed, layout, verified
 
 
+def wanted_with_room(label: str, listed: dict, want: Callable[[str], bool] | None, stage_dir: Path,
+                     min_free_bytes: int) -> dict:
+    """The members `want` selects, refused before anything is written unless stage_dir's disk holds them
+    with min_free_bytes to spare."""
+    wanted = {n: m for n, m in listed.items() if want is None or want(n)}
+    need = sum(m["size"] for m in wanted.values())
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(stage_dir).free
+    if need + min_free_bytes > free:
+        raise RepositoryError(f"{label}: staging needs {need} bytes plus {min_free_bytes} kept free in {stage_dir}, "
+                              f"only {free} are free: refused before writing")
+    return wanted
+
+
 def stage_snapshot(repo: Repository, snapshot: str, stage_dir: Path | None, want: Callable[[str], bool] | None = None,
                    accept: Callable[[str], None] | None = None, min_free_bytes: int = MIN_FREE_BYTES) -> VerifiedArchive:
     """The snapshot's manifest checked (names, sizes, chunks indexed, packs present), then the members
@@ -171,13 +185,7 @@ def stage_snapshot(repo: Repository, snapshot: str, stage_dir: Path | None, want
     label, listed, layout, verified = checked_snapshot(repo, snapshot, accept)
     if stage_dir is None:
         return verified
-    wanted = {n: m for n, m in listed.items() if want is None or want(n)}
-    need = sum(m["size"] for m in wanted.values())
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(stage_dir).free
-    if need + min_free_bytes > free:
-        raise RepositoryError(f"{label}: staging needs {need} bytes plus {min_free_bytes} kept free in {stage_dir}, "
-                              f"only {free} are free: refused before writing")
+    wanted = wanted_with_room(label, listed, want, stage_dir, min_free_bytes)
     _stage_members(repo, label, layout, wanted, stage_dir, verified)
     return verified
 
