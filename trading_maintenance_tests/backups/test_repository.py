@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from trading_maintenance.core.backups.archive_reader import verify_archive
-from trading_maintenance.core.backups.repository import CHUNK_MIN, Repository, RepositoryError
+from trading_maintenance.core.backups.repository import CHUNK_MIN, BlobRef, Repository, RepositoryError
 from trading_maintenance.core.backups.restore import restore_backup
 from trading_maintenance.core.backups.run import PlannedFile, create_backup
 from trading_maintenance.core.backups.snapshots import (
@@ -299,7 +299,9 @@ def test_key_cache_inside_the_backups_folder_is_never_used(data_dir):
 
 @pytest.mark.parametrize("entry", [["ab" * 32, 0, 10], ["ab" * 32, -1, 10, 10], ["AB" * 32, 0, 10, 10], ["ab" * 32, 0, True, 10],
                                    ["ab" * 32, 0, 10, 1 << 30], "ab" * 32, ["ab" * 32, 0, 10, 10, 0],
-                                   ["ef" * 32, -1, 5, 5], [["ab" * 32], 0, 10, 10], ["ab" * 31 + "\nab", 0, 10, 10]])
+                                   ["ef" * 32, -1, 5, 5], [["ab" * 32], 0, 10, 10], ["ab" * 31 + "\nab", 0, 10, 10],
+                                   ["ab" * 31 + " a", 0, 10, 10], ["ab" * 31 + "\u00e9a", 0, 10, 10], [b"ab" * 32, 0, 10, 10],
+                                   ["ab" * 32, 0.0, 10, 10]])
 def test_index_entry_of_the_wrong_shape_is_refused(data_dir, entry):
     repo = Repository.open_or_create(data_dir / "backups", KEY)
     name, sealed = repo.seal_index({"cd" * 32: [["ef" * 32, 0, 5, 5], entry]})
@@ -312,6 +314,18 @@ def test_index_entry_of_the_wrong_shape_is_refused(data_dir, entry):
         if other != name:
             (repo.root / "index" / other).unlink()
     assert list(repo.load_index()[0]) == ["ef" * 32]
+
+
+def test_an_id_listed_twice_keeps_its_first_entry(data_dir):
+    """Within a pack and across packs, as the entry-by-entry reader did."""
+    repo = Repository.open_or_create(data_dir / "backups", KEY)
+    name, sealed = repo.seal_index({"cd" * 32: [["ef" * 32, 0, 5, 5], ["ab" * 32, 5, 6, 6], ["ef" * 32, 11, 7, 7]],
+                                    "ce" * 32: [["ab" * 32, 0, 8, 8], ["12" * 32, 8, 9, 9]]})
+    (repo.root / "index" / name).write_bytes(sealed)
+    index, _ = repo.load_index()
+    assert list(index) == ["ef" * 32, "ab" * 32, "12" * 32]
+    assert index["ef" * 32] == BlobRef("cd" * 32, 0, 5, 5) and index["ab" * 32] == BlobRef("cd" * 32, 5, 6, 6)
+    assert index["12" * 32] == BlobRef("ce" * 32, 8, 9, 9) and type(index["12" * 32]) is BlobRef
 
 
 def test_listing_stat_reuses_unchanged_files_and_rereads_one_of_the_same_size_with_a_new_mtime(tmp_path, data_dir, monkeypatch):
