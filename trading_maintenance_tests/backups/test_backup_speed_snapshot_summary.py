@@ -29,7 +29,7 @@ def _rewrite(repo: Repository, name: str, document: dict, sort_keys: bool = True
     return new
 
 
-def test_listing_reads_summaries_and_decodes_only_the_parents_members(tmp_path, data_dir, monkeypatch):
+def test_listing_reads_summaries_and_keeps_the_parents_members_as_lines(tmp_path, data_dir, monkeypatch):
     files = write_tree(data_dir, files=4, size=30_000)
     repo = Repository.open_or_create(data_dir / "backups", KEY)
     outcomes = []
@@ -45,8 +45,9 @@ def test_listing_reads_summaries_and_decodes_only_the_parents_members(tmp_path, 
     monkeypatch.setattr(snapshots_module, "manifest_members", lambda m, label: decoded.append(label) or real(m, label))
     listing = list_snapshots(repo, keep_newest=True)
     assert [r.backup_id for r in listing.refs] == [o.archive.backup_id for o in outcomes]
-    assert decoded == [f"snapshot {outcomes[-1].archive.name[:16]}"]  # the parent alone
-    assert listing.newest["backup_id"] == outcomes[-1].archive.backup_id
+    assert decoded == []  # the parent's members are kept as its lines, each decoded only if a file needs it
+    assert listing.newest["backup_id"] == outcomes[-1].archive.backup_id and "members" not in listing.newest
+    assert [json.loads(line) for line in listing.newest.member_texts] == json.loads(plaintext)["members"]
     for outcome in outcomes:
         members = outcome.archive.manifest["members"]
         assert listing.details[outcome.archive.name] == {"files": len(members), "logical_bytes": sum(m["size"] for m in members),

@@ -460,18 +460,24 @@ class Repository:
         folder = self.root / "snapshots"
         return sorted(e.name for e in os.scandir(folder) if _is_hex_id(e.name)) if folder.is_dir() else []
 
-    def write_snapshot(self, manifest: dict, encoded: dict[int, bytes] | None = None) -> str:
+    def write_snapshot(self, manifest: dict) -> str:
         """Sealed as JSON that begins with a summary (backup id, time, files, logical and new bytes), so a
         listing reads the summary without decoding every member; the members come last, one per line.
-        `encoded` (id of a member -> its JSON text, as member_texts read it from the parent) spares encoding
-        unchanged members again."""
+        A member given as an object with `text` (its JSON, taken from the parent) and `size` is written as
+        that text, not encoded again."""
         members = manifest.get("members") or []
+        logical = 0
+        lines = []
+        for member in members:
+            if type(member) is dict:
+                logical += member.get("size", 0)
+                lines.append(_compact_json(member))
+            else:
+                logical += member.size
+                lines.append(member.text.encode())
         summary = {"backup_id": manifest.get("backup_id"), "created_at": manifest.get("created_at"), "files": len(members),
-                   "logical_bytes": sum(m.get("size", 0) for m in members if isinstance(m, dict)),
-                   "new_bytes": (manifest.get("repository") or {}).get("new_bytes", 0)}
+                   "logical_bytes": logical, "new_bytes": (manifest.get("repository") or {}).get("new_bytes", 0)}
         head = _compact_json({"summary": summary, **{k: v for k, v in manifest.items() if k not in ("summary", "members")}})
-        encoded = encoded or {}
-        lines = [encoded.get(id(m)) or _compact_json(m) for m in members]
         sealed = self.keys.seal(head[:-1] + b',"members":[\n' + b",\n".join(lines) + b"\n]}", b"snapshot")
         name = hashlib.sha256(sealed).hexdigest()
         _write_file(self.root / "snapshots" / name, sealed)
@@ -534,7 +540,8 @@ def _index_entries(pack_id: str, entries: list, problem: str) -> dict[str, BlobR
 
 
 class ParentManifest(dict):
-    """A snapshot's manifest with `member_texts`: each member's JSON text as stored (see member_texts)."""
+    """A snapshot's manifest with `member_texts`: each member's JSON text as stored (parent_members.split_members),
+    the members then left out of the manifest; None when the manifest holds its members decoded."""
 
     __slots__ = ("member_texts",)
 

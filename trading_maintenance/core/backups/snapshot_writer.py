@@ -22,6 +22,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from fastcdc import fastcdc
 from trading_maintenance.core.backups.archive import MANIFEST_VERSION, new_backup_id
 from trading_maintenance.core.backups.archive_reader import check_member_name
 from trading_maintenance.core.backups.archive_writer import ArchiveResult, MemberInfo
+from trading_maintenance.core.backups.parent_members import ParentMembers
 from trading_maintenance.core.backups.repository import (
     CHUNK_AVG,
     CHUNK_MAX,
@@ -49,8 +51,42 @@ WRITE_BATCH = 1 << 20  # encoded chunks handed to the pack writer together (one 
 WRITE_BATCH_PIECES = 64
 IOV_BATCH = 512  # below the kernel's IOV_MAX (1024)
 SMALL_BATCH, SMALL_BATCH_FILES = 1 << 20, 64  # small files read and encoded by one pool task together
-_REUSED_KEYS = {"name", "size", "sha256", "kind", "chunks", "source", "stat"}  # what _record writes for a file
 MAX_QUEUED_WRITES = 8  # batches waiting for the pack writer: bounds the memory a slow disk can take (~8 MiB)
+
+
+@dataclass
+class StoredMember(MemberInfo):
+    """An unchanged member recorded as the parent's line (`text`, its JSON), neither decoded nor encoded."""
+
+    text: str = ""
+
+
+class SnapshotResult(ArchiveResult):
+    """The ArchiveResult of a snapshot. Its members (MemberInfo, and the manifest's decoded entries) are made
+    when first asked for: a backup that reused thousands of members as text does not build them otherwise."""
+
+    @property
+    def members(self) -> list[MemberInfo]:
+        if self._members is None:
+            self._members = [m if not isinstance(m, dict) else
+                             MemberInfo(m["name"], m["size"], m["sha256"], m["kind"], m.get("source", ""))
+                             for m in self._document["members"]]
+        return self._members
+
+    @members.setter
+    def members(self, value: list[MemberInfo] | None) -> None:
+        self._members = value
+
+    @property
+    def manifest(self) -> dict:
+        document = self._document
+        if any(not isinstance(m, dict) for m in document["members"]):
+            document["members"] = [m if isinstance(m, dict) else json.loads(m.text) for m in document["members"]]
+        return document
+
+    @manifest.setter
+    def manifest(self, value: dict) -> None:
+        self._document = value
 
 
 class SnapshotWriter:
@@ -67,15 +103,9 @@ class SnapshotWriter:
         self.repo = repo
         self.work_dir = work_dir
         self.known = known if known is not None else repo.load_index()[0]
-        self.parent = {m["name"]: m for m in (parent or {}).get("members", [])
-                       if isinstance(m, dict) and "stat" in m and type(m.get("name")) is str}
-        # the parent's members as it stored them (a ParentManifest from list_snapshots), by name
+        # the parent's members: as the lines it stored (a ParentManifest from list_snapshots), else decoded
         texts = getattr(parent, "member_texts", None)
-        members = (parent or {}).get("members", [])
-        self._parent_texts: dict[str, bytes] = {}
-        if texts is not None and len(texts) == len(members):
-            self._parent_texts = {m["name"]: t for m, t in zip(members, texts) if m["name"] in self.parent}
-        self._texts: dict[int, bytes] = {}  # id of a member taken from the parent -> its stored text
+        self.parent = ParentMembers(texts, None if texts is not None else (parent or {}).get("members", []))
         if taken is None:
             taken = set()
             for name in repo.snapshot_ids():
@@ -85,7 +115,7 @@ class SnapshotWriter:
                     pass
         base = backup_id or new_backup_id(now)
         self.backup_id = next(c for c in (base if i == 0 else f"{base}-{i}" for i in range(10000)) if c not in taken)
-        self.members: list[dict] = []
+        self.members: list[dict | StoredMember] = []  # StoredMember: an unchanged member, as the parent's text
         self.new_packs: dict[str, list[tuple[str, BlobRef]]] = {}
         self.written_here: set[str] = set()
         self.new_bytes = 0
@@ -218,7 +248,7 @@ class SnapshotWriter:
                    listed: tuple[int, int, int] | None) -> tuple[dict, list[int]] | None:
         """(the parent snapshot's entry, the file's stat) when the file is unchanged: recognised by its
         metadata alone (size, mtime, inode), never opened, and every chunk of the entry is in the index."""
-        previous = self.parent.get(name) if source else None
+        previous = self.parent.entry(name) if source else None
         if previous is None:
             return None
         if listed is None:
@@ -236,26 +266,26 @@ class SnapshotWriter:
         return previous, stat
 
     def _reuse(self, name: str, path: str | Path, kind: str, source: str,
-               listed: tuple[int, int, int] | None) -> MemberInfo | None:
-        """The parent snapshot's entry when the file is unchanged (see _unchanged), recorded."""
+               listed: tuple[int, int, int] | None, order: int | None = None) -> MemberInfo | None:
+        """The parent snapshot's entry when the file is unchanged, recorded: the parent's line as it is when
+        it is exactly what would be recorded (ParentMembers.reusable_text), else the entry decoded and
+        checked (see _unchanged) and encoded again."""
+        if source and listed is not None:
+            found = self.parent.reusable_text(name, kind, source, listed, self.known)
+            if found is not None:
+                self.reused_files += 1
+                self.logical += listed[0]
+                member = StoredMember(name, listed[0], found[1], kind, source, "", found[0])
+                if order is None:
+                    self.members.append(member)
+                else:
+                    self._ordered[order] = member
+                return member
         unchanged = self._unchanged(name, path, kind, source, listed)
-        return None if unchanged is None else self._record_unchanged(name, kind, source, *unchanged)
-
-    def _record_unchanged(self, name: str, kind: str, source: str, previous: dict, stat: list[int],
-                          order: int | None = None) -> MemberInfo:
+        if unchanged is None:
+            return None
+        previous, stat = unchanged
         self.reused_files += 1
-        text = self._parent_texts.get(name)
-        if (text is not None and previous.keys() == _REUSED_KEYS and previous["size"] == stat[0]
-                and previous.get("source") == source):
-            # the parent's entry is exactly what would be recorded (name, kind, stat and chunks checked by
-            # _unchanged): taken with its stored text, so the snapshot does not encode it again
-            self._texts[id(previous)] = text
-            if order is None:
-                self.members.append(previous)
-            else:
-                self._ordered[order] = previous
-            self.logical += stat[0]
-            return MemberInfo(name, stat[0], previous["sha256"], kind, source)
         return self._record(name, stat[0], previous["sha256"], kind, source, list(previous["chunks"]), stat, order)
 
     def _read_small(self, path: str | Path) -> tuple | None:
@@ -332,12 +362,12 @@ class SnapshotWriter:
             for index, (name, path, kind, source, listed) in enumerate(items):
                 check_member_name(name)
                 try:
-                    unchanged = self._unchanged(name, path, kind, source, listed)
+                    reused = self._reuse(name, path, kind, source, listed, index)
                 except (FileNotFoundError, PermissionError) as exc:
                     results[index] = exc
                     continue
-                if unchanged is not None:
-                    results[index] = self._record_unchanged(name, kind, source, *unchanged, index)
+                if reused is not None:
+                    results[index] = reused
                 elif listed is None or listed[0] > CHUNK_MIN:
                     try:
                         results[index] = self._add_one(name, path, kind, source, index)
@@ -425,10 +455,9 @@ class SnapshotWriter:
         document = {"manifest_version": MANIFEST_VERSION, "backup_id": self.backup_id, "format": "repository",
                     "encrypted": self.repo.keys.encrypted, **manifest, "members": self.members,
                     "repository": {"new_bytes": self.new_bytes, "new_packs": len(self.new_packs), "reused_files": self.reused_files}}
-        snapshot_id = self.repo.write_snapshot(document, self._texts)
-        return ArchiveResult(self.backup_id, str(self.repo.root / "snapshots" / snapshot_id), snapshot_id, self.new_bytes,
-                             snapshot_id, self.logical, [MemberInfo(m["name"], m["size"], m["sha256"], m["kind"], m.get("source", ""))
-                                                         for m in self.members], document, time.monotonic() - self._started)
+        snapshot_id = self.repo.write_snapshot(document)
+        return SnapshotResult(self.backup_id, str(self.repo.root / "snapshots" / snapshot_id), snapshot_id, self.new_bytes,
+                              snapshot_id, self.logical, None, document, time.monotonic() - self._started)
 
     def __enter__(self) -> SnapshotWriter:
         return self

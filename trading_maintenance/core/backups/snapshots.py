@@ -36,11 +36,11 @@ from trading_maintenance.core.backups.repository import (
     Repository,
     RepositoryError,
     decode_chunk,
-    member_texts,
     paused_gc,
     snapshot_manifest,
     snapshot_summary,
 )
+from trading_maintenance.core.backups.parent_members import split_members
 from trading_maintenance.core.backups.temporaries import owned_temp_dir
 
 LOCATION_PREFIX = "repository:"
@@ -58,8 +58,9 @@ class SnapshotListing:
 
 def list_snapshots(repo: Repository, keep_newest: bool = False) -> SnapshotListing:
     """Every readable snapshot (each authenticated; identified by the summary it begins with, or by its whole
-    manifest when written before summaries); with keep_newest the newest one's manifest is kept, decoded and
-    its members checked (a backup's parent), so it is not read a second time."""
+    manifest when written before summaries); with keep_newest the newest one's manifest is kept (a backup's
+    parent), so it is not read a second time: a ParentManifest whose member_texts are its members' lines, or
+    None and its members decoded and checked when it is laid out otherwise."""
     with paused_gc():
         return _list_snapshots(repo, keep_newest)
 
@@ -87,12 +88,18 @@ def _list_snapshots(repo: Repository, keep_newest: bool) -> SnapshotListing:
         _, name, plaintext = newest
         label = f"snapshot {name[:16]}"
         try:
-            manifest = snapshot_manifest(plaintext, name)
-            manifest_members(manifest, label)
+            # laid out one member per line: the members stay text, each matched and checked only when a file
+            # asks for it (see parent_members); otherwise decoded and checked whole
+            split = split_members(plaintext)
+            if split is None:
+                manifest = snapshot_manifest(plaintext, name)
+                manifest_members(manifest, label)
+            else:
+                manifest = split[0]
             if manifest_identity(manifest, label)[0] != next(r.backup_id for r in listing.refs if r.name == name):
                 raise RepositoryError(f"{label}: its summary names another backup than its manifest: refused")
             listing.newest = ParentManifest(manifest)
-            listing.newest.member_texts = member_texts(plaintext, len(manifest["members"]))
+            listing.newest.member_texts = None if split is None else split[1]
             break
         except ArchiveError as exc:  # left out, as if unreadable: the next newest is the parent
             listing.problems.append(str(exc))
