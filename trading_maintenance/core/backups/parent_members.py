@@ -111,12 +111,19 @@ class ParentMembers:
         if self.lines is None:
             return None
         encoded_name = json_string(name)
-        number = self._line_of(encoded_name)
-        if number is None:
-            return None
-        line = self.lines[number]
         size, mtime, inode = listed
         head = f'{{"name":{encoded_name},"size":{size},"sha256":"'
+        lines = self.lines
+        cursor = self._cursor
+        if cursor < len(lines) and lines[cursor].startswith(head):  # the next line, as most are
+            self._cursor = cursor + 1
+            self._last = (encoded_name, cursor)
+            line = lines[cursor]
+        else:
+            number = self._line_of(encoded_name)
+            if number is None:
+                return None
+            line = lines[number]
         tail = f'],"source":{json_string(source)},"stat":[{size},{mtime},{inode}]}}'
         if not (line.startswith(head) and line.endswith(tail)):
             return None

@@ -471,14 +471,14 @@ class Repository:
         for member in members:
             if type(member) is dict:
                 logical += member.get("size", 0)
-                lines.append(_compact_json(member))
+                lines.append(_compact_json(member).decode())
             else:
                 logical += member.size
-                lines.append(member.text.encode())
+                lines.append(member.text)
         summary = {"backup_id": manifest.get("backup_id"), "created_at": manifest.get("created_at"), "files": len(members),
                    "logical_bytes": logical, "new_bytes": (manifest.get("repository") or {}).get("new_bytes", 0)}
         head = _compact_json({"summary": summary, **{k: v for k, v in manifest.items() if k not in ("summary", "members")}})
-        sealed = self.keys.seal(head[:-1] + b',"members":[\n' + b",\n".join(lines) + b"\n]}", b"snapshot")
+        sealed = self.keys.seal(head[:-1] + b',"members":[\n' + ",\n".join(lines).encode() + b"\n]}", b"snapshot")
         name = hashlib.sha256(sealed).hexdigest()
         _write_file(self.root / "snapshots" / name, sealed)
         return name

@@ -248,17 +248,19 @@ def create_backup(
                         added.append(writer.add_file(planned.member, planned.path, "trading_data", planned.path))
                     except (FileNotFoundError, PermissionError) as exc:
                         added.append(exc)
+            written = 0
             for planned, member in zip(planned_files, added):
-                if isinstance(member, FileNotFoundError):
-                    warnings.append(f"{planned.path}: deleted before it could be read; skipped")
-                    continue
-                if isinstance(member, PermissionError):
-                    warnings.append(f"{planned.path}: {member.strerror}; skipped")
+                if isinstance(member, OSError):  # FileNotFoundError or PermissionError: the file is left out
+                    if isinstance(member, FileNotFoundError):
+                        warnings.append(f"{planned.path}: deleted before it could be read; skipped")
+                    else:
+                        warnings.append(f"{planned.path}: {member.strerror}; skipped")
                     continue
                 if member.note:
                     warnings.append(f"{planned.path}: {member.note}")
-                part_bytes["trading_data"] += member.size
+                written += member.size
                 files_written += 1
+            part_bytes["trading_data"] += written
         manifest = {
             "created_at": now.isoformat(),
             "parts": parts,
