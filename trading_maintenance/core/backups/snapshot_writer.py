@@ -266,11 +266,11 @@ class SnapshotWriter:
         return previous, stat
 
     def _reuse(self, name: str, path: str | Path, kind: str, source: str,
-               listed: tuple[int, int, int] | None, order: int | None = None) -> MemberInfo | None:
+               listed: tuple[int, int, int] | None, order: int | None = None, text_tried: bool = False) -> MemberInfo | None:
         """The parent snapshot's entry when the file is unchanged, recorded: the parent's line as it is when
-        it is exactly what would be recorded (ParentMembers.reusable_text), else the entry decoded and
-        checked (see _unchanged) and encoded again."""
-        if source and listed is not None:
+        it is exactly what would be recorded (ParentMembers.reusable_text; `text_tried`: the caller tried that
+        already), else the entry decoded and checked (see _unchanged) and encoded again."""
+        if source and listed is not None and not text_tried:
             found = self.parent.reusable_text(name, kind, source, listed, self.known)
             if found is not None:
                 self.reused_files += 1
@@ -359,10 +359,21 @@ class SnapshotWriter:
                 collect()
 
         try:
+            # the common case inline (most files unchanged, their parent lines taken over): no call per file beyond
+            # the line's check
+            reusable_text = self.parent.reusable_text if self.parent.lines is not None else None
+            known, ordered = self.known, self._ordered
             for index, (name, path, kind, source, listed) in enumerate(items):
                 check_member_name(name)
+                if reusable_text is not None and source and listed is not None:
+                    found = reusable_text(name, kind, source, listed, known)
+                    if found is not None:
+                        self.reused_files += 1
+                        self.logical += listed[0]
+                        results[index] = ordered[index] = StoredMember(name, listed[0], found[1], kind, source, "", found[0])
+                        continue
                 try:
-                    reused = self._reuse(name, path, kind, source, listed, index)
+                    reused = self._reuse(name, path, kind, source, listed, index, text_tried=reusable_text is not None)
                 except (FileNotFoundError, PermissionError) as exc:
                     results[index] = exc
                     continue
