@@ -7,7 +7,9 @@ from datetime import datetime
 from pathlib import Path
 
 from trading_maintenance.core.backups.repository import Repository
+from trading_maintenance.core.backups.restore import restore_backup
 from trading_maintenance.core.backups.run import BackupOutcome, PlannedFile, create_backup
+from trading_maintenance.core.backups.snapshots import select_snapshot
 
 
 def write_tree(data_dir: Path, files: int, size: int) -> list[Path]:
@@ -24,3 +26,14 @@ def backup_tree(repo: Repository, data_dir: Path, tmp_path: Path, now: datetime,
     return create_backup(dest_dir=data_dir / "backups", fmt="tar.zst", secret=key, parts=["trading_data"], config_path=None,
                          effective_settings={}, secret_keys=set(), data_dir=data_dir, trading_files=planned, now=now,
                          work_root=tmp_path, repository=repo)
+
+
+def assert_restores_exactly(repo: Repository, key: str, files: list[Path], data_dir: Path, stage: Path, snapshot: str = "latest") -> dict[Path, bytes]:
+    """The files deleted and restored from `snapshot`: each comes back with the bytes it has now.
+    Returns those bytes."""
+    expected = {p: p.read_bytes() for p in files if p.exists()}
+    for p in expected:
+        p.unlink()
+    restore_backup(select_snapshot(repo, snapshot).name, key, {"trading_data"}, stage_root=stage, data_dir=data_dir, repository=repo)
+    assert {p: p.read_bytes() for p in expected} == expected
+    return expected

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 from trading_maintenance.core.backups import snapshot_writer
 from trading_maintenance.core.backups.repository import CHUNK_MAX, Repository
-from trading_maintenance.core.backups.restore import restore_backup
 from trading_maintenance.core.backups.run import collect_trading_files, create_backup
-from trading_maintenance.core.backups.snapshots import check_repository, select_snapshot
+from trading_maintenance.core.backups.snapshots import check_repository
+from trading_maintenance_tests.backups.repository_helpers import assert_restores_exactly
 
 KEY = "batch-test-key-0123456789"
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
@@ -39,12 +39,7 @@ def _backup(repo, data_dir, tmp_path, now, drop=None):
 
 
 def _restore_matches(repo, data_dir, tmp_path, paths):
-    expected = {p: p.read_bytes() for p in paths if p.exists()}
-    for p in expected:
-        p.unlink()
-    restore_backup(select_snapshot(repo, "latest").name, KEY, {"trading_data"}, stage_root=tmp_path / "stage",
-                   data_dir=data_dir, repository=repo)
-    assert {p: p.read_bytes() for p in expected} == expected
+    assert_restores_exactly(repo, KEY, paths, data_dir, tmp_path / "stage")
 
 
 def test_batches_and_unchanged_files_keep_the_listing_order_and_restore_exactly(tmp_path, data_dir, monkeypatch):

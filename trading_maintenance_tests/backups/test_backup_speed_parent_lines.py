@@ -11,10 +11,9 @@ from datetime import datetime, timedelta, timezone
 
 from trading_maintenance.core.backups.parent_members import ParentMembers, split_members
 from trading_maintenance.core.backups.repository import Repository
-from trading_maintenance.core.backups.restore import restore_backup
 from trading_maintenance.core.backups.run import collect_trading_files, create_backup
-from trading_maintenance.core.backups.snapshots import check_repository, list_snapshots, select_snapshot
-from trading_maintenance_tests.backups.repository_helpers import write_tree
+from trading_maintenance.core.backups.snapshots import check_repository, list_snapshots
+from trading_maintenance_tests.backups.repository_helpers import assert_restores_exactly, write_tree
 
 KEY = "parent-lines-test-key-0123456789"
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
@@ -67,12 +66,7 @@ def test_only_lines_exactly_as_they_would_be_recorded_are_taken_over(tmp_path, d
     assert [m["chunks"] for m in second.archive.manifest["members"]] == [e["chunks"] for e in entries]
     (repo.root / "snapshots" / tampered).unlink()
     assert check_repository(repo, read_data=True) == []
-    expected = {p: p.read_bytes() for p in files}
-    for p in files:
-        p.unlink()
-    restore_backup(select_snapshot(repo, "latest").name, KEY, {"trading_data"}, stage_root=tmp_path / "stage",
-                   data_dir=root, repository=repo)
-    assert {p: p.read_bytes() for p in files} == expected
+    assert_restores_exactly(repo, KEY, files, root, tmp_path / "stage")
 
 
 def test_a_file_rewritten_with_the_same_size_and_a_new_mtime_is_read_again(tmp_path, data_dir):
