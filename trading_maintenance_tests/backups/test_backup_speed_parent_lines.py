@@ -11,35 +11,18 @@ from datetime import datetime, timedelta, timezone
 
 from trading_maintenance.core.backups.parent_members import ParentMembers, split_members
 from trading_maintenance.core.backups.repository import Repository
-from trading_maintenance.core.backups.run import collect_trading_files, create_backup
 from trading_maintenance.core.backups.snapshots import check_repository, list_snapshots
-from trading_maintenance_tests.backups.repository_helpers import assert_restores_exactly, write_tree
+from trading_maintenance_tests.backups.repository_helpers import assert_restores_exactly, listed_backup, reseal_snapshot, write_tree
 
 KEY = "parent-lines-test-key-0123456789"
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
-
-
-def _backup(repo, root, tmp_path, now):
-    planned, _, _ = collect_trading_files(root, ["parquet"], 0, now)
-    return create_backup(dest_dir=root / "out", fmt="tar.zst", secret=KEY, parts=["trading_data"], config_path=None,
-                         effective_settings={}, secret_keys=set(), data_dir=root, trading_files=planned, now=now,
-                         work_root=tmp_path, repository=repo)
-
-
-def _reseal(repo: Repository, name: str, plaintext: bytes) -> str:
-    """The snapshot replaced by `plaintext`, sealed with the key (as only a holder of the key could)."""
-    sealed = repo.keys.seal(plaintext, b"snapshot")
-    new = hashlib.sha256(sealed).hexdigest()
-    (repo.root / "snapshots" / new).write_bytes(sealed)
-    (repo.root / "snapshots" / name).unlink()
-    return new
 
 
 def test_only_lines_exactly_as_they_would_be_recorded_are_taken_over(tmp_path, data_dir):
     root = tmp_path / "tree"
     files = write_tree(root, files=6, size=20_000)
     repo = Repository.open_or_create(data_dir / "backups", KEY)
-    first = _backup(repo, root, tmp_path, NOW)
+    first = listed_backup(repo, root, tmp_path, NOW, KEY)
     plaintext = repo.read_snapshot_plaintext(first.archive.name)
     head, lines = split_members(plaintext)
     assert len(lines) == 6 and [json.loads(line) for line in lines] == first.archive.manifest["members"]
@@ -52,10 +35,10 @@ def test_only_lines_exactly_as_they_would_be_recorded_are_taken_over(tmp_path, d
     lines[3] = lines[3].replace(',"source":', ',"extra":1,"source":')  # another layout, otherwise sound
     lines[4] = lines[4].replace('"size":20000', '"size":20001', 1)  # a size its stat contradicts
     head_line = plaintext[:plaintext.index(b"\n")]
-    tampered = _reseal(repo, first.archive.name, head_line + b"\n" + ",\n".join(lines).encode() + b"\n]}")
+    tampered = reseal_snapshot(repo, first.archive.name, head_line + b"\n" + ",\n".join(lines).encode() + b"\n]}")
     assert list_snapshots(repo, keep_newest=True).newest.member_texts == lines
 
-    second = _backup(repo, root, tmp_path, NOW + timedelta(days=1))
+    second = listed_backup(repo, root, tmp_path, NOW + timedelta(days=1), KEY)
     # f03 and f04 are decoded and checked (taken with the size their stat says, the extra key dropped, encoded
     # again), f05 taken over as text; f00-f02 are read again
     assert second.archive.manifest["repository"]["reused_files"] == 3
@@ -73,12 +56,12 @@ def test_a_file_rewritten_with_the_same_size_and_a_new_mtime_is_read_again(tmp_p
     root = tmp_path / "tree"
     files = write_tree(root, files=3, size=20_000)
     repo = Repository.open_or_create(data_dir / "backups", KEY)
-    _backup(repo, root, tmp_path, NOW)
+    listed_backup(repo, root, tmp_path, NOW, KEY)
     st = files[1].stat()
     files[1].write_bytes(os.urandom(20_000))
     os.utime(files[1], ns=(st.st_atime_ns, st.st_mtime_ns + 1))
     assert files[1].stat().st_ino == st.st_ino and files[1].stat().st_size == st.st_size
-    second = _backup(repo, root, tmp_path, NOW + timedelta(days=1))
+    second = listed_backup(repo, root, tmp_path, NOW + timedelta(days=1), KEY)
     assert second.archive.manifest["repository"]["reused_files"] == 2
     member = next(m for m in second.archive.manifest["members"] if m["name"].endswith("f01.bin"))
     assert member["sha256"] == hashlib.sha256(files[1].read_bytes()).hexdigest()
@@ -88,7 +71,7 @@ def test_a_layout_that_is_not_one_member_per_line_is_decoded_whole(tmp_path, dat
     root = tmp_path / "tree"
     write_tree(root, files=3, size=20_000)
     repo = Repository.open_or_create(data_dir / "backups", KEY)
-    first = _backup(repo, root, tmp_path, NOW)
+    first = listed_backup(repo, root, tmp_path, NOW, KEY)
     plaintext = repo.read_snapshot_plaintext(first.archive.name)
     assert split_members(plaintext) is not None
     assert split_members(plaintext.replace(b'"kind":', b'\n"kind":', 1)) is None  # a break inside a member

@@ -10,11 +10,11 @@ import os
 from datetime import datetime, timedelta, timezone
 
 from trading_maintenance.core.backups import snapshots as snapshots_module
-from trading_maintenance.core.backups.repository import Repository, member_texts, snapshot_summary
+from trading_maintenance.core.backups.parent_members import split_members
+from trading_maintenance.core.backups.repository import Repository, snapshot_summary
 from trading_maintenance.core.backups.restore import restore_backup
-from trading_maintenance.core.backups.run import collect_trading_files, create_backup
 from trading_maintenance.core.backups.snapshots import check_repository, list_snapshots, select_snapshot
-from trading_maintenance_tests.backups.repository_helpers import backup_tree, write_tree
+from trading_maintenance_tests.backups.repository_helpers import backup_tree, listed_backup, reseal_snapshot, write_tree
 
 KEY = "summary-test-key-0123456789"
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
@@ -102,30 +102,22 @@ def test_a_newest_snapshot_that_does_not_hold_up_is_never_the_parent(tmp_path, d
     assert "summary" in listing.problems[0]
 
 
-def _listed_backup(repo, root, tmp_path, now):
-    """As production plans it: the listing's stat goes with each file, so unchanged files are taken from the parent."""
-    planned, _, _ = collect_trading_files(root, ["parquet"], 0, now)
-    return create_backup(dest_dir=root / "out", fmt="tar.zst", secret=KEY, parts=["trading_data"], config_path=None,
-                         effective_settings={}, secret_keys=set(), data_dir=root, trading_files=planned, now=now,
-                         work_root=tmp_path, repository=repo)
-
-
 def test_unchanged_members_are_written_as_the_parent_stored_them_and_nothing_else_is(tmp_path, data_dir):
     root = tmp_path / "first-place"
     files = write_tree(root, files=6, size=20_000)
     repo = Repository.open_or_create(data_dir / "backups", KEY)
-    first = _listed_backup(repo, root, tmp_path, NOW)
+    first = listed_backup(repo, root, tmp_path, NOW, KEY)
     files[2].write_bytes(os.urandom(20_000))
-    second = _listed_backup(repo, root, tmp_path, NOW + timedelta(days=1))
+    second = listed_backup(repo, root, tmp_path, NOW + timedelta(days=1), KEY)
     assert second.archive.manifest["repository"]["reused_files"] == 5
-    parent_lines = set(member_texts(repo.read_snapshot_plaintext(first.archive.name), 6))
-    lines = member_texts(repo.read_snapshot_plaintext(second.archive.name), 6)
+    parent_lines = set(split_members(repo.read_snapshot_plaintext(first.archive.name))[1])
+    lines = split_members(repo.read_snapshot_plaintext(second.archive.name))[1]
     assert [line in parent_lines for line in lines] == [i != 2 for i in range(6)]
     # moved as a whole (same inodes, times and sizes): the files are unchanged, but each member's source is
     # its new path, so no stored text of the parent may be written for them
     moved = tmp_path / "second-place"
     root.rename(moved)
-    third = _listed_backup(repo, moved, tmp_path, NOW + timedelta(days=2))
+    third = listed_backup(repo, moved, tmp_path, NOW + timedelta(days=2), KEY)
     assert third.archive.manifest["repository"]["reused_files"] == 6
     stored = repo.read_snapshot(third.archive.name)["members"]
     assert [m["source"] for m in stored] == [str(moved / m["name"].removeprefix("data/")) for m in stored]
@@ -136,18 +128,15 @@ def test_a_parent_not_laid_out_one_member_per_line_is_reencoded(tmp_path, data_d
     root = tmp_path / "tree"
     files = write_tree(root, files=4, size=20_000)
     repo = Repository.open_or_create(data_dir / "backups", KEY)
-    first = _listed_backup(repo, root, tmp_path, NOW)
+    first = listed_backup(repo, root, tmp_path, NOW, KEY)
     plaintext = repo.read_snapshot_plaintext(first.archive.name)
-    assert len(member_texts(plaintext, 4)) == 4 and member_texts(plaintext, 5) is None
+    assert len(split_members(plaintext)[1]) == 4
     # the same manifest with a line break inside a member (valid JSON, another layout)
     altered = plaintext.replace(b'"kind":', b'\n"kind":', 1)
-    sealed = repo.keys.seal(altered, b"snapshot")
-    name = hashlib.sha256(sealed).hexdigest()
-    (repo.root / "snapshots" / name).write_bytes(sealed)
-    (repo.root / "snapshots" / first.archive.name).unlink()
-    assert member_texts(altered, 4) is None and list_snapshots(repo, keep_newest=True).newest.member_texts is None
+    reseal_snapshot(repo, first.archive.name, altered)
+    assert split_members(altered) is None and list_snapshots(repo, keep_newest=True).newest.member_texts is None
     files[0].write_bytes(os.urandom(20_000))
-    second = _listed_backup(repo, root, tmp_path, NOW + timedelta(days=1))
+    second = listed_backup(repo, root, tmp_path, NOW + timedelta(days=1), KEY)
     assert second.archive.manifest["repository"]["reused_files"] == 3
-    assert len(member_texts(repo.read_snapshot_plaintext(second.archive.name), 4)) == 4
+    assert len(split_members(repo.read_snapshot_plaintext(second.archive.name))[1]) == 4
     assert check_repository(repo, read_data=True) == []

@@ -546,20 +546,6 @@ class ParentManifest(dict):
     __slots__ = ("member_texts",)
 
 
-def member_texts(plaintext: bytes, count: int) -> list[bytes] | None:
-    """The JSON text of each of a snapshot's `count` members, as write_snapshot lays them out (one per line,
-    after the line that opens the members); None when the snapshot is not laid out so (written before, or
-    altered), and then nothing is reused. Texts stay inside the authenticated snapshot they came from."""
-    lines = plaintext.split(b"\n")
-    if len(lines) != count + 2 or not lines[0].endswith(b',"members":[') or lines[-1] != b"]}":
-        return None
-    texts = lines[1:-1]
-    if count and not (all(t.endswith(b"},") for t in texts[:-1]) and texts[-1].endswith(b"}")
-                      and all(t.startswith(b'{"name":') for t in texts)):
-        return None
-    return [t[:-1] for t in texts[:-1]] + texts[-1:]
-
-
 _SUMMARY_PREFIX = b'{"summary":'
 _SUMMARY_LIMIT = 4096
 

@@ -30,6 +30,7 @@ from trading_maintenance.core.backups.archive_reader import (
     manifest_members,
 )
 from trading_maintenance.core.backups.archive_writer import ArchiveResult, ArchiveWriter
+from trading_maintenance.core.backups.parent_members import split_members
 from trading_maintenance.core.backups.repository import (
     BlobRef,
     ParentManifest,
@@ -40,7 +41,6 @@ from trading_maintenance.core.backups.repository import (
     snapshot_manifest,
     snapshot_summary,
 )
-from trading_maintenance.core.backups.parent_members import split_members
 from trading_maintenance.core.backups.temporaries import owned_temp_dir
 
 LOCATION_PREFIX = "repository:"
