@@ -13,13 +13,39 @@ the decoded path would not trust. The lines come from the parent snapshot, which
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+from array import array
+from itertools import chain
 from json.encoder import encode_basestring_ascii as json_string  # the encoder's own: as json.dumps writes it
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# a member line's checksum, kind and chunk list, as write_snapshot writes them: the chunk lists of a folder's block
+# of lines are found in one pass of the regex engine (JSON escapes every quote inside a name or a source, so
+# '"sha256":"' cannot start inside one)
+_CHECKSUM_KIND_CHUNKS = re.compile(r'"sha256":"[0-9a-f]{64}","kind":"[A-Za-z0-9_]*","chunks":\[([^\]]*)\]')
+# what a folder's digest covers; a change to how a member line is written changes this, so no parent line of
+# the earlier form is ever taken over whole
+FOLDER_DIGEST_FORMAT = b"folder-lines-v1\0"
 _MEMBERS_OPEN = b',"members":['
 _MEMBERS_CLOSE = b"\n]}"
+
+
+def folder_digest(items: list[tuple]) -> str:
+    """The digest of one folder's files as add_files gets them, (name, path, kind, source, (size, mtime_ns,
+    inode)) each, in order: everything a member line holds except the checksum and the chunk ids, which an
+    unchanged file keeps. The strings are joined by NUL, which no file name or path holds (any that does is
+    digested by repr() instead), after their count; the stats as 64-bit integers."""
+    try:
+        names, paths, kinds, sources, stats = zip(*items)
+        text = "\0".join((str(len(items)), *names, *paths, *kinds, *sources))
+        packed = array("q", chain.from_iterable(stats)).tobytes()
+        if text.count("\0") != 4 * len(items) or len(packed) != 24 * len(items):
+            raise ValueError("a NUL inside a name or path, or a stat not of three numbers")
+    except (TypeError, ValueError, OverflowError):  # a Path or a missing stat, a NUL, an inode past 2**63
+        return hashlib.sha256(FOLDER_DIGEST_FORMAT + b"repr\0" + repr(items).encode("utf-8", "backslashreplace")).hexdigest()
+    return hashlib.sha256(FOLDER_DIGEST_FORMAT + text.encode("utf-8", "surrogatepass") + b"\0" + packed).hexdigest()
 
 
 def split_members(plaintext: bytes) -> tuple[dict, list[str]] | None:
@@ -64,8 +90,12 @@ class ParentMembers:
     """A parent's members by name: from its lines (split_members) or, for a parent of another layout, from its
     decoded members."""
 
-    def __init__(self, lines: list[str] | None = None, members: list | None = None):
+    def __init__(self, lines: list[str] | None = None, members: list | None = None, folders: dict | None = None):
         self.lines = lines
+        # folder digest -> [first line, lines]: the parent's folders whose lines were recorded from exactly the
+        # files that digest covers (see reusable_block)
+        self.folders = folders if lines is not None and isinstance(folders, dict) else {}
+        self._sound: bool | None = None  # see _every_line_sound
         self._cursor = 0  # the files come in the parent's order: the next line is tried first
         self._by_name: dict[str, int] | None = None  # JSON-encoded name -> line, built only when a guess misses
         self._decoded: dict[str, dict] = {}
@@ -145,6 +175,59 @@ class ParentMembers:
             except TypeError:
                 return None
         return line, sha
+
+    def reusable_block(self, digest: str, items: list[tuple], known) -> list[str] | None:
+        """The parent's lines of a folder whose files (`items`, as folder_digest takes them) are listed exactly as
+        when the parent recorded them, every chunk in `known` (the index); None otherwise (then each file is
+        matched alone). The digest stands for the lines' names, sizes, kinds, sources and stats; the range's
+        first and last lines must name the folder's first and last file, every line must hold a 64-hex checksum,
+        and every chunk id must be indexed, so a misplaced range or a pruned chunk is never taken over."""
+        record = self.folders.get(digest)
+        if type(record) is not list or len(record) != 2:
+            return None
+        first, count = record
+        lines = self.lines
+        if (type(first) is not int or type(count) is not int or count != len(items) or count < 1 or first < 0
+                or first + count > len(lines)):
+            return None
+        block = lines[first:first + count]
+        if not (block[0].startswith(f'{{"name":{json_string(items[0][0])},"size":')
+                and block[-1].startswith(f'{{"name":{json_string(items[-1][0])},"size":')):
+            return None
+        if self._every_line_sound(known):
+            self._cursor = first + count
+            return block
+        chunk_lists = _CHECKSUM_KIND_CHUNKS.findall(",\n".join(block))
+        if len(chunk_lists) != count:
+            return None
+        ids = ",".join(filter(None, chunk_lists))
+        if ids:
+            # '"id","id"': each id found in the index is 64 hex digits, so the text is exactly their list
+            if ids[0] != '"' or ids[-1] != '"':
+                return None
+            try:
+                if not all(map(known.__contains__, ids[1:-1].split('","'))):
+                    return None
+            except TypeError:
+                return None
+        self._cursor = first + count
+        return block
+
+    def _every_line_sound(self, known) -> bool:
+        """Whether the parent's lines hold a 64-hex checksum, a kind and a chunk list each, every chunk in `known`:
+        checked once over the whole parent (one pass of the regex engine), so a block needs no check of its own;
+        when not, each block is checked alone (reusable_block)."""
+        if self._sound is None:
+            chunk_lists = _CHECKSUM_KIND_CHUNKS.findall(",\n".join(self.lines))
+            ids = ",".join(filter(None, chunk_lists))
+            sound = len(chunk_lists) == len(self.lines)
+            if sound and ids:
+                try:
+                    sound = ids[0] == '"' and ids[-1] == '"' and all(map(known.__contains__, ids[1:-1].split('","')))
+                except TypeError:
+                    sound = False
+            self._sound = sound
+        return self._sound
 
     def entry(self, name: str) -> dict | None:
         """The parent's entry for `name`, decoded and checked (member_entry_ok), or None."""

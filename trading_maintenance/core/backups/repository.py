@@ -464,7 +464,7 @@ class Repository:
         """Sealed as JSON that begins with a summary (backup id, time, files, logical and new bytes), so a
         listing reads the summary without decoding every member; the members come last, one per line.
         A member given as an object with `text` (its JSON, taken from the parent) and `size` is written as
-        that text, not encoded again."""
+        that text, not encoded again; one with `lines` (a folder's, taken from the parent) and `size` as those lines."""
         members = manifest.get("members") or []
         logical = 0
         lines = []
@@ -474,8 +474,12 @@ class Repository:
                 lines.append(_compact_json(member).decode())
             else:
                 logical += member.size
-                lines.append(member.text)
-        summary = {"backup_id": manifest.get("backup_id"), "created_at": manifest.get("created_at"), "files": len(members),
+                block = getattr(member, "lines", None)  # a folder's lines taken over whole (a StoredBlock)
+                if block is None:
+                    lines.append(member.text)
+                else:
+                    lines += block
+        summary = {"backup_id": manifest.get("backup_id"), "created_at": manifest.get("created_at"), "files": len(lines),
                    "logical_bytes": logical, "new_bytes": (manifest.get("repository") or {}).get("new_bytes", 0)}
         head = _compact_json({"summary": summary, **{k: v for k, v in manifest.items() if k not in ("summary", "members")}})
         sealed = self.keys.seal(head[:-1] + b',"members":[\n' + ",\n".join(lines).encode() + b"\n]}", b"snapshot")

@@ -18,6 +18,7 @@ import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from operator import attrgetter
 from pathlib import Path
 
 from trading_maintenance.core.backups import database as bdb
@@ -27,7 +28,7 @@ from trading_maintenance.core.backups.archive_writer import ArchiveResult, Archi
 from trading_maintenance.core.backups.config_mask import mask_config_text
 from trading_maintenance.core.backups.redis_snapshot import export_redis
 from trading_maintenance.core.backups.repository import Repository
-from trading_maintenance.core.backups.snapshot_writer import SnapshotWriter
+from trading_maintenance.core.backups.snapshot_writer import REUSED_WITH_FOLDER, SnapshotWriter
 from trading_maintenance.core.backups.snapshots import list_snapshots, repair
 from trading_maintenance.core.backups.temporaries import owned_temp_dir
 
@@ -83,7 +84,7 @@ def collect_trading_files(data_dir: Path, include: list[str], recent_days: int, 
         while pending:
             current = pending.pop()
             try:
-                entries = sorted(os.scandir(current), key=lambda e: e.name)
+                entries = sorted(os.scandir(current), key=_entry_name)
             except OSError as exc:
                 skipped.append(f"{current}: {exc.strerror}")
                 continue
@@ -111,6 +112,9 @@ def collect_trading_files(data_dir: Path, include: list[str], recent_days: int, 
                                          (st.st_size, st.st_mtime_ns, st.st_ino)))
             pending.extend(reversed(subfolders))
     return files, skipped, excluded
+
+
+_entry_name = attrgetter("name")
 
 
 def _is_date(text: str) -> bool:
@@ -252,6 +256,10 @@ def create_backup(
                         added.append(exc)
             written = 0
             for planned, member in zip(planned_files, added):
+                if member is REUSED_WITH_FOLDER:
+                    written += planned.size
+                    files_written += 1
+                    continue
                 if isinstance(member, OSError):  # FileNotFoundError or PermissionError: the file is left out
                     if isinstance(member, FileNotFoundError):
                         warnings.append(f"{planned.path}: deleted before it could be read; skipped")

@@ -32,7 +32,7 @@ from fastcdc import fastcdc
 from trading_maintenance.core.backups.archive import MANIFEST_VERSION, new_backup_id
 from trading_maintenance.core.backups.archive_reader import check_member_name
 from trading_maintenance.core.backups.archive_writer import ArchiveResult, MemberInfo
-from trading_maintenance.core.backups.parent_members import ParentMembers
+from trading_maintenance.core.backups.parent_members import ParentMembers, folder_digest
 from trading_maintenance.core.backups.repository import (
     CHUNK_AVG,
     CHUNK_MAX,
@@ -61,6 +61,20 @@ class StoredMember(MemberInfo):
     text: str = ""
 
 
+class StoredBlock:
+    """An unchanged folder recorded as the parent's lines of it (each a member's JSON), taken over whole."""
+
+    __slots__ = ("lines", "size")
+
+    def __init__(self, lines: list[str], size: int):
+        self.lines = lines
+        self.size = size  # the folder's files' bytes
+
+
+# add_files' result for a file of a folder taken over whole from the parent (its size is the one listed)
+REUSED_WITH_FOLDER = object()
+
+
 class SnapshotResult(ArchiveResult):
     """The ArchiveResult of a snapshot. Its members (MemberInfo, and the manifest's decoded entries) are made
     when first asked for: a backup that reused thousands of members as text does not build them otherwise."""
@@ -70,7 +84,7 @@ class SnapshotResult(ArchiveResult):
         if self._members is None:
             self._members = [m if not isinstance(m, dict) else
                              MemberInfo(m["name"], m["size"], m["sha256"], m["kind"], m.get("source", ""))
-                             for m in self._document["members"]]
+                             for m in _expanded(self._document["members"])]
         return self._members
 
     @members.setter
@@ -81,12 +95,44 @@ class SnapshotResult(ArchiveResult):
     def manifest(self) -> dict:
         document = self._document
         if any(not isinstance(m, dict) for m in document["members"]):
-            document["members"] = [m if isinstance(m, dict) else json.loads(m.text) for m in document["members"]]
+            document["members"] = [m if isinstance(m, dict) else json.loads(m.text) for m in _expanded(document["members"])]
         return document
 
     @manifest.setter
     def manifest(self, value: dict) -> None:
         self._document = value
+
+
+def _expanded(members: list) -> list:
+    """Members with each StoredBlock given as a StoredMember per line (decoded: a caller asked for them)."""
+    if not any(type(m) is StoredBlock for m in members):
+        return members
+    out: list = []
+    for m in members:
+        if type(m) is not StoredBlock:
+            out.append(m)
+            continue
+        for line in m.lines:
+            entry = json.loads(line)
+            out.append(StoredMember(entry["name"], entry["size"], entry["sha256"], entry["kind"], entry.get("source", ""), "", line))
+    return out
+
+
+def _folders_of(items: list) -> list[tuple[int, int]]:
+    """(start, end) of each run of consecutive items whose names share a folder (a listing gives a folder's
+    files together)."""
+    groups: list[tuple[int, int]] = []
+    start, current = 0, None
+    for index, item in enumerate(items):
+        name = item[0]
+        folder = name[:name.rfind("/") + 1]
+        if folder != current:
+            if index:
+                groups.append((start, index))
+            start, current = index, folder
+    if items:
+        groups.append((start, len(items)))
+    return groups
 
 
 class SnapshotWriter:
@@ -105,7 +151,11 @@ class SnapshotWriter:
         self.known = known if known is not None else repo.load_index()[0]
         # the parent's members: as the lines it stored (a ParentManifest from list_snapshots), else decoded
         texts = getattr(parent, "member_texts", None)
-        self.parent = ParentMembers(texts, None if texts is not None else (parent or {}).get("members", []))
+        self.parent = ParentMembers(texts, None if texts is not None else (parent or {}).get("members", []),
+                                    (parent or {}).get("folders"))
+        # (folder digest, the folder's first member, its files): folders recorded exactly from their listed
+        # files, written into the snapshot so the next backup can take each unchanged one over whole
+        self._folder_records: list[tuple[str, object, int]] = []
         if taken is None:
             taken = set()
             for name in repo.snapshot_ids():
@@ -316,8 +366,10 @@ class SnapshotWriter:
     def add_files(self, items: list[tuple[str, str | Path, str, str, tuple[int, int, int] | None]]) -> list[MemberInfo | OSError]:
         """Many (name, path, kind, source, listed) at once: files of one chunk are read and encoded in the pool,
         in batches of about SMALL_BATCH bytes, while the main thread stores earlier ones and takes unchanged
-        files from the parent. Each result is the member, or the OSError that kept the file out (deleted or
-        unreadable), for the caller to report; the members are recorded in the items' order."""
+        files from the parent. Each result is the member, the OSError that kept the file out (deleted or
+        unreadable), for the caller to report, or REUSED_WITH_FOLDER for a file of a folder taken over whole
+        from the parent (ParentMembers.reusable_block: listed exactly as then); the members are recorded in the
+        items' order."""
         with paused_gc():
             return self._add_files(items)
 
@@ -359,44 +411,84 @@ class SnapshotWriter:
                 collect()
 
         try:
-            # the common case inline (most files unchanged, their parent lines taken over): no call per file beyond
-            # the line's check
-            reusable_text = self.parent.reusable_text if self.parent.lines is not None else None
+            # the common case inline (most files unchanged): a folder listed exactly as the parent recorded it is
+            # taken over as the parent's lines of it; in any other folder each unchanged file's parent line is
+            # taken over when it checks out, no call per file beyond that check
+            parent = self.parent
+            blocks = bool(parent.folders)
+            reusable_text = parent.reusable_text if parent.lines is not None else None
             known, ordered = self.known, self._ordered
-            for index, (name, path, kind, source, listed) in enumerate(items):
-                check_member_name(name)
-                if reusable_text is not None and source and listed is not None:
-                    found = reusable_text(name, kind, source, listed, known)
-                    if found is not None:
-                        self.reused_files += 1
-                        self.logical += listed[0]
-                        results[index] = ordered[index] = StoredMember(name, listed[0], found[1], kind, source, "", found[0])
+            fresh: list[tuple[int, int, str]] = []
+            # every digest before the pool has work: hashing more than 2 KiB lets go of the GIL, and getting it
+            # back from busy encoder threads cost ~15 us a folder
+            folders = [(start, end, folder_digest(items[start:end])) for start, end in _folders_of(items)]
+            for start, end, digest in folders:
+                group = items[start:end]
+                if blocks:
+                    block = parent.reusable_block(digest, group, known)
+                    if block is not None:
+                        size = sum(item[4][0] for item in group)
+                        ordered[start] = stored = StoredBlock(block, size)
+                        results[start:end] = [REUSED_WITH_FOLDER] * (end - start)
+                        self.reused_files += end - start
+                        self.logical += size
+                        self._folder_records.append((digest, stored, end - start))
                         continue
-                try:
-                    reused = self._reuse(name, path, kind, source, listed, index, text_tried=reusable_text is not None)
-                except (FileNotFoundError, PermissionError) as exc:
-                    results[index] = exc
-                    continue
-                if reused is not None:
-                    results[index] = reused
-                elif listed is None or listed[0] > CHUNK_MIN:
+                fresh.append((start, end, digest))
+                for index in range(start, end):
+                    name, path, kind, source, listed = items[index]
+                    check_member_name(name)
+                    if reusable_text is not None and source and listed is not None:
+                        found = reusable_text(name, kind, source, listed, known)
+                        if found is not None:
+                            self.reused_files += 1
+                            self.logical += listed[0]
+                            results[index] = ordered[index] = StoredMember(name, listed[0], found[1], kind, source, "", found[0])
+                            continue
                     try:
-                        results[index] = self._add_one(name, path, kind, source, index)
+                        reused = self._reuse(name, path, kind, source, listed, index, text_tried=reusable_text is not None)
                     except (FileNotFoundError, PermissionError) as exc:
                         results[index] = exc
-                else:
-                    batch.append(index)
-                    batch_bytes += listed[0]
-                    if batch_bytes >= SMALL_BATCH or len(batch) >= SMALL_BATCH_FILES:
-                        send_batch()
+                        continue
+                    if reused is not None:
+                        results[index] = reused
+                    elif listed is None or listed[0] > CHUNK_MIN:
+                        try:
+                            results[index] = self._add_one(name, path, kind, source, index)
+                        except (FileNotFoundError, PermissionError) as exc:
+                            results[index] = exc
+                    else:
+                        batch.append(index)
+                        batch_bytes += listed[0]
+                        if batch_bytes >= SMALL_BATCH or len(batch) >= SMALL_BATCH_FILES:
+                            send_batch()
             if batch:
                 send_batch()
             while waiting:
                 collect()
+            for start, end, digest in fresh:
+                if self._recorded_as_listed(items, results, start, end):
+                    self._folder_records.append((digest, ordered[start], end - start))
             self.members.extend(entry for entry in self._ordered if entry is not None)
         finally:
             self._ordered = None
         return results
+
+    def _recorded_as_listed(self, items: list, results: list, start: int, end: int) -> bool:
+        """Whether every file of items[start:end] was recorded with exactly its listed size and stat, a source
+        and no note (a file changed between the listing and its reading was recorded as read): only then do the
+        folder's lines stand for what its digest covers."""
+        ordered = self._ordered
+        for index in range(start, end):
+            entry, listed = ordered[index], items[index][4]
+            if entry is None or listed is None or not items[index][3] or getattr(results[index], "note", ""):
+                return False
+            if type(entry) is dict:
+                if entry.get("stat") != [*listed] or entry.get("source") != items[index][3] or entry["name"] != items[index][0]:
+                    return False
+            elif type(entry) is not StoredMember:  # a StoredMember's line matched the listed stat to be taken over
+                return False
+        return True
 
     def add_file(self, name: str, path: str | Path, kind: str, source: str = "",
                  listed: tuple[int, int, int] | None = None) -> MemberInfo:
@@ -466,9 +558,21 @@ class SnapshotWriter:
         document = {"manifest_version": MANIFEST_VERSION, "backup_id": self.backup_id, "format": "repository",
                     "encrypted": self.repo.keys.encrypted, **manifest, "members": self.members,
                     "repository": {"new_bytes": self.new_bytes, "new_packs": len(self.new_packs), "reused_files": self.reused_files}}
+        if self._folder_records:
+            document["folders"] = self._folder_lines()
         snapshot_id = self.repo.write_snapshot(document)
         return SnapshotResult(self.backup_id, str(self.repo.root / "snapshots" / snapshot_id), snapshot_id, self.new_bytes,
                               snapshot_id, self.logical, None, document, time.monotonic() - self._started)
+
+    def _folder_lines(self) -> dict[str, list[int]]:
+        """Folder digest -> [its first line in the snapshot, its lines]."""
+        first_line: dict[int, int] = {}
+        line = 0
+        for member in self.members:
+            first_line[id(member)] = line
+            line += len(member.lines) if type(member) is StoredBlock else 1
+        return {digest: [first_line[id(first)], count] for digest, first, count in self._folder_records
+                if id(first) in first_line}
 
     def __enter__(self) -> SnapshotWriter:
         return self
