@@ -17,7 +17,7 @@ import hashlib
 import json
 import re
 from array import array
-from itertools import chain
+from itertools import chain, repeat
 from json.encoder import encode_basestring_ascii as json_string  # the encoder's own: as json.dumps writes it
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -66,12 +66,10 @@ def split_members(plaintext: bytes) -> tuple[dict, list[str]] | None:
         return None
     if not isinstance(manifest, dict) or "members" in manifest:
         return None
-    if text and not text.startswith('{"name":'):
-        return None
     lines = text.split(",\n") if text else []
-    # every line break is followed by a member's start (none inside a member), and the lines are as many as
-    # the summary counts
-    if text.count('\n{"name":') != text.count("\n") or text.count("\n") != max(len(lines) - 1, 0):
+    # every line break is one the writer put between members (as many as the separators) and every member
+    # starts as one: one pass over the text, then one check per line start
+    if text.count("\n") != max(len(lines) - 1, 0) or not all(map(str.startswith, lines, repeat('{"name":'))):
         return None
     summary = manifest.get("summary")
     if not isinstance(summary, dict) or summary.get("files") != len(lines):
