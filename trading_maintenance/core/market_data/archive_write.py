@@ -1,9 +1,10 @@
 """Writing a monthly archive so a bad write never replaces a good one.
 
-The archive is written under a temporary name, fsynced, read back and compared with the
-deduplicated sources, and only then renamed over the previous archive (which may hold rows of
-daily files already deleted) and described by its manifest. Sources equal, row for row, to the
-verified archive in place leave that archive as it is; only its manifest is renewed.
+The archive is encoded in memory, written under a temporary name, fsynced, read back and checked
+(check_written: byte for byte against the encoding, or decoded and compared with the deduplicated
+sources), and only then renamed over the previous archive (which may hold rows of daily files
+already deleted) and described by its manifest. Sources equal, row for row, to the verified
+archive in place leave that archive as it is; only its manifest is renewed.
 """
 
 from __future__ import annotations
@@ -11,14 +12,26 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from trading_maintenance.core.market_data.io import file_stat, read_whole, remove_stale_tmp, scan_buffers, tmp_name
+from trading_maintenance.core.market_data.io import file_stat, parquet_row_count, read_whole, remove_stale_tmp, tmp_name
 from trading_maintenance.core.market_data.manifest import write_manifest
 from trading_maintenance.core.market_data.results import GroupResult
 
 ARCHIVE_ZSTD_LEVEL = 1  # measured: ~25% faster writes than level 3 for ~5% larger archives
+# How an archive's columns are encoded before zstd (the values and types are the frame's either
+# way; any parquet reader decodes these): sorted minute timestamps and volumes as deltas, prices
+# with their bytes split by position (similar prices share their leading bytes), the strings (one
+# symbol and timeframe per archive) as dictionaries. Measured on a 7,800-row archive against
+# polars' write_parquet: ~1.8 vs ~2.8 ms CPU, 200 vs 272 KB.
+_DICTIONARY_COLUMNS = ["symbol", "timeframe", "asset_type"]
+_COLUMN_ENCODING = {
+    "timestamp": "DELTA_BINARY_PACKED",
+    "volume": "DELTA_BINARY_PACKED",
+    **dict.fromkeys(["open", "high", "low", "close"], "BYTE_STREAM_SPLIT"),
+}
 
 
 def adjacent_duplicates(df: pl.DataFrame) -> int:
@@ -33,22 +46,61 @@ def adjacent_duplicates(df: pl.DataFrame) -> int:
     return int(df.select(same.fill_null(False).sum()).item() or 0)
 
 
-def write_tmp(out: pl.DataFrame, target: Path) -> Path:
-    """The archive under a temporary name in its folder, fsynced (stale ones of a crash removed)."""
+def encode_archive(out: pl.DataFrame) -> pa.Buffer:
+    """An archive's parquet bytes, in memory (zstd, statistics on every column)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        out.to_arrow(),
+        sink,
+        compression="zstd",
+        compression_level=ARCHIVE_ZSTD_LEVEL,
+        use_dictionary=_DICTIONARY_COLUMNS,
+        column_encoding=_COLUMN_ENCODING,
+        write_statistics=True,
+    )
+    return sink.getvalue()
+
+
+def write_tmp(out: pl.DataFrame, target: Path) -> tuple[Path, pa.Buffer]:
+    """The archive under a temporary name in its folder, fsynced (stale ones of a crash removed),
+    and the bytes written (encode_archive's)."""
     remove_stale_tmp(target.parent, target.name)
     target.parent.mkdir(parents=True, exist_ok=True)
+    encoded = encode_archive(out)
     tmp = tmp_name(target)
     try:
-        out.write_parquet(tmp, compression="zstd", compression_level=ARCHIVE_ZSTD_LEVEL, statistics=True)
-        fd = os.open(tmp, os.O_RDONLY)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
+            view = memoryview(encoded)
+            while view:  # a write may be partial
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return tmp
+    return tmp, encoded
+
+
+def check_written(tmp: Path, encoded: pa.Buffer, out: pl.DataFrame, duplicate_keys: int) -> tuple[bool, int, int]:
+    """(equal, rows, duplicate keys) of a temporary archive, checked without decoding it.
+
+    Why this is enough: `encoded` is what the parquet writer made of `out` (the deduplicated
+    rows, in order, in the archive's schema). The file's bytes, read back after its fsync, equal
+    `encoded` byte for byte, so the file holds exactly that encoding; its footer, therefore the
+    writer's own, must say it holds out.height rows (in row groups that add up) in out's schema.
+    A decode of the file and a compare of frames (what this replaced: ~1 CPU s on 5 M rows)
+    would in addition test the parquet writer against its reader; the exact-archive tests do
+    that, and the careful path (write_verified) still decodes. `duplicate_keys` is counted by the
+    caller on `out`, the frame encoded."""
+    data, _ = read_whole(tmp)
+    if not encoded.equals(pa.py_buffer(data)):
+        return False, -1, duplicate_keys
+    rows = parquet_row_count(data)
+    schema = pq.read_schema(pa.BufferReader(data))
+    same_schema = schema.names == out.columns and pl.from_arrow(schema.empty_table()).schema == out.schema
+    return rows == out.height and same_schema, rows, duplicate_keys
 
 
 def finish_verified(
@@ -63,8 +115,8 @@ def finish_verified(
     write its manifest (sources, calendar name, per-day counts). Sets result.written, verified,
     bytes_after and error; raises on I/O errors.
 
-    `checked` = (equal, rows read back, adjacent duplicate keys read back): the comparison already
-    made by the caller on what it read back from tmp (a whole batch compared at once)."""
+    `checked` = (equal, rows read back, duplicate keys): check_written's answer, made by the caller
+    (rows read back -1: the bytes differ). Without it, tmp is decoded and compared with `out`."""
     try:
         if checked is None:
             back = pl.read_parquet(tmp)
@@ -73,7 +125,10 @@ def finish_verified(
             checked = (back.height == out.height and back.equals(out), back.height, adjacent_duplicates(back))
         equal, back_rows, result.archive_duplicate_keys = checked
         if not equal or back_rows != out.height:
-            result.error = f"verification failed: archive has {back_rows} rows, deduplicated sources {out.height}"
+            result.error = (
+                "verification failed: the bytes read back differ from those written" if back_rows < 0
+                else f"verification failed: archive has {back_rows} rows, deduplicated sources {out.height}"
+            )
             tmp.unlink(missing_ok=True)
             return
         size = tmp.stat().st_size
@@ -124,41 +179,5 @@ def recorded_archive_stat(manifest: dict | None) -> tuple[int, int] | None:
 def write_verified(result: GroupResult, out: pl.DataFrame, target: Path, manifest: tuple[list[dict], str, list[dict]]) -> None:
     """Write under a temporary name, fsync, read the temporary file back and compare it with the
     deduplicated sources, and only then rename it over the previous archive."""
-    tmp = write_tmp(out, target)
+    tmp, _ = write_tmp(out, target)
     finish_verified(result, out, tmp, target, manifest)
-
-
-def check_read_back(tmps: list[Path], outs: list[pl.DataFrame]) -> list[tuple[bool, int, int] | None]:
-    """Several temporary archives read back in one scan and compared with what was written:
-    (equal, rows read back, adjacent duplicate keys) each; None where the caller must check alone."""
-    checks: list[tuple[bool, int, int] | None] = [None] * len(tmps)
-    try:
-        # read back from the files themselves, each whole, decoded in one scan
-        scanned = scan_buffers([read_whole(t)[0] for t in tmps])
-        if scanned is None:
-            return checks
-        frame, back_lengths = scanned
-        starts = np.concatenate([[0], np.cumsum(back_lengths)[:-1]]).astype(np.int64)
-        # duplicate keys counted on what was read back (sorted by key: a repeat is adjacent),
-        # never across two archives
-        same = (
-            (pl.col("timestamp") == pl.col("timestamp").shift(1))
-            & (pl.col("symbol") == pl.col("symbol").shift(1))
-            & (pl.col("timeframe") == pl.col("timeframe").shift(1))
-        ).fill_null(False)
-        flags = frame.select(same).to_series().to_numpy().astype(np.int64)
-        nonempty = [k for k, n in enumerate(back_lengths) if n]
-        flags[starts[nonempty]] = 0
-        dups = [0] * len(tmps)
-        if len(flags):
-            for k, v in zip(nonempty, np.add.reduceat(flags, starts[nonempty])):
-                dups[k] = int(v)
-        if back_lengths == [o.height for o in outs] and frame.equals(pl.concat(outs, how="vertical", rechunk=False)):
-            return [(True, n, d) for n, d in zip(back_lengths, dups)]
-        # something differs: find which, archive by archive
-        return [
-            (n == o.height and frame.slice(int(a), int(n)).equals(o), int(n), d)
-            for o, a, n, d in zip(outs, starts, back_lengths, dups)
-        ]
-    except Exception:  # noqa: BLE001 - any doubt: each archive checked on its own
-        return [None] * len(tmps)

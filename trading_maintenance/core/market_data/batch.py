@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from trading_maintenance.core.market_data.archive_write import check_read_back, finish_verified, keep_equal_archive, recorded_archive_stat, write_tmp
+from trading_maintenance.core.market_data.archive_write import check_written, finish_verified, keep_equal_archive, recorded_archive_stat, write_tmp
 from trading_maintenance.core.market_data.group import consolidate_group, error_text, source_entry, summarise
 from trading_maintenance.core.market_data.io import bytes_sha256, read_whole, scan_buffers
 from trading_maintenance.core.market_data.layout import KEY, archive_path
@@ -195,9 +195,21 @@ def consolidate_batch(
     last = np.searchsorted(group_ids, present, side="right")
     span = {int(g): (int(a), int(b - a)) for g, a, b in zip(present, first, last)}
     del group_ids
+    # duplicate keys of each group's rows (sorted by key: a repeat sits next to its twin; never
+    # across two groups), as prefix sums: what each archive is encoded from has one row per key
+    # by construction, and this counts it
+    same_key = out_all.select(
+        (
+            (pl.col("timestamp") == pl.col("timestamp").shift(1))
+            & (pl.col("symbol") == pl.col("symbol").shift(1))
+            & (pl.col("timeframe") == pl.col("timeframe").shift(1))
+        ).fill_null(False)
+    ).to_series().to_numpy().astype(np.int64)
+    same_key[first] = 0
+    repeats_before = np.concatenate([[0], np.cumsum(same_key)])
     results = []
     offset = 0
-    to_write = []  # (result, out, manifest, seconds)
+    to_write = []  # (result, out, manifest, duplicate keys, seconds)
     for i, (sym, tf, plan) in enumerate(items):
         t0 = time.perf_counter()
         n_files = len(plan.read)
@@ -232,45 +244,33 @@ def consolidate_batch(
         if done:
             result.seconds = prepare_seconds / len(items) + time.perf_counter() - t0
             continue
-        to_write.append((result, out, manifest, time.perf_counter() - t0))
+        to_write.append((result, out, manifest, int(repeats_before[a + n] - repeats_before[a]), time.perf_counter() - t0))
 
     def write(job):
-        result, out, manifest, spent = job
+        """Encode, write and fsync under a temporary name, check what was written, rename, manifest."""
+        result, out, manifest, duplicate_keys, spent = job
         t0 = time.perf_counter()
         try:
-            return (result, out, write_tmp(out, Path(result.archive)), manifest, spent + time.perf_counter() - t0)
+            tmp, encoded = write_tmp(out, Path(result.archive))
         except Exception as exc:  # noqa: BLE001 - one group's failure never stops the others
             result.error = error_text(exc)
-            return None
+            return
+        try:
+            check = check_written(tmp, encoded, out, duplicate_keys)
+            del encoded
+            finish_verified(result, out, tmp, Path(result.archive), manifest, check)
+        except Exception as exc:  # noqa: BLE001
+            tmp.unlink(missing_ok=True)
+            result.error = error_text(exc)
+            result.verified = False
+        result.seconds = prepare_seconds / len(items) + spent + time.perf_counter() - t0
 
-    # the batch's archives written (and fsynced) a few at a time: writes and fsyncs release the GIL;
+    # the batch's archives written a few at a time: encoding, writes and fsyncs release the GIL;
     # memory is unchanged (the batch is already in memory)
     if len(to_write) > 1 and WRITE_THREADS > 1:
         with ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="market-data-write") as pool:
-            pending = [p for p in pool.map(write, to_write) if p is not None]
+            list(pool.map(write, to_write))
     else:
-        pending = [p for p in map(write, to_write) if p is not None]
-    del to_write
-    if not pending:
-        return results
-    t0 = time.perf_counter()
-    checks = check_read_back([p[2] for p in pending], [p[1] for p in pending])
-    share = (time.perf_counter() - t0) / len(pending)
-
-    def finish(job):
-        (result, out, tmp, manifest, spent), check = job
-        t1 = time.perf_counter()
-        try:
-            finish_verified(result, out, tmp, Path(result.archive), manifest, check)
-        except Exception as exc:  # noqa: BLE001
-            result.error = error_text(exc)
-            result.verified = False
-        result.seconds = prepare_seconds / len(items) + spent + share + time.perf_counter() - t1
-
-    if len(pending) > 1 and WRITE_THREADS > 1:
-        with ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="market-data-finish") as pool:
-            list(pool.map(finish, zip(pending, checks)))
-    else:
-        for job in zip(pending, checks):
-            finish(job)
+        for job in to_write:
+            write(job)
     return results

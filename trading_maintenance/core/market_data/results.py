@@ -27,7 +27,7 @@ class GroupResult:
     quarantined: list[dict] = field(default_factory=list)  # {path, reason, moved_to}
     normalised: list[dict] = field(default_factory=list)  # {path, notes}
     quality: dict[str, int] = field(default_factory=dict)
-    archive_duplicate_keys: int = 0  # counted on the read-back archive (must be 0)
+    archive_duplicate_keys: int = 0  # counted on the rows encoded (batch path) or read back (per-group path); must be 0
     written: bool = False
     verified: bool = False
     error: str = ""
