@@ -177,3 +177,24 @@ def test_files_whose_counts_lie_in_opposite_directions_are_refused(mdir):
 def test_a_footer_that_cannot_be_read_is_refused(data):
     with pytest.raises(Exception):  # noqa: B017 - pyarrow's own error: the batch then takes the careful path
         parquet_row_count(data)
+
+
+def test_a_footer_length_that_does_not_fit_the_file_is_refused_before_it_is_parsed():
+    data = _parquet_bytes(session_bars("AAA", DAYS[0]))
+    rows = pl.read_parquet(data).height
+    assert parquet_row_count(data) == rows
+    for length in (0, len(data) - 11, 2**32 - 1):
+        bad = data[:-8] + struct.pack("<I", length) + b"PAR1"
+        with pytest.raises(FooterError, match="footer length"):
+            parquet_row_count(bad)
+    with pytest.raises(FooterError, match="PAR1"):
+        parquet_row_count(b"PAR2" + data[4:])
+
+
+def test_footer_counts_are_pyarrows_with_or_without_the_direct_parser(mdir, monkeypatch):
+    bars = collector_file(session_bars("AAA", DAYS[0]), dup_fraction=0.05, shuffle=True, seed=4)
+    samples = [_parquet_bytes(bars), _parquet_bytes(bars, row_group_size=50), _parquet_bytes(bars.head(0))]
+    direct = [parquet_row_count(data) for data in samples]
+    monkeypatch.setattr(md_io, "_parse_file_metadata", None)  # a pyarrow without it: pq.read_metadata
+    assert direct == [parquet_row_count(data) for data in samples] == [pq.read_metadata(pa.BufferReader(d)).num_rows for d in samples]
+    assert direct[0] == bars.height

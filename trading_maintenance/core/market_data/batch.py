@@ -86,7 +86,7 @@ def _scan_batch(plans: list[SourcePlan]):
         files = [f for plan in plans for f in plan.read]
         # each file read once: its stat, hash and rows all describe the same bytes (a scan of
         # buffers costs about half the CPU of a scan of paths)
-        contents = [read_whole(f.path) for f in files]
+        contents = [read_whole(f.fspath) for f in files]
         stats = [st for _, st in contents]
         hashes = [bytes_sha256(data) for data, _ in contents]
         scanned = scan_buffers([data for data, _ in contents])

@@ -20,6 +20,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow import _parquet as _pyarrow_parquet
 
 from trading_maintenance.core.common.atomic import fsync_dir as _fsync_dir
 from trading_maintenance.core.market_data.layout import SCHEMA, manifest_path
@@ -256,12 +257,34 @@ class FooterError(ValueError):
     """A parquet footer whose row counts cannot be relied on."""
 
 
+_PARQUET_MAGIC = b"PAR1"
+# pyarrow's parser of a serialized FileMetaData (what unpickling one uses): the footer parsed by
+# pyarrow's own Thrift reader without a ParquetFile around it, whose construction (schema paths
+# built in Python, under the GIL) is half the cost of a footer read: ~16 vs ~35 us per file,
+# ~0.25 CPU s over --large's 13,400 reads. Without it, pq.read_metadata as before.
+_parse_file_metadata = getattr(_pyarrow_parquet, "_reconstruct_filemetadata", None)
+
+
+def _file_metadata(data: bytes) -> pq.FileMetaData:
+    """The FileMetaData of a parquet file read whole. The footer's length is bounded by the file
+    (magic at both ends, at least one byte of footer) before pyarrow parses what it points at."""
+    if _parse_file_metadata is None:
+        return pq.read_metadata(pa.BufferReader(data))
+    size = len(data)
+    if size < 12 or data[:4] != _PARQUET_MAGIC or data[-4:] != _PARQUET_MAGIC:
+        raise FooterError("not a parquet file (no PAR1 at both ends)")
+    length = int.from_bytes(data[-8:-4], "little")
+    if not 0 < length <= size - 12:
+        raise FooterError(f"footer length {length} does not fit a file of {size} bytes")
+    return _parse_file_metadata(pa.py_buffer(memoryview(data)[size - 8 - length:size - 8]))
+
+
 def parquet_row_count(data: bytes) -> int:
     """Rows of a parquet file read whole, from its footer: the sum of its row groups' counts (what
     a reader decodes), required to equal the file's own count. A footer whose counts disagree is
     refused: with the file's count alone, two files lying in opposite directions would add up to
     the rows decoded and each row be credited to the wrong file."""
-    meta = pq.read_metadata(pa.BufferReader(data))
+    meta = _file_metadata(data)
     rows = sum(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
     if rows != meta.num_rows:
         raise FooterError(f"row groups hold {rows} rows, the file says {meta.num_rows}")

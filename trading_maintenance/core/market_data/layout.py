@@ -196,6 +196,12 @@ class DailyFile:
         return self._path
 
     @property
+    def fspath(self) -> str:
+        """The file's path as a string, without a Path (a batch reads thousands: pathlib's parsing
+        held the GIL ~10 us each)."""
+        return os.path.join(self.folder, self.name)
+
+    @property
     def month(self) -> str:
         return self.day.isoformat()[:7]
 
