@@ -130,7 +130,7 @@ class RemoteRepository:
     def mirror(self, retention_days: int, now: datetime) -> MirrorReport:
         """Upload what the remote retention keeps and the store lacks (see the module's docstring)."""
         report = MirrorReport()
-        local = list_snapshots(self.repo)
+        local = list_snapshots(self.repo, cached=False)  # what is mirrored is read, not taken from the cache
         if local.unreadable:
             raise RepositoryError("; ".join(local.problems))
         plan = plan_backup_retention(local.refs, retention_days, now)

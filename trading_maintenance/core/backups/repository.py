@@ -45,8 +45,8 @@ import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from trading_maintenance.core.backups.archive import ArchiveError
-from trading_maintenance.core.backups.temporaries import fsync_dir, remove_dead_temporaries
+from trading_maintenance.core.backups.archive import WORK_PREFIX, ArchiveError
+from trading_maintenance.core.backups.temporaries import fsync_dir, owned_temp_dir, remove_dead_temporaries
 
 REPOSITORY_DIR = "repository"
 FORMAT_VERSION = 1
@@ -54,6 +54,9 @@ CHUNK_MIN, CHUNK_AVG, CHUNK_MAX = 256 << 10, 1 << 20, 4 << 20
 PACK_TARGET = 16 << 20
 MAX_HEADER_BYTES = 16 << 20
 MAX_METADATA_BYTES = 256 << 20
+SUMMARY_CACHE = "cache/snapshot-summaries"  # local only: never mirrored (see load_summaries)
+SUMMARY_CACHE_CONTEXT = b"snapshot-summaries"  # its associated data: no snapshot or index opens as it
+MAX_SUMMARY_CACHE_BYTES = 16 << 20
 PACK_TEMP_PREFIX = ".pack-"
 LOCK_WAIT_SECONDS = 30.0
 _PLAIN, _ZSTD = b"\x00", b"\x01"
@@ -333,7 +336,7 @@ class Repository:
                                               f"(waited {wait:.0f} s)") from None
                     time.sleep(0.2)
             if exclusive:
-                remove_dead_temporaries(self.root / "tmp", (PACK_TEMP_PREFIX, ".backup-work-"))
+                remove_dead_temporaries(self.root / "tmp", (PACK_TEMP_PREFIX, WORK_PREFIX))
             yield
         finally:
             os.close(fd)
@@ -485,6 +488,8 @@ class Repository:
         sealed = self.keys.seal(head[:-1] + b',"members":[\n' + ",\n".join(lines).encode() + b"\n]}", b"snapshot")
         name = hashlib.sha256(sealed).hexdigest()
         _write_file(self.root / "snapshots" / name, sealed)
+        if self.keys.encrypted:  # the next listing need not read it for its summary
+            self.store_summaries({**self.load_summaries(), name: summary})
         return name
 
     def read_snapshot(self, name: str) -> dict:
@@ -503,6 +508,43 @@ class Repository:
     def open_snapshot(self, name: str, sealed: bytes) -> dict:
         """A snapshot's manifest, from its stored bytes (here or a remote copy's), checked against its name."""
         return snapshot_manifest(self.open_snapshot_plaintext(name, sealed), name)
+
+    # ----------------------------------------------------------------- snapshot summaries
+
+    def load_summaries(self) -> dict[str, dict]:
+        """Snapshot name -> the summary it begins with, as earlier listings read it from the authenticated
+        snapshot (snapshots are named by their content, so a name's summary never changes). Sealed with the
+        key, so only a holder of the key could have written it; {} when the repository is not encrypted (then
+        nothing could tell a planted file from ours) or the file is missing, torn or foreign. Each summary is
+        still checked as one read from a snapshot."""
+        if not self.keys.encrypted:
+            return {}
+        try:
+            sealed = _read_bounded(self.root / SUMMARY_CACHE, MAX_SUMMARY_CACHE_BYTES)
+            document = json.loads(self.keys.open(sealed, SUMMARY_CACHE_CONTEXT, "snapshot summaries"))
+        except (RepositoryError, OSError, ValueError):
+            return {}
+        summaries = document.get("summaries") if isinstance(document, dict) and document.get("version") == 1 else None
+        return summaries if isinstance(summaries, dict) else {}
+
+    def store_summaries(self, summaries: dict[str, dict]) -> None:
+        """Best effort and not fsynced: a file lost or torn by a crash fails authentication and is rebuilt from
+        the snapshots by the next listing. Written in a locked work folder of tmp/ (a dead writer's is removed
+        by the next run), then renamed into place."""
+        if not self.keys.encrypted:
+            return
+        sealed = self.keys.seal(_compact_json({"version": 1, "summaries": summaries}), SUMMARY_CACHE_CONTEXT)
+        if len(sealed) > MAX_SUMMARY_CACHE_BYTES:
+            return
+        target = self.root / SUMMARY_CACHE
+        try:
+            target.parent.mkdir(exist_ok=True, mode=0o700)
+            with owned_temp_dir(self.root / "tmp", WORK_PREFIX) as work:
+                temp = work / target.name
+                temp.write_bytes(sealed)
+                os.replace(temp, target)
+        except OSError:
+            return
 
     def remove_file(self, folder: str, name: str) -> None:
         path = self.root / folder / name
@@ -572,10 +614,13 @@ def snapshot_summary(plaintext: bytes) -> dict | None:
         summary, _ = json.JSONDecoder().raw_decode(head, len(_SUMMARY_PREFIX))
     except ValueError:
         return None
-    if not (isinstance(summary, dict) and all(type(summary.get(k)) is int and summary[k] >= 0
-                                              for k in ("files", "logical_bytes", "new_bytes"))):
-        return None
-    return summary
+    return summary if summary_ok(summary) else None
+
+
+def summary_ok(summary) -> bool:
+    """A summary's counts are non-negative integers (its id and time are checked by manifest_identity)."""
+    return isinstance(summary, dict) and all(type(summary.get(k)) is int and summary[k] >= 0
+                                             for k in ("files", "logical_bytes", "new_bytes"))
 
 
 @contextmanager
