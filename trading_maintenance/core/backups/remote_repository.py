@@ -24,7 +24,7 @@ from datetime import datetime
 from trading_maintenance.core.backups.archive import BackupRef, plan_backup_retention
 from trading_maintenance.core.backups.archive_reader import manifest_identity, manifest_members
 from trading_maintenance.core.backups.repository import MAX_METADATA_BYTES, Repository, RepositoryError, _is_hex_id
-from trading_maintenance.core.backups.snapshots import list_snapshots
+from trading_maintenance.core.backups.snapshots import RetentionReport, list_snapshots, retention_plan, unreferenced_packs
 
 
 @dataclass
@@ -34,15 +34,6 @@ class MirrorReport:
     bytes: int = 0
     skipped_present: int = 0  # objects already in the store
     index: str | None = None
-
-
-@dataclass
-class RemoteRetentionReport:
-    forgotten: list[str] = field(default_factory=list)  # backup ids
-    kept: list[str] = field(default_factory=list)
-    removed_packs: int = 0
-    freed_bytes: int = 0
-    problems: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -186,31 +177,22 @@ class RemoteRepository:
     # ----------------------------------------------------------------- retention
 
     def forget_and_prune(self, retention_days: int, now: datetime, protect: set[str] = frozenset(),
-                         dry_run: bool = False) -> RemoteRetentionReport:
+                         dry_run: bool = False) -> RetentionReport:
         listing = self.list_snapshots()
-        report = RemoteRetentionReport(problems=list(listing.problems))
-        plan = plan_backup_retention(listing.refs, retention_days, now, protect)
-        report.forgotten = [r.backup_id for r in plan.delete]
-        report.kept = [r.backup_id for r in plan.keep]
-        if listing.unreadable:
-            report.problems.append("remote prune skipped: a snapshot that cannot be read may reference any pack")
+        report, plan = retention_plan(listing, retention_days, now, protect, where="remote ")
         if dry_run:
             return report
         for ref in plan.delete:
             self.client.delete_object(Bucket=self.bucket, Key=self._key("snapshots", ref.name))
         if listing.unreadable:
             return report
-        referenced: set[str] = set()
-        for ref in plan.keep:
-            manifest = self.repo.open_snapshot(ref.name, self._get("snapshots", ref.name))
-            for entry in manifest.get("members", []):
-                referenced.update(entry.get("chunks", []))
         indexes = self.remote_index()
         pack_entries: dict[str, list[list]] = {}
         for packs in indexes.values():
             for pack, entries in packs.items():
                 pack_entries.setdefault(pack, entries)
-        unused = {pack for pack, entries in pack_entries.items() if not {e[0] for e in entries} & referenced}
+        unused = unreferenced_packs({pack: [e[0] for e in entries] for pack, entries in pack_entries.items()},
+                                    (self.repo.open_snapshot(ref.name, self._get("snapshots", ref.name)) for ref in plan.keep))
         if not unused:
             return report
         kept = {pack: entries for pack, entries in pack_entries.items() if pack not in unused}

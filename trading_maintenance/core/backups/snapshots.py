@@ -9,7 +9,7 @@ import hmac
 import os
 import shutil
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -380,34 +380,46 @@ class RetentionReport:
     problems: list[str] = field(default_factory=list)
 
 
+def retention_plan(listing, retention_days: int, now: datetime, protect: set[str], where: str = "") -> tuple[RetentionReport, object]:
+    """The report and plan of a retention run over `listing` (a local or remote listing: refs, problems,
+    unreadable): what is forgotten and kept, and why a prune is skipped."""
+    report = RetentionReport(problems=list(listing.problems))
+    plan = plan_backup_retention(listing.refs, retention_days, now, protect)
+    report.forgotten = [r.backup_id for r in plan.delete]
+    report.kept = [r.backup_id for r in plan.keep]
+    if listing.unreadable:
+        report.problems.append(f"{where}prune skipped: a snapshot that cannot be read may reference any pack")
+    return report, plan
+
+
+def unreferenced_packs(pack_chunks: dict[str, Iterable[str]], kept_manifests: Iterable[dict]) -> set[str]:
+    """The packs none of whose chunks a kept snapshot's members reference."""
+    referenced: set[str] = set()
+    for manifest in kept_manifests:
+        for entry in manifest.get("members", []):
+            referenced.update(entry.get("chunks", []))
+    return {pack for pack, chunks in pack_chunks.items() if referenced.isdisjoint(chunks)}
+
+
 def forget_and_prune(repo: Repository, retention_days: int, now: datetime, protect: set[str] = frozenset(),
                      dry_run: bool = False) -> RetentionReport:
     """Snapshots older than retention_days forgotten (the newest and `protect` always kept), then packs
     no remaining snapshot references removed: new index first, old index files next, packs last, so
     a crash at any point leaves only unindexed packs, which repair() finds. The caller holds the lock."""
     listing = list_snapshots(repo, cached=False)  # a snapshot that no longer reads stops the prune
-    report = RetentionReport(problems=list(listing.problems))
-    plan = plan_backup_retention(listing.refs, retention_days, now, protect)
-    report.forgotten = [r.backup_id for r in plan.delete]
-    report.kept = [r.backup_id for r in plan.keep]
-    if listing.unreadable:
-        report.problems.append("prune skipped: a snapshot that cannot be read may reference any pack")
+    report, plan = retention_plan(listing, retention_days, now, protect)
     if dry_run:
         return report
     for ref in plan.delete:
         repo.remove_file("snapshots", ref.name)
     if listing.unreadable:
         return report
-    referenced: set[str] = set()
-    for ref in plan.keep:
-        for entry in repo.read_snapshot(ref.name).get("members", []):
-            referenced.update(entry.get("chunks", []))
     _, files = repo.load_index()
     pack_chunks: dict[str, set[str]] = {}
     for name in files:
         for pack, entries in repo.read_index_file(name).items():
             pack_chunks.setdefault(pack, set()).update(e[0] for e in entries)
-    unused = {pack for pack, chunks in pack_chunks.items() if not chunks & referenced}
+    unused = unreferenced_packs(pack_chunks, (repo.read_snapshot(ref.name) for ref in plan.keep))
     if not unused:
         return report
     _rewrite_index(repo, keep=set(pack_chunks) - unused)
