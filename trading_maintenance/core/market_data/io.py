@@ -279,16 +279,21 @@ def _file_metadata(data: bytes) -> pq.FileMetaData:
     return _parse_file_metadata(pa.py_buffer(memoryview(data)[size - 8 - length:size - 8]))
 
 
+def parquet_footer(data: bytes) -> tuple[int, pq.FileMetaData]:
+    """(rows, footer) of a parquet file read whole: rows as parquet_row_count counts them."""
+    meta = _file_metadata(data)
+    rows = sum(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+    if rows != meta.num_rows:
+        raise FooterError(f"row groups hold {rows} rows, the file says {meta.num_rows}")
+    return rows, meta
+
+
 def parquet_row_count(data: bytes) -> int:
     """Rows of a parquet file read whole, from its footer: the sum of its row groups' counts (what
     a reader decodes), required to equal the file's own count. A footer whose counts disagree is
     refused: with the file's count alone, two files lying in opposite directions would add up to
     the rows decoded and each row be credited to the wrong file."""
-    meta = _file_metadata(data)
-    rows = sum(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
-    if rows != meta.num_rows:
-        raise FooterError(f"row groups hold {rows} rows, the file says {meta.num_rows}")
-    return rows
+    return parquet_footer(data)[0]
 
 
 def scan_buffers(buffers: list[bytes]) -> tuple[pl.DataFrame, list[int]] | None:
