@@ -62,3 +62,31 @@ def test_a_failing_backup_leaves_the_collector_on(tmp_path, data_dir, monkeypatc
     with pytest.raises(OSError):
         backup_tree(Repository.open_or_create(data_dir / "backups", KEY), data_dir, tmp_path, NOW, KEY)
     assert gc.isenabled()
+
+
+def test_the_end_of_a_pause_collects_only_the_young_objects():
+    gc.enable()
+    thresholds = gc.get_threshold()
+    generations: list[int] = []
+
+    def record(phase, info):
+        if phase == "start":
+            generations.append(info["generation"])
+
+    # an older generation due for collection, as in a long-running process: a collection the allocations
+    # started would take it too (whole-heap collections are the same rule one generation up)
+    gc.set_threshold(700, 1, 10**9)
+    gc.collect()
+    gc.collect(0)
+    gc.collect(0)
+    gc.callbacks.append(record)
+    try:
+        with paused_gc():
+            built = [{"member": i} for i in range(100_000)]
+            assert generations == []
+        after = [[i] for i in range(10)]
+    finally:
+        gc.callbacks.remove(record)
+        gc.set_threshold(*thresholds)
+    assert len(built) == 100_000 and len(after) == 10
+    assert generations == [0]  # collected on the way out, the young generation alone

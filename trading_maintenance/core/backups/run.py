@@ -27,7 +27,7 @@ from trading_maintenance.core.backups.archive import WORK_PREFIX, new_backup_id
 from trading_maintenance.core.backups.archive_writer import ArchiveResult, ArchiveWriter
 from trading_maintenance.core.backups.config_mask import mask_config_text
 from trading_maintenance.core.backups.redis_snapshot import export_redis
-from trading_maintenance.core.backups.repository import Repository
+from trading_maintenance.core.backups.repository import Repository, paused_gc
 from trading_maintenance.core.backups.snapshot_writer import REUSED_WITH_FOLDER, SnapshotWriter
 from trading_maintenance.core.backups.snapshots import list_snapshots, repair
 from trading_maintenance.core.backups.temporaries import owned_temp_dir
@@ -190,6 +190,10 @@ def create_backup(
     db_info: dict = {}
     Path(dest_dir).mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
+        # one pause of the cyclic collector for the whole backup (see paused_gc): the members, index and listing
+        # it builds are tens of thousands of objects without cycles, and each pause's end would otherwise
+        # let a collection of the whole heap start
+        stack.enter_context(paused_gc())
         work = stack.enter_context(owned_temp_dir(work_root or tempfile.gettempdir(), WORK_PREFIX))
         if repository is None:
             writer = stack.enter_context(ArchiveWriter(dest_dir, new_backup_id(now), fmt, secret))
