@@ -70,6 +70,11 @@ def collect_trading_files(data_dir: Path, include: list[str], recent_days: int, 
     """Files under the configured folders of the data root; daily market files older than
     `recent_days` are left out (the monthly archives beside them carry those days). One scandir
     per folder: a re-run over a large unchanged tree costs little more than listing it."""
+    with paused_gc():  # thousands of plans, no cycles
+        return _collect_trading_files(data_dir, include, recent_days, now)
+
+
+def _collect_trading_files(data_dir: Path, include: list[str], recent_days: int, now: datetime) -> tuple[list[PlannedFile], list[str], int]:
     files: list[PlannedFile] = []
     skipped: list[str] = []
     excluded = 0
