@@ -39,10 +39,16 @@ _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 DAY_COUNTS = ("high_below_open_close", "low_above_open_close", "negative_volume", "non_positive_price", "outside_session", "bad_bars", "_in_session")
 
 
-def load_manifest(archive: Path) -> dict | None:
+def _manifest_fspath(archive: str | Path) -> str:
+    """manifest_path as a string, without pathlib (a re-run looks up every archive's manifest)."""
+    text = os.fspath(archive)
+    return (text[:-8] if text.endswith(".parquet") else text) + ".manifest.json"
+
+
+def load_manifest(archive: str | Path) -> dict | None:
     """The manifest next to an archive, or None when missing, oversized or not a JSON object."""
     try:
-        with open(manifest_path(archive), "rb") as handle:
+        with open(_manifest_fspath(archive), "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if size > MAX_MANIFEST_BYTES:
                 return None
@@ -117,7 +123,7 @@ def _valid_day(row) -> bool:
     return type(ny_date) is str and len(ny_date) <= 11 and _real_iso_date(ny_date)  # longer never matches: not cached
 
 
-def trusted_manifest(archive: Path, symbol: str, timeframe: str, month: str, calendar_name: str) -> dict | None:
+def trusted_manifest(archive: str | Path, symbol: str, timeframe: str, month: str, calendar_name: str) -> dict | None:
     """The archive's manifest when a re-run may rely on it: this version, for this archive as it is
     on disk now (size and mtime), the same calendar, every source and day entry well formed."""
     manifest = load_manifest(archive)
@@ -127,9 +133,10 @@ def trusted_manifest(archive: Path, symbol: str, timeframe: str, month: str, cal
         return None
     meta = manifest.get("archive")
     try:
-        current = file_stat(archive)
+        st = os.stat(archive)
     except OSError:
         return None
+    current = (st.st_size, st.st_mtime_ns)
     if not isinstance(meta, dict) or (meta.get("size"), meta.get("mtime_ns")) != current or not _is_count(meta.get("rows")):
         return None
     sources, days = manifest.get("sources"), manifest.get("days")
@@ -205,7 +212,7 @@ class SourcePlan:
         read, epoch µs), and those overlapping them in turn, to the files read; returns them."""
         moved: list[DailyFile] = []
         ranges = list(ranges)
-        while True:
+        while ranges:  # no range read (an unchanged group): nothing overlaps
             overlapping = [
                 (f, e) for f, e in self.reused
                 if e["rows"] and any(e["first_us"] <= hi and lo <= e["last_us"] for lo, hi in ranges)
@@ -225,7 +232,7 @@ def _writing_order(f: DailyFile) -> tuple:
     return (f.day, f.name)
 
 
-def plan_sources(archive: Path, files: list[DailyFile], symbol: str, timeframe: str, month: str, calendar_name: str) -> SourcePlan:
+def plan_sources(archive: str | Path, files: list[DailyFile], symbol: str, timeframe: str, month: str, calendar_name: str) -> SourcePlan:
     """Read what is new or changed since the archive was verified (and whatever overlaps the old
     rows of a changed file); reuse the rest. Without a trusted manifest, read everything."""
     ordered = sorted(files, key=_writing_order)
