@@ -84,6 +84,26 @@ def member_entry_ok(entry) -> bool:
             and type(entry.get("kind")) is str and "stat" in entry)
 
 
+def _ids_indexed(ids: str, known) -> bool:
+    """Whether a chunk list's text, '"id","id"' (or empty), names only chunks in `known`: each id found in the
+    index is 64 hex digits, so the text is exactly their list."""
+    if not ids:
+        return True
+    if ids[0] != '"' or ids[-1] != '"':
+        return False
+    try:
+        return all(map(known.__contains__, ids[1:-1].split('","')))
+    except TypeError:
+        return False
+
+
+def _lines_sound(lines: list[str], known) -> bool:
+    """Whether each member line holds a 64-hex checksum, a kind and a chunk list, every chunk in `known` (one
+    pass of the regex engine over them all)."""
+    chunk_lists = _CHECKSUM_KIND_CHUNKS.findall(",\n".join(lines))
+    return len(chunk_lists) == len(lines) and _ids_indexed(",".join(filter(None, chunk_lists)), known)
+
+
 class ParentMembers:
     """A parent's members by name: from its lines (split_members) or, for a parent of another layout, from its
     decoded members."""
@@ -162,16 +182,8 @@ class ParentMembers:
         sha = middle[:64]
         if middle[64:64 + len(kind_part)] != kind_part or _SHA256_HEX.fullmatch(sha) is None:
             return None
-        ids = middle[64 + len(kind_part):]
-        if ids:
-            # '"id","id"': each id found in the index is 64 hex digits, so the text is exactly their list
-            if ids[0] != '"' or ids[-1] != '"':
-                return None
-            try:
-                if not all(map(known.__contains__, ids[1:-1].split('","'))):
-                    return None
-            except TypeError:
-                return None
+        if not _ids_indexed(middle[64 + len(kind_part):], known):
+            return None
         return line, sha
 
     def reusable_block(self, digest: str, items: list[tuple], known) -> list[str] | None:
@@ -195,19 +207,8 @@ class ParentMembers:
         if self._every_line_sound(known):
             self._cursor = first + count
             return block
-        chunk_lists = _CHECKSUM_KIND_CHUNKS.findall(",\n".join(block))
-        if len(chunk_lists) != count:
+        if not _lines_sound(block, known):
             return None
-        ids = ",".join(filter(None, chunk_lists))
-        if ids:
-            # '"id","id"': each id found in the index is 64 hex digits, so the text is exactly their list
-            if ids[0] != '"' or ids[-1] != '"':
-                return None
-            try:
-                if not all(map(known.__contains__, ids[1:-1].split('","'))):
-                    return None
-            except TypeError:
-                return None
         self._cursor = first + count
         return block
 
@@ -216,15 +217,7 @@ class ParentMembers:
         checked once over the whole parent (one pass of the regex engine), so a block needs no check of its own;
         when not, each block is checked alone (reusable_block)."""
         if self._sound is None:
-            chunk_lists = _CHECKSUM_KIND_CHUNKS.findall(",\n".join(self.lines))
-            ids = ",".join(filter(None, chunk_lists))
-            sound = len(chunk_lists) == len(self.lines)
-            if sound and ids:
-                try:
-                    sound = ids[0] == '"' and ids[-1] == '"' and all(map(known.__contains__, ids[1:-1].split('","')))
-                except TypeError:
-                    sound = False
-            self._sound = sound
+            self._sound = _lines_sound(self.lines, known)
         return self._sound
 
     def entry(self, name: str) -> dict | None:
