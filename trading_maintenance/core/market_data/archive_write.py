@@ -36,16 +36,20 @@ _COLUMN_ENCODING = {
 }
 
 
-def adjacent_duplicates(df: pl.DataFrame) -> int:
-    """Repeated keys in a frame sorted by key (a repeat sits next to its twin)."""
-    if df.height < 2:
-        return 0
-    same = (
+def same_key_as_previous() -> pl.Expr:
+    """Per row of a frame sorted by key: whether it repeats the previous row's key (a repeat sits next to its twin)."""
+    return (
         (pl.col("timestamp") == pl.col("timestamp").shift(1))
         & (pl.col("symbol") == pl.col("symbol").shift(1))
         & (pl.col("timeframe") == pl.col("timeframe").shift(1))
-    )
-    return int(df.select(same.fill_null(False).sum()).item() or 0)
+    ).fill_null(False)
+
+
+def adjacent_duplicates(df: pl.DataFrame) -> int:
+    """Repeated keys in a frame sorted by key."""
+    if df.height < 2:
+        return 0
+    return int(df.select(same_key_as_previous().sum()).item() or 0)
 
 
 def encode_archive(out: pl.DataFrame) -> pa.Buffer:

@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from trading_maintenance.core.market_data.archive_write import check_written, finish_verified, keep_equal_archive, recorded_archive_stat, write_tmp
+from trading_maintenance.core.market_data.archive_write import (
+    check_written,
+    finish_verified,
+    keep_equal_archive,
+    recorded_archive_stat,
+    same_key_as_previous,
+    write_tmp,
+)
 from trading_maintenance.core.market_data.group import consolidate_group, error_text, source_entry, summarise
 from trading_maintenance.core.market_data.io import bytes_sha256, read_whole, scan_buffers
 from trading_maintenance.core.market_data.layout import KEY, archive_path
@@ -198,13 +205,7 @@ def consolidate_batch(
     # duplicate keys of each group's rows (sorted by key: a repeat sits next to its twin; never
     # across two groups), as prefix sums: what each archive is encoded from has one row per key
     # by construction, and this counts it
-    same_key = out_all.select(
-        (
-            (pl.col("timestamp") == pl.col("timestamp").shift(1))
-            & (pl.col("symbol") == pl.col("symbol").shift(1))
-            & (pl.col("timeframe") == pl.col("timeframe").shift(1))
-        ).fill_null(False)
-    ).to_series().to_numpy().astype(np.int64)
+    same_key = out_all.select(same_key_as_previous()).to_series().to_numpy().astype(np.int64)
     same_key[first] = 0
     repeats_before = np.concatenate([[0], np.cumsum(same_key)])
     results = []

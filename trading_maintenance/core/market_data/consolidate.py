@@ -20,7 +20,6 @@ Rules:
 from __future__ import annotations
 
 import math
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -28,7 +27,7 @@ from pathlib import Path
 
 from trading_maintenance.core.market_data.batch import consolidate_batch
 from trading_maintenance.core.market_data.io import find_stale_temporaries, quarantine_file
-from trading_maintenance.core.market_data.layout import MisnamedEntry, archive_dir_for, quarantine_dir_for, scan_daily_files
+from trading_maintenance.core.market_data.layout import MisnamedEntry, archive_dir_for, archive_fspath, quarantine_dir_for, scan_daily_files
 from trading_maintenance.core.market_data.manifest import SourcePlan, plan_sources
 from trading_maintenance.core.market_data.months import MonthSessions, month_sessions
 from trading_maintenance.core.market_data.quality import expected_by_day, manifest_day_rows, quality_from_rows
@@ -64,11 +63,8 @@ def consolidate_month(
     groups, misnamed = scan_daily_files(market_data_dir, month)
     misnamed_report = [quarantine_misnamed(entry, market_data_dir, quarantine_dir, dry_run) for entry in misnamed]
 
-    archive_root, archive_name = os.fspath(archive_dir), f"{month}.parquet"
-
     def plan(key: tuple[str, str]) -> SourcePlan:
-        # archive_path as a string: a re-run plans every group of the month, mostly unchanged
-        return plan_sources(os.path.join(archive_root, *key, archive_name), groups[key], *key, month, calendar_name)
+        return plan_sources(archive_fspath(archive_dir, *key, month), groups[key], *key, month, calendar_name)
 
     def run(batch):
         return consolidate_batch(batch, month, market_data_dir, archive_dir, quarantine_dir, sessions, dry_run, calendar_name)
@@ -98,7 +94,7 @@ def unchanged_result(symbol: str, timeframe: str, month: str, archive_dir: Path,
         symbol,
         timeframe,
         month,
-        os.path.join(archive_dir, symbol, timeframe, f"{month}.parquet"),  # archive_path's, without pathlib
+        archive_fspath(archive_dir, symbol, timeframe, month),
         files_reused=len(reused),
         rows_reused=sum(e["rows"] for e in reused),
         rows_out=rows,

@@ -54,11 +54,22 @@ def quarantine_dir_for(market_data_dir: str | Path) -> Path:
 
 
 def archive_path(archive_dir: str | Path, symbol: str, timeframe: str, month: str) -> Path:
-    return Path(archive_dir) / symbol / timeframe / f"{month}.parquet"
+    return Path(archive_fspath(archive_dir, symbol, timeframe, month))
 
 
-def manifest_path(archive: Path) -> Path:
-    return archive.with_name(archive.name.removesuffix(".parquet") + ".manifest.json")
+def archive_fspath(archive_dir: str | Path, symbol: str, timeframe: str, month: str) -> str:
+    """archive_path as a string, without pathlib (a re-run plans every group of a month, mostly unchanged)."""
+    return os.path.join(archive_dir, symbol, timeframe, f"{month}.parquet")
+
+
+def manifest_path(archive: str | Path) -> Path:
+    return Path(manifest_fspath(archive))
+
+
+def manifest_fspath(archive: str | Path) -> str:
+    """manifest_path as a string, without pathlib (a re-run looks up every archive's manifest)."""
+    text = os.fspath(archive)
+    return text.removesuffix(".parquet") + ".manifest.json"
 
 
 def parse_day_name(name: str) -> date | None:

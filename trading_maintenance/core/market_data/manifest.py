@@ -30,7 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from trading_maintenance.core.market_data.io import file_stat, write_json_atomic
-from trading_maintenance.core.market_data.layout import DailyFile, day_of_name, manifest_path
+from trading_maintenance.core.market_data.layout import DailyFile, day_of_name, manifest_fspath, manifest_path
 
 MANIFEST_VERSION = 2
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # a month of daily sources is a few KB
@@ -39,16 +39,10 @@ _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 DAY_COUNTS = ("high_below_open_close", "low_above_open_close", "negative_volume", "non_positive_price", "outside_session", "bad_bars", "_in_session")
 
 
-def _manifest_fspath(archive: str | Path) -> str:
-    """manifest_path as a string, without pathlib (a re-run looks up every archive's manifest)."""
-    text = os.fspath(archive)
-    return (text[:-8] if text.endswith(".parquet") else text) + ".manifest.json"
-
-
 def load_manifest(archive: str | Path) -> dict | None:
     """The manifest next to an archive, or None when missing, oversized or not a JSON object."""
     try:
-        with open(_manifest_fspath(archive), "rb") as handle:
+        with open(manifest_fspath(archive), "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if size > MAX_MANIFEST_BYTES:
                 return None
