@@ -104,17 +104,15 @@ class SnapshotResult(ArchiveResult):
 
 
 def _expanded(members: list) -> list:
-    """Members with each StoredBlock given as a StoredMember per line (decoded: a caller asked for them)."""
+    """Members with each StoredBlock given as its lines' entries, decoded (a caller asked for them)."""
     if not any(type(m) is StoredBlock for m in members):
         return members
     out: list = []
     for m in members:
-        if type(m) is not StoredBlock:
+        if type(m) is StoredBlock:
+            out += map(json.loads, m.lines)
+        else:
             out.append(m)
-            continue
-        for line in m.lines:
-            entry = json.loads(line)
-            out.append(StoredMember(entry["name"], entry["size"], entry["sha256"], entry["kind"], entry.get("source", ""), "", line))
     return out
 
 
@@ -316,11 +314,11 @@ class SnapshotWriter:
         return previous, stat
 
     def _reuse(self, name: str, path: str | Path, kind: str, source: str,
-               listed: tuple[int, int, int] | None, order: int | None = None, text_tried: bool = False) -> MemberInfo | None:
+               listed: tuple[int, int, int] | None, order: int | None = None) -> MemberInfo | None:
         """The parent snapshot's entry when the file is unchanged, recorded: the parent's line as it is when
-        it is exactly what would be recorded (ParentMembers.reusable_text; `text_tried`: the caller tried that
-        already), else the entry decoded and checked (see _unchanged) and encoded again."""
-        if source and listed is not None and not text_tried:
+        it is exactly what would be recorded (ParentMembers.reusable_text), else the entry decoded and checked
+        (see _unchanged) and encoded again."""
+        if source and listed is not None:
             found = self.parent.reusable_text(name, kind, source, listed, self.known)
             if found is not None:
                 self.reused_files += 1
@@ -411,12 +409,10 @@ class SnapshotWriter:
                 collect()
 
         try:
-            # the common case inline (most files unchanged): a folder listed exactly as the parent recorded it is
-            # taken over as the parent's lines of it; in any other folder each unchanged file's parent line is
-            # taken over when it checks out, no call per file beyond that check
+            # most files unchanged: a folder listed exactly as the parent recorded it is taken over as the parent's
+            # lines of it; in any other folder each file is matched alone (_reuse)
             parent = self.parent
             blocks = bool(parent.folders)
-            reusable_text = parent.reusable_text if parent.lines is not None else None
             known, ordered = self.known, self._ordered
             fresh: list[tuple[int, int, str]] = []
             # every digest before the pool has work: hashing more than 2 KiB lets go of the GIL, and getting it
@@ -438,15 +434,8 @@ class SnapshotWriter:
                 for index in range(start, end):
                     name, path, kind, source, listed = items[index]
                     check_member_name(name)
-                    if reusable_text is not None and source and listed is not None:
-                        found = reusable_text(name, kind, source, listed, known)
-                        if found is not None:
-                            self.reused_files += 1
-                            self.logical += listed[0]
-                            results[index] = ordered[index] = StoredMember(name, listed[0], found[1], kind, source, "", found[0])
-                            continue
                     try:
-                        reused = self._reuse(name, path, kind, source, listed, index, text_tried=reusable_text is not None)
+                        reused = self._reuse(name, path, kind, source, listed, index)
                     except (FileNotFoundError, PermissionError) as exc:
                         results[index] = exc
                         continue
