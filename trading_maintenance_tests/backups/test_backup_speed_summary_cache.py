@@ -88,3 +88,15 @@ def test_forgotten_snapshots_leave_the_cache_and_an_unencrypted_repository_keeps
     assert not plain.keys.encrypted
     list_snapshots(plain)
     assert not (plain.root / SUMMARY_CACHE).exists() and plain.load_summaries() == {}
+
+
+def test_a_cached_summary_that_does_not_hold_up_is_read_again_and_replaced(tmp_path, data_dir, monkeypatch):
+    repo = three_snapshots(data_dir, tmp_path)
+    truth = listed(list_snapshots(repo, cached=False))
+    cache = repo.load_summaries()
+    name = sorted(cache)[0]
+    repo.store_summaries({**cache, name: {**cache[name], "files": -1}})  # sealed with the key, yet not a summary
+    reads = count_reads(monkeypatch)
+    assert listed(list_snapshots(repo)) == truth and reads == [name]
+    assert repo.load_summaries() == cache  # written again from what was read
+    assert listed(list_snapshots(repo)) == truth and reads == [name]

@@ -75,12 +75,14 @@ def _list_snapshots(repo: Repository, keep_newest: bool, cached: bool) -> Snapsh
     newest = None  # ((created, backup_id), name, plaintext or None when the summary came from the cache)
     known = repo.load_summaries() if cached else {}
     summaries: dict[str, dict] = {}
+    read_whole = False  # a summary not (or not soundly) in the cache: the cache is written again
     for name in repo.snapshot_ids():
         label = f"snapshot {name[:16]}"
         try:
             plaintext = None
             summary = known.get(name)
             if not summary_ok(summary):
+                read_whole = True
                 plaintext = repo.read_snapshot_plaintext(name)
                 summary = snapshot_summary(plaintext) or _summary_of(snapshot_manifest(plaintext, name), label)
             backup_id, created = manifest_identity(summary, label)
@@ -125,7 +127,7 @@ def _list_snapshots(repo: Repository, keep_newest: bool, cached: bool) -> Snapsh
             newest = ((ref.created_at, ref.backup_id), ref.name, None)
     for name in listing.unreadable:
         summaries.pop(name, None)
-    if cached and summaries.keys() != known.keys():  # a snapshot read whole, or one forgotten since
+    if cached and (read_whole or summaries.keys() != known.keys()):  # or one forgotten or found unreadable since
         repo.store_summaries(summaries)
     return listing
 
