@@ -124,3 +124,25 @@ def test_a_source_entry_checked_inline_is_refused_as_before(mdir, tamper):
     assert trusted_manifest(_archive(mdir), "AAA", "1min", MAR, "XNYS") is None
     (group,) = consolidate_month(mdir, MAR, as_of=AS_OF).groups
     assert group.verified and (group.files_read, group.files_reused) == (3, 0)
+
+
+@pytest.mark.parametrize(("groups", "workers", "most"), [
+    (200, 4, 16), (200, 2, 16), (42, 4, 16), (10, 4, 16), (9, 4, 16), (5, 2, 16), (3, 4, 16), (1, 4, 16), (37, 1, 16),
+    (9, 4, 1), (9, 4, 2), (200, 4, 3),
+])
+def test_the_groups_to_read_are_cut_into_even_batches_of_one_timeframe(groups, workers, most):
+    from trading_maintenance.core.market_data.consolidate import plan_batches
+    from trading_maintenance.core.market_data.manifest import SourcePlan
+
+    plans = {(f"S{i:03d}", tf): SourcePlan([]) for i in range(groups) for tf in ("1min", "1day")}
+    batches = plan_batches(plans, max_workers=workers, batch_groups=most)
+
+    assert sorted((sym, tf) for batch in batches for sym, tf, _ in batch) == sorted(plans)  # each group once
+    for tf in ("1min", "1day"):
+        sizes = [len(b) for b in batches if b[0][1] == tf]
+        assert all(len({item[1] for item in b}) == 1 for b in batches)
+        assert max(sizes) - min(sizes) <= 1 and max(sizes) <= most  # the memory bound holds
+        if any(groups // count >= 2 and -(-groups // count) <= most for count in range(1, groups + 1)):
+            assert min(sizes) >= 2  # two or more groups in every batch where the bound allows it
+        if groups >= 2 * workers and most == 16:  # and no worker waits on a last batch alone
+            assert len(sizes) % workers == 0
