@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 import pytest
 
 from trading_maintenance.core.backups import snapshot_writer
-from trading_maintenance.core.backups.repository import Repository, paused_gc
+from trading_maintenance.core.backups.repository import Repository
+from trading_maintenance.core.common.gc_pause import paused_gc
 from trading_maintenance_tests.backups.repository_helpers import backup_tree, write_tree
 
 KEY = "gc-test-key-0123456789"

@@ -146,3 +146,30 @@ def test_the_groups_to_read_are_cut_into_even_batches_of_one_timeframe(groups, w
             assert min(sizes) >= 2  # two or more groups in every batch where the bound allows it
         if groups >= 2 * workers and most == 16:  # and no worker waits on a last batch alone
             assert len(sizes) % workers == 0
+
+
+def test_a_month_is_planned_and_consolidated_with_the_collector_paused_and_leaves_it_on(mdir, monkeypatch):
+    import gc
+
+    import trading_maintenance.core.market_data.consolidate as consolidate_module
+
+    generate(mdir, ["AAA", "BBB"], DAYS[0], DAYS[-1])
+    seen = []
+    real_plan, real_batch = consolidate_module.plan_sources, consolidate_module.consolidate_batch
+    monkeypatch.setattr(consolidate_module, "plan_sources", lambda *a, **k: (seen.append(gc.isenabled()), real_plan(*a, **k))[1])
+    monkeypatch.setattr(consolidate_module, "consolidate_batch", lambda *a, **k: (seen.append(gc.isenabled()), real_batch(*a, **k))[1])
+    gc.enable()
+    try:
+        result = consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=2)
+        assert gc.isenabled() and seen and not any(seen)
+        assert all(g.verified for g in result.groups)
+
+        def broken(*a, **k):
+            raise OSError("disk gone")
+
+        monkeypatch.setattr(consolidate_module, "scan_daily_files", broken)
+        with pytest.raises(OSError):
+            consolidate_month(mdir, MAR, as_of=AS_OF)
+        assert gc.isenabled()  # an error leaves the collector as it found it
+    finally:
+        gc.enable()

@@ -27,10 +27,11 @@ from trading_maintenance.core.backups.archive import WORK_PREFIX, new_backup_id
 from trading_maintenance.core.backups.archive_writer import ArchiveResult, ArchiveWriter
 from trading_maintenance.core.backups.config_mask import mask_config_text
 from trading_maintenance.core.backups.redis_snapshot import export_redis
-from trading_maintenance.core.backups.repository import Repository, paused_gc
+from trading_maintenance.core.backups.repository import Repository
 from trading_maintenance.core.backups.snapshot_writer import REUSED_WITH_FOLDER, SnapshotWriter
 from trading_maintenance.core.backups.snapshots import list_snapshots, repair
 from trading_maintenance.core.backups.temporaries import owned_temp_dir
+from trading_maintenance.core.common.gc_pause import paused_gc
 
 DAILY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
 PARTS = ("config", "redis", "database", "trading_data")

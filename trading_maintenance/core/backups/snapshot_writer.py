@@ -42,9 +42,9 @@ from trading_maintenance.core.backups.repository import (
     BlobRef,
     Repository,
     encode_chunk,
-    paused_gc,
 )
 from trading_maintenance.core.backups.temporaries import fsync_dir
+from trading_maintenance.core.common.gc_pause import paused_gc
 
 READ_SEGMENT = 32 << 20
 WRITE_BATCH = 1 << 20  # encoded chunks handed to the pack writer together (one thread wake-up, one writev)

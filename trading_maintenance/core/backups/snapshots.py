@@ -37,12 +37,12 @@ from trading_maintenance.core.backups.repository import (
     Repository,
     RepositoryError,
     decode_chunk,
-    paused_gc,
     snapshot_manifest,
     snapshot_summary,
     summary_ok,
 )
 from trading_maintenance.core.backups.temporaries import owned_temp_dir
+from trading_maintenance.core.common.gc_pause import paused_gc
 
 LOCATION_PREFIX = "repository:"
 STAGE_WINDOW = 16  # steps (chunks read ahead) in flight while staging: bounds memory to ~16 chunks

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
+from trading_maintenance.core.common.gc_pause import paused_gc
 from trading_maintenance.core.market_data.batch import consolidate_batch
 from trading_maintenance.core.market_data.io import find_stale_temporaries, quarantine_file
 from trading_maintenance.core.market_data.layout import MisnamedEntry, archive_dir_for, archive_fspath, quarantine_dir_for, scan_daily_files
@@ -51,6 +52,23 @@ def consolidate_month(
     Memory is bounded by max_workers x batch_groups symbol-months (batch_groups=1: one symbol-month
     per worker), never by the size of the data set: results carry counts, never frames.
     """
+    # the month's listing, manifests and plans are tens of thousands of small objects in no cycle:
+    # the collections they set off walked the whole heap (~45 ms each, ~10 % of a re-run)
+    with paused_gc():
+        return _consolidate_month(market_data_dir, month, archive_dir, quarantine_dir, max_workers, dry_run, as_of, calendar_name, batch_groups)
+
+
+def _consolidate_month(
+    market_data_dir: str | Path,
+    month: str,
+    archive_dir: str | Path | None,
+    quarantine_dir: str | Path | None,
+    max_workers: int,
+    dry_run: bool,
+    as_of: datetime | None,
+    calendar_name: str,
+    batch_groups: int,
+) -> MonthResult:
     started = time.perf_counter()
     market_data_dir = Path(market_data_dir)
     archive_dir = Path(archive_dir) if archive_dir else archive_dir_for(market_data_dir)
