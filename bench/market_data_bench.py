@@ -19,8 +19,9 @@ The previous round's output is renamed aside before a round and removed after th
 both tools: on this machine's ext4 (no journal) a file created within a few minutes of a mass
 delete costs ~0.7 ms of CPU instead of ~25 us (the allocator skips recently deleted inodes), so
 removing 1,600 archives just before the timing charged the project's run with the bench's own
-clean-up. The project runs with its configured concurrency (performance.max_workers, 4 batches
-at a time), DuckDB with one thread per core.
+clean-up (the same holds across runs: start one at least ~6 minutes after the previous run, or
+anything else, deleted thousands of files). The project runs with its configured concurrency
+(performance.max_workers, 4 batches at a time), DuckDB with one thread per core.
 
 DuckDB and project rounds alternate (--rounds of each, each round in a fresh process) so a busy
 machine's load falls on both alike; each is reported as median and spread of wall and CPU seconds
