@@ -31,8 +31,11 @@ def _seed(instance) -> None:
     run(instance, "log_rotation", dry_run=True, fail=True)
     run(instance, "backup", fail=True)
     now = time.time()
+    # every sample inside today's daily window (New York's calendar day), also in the first hours after its midnight
+    today_start = report_period("daily")[0]
+    step = min(600.0, (now - today_start) / 13)
     for i in range(12):
-        store_health(instance, now - 600 * (12 - i), health_score=90.0 - i, disk_percent=60.0 + i, cpu_percent=20.0 + i % 3,
+        store_health(instance, now - step * (12 - i), health_score=90.0 - i, disk_percent=60.0 + i, cpu_percent=20.0 + i % 3,
                      memory_percent=50.0, redis_used_memory_bytes=1e6 + i * 1e4)
 
 
