@@ -138,9 +138,9 @@ def test_the_groups_to_read_are_cut_into_even_batches_of_one_timeframe(groups, w
     batches = plan_batches(plans, max_workers=workers, batch_groups=most)
 
     assert sorted((sym, tf) for batch in batches for sym, tf, _ in batch) == sorted(plans)  # each group once
+    assert all(len({item[1] for item in b}) == 1 for b in batches)  # one timeframe per batch
     for tf in ("1min", "1day"):
         sizes = [len(b) for b in batches if b[0][1] == tf]
-        assert all(len({item[1] for item in b}) == 1 for b in batches)
         assert max(sizes) - min(sizes) <= 1 and max(sizes) <= most  # the memory bound holds
         if any(groups // count >= 2 and -(-groups // count) <= most for count in range(1, groups + 1)):
             assert min(sizes) >= 2  # two or more groups in every batch where the bound allows it

@@ -146,8 +146,8 @@ def quarantine_misnamed(entry: MisnamedEntry, market_data_dir: Path, quarantine_
 def plan_batches(
     plans: dict[tuple[str, str], SourcePlan], max_workers: int = 4, batch_groups: int = 16
 ) -> list[list[tuple[str, str, SourcePlan]]]:
-    """The groups to read cut into batches of one timeframe: of equal size (within one group), at
-    most batch_groups each, about two per worker, two or more groups each where the groups allow
+    """The groups to read cut into batches of one timeframe: of equal size (give or take one group),
+    at most batch_groups each, about two per worker, two or more groups each where the groups allow
     (a batch of one takes the careful per-group path), and as many as a multiple of max_workers
     where that keeps both, so no worker is left alone with a last batch while the others wait."""
     by_tf: dict[str, list] = {}
@@ -165,7 +165,7 @@ def plan_batches(
         count = max(1, min(count, n // 2), math.ceil(n / most))  # no batch of one where two groups can share one
         start = 0
         for i in range(count):
-            size = len(items) // count + (i < len(items) % count)
+            size = n // count + (i < n % count)
             batches.append(items[start:start + size])
             start += size
     return batches
