@@ -51,6 +51,7 @@ DECLARED_OUTSIDE_TABLE: tuple[DeclaredInstigator, ...] = (
     DeclaredInstigator("maintenance_run_failure_sensor", "sensor", "30", "alerts once per failed maintenance run"),
     DeclaredInstigator("maintenance_run_success_sensor", "sensor", "30", "resolves a task's failure alert when it succeeds"),
     DeclaredInstigator("platform_probe_sensor", "sensor", "60", "probes Redis, the database, disk and memory every minute"),
+    DeclaredInstigator("stranded_launch_sensor", "sensor", "30", "puts runs a dying daemon left half-launched back in the queue"),
 )
 
 
