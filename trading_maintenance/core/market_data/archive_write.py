@@ -169,12 +169,19 @@ def keep_equal_archive(
         return False
     if file_stat(target) != recorded:
         return False
+    keep_archive(result, target, recorded, out.height, manifest)  # `out` has one row per key by construction
+    return True
+
+
+def keep_archive(result: GroupResult, target: Path, recorded: tuple[int, int], rows: int, manifest: tuple[list[dict], str, list[dict]]) -> None:
+    """Keep the verified archive in place, with the size and mtime it was verified with
+    (`recorded`), and renew its manifest: the sources it now vouches for, the calendar and days.
+    Raises when the manifest cannot be written (the old one, still in place, vouches for nothing new)."""
     result.verified = True
     result.bytes_after = recorded[0]
-    result.archive_duplicate_keys = 0  # `out` has one row per key by construction
+    result.archive_duplicate_keys = 0
     sources, calendar_name, days = manifest
-    write_manifest(target, result.symbol, result.timeframe, result.month, out.height, sources, calendar_name, days, archive_stat=recorded)
-    return True
+    write_manifest(target, result.symbol, result.timeframe, result.month, rows, sources, calendar_name, days, archive_stat=recorded)
 
 
 def recorded_archive_stat(manifest: dict | None) -> tuple[int, int] | None:

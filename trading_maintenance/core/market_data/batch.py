@@ -18,17 +18,19 @@ import polars as pl
 from trading_maintenance.core.market_data.archive_write import (
     check_written,
     finish_verified,
+    keep_archive,
     keep_equal_archive,
     recorded_archive_stat,
     same_key_as_previous,
     write_tmp,
 )
+from trading_maintenance.core.market_data.day_digest import DIGEST_KEY, day_digests, ny_day_bounds_us
 from trading_maintenance.core.market_data.group import consolidate_group, error_text, source_entry, summarise
-from trading_maintenance.core.market_data.io import bytes_sha256, read_whole, scan_buffers
+from trading_maintenance.core.market_data.io import bytes_sha256, file_stat, read_whole, scan_buffers
 from trading_maintenance.core.market_data.layout import KEY, archive_path
 from trading_maintenance.core.market_data.manifest import SourcePlan
 from trading_maintenance.core.market_data.months import MonthSessions
-from trading_maintenance.core.market_data.quality import day_entries, per_day_counts
+from trading_maintenance.core.market_data.quality import day_entries, per_day_counts, quality_from_manifest_days
 from trading_maintenance.core.market_data.results import GroupResult
 
 
@@ -130,6 +132,99 @@ def _scan_batch(plans: list[SourcePlan]):
             return daily, lengths, stats, hashes, ranges
 
 
+def _already_archived(plans: list[SourcePlan], targets: list[Path], daily: pl.DataFrame, ranges: list[dict]) -> dict[int, int]:
+    """{group: distinct rows read} of the groups whose rows read this run, deduplicated, equal their
+    archive's rows of each New York day they fall on (the trusted manifest's day digests, see
+    day_digest.py), every file's rows on its own date, the archive still as the manifest recorded
+    it: merging those rows would give that archive back, so it is neither read nor written."""
+    candidates = []
+    for i, plan in enumerate(plans):
+        manifest = plan.manifest
+        if manifest is None or not any(DIGEST_KEY in day for day in manifest["days"]):
+            continue
+        in_own_day = True
+        for f in plan.read:
+            span = ranges[i].get(f.day)
+            if span is not None:
+                start, end = ny_day_bounds_us(f.day)
+                in_own_day = in_own_day and start <= span[0] and span[1] < end
+        if in_own_day:
+            candidates.append(i)
+    if not candidates:
+        return {}
+    rows = daily if len(candidates) == len(plans) else daily.filter(pl.col("_group").is_in(candidates))
+    deduped = dedup_sorted(rows)
+    group_ids = deduped["_group"].to_numpy()
+    deduped = deduped.drop("_file_date", "_group")
+    proven = {}
+    for i in candidates:
+        start, end = np.searchsorted(group_ids, [i, i + 1])
+        read = deduped.slice(int(start), int(end - start))
+        digests = day_digests(read)
+        if read.height and not digests:
+            continue
+        archived = {day["ny_date"]: day.get(DIGEST_KEY) for day in plans[i].manifest["days"]}
+        if all(archived.get(day) == digest for day, digest in digests.items()):
+            try:
+                if file_stat(targets[i]) != recorded_archive_stat(plans[i].manifest):
+                    continue
+            except OSError:
+                continue
+            proven[i] = read.height
+    return proven
+
+
+def _kept_results(items: list[tuple[str, str, SourcePlan]], proven: dict[int, int], month: str, targets: list[Path], lengths: list[int],
+                  stats: list[tuple[int, int]], hashes: list[str], ranges: list[dict], sessions: MonthSessions, calendar_name: str,
+                  dry_run: bool) -> list[GroupResult]:
+    """_archive_kept for each group _already_archived found, from the files read for it."""
+    results = []
+    offset = 0
+    for i, (sym, tf, plan) in enumerate(items):
+        t0 = time.perf_counter()
+        n_files = len(plan.read)
+        if i in proven:
+            read_sources = [
+                source_entry(f, st, h, rows, *ranges[i].get(f.day, (None, None)))
+                for f, st, h, rows in zip(plan.read, stats[offset:offset + n_files], hashes[offset:offset + n_files], lengths[offset:offset + n_files])
+            ]
+            result = _archive_kept(sym, tf, month, targets[i], plan, read_sources, proven[i], sessions, calendar_name, dry_run)
+            result.seconds = time.perf_counter() - t0
+            results.append(result)
+        offset += n_files
+    return results
+
+
+def _archive_kept(sym: str, tf: str, month: str, target: Path, plan: SourcePlan, read_sources: list[dict], distinct_read: int,
+                  sessions: MonthSessions, calendar_name: str, dry_run: bool) -> GroupResult:
+    """The result of a group _already_archived found: its archive kept, its manifest renewed with
+    the sources read (none of their rows off their own date) and every day as it was."""
+    manifest = plan.manifest
+    recorded = recorded_archive_stat(manifest)
+    rows = manifest["archive"]["rows"]
+    reused = [entry for _, entry in plan.reused]
+    for entry in read_sources:
+        entry["outside_file_date"] = 0
+    result = GroupResult(sym, tf, month, str(target))
+    result.files_read = len(read_sources)
+    result.rows_in = sum(entry["rows"] for entry in read_sources)
+    result.files_reused, result.rows_reused = len(reused), sum(entry["rows"] for entry in reused)
+    result.previous_archive_rows = result.rows_out = rows
+    result.duplicates_removed = result.rows_in - distinct_read
+    result.archive_rows_replaced = distinct_read  # each by an equal row
+    result.bytes_before = sum(entry["size"] for entry in read_sources) + recorded[0]
+    result.quality = quality_from_manifest_days(
+        manifest["days"], tf, sessions, sum(entry["outside_file_date"] for entry in reused)
+    )
+    if not dry_run:
+        try:
+            keep_archive(result, target, recorded, rows, ([*read_sources, *reused], calendar_name, manifest["days"]))
+        except Exception as exc:  # noqa: BLE001 - one group's failure never stops the others
+            result.error = error_text(exc)
+            result.verified = False
+    return result
+
+
 def consolidate_batch(
     items: list[tuple[str, str, SourcePlan]],
     month: str,
@@ -160,6 +255,13 @@ def consolidate_batch(
         if scanned is None:
             return careful()
         daily, lengths, stats, hashes, ranges = scanned
+        proven = _already_archived(plans, targets, daily, ranges)
+        if proven:
+            kept = _kept_results(items, proven, month, targets, lengths, stats, hashes, ranges, sessions, calendar_name, dry_run)
+            if len(proven) == len(items):
+                return kept
+            with_archive = [i for i in with_archive if i not in proven]
+            daily = daily.filter(~pl.col("_group").is_in(list(proven)))
         frames = [daily]
         prev_rows = [0] * len(items)
         prev_bytes = [0] * len(items)
@@ -205,7 +307,7 @@ def consolidate_batch(
     same_key = out_all.select(same_key_as_previous()).to_series().to_numpy().astype(np.int64)
     same_key[first] = 0
     repeats_before = np.concatenate([[0], np.cumsum(same_key)])
-    results = []
+    results = kept if proven else []
     offset = 0
     to_write = []  # (result, out, manifest, duplicate keys, seconds)
     for i, (sym, tf, plan) in enumerate(items):
@@ -215,6 +317,8 @@ def consolidate_batch(
         file_stats = stats[offset:offset + n_files]
         file_hashes = hashes[offset:offset + n_files]
         offset += n_files
+        if i in proven:
+            continue  # its result is made
         result = GroupResult(sym, tf, month, str(targets[i]))
         result.files_read = n_files
         result.rows_in = sum(file_lengths)
@@ -230,7 +334,7 @@ def consolidate_batch(
         ]
         manifest_sources = summarise(result, plan, day_rows, read_sources, tf, sessions)
         results.append(result)
-        manifest = (manifest_sources, calendar_name, day_entries(day_rows))
+        manifest = (manifest_sources, calendar_name, day_entries(day_rows, None if dry_run else day_digests(out)))
         done = dry_run
         if not dry_run and i in previous:
             try:

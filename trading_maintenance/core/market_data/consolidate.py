@@ -31,7 +31,7 @@ from trading_maintenance.core.market_data.io import find_stale_temporaries, quar
 from trading_maintenance.core.market_data.layout import MisnamedEntry, archive_dir_for, archive_fspath, quarantine_dir_for, scan_daily_files
 from trading_maintenance.core.market_data.manifest import SourcePlan, plan_sources
 from trading_maintenance.core.market_data.months import MonthSessions, month_sessions
-from trading_maintenance.core.market_data.quality import expected_by_day, manifest_day_rows, quality_from_rows
+from trading_maintenance.core.market_data.quality import quality_from_manifest_days
 from trading_maintenance.core.market_data.results import GroupResult, MonthResult
 
 
@@ -124,8 +124,8 @@ def unchanged_result(symbol: str, timeframe: str, month: str, archive_dir: Path,
         rows_reused=sum(e["rows"] for e in reused),
         rows_out=rows,
         previous_archive_rows=rows,
-        quality=quality_from_rows(
-            manifest_day_rows(manifest["days"]), timeframe, expected_by_day(timeframe, sessions), sum(e["outside_file_date"] for e in reused)
+        quality=quality_from_manifest_days(
+            manifest["days"], timeframe, sessions, sum(e["outside_file_date"] for e in reused)
         ),
         verified=True,
         unchanged=True,

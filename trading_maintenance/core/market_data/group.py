@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from trading_maintenance.core.market_data.archive_write import keep_equal_archive, recorded_archive_stat, write_verified
+from trading_maintenance.core.market_data.day_digest import day_digests
 from trading_maintenance.core.market_data.io import (
     UnreadableFile,
     bytes_sha256,
@@ -204,7 +205,7 @@ def consolidate_group(
         manifest_sources = summarise(result, plan, day_rows, sources, timeframe, sessions)
         out = deduped.drop("_file_date")
         del deduped
-        manifest = (manifest_sources, calendar_name, day_entries(day_rows))
+        manifest = (manifest_sources, calendar_name, day_entries(day_rows, None if dry_run else day_digests(out)))
         if not dry_run and not (
             previous is not None and keep_equal_archive(result, out, previous, target, recorded_archive_stat(plan.manifest), manifest)
         ):

@@ -178,7 +178,15 @@ def find_stale_temporaries(archive_dir: str | Path, month: str) -> list[Path]:
         if not sym_entry.is_dir(follow_symlinks=False):
             continue
         for tf_entry in os.scandir(sym_entry.path):
-            if tf_entry.is_dir(follow_symlinks=False):
+            if not tf_entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                entries = os.listdir(tf_entry.path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            # the closer look (whose file, how old) only in a folder that holds a temporary file:
+            # a re-run looks at hundreds of folders, almost always without one
+            if any(entry.endswith(".tmp") for entry in entries):
                 found.extend(stale_tmp(Path(tf_entry.path), *names))
     return sorted(found)
 

@@ -9,6 +9,7 @@ from datetime import date
 
 import polars as pl
 
+from trading_maintenance.core.market_data.day_digest import DIGEST_KEY
 from trading_maintenance.core.market_data.layout import DAILY_TIMEFRAMES, INTRADAY_MINUTES
 from trading_maintenance.core.market_data.manifest import DAY_COUNTS
 from trading_maintenance.core.market_data.months import NY, MonthSessions, expected_bars
@@ -169,19 +170,31 @@ def quality_from_rows(
     return result
 
 
-def day_entries(rows: list[dict]) -> list[dict]:
-    """Per-day rows summed over source files, as a manifest records them (no file date)."""
+def day_entries(rows: list[dict], digests: dict[str, str] | None = None) -> list[dict]:
+    """Per-day rows summed over source files, as a manifest records them (no file date), each with
+    the digest of the archive's rows of that day when `digests` (day_digest.day_digests) has one."""
     days: dict[date, dict] = {}
     for r in rows:
         entry = days.setdefault(r["ny_date"], {k: 0 for k in DAY_COUNTS})
         for k in DAY_COUNTS:
             entry[k] += int(r[k] or 0)
-    return [{"ny_date": d.isoformat(), **counts} for d, counts in sorted(days.items())]
+    entries = [{"ny_date": d.isoformat(), **counts} for d, counts in sorted(days.items())]
+    if digests:
+        for entry in entries:
+            digest = digests.get(entry["ny_date"])
+            if digest is not None:
+                entry[DIGEST_KEY] = digest
+    return entries
 
 
-def manifest_day_rows(days: list[dict]) -> list[dict]:
-    """A manifest's days back as per-day rows for quality_from_rows."""
-    return [{**d, "ny_date": date.fromisoformat(d["ny_date"])} for d in days]
+def quality_from_manifest_days(days: list[dict], timeframe: str, sessions: MonthSessions, reused_outside_file_date: int = 0) -> dict[str, int]:
+    """quality_from_rows of a verified archive's manifest days, their ISO dates compared as they are
+    (an unchanged month's hundreds of archives: no copy of each day with a parsed date)."""
+    key = ("expected_by_iso_day", timeframe)
+    expected = sessions.derived.get(key)
+    if expected is None:
+        expected = sessions.derived[key] = [(d.isoformat(), n) for d, n in expected_by_day(timeframe, sessions)]
+    return quality_from_rows(days, timeframe, expected, reused_outside_file_date)
 
 
 def _quality_from_days(per_day: pl.DataFrame, timeframe: str, sessions: MonthSessions) -> dict[str, int]:

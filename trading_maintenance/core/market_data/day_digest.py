@@ -1,0 +1,104 @@
+"""A SHA-256 of each New York day's rows of an archive, recorded in its manifest, so that a re-run
+can prove a daily file delivered again holds only rows the archive already has, without reading
+the archive.
+
+Why that is enough: an archive is the last written row per key over the previous archive and the
+daily files. When the rows read this run, deduplicated the same way, equal the archive's rows of
+every day they fall on, row for row, each of their keys is already in the archive with those very
+values, so merging them changes nothing and the archive in place is the result: only the manifest
+is renewed. Anything else (a corrected bar, one row more or less, a row on a day the archive has no
+digest for, a row outside its file's date) differs and takes the ordinary path, which reads the
+archive and rewrites it if needed.
+
+The digest covers the bytes of every column of the day's rows in archive order: the fixed-width
+columns as 8-byte values row by row, and the text columns, constant through a symbol-month, once.
+Equal bytes mean equal values; values that are equal with different bytes (-0.0 and 0.0) only take
+the ordinary path. A frame with a null, a text column that varies, or rows not strictly increasing
+in time gets no digests, and a day without a digest is never proved unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import polars as pl
+
+from trading_maintenance.core.market_data.layout import SCHEMA
+from trading_maintenance.core.market_data.manifest import DAY_DIGEST_KEY
+from trading_maintenance.core.market_data.months import NY
+
+DIGEST_KEY = DAY_DIGEST_KEY
+_VERSION = b"day-rows-v1\n"
+_FIXED = ("timestamp", "open", "high", "low", "close", "volume")  # 8 bytes a value each in SCHEMA
+_TEXT = ("symbol", "timeframe", "asset_type")
+MAX_SPAN_DAYS = 62  # a month's rows, with a file's stray rows either side; wider: no digests
+_NY = ZoneInfo(NY)
+
+
+@lru_cache(maxsize=4096)
+def ny_day_bounds_us(day: date) -> tuple[int, int]:
+    """[start, end) of a New York calendar day in epoch microseconds (midnight is never skipped
+    or repeated in New York: its clocks change at 02:00)."""
+    start = datetime.combine(day, time(0), tzinfo=_NY)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=_NY)
+    return int(start.timestamp()) * 1_000_000, int(end.timestamp()) * 1_000_000
+
+
+def _ny_date(epoch_us: int) -> date:
+    return datetime.fromtimestamp(epoch_us // 1_000_000, tz=_NY).date()
+
+
+def _rows_block(frame: pl.DataFrame) -> tuple[bytes, np.ndarray, np.ndarray] | None:
+    """(text prefix, timestamps in epoch µs, rows x 8-byte columns) of a frame in the archive
+    schema, or None when it cannot have digests."""
+    if frame.height == 0 or frame.schema != SCHEMA:
+        return None
+    texts = []
+    for name in _TEXT:
+        column = frame.get_column(name)
+        if column.null_count() or not bool((column == column[0]).all()):  # a tenth of n_unique's time
+            return None
+        texts.append(column[0])
+    columns = []
+    for name in _FIXED:
+        column = frame.get_column(name)
+        if column.null_count():
+            return None
+        columns.append(column.to_numpy().view(np.int64))
+    stamps = columns[0]
+    if stamps.size > 1 and not bool((stamps[1:] > stamps[:-1]).all()):
+        return None
+    prefix = _VERSION + json.dumps(texts).encode() + b"\n"
+    return prefix, stamps, np.column_stack(columns)
+
+
+def day_digests(frame: pl.DataFrame) -> dict[str, str]:
+    """{New York date (ISO): digest of that day's rows} of a deduplicated frame of one
+    symbol-timeframe sorted by time; {} when the frame cannot have digests (see module)."""
+    block = _rows_block(frame)
+    if block is None:
+        return {}
+    prefix, stamps, rows = block
+    try:
+        day, last = _ny_date(int(stamps[0])), _ny_date(int(stamps[-1]))
+    except (OverflowError, OSError, ValueError):
+        return {}
+    span = (last - day).days
+    if span > MAX_SPAN_DAYS:
+        return {}
+    days = [day + timedelta(days=k) for k in range(span + 1)]
+    cuts = np.searchsorted(stamps, [ny_day_bounds_us(d)[0] for d in days] + [ny_day_bounds_us(last)[1]]).tolist()
+    base = hashlib.sha256(prefix)
+    digests = {}
+    for k, d in enumerate(days):
+        start, end = cuts[k], cuts[k + 1]
+        if end > start:
+            digest = base.copy()
+            digest.update(rows[start:end])
+            digests[d.isoformat()] = digest.hexdigest()
+    return digests
