@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from trading_maintenance.core.market_data.consolidate import consolidate_month
-from trading_maintenance.core.market_data.day_digest import DIGEST_KEY, day_digests, ny_day_bounds_us
+from trading_maintenance.core.market_data.day_digest import DIGEST_KEY, day_digests, group_day_digests, ny_day_bounds_us
 from trading_maintenance.core.market_data.layout import SCHEMA, archive_dir_for, archive_path, manifest_path
 from trading_maintenance_tests.market_data.synth import generate, session_bars
 from trading_maintenance_tests.market_data.test_incremental import AS_OF, DAYS, LATE, MANY, MAR, archive, deliver_again, fresh_consolidation
@@ -192,3 +192,25 @@ def test_day_digests_split_at_new_york_midnight_and_refuse_frames_they_cannot_vo
     negative_zero = bars.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(-0.0)).otherwise(pl.col("open")).alias("open"))
     positive_zero = bars.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(0.0)).otherwise(pl.col("open")).alias("open"))
     assert day_digests(negative_zero) != day_digests(positive_zero)  # equal values, other bytes: the ordinary path decides
+
+
+def _batch(frames: list[pl.DataFrame]) -> tuple[pl.DataFrame, list[int], list[int]]:
+    lengths = [f.height for f in frames]
+    starts = [sum(lengths[:k]) for k in range(len(frames))]
+    return pl.concat(frames), starts, lengths
+
+
+def test_a_batch_s_digests_are_each_group_s_own():
+    first = _frame(DAYS[1])
+    second = pl.concat([_frame(DAYS[2]), _frame(DAYS[3])]).with_columns(pl.lit("BBB").alias("symbol"))
+    third = _frame(DAYS[0]).with_columns(pl.lit("CCC").alias("symbol"))  # earlier than the group before it: a new group
+    frames = [first, second, first.head(0), third]
+    assert group_day_digests(*_batch(frames)) == [day_digests(f) for f in frames]
+    assert [len(d) for d in group_day_digests(*_batch(frames))] == [1, 2, 0, 1]
+
+    varied = second.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("ETF")).otherwise(pl.col("asset_type")).alias("asset_type"))
+    unsorted = third.reverse()
+    with_null = first.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(None).otherwise(pl.col("close")).alias("close"))
+    for odd in (varied, unsorted, with_null):  # that group has none; the others keep theirs
+        frames = [first, odd, third]
+        assert group_day_digests(*_batch(frames)) == [day_digests(first), {}, day_digests(third)]

@@ -24,7 +24,7 @@ from trading_maintenance.core.market_data.archive_write import (
     same_key_as_previous,
     write_tmp,
 )
-from trading_maintenance.core.market_data.day_digest import DIGEST_KEY, day_digests, ny_day_bounds_us
+from trading_maintenance.core.market_data.day_digest import DIGEST_KEY, group_day_digests, ny_day_bounds_us
 from trading_maintenance.core.market_data.group import consolidate_group, error_text, source_entry, summarise
 from trading_maintenance.core.market_data.io import bytes_sha256, file_stat, read_whole, scan_buffers
 from trading_maintenance.core.market_data.layout import KEY, archive_path
@@ -154,14 +154,12 @@ def _already_archived(plans: list[SourcePlan], targets: list[Path], daily: pl.Da
         return {}
     rows = daily if len(candidates) == len(plans) else daily.filter(pl.col("_group").is_in(candidates))
     deduped = dedup_sorted(rows)
-    group_ids = deduped["_group"].to_numpy()
-    deduped = deduped.drop("_file_date", "_group")
+    starts = np.searchsorted(deduped["_group"].to_numpy(), [*candidates, len(plans)]).tolist()
+    counts = [end - start for start, end in zip(starts, starts[1:])]
+    read_digests = group_day_digests(deduped.drop("_file_date", "_group"), starts[:-1], counts)
     proven = {}
-    for i in candidates:
-        start, end = np.searchsorted(group_ids, [i, i + 1])
-        read = deduped.slice(int(start), int(end - start))
-        digests = day_digests(read)
-        if read.height and not digests:
+    for i, count, digests in zip(candidates, counts, read_digests):
+        if count and not digests:
             continue
         archived = {day["ny_date"]: day.get(DIGEST_KEY) for day in plans[i].manifest["days"]}
         if all(archived.get(day) == digest for day, digest in digests.items()):
@@ -170,7 +168,7 @@ def _already_archived(plans: list[SourcePlan], targets: list[Path], daily: pl.Da
                     continue
             except OSError:
                 continue
-            proven[i] = read.height
+            proven[i] = count
     return proven
 
 
@@ -300,6 +298,7 @@ def consolidate_batch(
     first = np.searchsorted(group_ids, present, side="left")
     last = np.searchsorted(group_ids, present, side="right")
     span = {int(g): (int(a), int(b - a)) for g, a, b in zip(present, first, last)}
+    digests = {} if dry_run else dict(zip(span, group_day_digests(out_all, first.tolist(), (last - first).tolist())))
     del group_ids
     # duplicate keys of each group's rows (sorted by key: a repeat sits next to its twin; never
     # across two groups), as prefix sums: what each archive is encoded from has one row per key
@@ -334,7 +333,7 @@ def consolidate_batch(
         ]
         manifest_sources = summarise(result, plan, day_rows, read_sources, tf, sessions)
         results.append(result)
-        manifest = (manifest_sources, calendar_name, day_entries(day_rows, None if dry_run else day_digests(out)))
+        manifest = (manifest_sources, calendar_name, day_entries(day_rows, digests.get(i)))
         done = dry_run
         if not dry_run and i in previous:
             try:

@@ -83,7 +83,10 @@ def day_digests(frame: pl.DataFrame) -> dict[str, str]:
     block = _rows_block(frame)
     if block is None:
         return {}
-    prefix, stamps, rows = block
+    return _digests(*block)
+
+
+def _digests(prefix: bytes, stamps: np.ndarray, rows: np.ndarray) -> dict[str, str]:
     try:
         day, last = _ny_date(int(stamps[0])), _ny_date(int(stamps[-1]))
     except (OverflowError, OSError, ValueError):
@@ -101,4 +104,51 @@ def day_digests(frame: pl.DataFrame) -> dict[str, str]:
             digest = base.copy()
             digest.update(rows[start:end])
             digests[d.isoformat()] = digest.hexdigest()
+    return digests
+
+
+def _changes_only_at(changes: np.ndarray, starts: np.ndarray) -> bool:
+    """Every True of `changes` (one per row) is at a group's first row."""
+    return bool(np.isin(np.flatnonzero(changes), starts).all())
+
+
+def group_day_digests(frame: pl.DataFrame, starts: list[int], lengths: list[int]) -> list[dict[str, str]]:
+    """day_digests of each group of a frame in the archive schema sorted by group, then time (group
+    k: its rows from starts[k], lengths[k] of them), the checks and conversions made once over the
+    whole frame: a batch's hundreds of archives cost a fraction of one call each."""
+    def one_by_one() -> list[dict[str, str]]:  # anything unusual: each group checked on its own
+        return [day_digests(frame.slice(a, n)) if n else {} for a, n in zip(starts, lengths)]
+
+    if frame.height == 0 or frame.schema != SCHEMA:
+        return one_by_one()
+    first_rows = np.array([a for a, n in zip(starts, lengths) if n], dtype=np.int64)
+    texts = []
+    for name in _TEXT:
+        column = frame.get_column(name)
+        if column.null_count():
+            return one_by_one()
+        values = column.gather(first_rows).to_list()
+        # compared group by group: a third of the time of comparing the whole column with itself shifted
+        if not all(bool((column.slice(a, n) == value).all()) for a, n, value in zip(first_rows.tolist(), (n for n in lengths if n), values)):
+            return one_by_one()
+        texts.append(values)
+    columns = []
+    for name in _FIXED:
+        column = frame.get_column(name)
+        if column.null_count():
+            return one_by_one()
+        columns.append(column.to_numpy().view(np.int64))
+    stamps = columns[0]
+    not_rising = np.concatenate([[False], stamps[1:] <= stamps[:-1]])
+    if not _changes_only_at(not_rising, first_rows):
+        return one_by_one()
+    rows = np.column_stack(columns)
+    digests, k = [], 0
+    for a, n in zip(starts, lengths):
+        if not n:
+            digests.append({})
+            continue
+        prefix = _VERSION + json.dumps([texts[0][k], texts[1][k], texts[2][k]]).encode() + b"\n"
+        digests.append(_digests(prefix, stamps[a:a + n], rows[a:a + n]))
+        k += 1
     return digests

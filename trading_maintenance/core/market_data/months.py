@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
 
 import polars as pl
 
@@ -32,8 +33,17 @@ class MonthSessions:
 
 
 def month_sessions(month: str, as_of: datetime | None = None, calendar_name: str = "XNYS") -> MonthSessions:
-    first, last = month_bounds(month)
     as_of = as_of or datetime.now(timezone.utc)
+    days, frame = _month_calendar(month, calendar_name)
+    counted = tuple(d for d, close in days if close <= as_of)
+    return MonthSessions(month, frame, counted)
+
+
+@lru_cache(maxsize=64)
+def _month_calendar(month: str, calendar_name: str) -> tuple[tuple[tuple[date, datetime], ...], pl.DataFrame]:
+    """((day, close) of each session, the sessions' frame) of a month: asked of the exchange
+    calendar once per process (~4 ms a month), whatever as_of each caller counts to."""
+    first, last = month_bounds(month)
     days = trading_days(first, last, calendar_name)
     bounds = [session_bounds(d, calendar_name) for d in days]
     frame = pl.DataFrame(
@@ -44,8 +54,7 @@ def month_sessions(month: str, as_of: datetime | None = None, calendar_name: str
         },
         schema={"ny_date": pl.Date, "session_open": pl.Datetime("us", "UTC"), "session_close": pl.Datetime("us", "UTC")},
     )
-    counted = tuple(d for d, b in zip(days, bounds) if b[1] <= as_of)
-    return MonthSessions(month, frame, counted)
+    return tuple((d, b[1]) for d, b in zip(days, bounds)), frame
 
 
 def expected_bars(open_: datetime, close: datetime, bar_minutes: int) -> int:
