@@ -15,7 +15,7 @@ import dagster as dg
 from dagster._core.events import DagsterEvent
 from dagster._core.storage.tags import GRPC_INFO_TAG
 
-from trading_maintenance.core.runs.stranded_launches import StartingRun, Verdict, judge
+from trading_maintenance.core.runs.stranded_launches import STRANDED_AFTER_SECONDS, StartingRun, Verdict, judge
 
 PROCESS_STARTED_PREFIX = "Started process for run"
 CODE_SERVER_TIMEOUT_SECONDS = 10
@@ -40,16 +40,19 @@ def _code_server_holds(grpc_info: str, run_id: str) -> bool | None:
     return run_id in result.current_runs
 
 
-def starting_run_facts(instance: dg.DagsterInstance, run: dg.DagsterRun) -> StartingRun:
+def starting_run_facts(instance: dg.DagsterInstance, run: dg.DagsterRun, now: float) -> StartingRun:
     starting = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_STARTING, ascending=False, limit=1).records
+    starting_since = starting[0].timestamp if starting else None
     engine = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records
     process_started = any((record.event_log_entry.message or "").startswith(PROCESS_STARTED_PREFIX) for record in engine)
     grpc_info = run.tags.get(GRPC_INFO_TAG)
-    holds = _code_server_holds(grpc_info, run.run_id) if grpc_info and not process_started else None
+    # the code server is asked only about a run that has waited long enough to be judged
+    old_enough = starting_since is not None and now - starting_since >= STRANDED_AFTER_SECONDS
+    holds = _code_server_holds(grpc_info, run.run_id) if grpc_info and old_enough and not process_started else None
     return StartingRun(
         run_id=run.run_id,
         job_name=run.job_name,
-        starting_since=starting[0].timestamp if starting else None,
+        starting_since=starting_since,
         process_started=process_started,
         handed_to_code_server=bool(grpc_info),
         code_server_holds_it=holds,
@@ -81,7 +84,7 @@ def stranded_launch_sensor(context: dg.SensorEvaluationContext):
         run = instance.get_run_by_id(record.dagster_run.run_id)
         if run is None or run.status != dg.DagsterRunStatus.STARTING:
             continue
-        verdict = judge(starting_run_facts(instance, run), now)
+        verdict = judge(starting_run_facts(instance, run, now), now)
         if verdict.requeue:
             requeue(instance, run, verdict)
             context.log.warning(f"run {run.run_id} ({run.job_name}) put back in the queue: {verdict.reason}")
