@@ -23,19 +23,17 @@ AS_OF = datetime(2025, 1, 1, tzinfo=timezone.utc)
 SYMBOLS = ["AAA", "BBB", "CCC"]
 
 
-@pytest.fixture
-def reads(monkeypatch, mdir):
-    """Every daily file opened, whichever way (polars scans and reads, Python's open)."""
+def record_opens(monkeypatch, name_of) -> list[str]:
+    """name_of(path) of every file opened, whichever way (polars scans and reads, Python's open),
+    for which it is not None."""
     opened: list[str] = []
-
-    def note(source):
-        for item in source if isinstance(source, (list, tuple)) else [source]:
-            if str(item).startswith(str(mdir)):
-                opened.append(os.path.relpath(str(item), mdir))
 
     def wrap(original):
         def wrapper(source, *args, **kwargs):
-            note(source)
+            for item in source if isinstance(source, (list, tuple)) else [source]:
+                name = name_of(str(item))
+                if name is not None:
+                    opened.append(name)
             return original(source, *args, **kwargs)
 
         return wrapper
@@ -44,6 +42,12 @@ def reads(monkeypatch, mdir):
     monkeypatch.setattr(pl, "read_parquet", wrap(pl.read_parquet))
     monkeypatch.setattr(builtins, "open", wrap(builtins.open))
     return opened
+
+
+@pytest.fixture
+def reads(monkeypatch, mdir):
+    """Every daily file opened, whichever way (polars scans and reads, Python's open)."""
+    return record_opens(monkeypatch, lambda path: os.path.relpath(path, mdir) if path.startswith(str(mdir)) else None)
 
 
 def archive(mdir, symbol: str) -> pl.DataFrame:

@@ -4,7 +4,6 @@ archive a full re-read gives."""
 
 from __future__ import annotations
 
-import builtins
 import json
 import shutil
 from datetime import datetime, timedelta, timezone
@@ -17,28 +16,25 @@ from trading_maintenance.core.market_data.consolidate import consolidate_month
 from trading_maintenance.core.market_data.day_digest import DIGEST_KEY, day_digests, group_day_digests, ny_day_bounds_us
 from trading_maintenance.core.market_data.layout import SCHEMA, archive_dir_for, archive_path, manifest_path
 from trading_maintenance_tests.market_data.synth import generate, session_bars
-from trading_maintenance_tests.market_data.test_incremental import AS_OF, DAYS, LATE, MANY, MAR, archive, deliver_again, fresh_consolidation
+from trading_maintenance_tests.market_data.test_incremental import (
+    AS_OF,
+    DAYS,
+    LATE,
+    MANY,
+    MAR,
+    archive,
+    deliver_again,
+    fresh_consolidation,
+    record_opens,
+)
 
 
 @pytest.fixture
 def archives_read(monkeypatch, mdir):
-    """The archives opened, whichever way (polars scans and reads, Python's open), by symbol."""
+    """The symbols whose archives were opened, whichever way."""
     root = str(archive_dir_for(mdir))
-    opened: list[str] = []
-
-    def wrap(original):
-        def wrapper(source, *args, **kwargs):
-            for item in source if isinstance(source, (list, tuple)) else [source]:
-                if str(item).startswith(root) and str(item).endswith(".parquet"):
-                    opened.append(Path(item).relative_to(root).parts[0])
-            return original(source, *args, **kwargs)
-
-        return wrapper
-
-    monkeypatch.setattr(pl, "scan_parquet", wrap(pl.scan_parquet))
-    monkeypatch.setattr(pl, "read_parquet", wrap(pl.read_parquet))
-    monkeypatch.setattr(builtins, "open", wrap(builtins.open))
-    return opened
+    return record_opens(monkeypatch, lambda path: Path(path).relative_to(root).parts[0]
+                        if path.startswith(root) and path.endswith(".parquet") else None)
 
 
 def _manifests(mdir) -> dict[str, dict]:
