@@ -86,3 +86,15 @@ def test_sensor_puts_stranded_runs_back_in_the_queue_and_leaves_the_rest():
         again = stranded_launch_sensor(dg.build_sensor_context(instance=instance))
         assert "no stranded run" in again.skip_message and "run process has started" in again.skip_message
         assert all(instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.QUEUED for run_id in (never_handed, server_gone))
+
+
+def test_runs_of_another_launcher_are_left_to_its_own_run_monitoring():
+    """A Kubernetes pod may take minutes to start with nothing in the event log: such runs are never requeued."""
+    launcher = {"module": "dagster._core.test_utils", "class": "MockedRunLauncher"}
+    with dg.instance_for_test(overrides={"run_launcher": launcher}) as instance:
+        never_handed = _mark_starting(instance, 600)
+
+        result = stranded_launch_sensor(dg.build_sensor_context(instance=instance))
+
+        assert "the run launcher is MockedRunLauncher" in result.skip_message
+        assert instance.get_run_by_id(never_handed).status == dg.DagsterRunStatus.STARTING

@@ -3,7 +3,9 @@
 Without this, `dagster-daemon` killed between dequeuing a run and handing it to the code server
 leaves the run STARTING until run monitoring fails it ("taking longer than 180 seconds to start"):
 a scheduled backup or consolidation lost to a restart. Put back in the queue, it waits for its turn
-under the same limits as every other run and starts once.
+under the same limits as every other run and starts once. Only runs of Dagster's default launcher
+(the systemd and Compose deployments) are judged: a Kubernetes pod may take minutes to start
+without a trace in the event log, and that launcher's run monitoring watches its pods itself.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 
 import dagster as dg
 from dagster._core.events import DagsterEvent
+from dagster._core.launcher import DefaultRunLauncher
 from dagster._core.storage.tags import GRPC_INFO_TAG
 
 from trading_maintenance.core.runs.stranded_launches import STRANDED_AFTER_SECONDS, StartingRun, Verdict, judge
@@ -76,6 +79,12 @@ def requeue(instance: dg.DagsterInstance, run: dg.DagsterRun, verdict: Verdict) 
 )
 def stranded_launch_sensor(context: dg.SensorEvaluationContext):
     instance = context.instance
+    launcher = type(instance.run_launcher)
+    if not issubclass(launcher, DefaultRunLauncher):
+        # A pod or container may take minutes to start without any sign of it in the event log: only
+        # the default launcher's signs (its code server, its run process) are judged here; the
+        # others' run monitoring checks their workers and resumes or fails a run itself.
+        return dg.SkipReason(f"the run launcher is {launcher.__name__}: its own run monitoring handles runs that do not start")
     now = time.time()
     records = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTING]), limit=MAX_RUNS_PER_TICK)
     requeued, waiting = [], []
