@@ -13,7 +13,9 @@ one run on the same data, each phase in its own process so peak memory is measur
             normalise, dedup (last written wins), sort, sanity and coverage, write zstd under a temporary
             name, fsync, read back and verify, rename, manifest; then 1 % of the daily files rewritten late
             and the months consolidated again (the re-run reads only what changed): once delivered again with
-            rows the archives hold, once each with a corrected bar (every touched archive rewritten)
+            rows the archives hold (the late files read, their archives not: the manifests' day digests
+            prove those rows are already in them), once each with a corrected bar (every touched archive
+            read and rewritten)
 
 The previous round's output is renamed aside before a round and removed after the last one, for
 both tools: on this machine's ext4 (no journal) a file created within a few minutes of a mass
