@@ -13,8 +13,9 @@ import polars as pl
 import pytest
 
 from trading_maintenance.core.market_data.consolidate import consolidate_month
-from trading_maintenance.core.market_data.day_digest import DIGEST_KEY, day_digests, group_day_digests, ny_day_bounds_us
+from trading_maintenance.core.market_data.day_digest import day_digests, group_day_digests, ny_day_bounds_us
 from trading_maintenance.core.market_data.layout import SCHEMA, archive_dir_for, archive_path, manifest_path
+from trading_maintenance.core.market_data.manifest import DAY_DIGEST_KEY
 from trading_maintenance_tests.market_data.synth import generate, session_bars
 from trading_maintenance_tests.market_data.test_incremental import (
     AS_OF,
@@ -45,7 +46,7 @@ def _strip_digests(mdir) -> None:
     """The manifests as written before day digests existed (still trusted: the field is optional)."""
     for symbol, manifest in _manifests(mdir).items():
         for day in manifest["days"]:
-            day.pop(DIGEST_KEY, None)
+            day.pop(DAY_DIGEST_KEY, None)
         manifest_path(archive_path(archive_dir_for(mdir), symbol, "1min", MAR)).write_text(json.dumps(manifest))
 
 
@@ -63,7 +64,7 @@ def test_a_full_run_records_a_digest_for_every_day_of_every_archive(mdir, batch_
     consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1, batch_groups=batch_groups)
     for symbol, manifest in _manifests(mdir).items():
         assert [d["ny_date"] for d in manifest["days"]] == [d.isoformat() for d in DAYS[:3]]
-        assert {d["ny_date"]: d[DIGEST_KEY] for d in manifest["days"]} == day_digests(archive(mdir, symbol))
+        assert {d["ny_date"]: d[DAY_DIGEST_KEY] for d in manifest["days"]} == day_digests(archive(mdir, symbol))
 
 
 def test_rows_delivered_again_leave_the_archive_unread_with_what_the_ordinary_path_reports(mdir, tmp_path, archives_read):
@@ -135,7 +136,7 @@ def test_a_day_digest_that_does_not_match_is_not_believed(mdir, archives_read):
     consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1)
     target = archive_path(archive_dir_for(mdir), "AAA", "1min", MAR)
     manifest = json.loads(manifest_path(target).read_text())
-    manifest["days"][1][DIGEST_KEY] = "0" * 64  # well formed, wrong: as if the archive's day held other rows
+    manifest["days"][1][DAY_DIGEST_KEY] = "0" * 64  # well formed, wrong: as if the archive's day held other rows
     manifest_path(target).write_text(json.dumps(manifest))
     deliver_again(mdir, ["AAA"], lambda df: df.head(2))
     archives_read.clear()
@@ -145,7 +146,7 @@ def test_a_day_digest_that_does_not_match_is_not_believed(mdir, archives_read):
     assert archives_read == ["AAA"]  # read, compared, found equal and kept
     group = next(g for g in result.groups if g.symbol == "AAA")
     assert group.verified and not group.written
-    assert {d["ny_date"]: d[DIGEST_KEY] for d in json.loads(manifest_path(target).read_text())["days"]} == day_digests(archive(mdir, "AAA"))
+    assert {d["ny_date"]: d[DAY_DIGEST_KEY] for d in json.loads(manifest_path(target).read_text())["days"]} == day_digests(archive(mdir, "AAA"))
 
 
 @pytest.mark.parametrize("digest", ["not-hex", 7, "A" * 64])
@@ -154,7 +155,7 @@ def test_a_malformed_day_digest_makes_the_manifest_untrusted(mdir, digest):
     consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1)
     target = archive_path(archive_dir_for(mdir), "AAA", "1min", MAR)
     manifest = json.loads(manifest_path(target).read_text())
-    manifest["days"][0][DIGEST_KEY] = digest
+    manifest["days"][0][DAY_DIGEST_KEY] = digest
     manifest_path(target).write_text(json.dumps(manifest))
 
     result = consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1)
@@ -210,3 +211,20 @@ def test_a_batch_s_digests_are_each_group_s_own():
     for odd in (varied, unsorted, with_null):  # that group has none; the others keep theirs
         frames = [first, odd, third]
         assert group_day_digests(*_batch(frames)) == [day_digests(first), {}, day_digests(third)]
+
+
+def test_a_batch_that_falls_back_to_the_careful_path_does_not_redo_the_groups_it_kept(mdir, archives_read):
+    generate(mdir, MANY, DAYS[0], DAYS[1], dup_fraction=0)
+    consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1)
+    deliver_again(mdir, ["AAA", "BBB"], lambda df: df.head(2))  # proved already archived
+    deliver_again(mdir, ["DDD"], lambda df: df.head(1).with_columns(pl.col("close") + 0.01))
+    archive_path(archive_dir_for(mdir), "DDD", "1min", MAR).write_bytes(b"not parquet")  # the batch's archive scan fails
+    archives_read.clear()
+
+    result = consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1)
+
+    groups = {g.symbol: g for g in result.groups}
+    assert sorted(g.symbol for g in result.groups) == MANY
+    assert all(groups[s].verified and not groups[s].written and groups[s].files_read == 1 for s in ("AAA", "BBB"))
+    assert "existing archive unreadable" in groups["DDD"].error
+    assert "AAA" not in archives_read and "BBB" not in archives_read and "DDD" in archives_read

@@ -24,13 +24,13 @@ from trading_maintenance.core.market_data.archive_write import (
     same_key_as_previous,
     write_tmp,
 )
-from trading_maintenance.core.market_data.day_digest import DIGEST_KEY, group_day_digests, ny_day_bounds_us
-from trading_maintenance.core.market_data.group import consolidate_group, error_text, source_entry, summarise
+from trading_maintenance.core.market_data.day_digest import group_day_digests, ny_day_bounds_us
+from trading_maintenance.core.market_data.group import consolidate_group, error_text, manifest_result, source_entry, summarise
 from trading_maintenance.core.market_data.io import bytes_sha256, file_stat, read_whole, scan_buffers
 from trading_maintenance.core.market_data.layout import KEY, archive_path
-from trading_maintenance.core.market_data.manifest import SourcePlan
+from trading_maintenance.core.market_data.manifest import DAY_DIGEST_KEY, SourcePlan
 from trading_maintenance.core.market_data.months import MonthSessions
-from trading_maintenance.core.market_data.quality import day_entries, per_day_counts, quality_from_manifest_days
+from trading_maintenance.core.market_data.quality import day_entries, per_day_counts
 from trading_maintenance.core.market_data.results import GroupResult
 
 
@@ -140,15 +140,10 @@ def _already_archived(plans: list[SourcePlan], targets: list[Path], daily: pl.Da
     candidates = []
     for i, plan in enumerate(plans):
         manifest = plan.manifest
-        if manifest is None or not any(DIGEST_KEY in day for day in manifest["days"]):
+        if manifest is None or not any(DAY_DIGEST_KEY in day for day in manifest["days"]):
             continue
-        in_own_day = True
-        for f in plan.read:
-            span = ranges[i].get(f.day)
-            if span is not None:
-                start, end = ny_day_bounds_us(f.day)
-                in_own_day = in_own_day and start <= span[0] and span[1] < end
-        if in_own_day:
+        spans = [(ranges[i][f.day], ny_day_bounds_us(f.day)) for f in plan.read if f.day in ranges[i]]
+        if all(start <= lo and hi < end for (lo, hi), (start, end) in spans):
             candidates.append(i)
     if not candidates:
         return {}
@@ -161,7 +156,7 @@ def _already_archived(plans: list[SourcePlan], targets: list[Path], daily: pl.Da
     for i, count, digests in zip(candidates, counts, read_digests):
         if count and not digests:
             continue
-        archived = {day["ny_date"]: day.get(DIGEST_KEY) for day in plans[i].manifest["days"]}
+        archived = {day["ny_date"]: day.get(DAY_DIGEST_KEY) for day in plans[i].manifest["days"]}
         if all(archived.get(day) == digest for day, digest in digests.items()):
             try:
                 if file_stat(targets[i]) != recorded_archive_stat(plans[i].manifest):
@@ -172,51 +167,28 @@ def _already_archived(plans: list[SourcePlan], targets: list[Path], daily: pl.Da
     return proven
 
 
-def _kept_results(items: list[tuple[str, str, SourcePlan]], proven: dict[int, int], month: str, targets: list[Path], lengths: list[int],
-                  stats: list[tuple[int, int]], hashes: list[str], ranges: list[dict], sessions: MonthSessions, calendar_name: str,
-                  dry_run: bool) -> list[GroupResult]:
-    """_archive_kept for each group _already_archived found, from the files read for it."""
-    results = []
-    offset = 0
-    for i, (sym, tf, plan) in enumerate(items):
-        t0 = time.perf_counter()
-        n_files = len(plan.read)
-        if i in proven:
-            read_sources = [
-                source_entry(f, st, h, rows, *ranges[i].get(f.day, (None, None)))
-                for f, st, h, rows in zip(plan.read, stats[offset:offset + n_files], hashes[offset:offset + n_files], lengths[offset:offset + n_files])
-            ]
-            result = _archive_kept(sym, tf, month, targets[i], plan, read_sources, proven[i], sessions, calendar_name, dry_run)
-            result.seconds = time.perf_counter() - t0
-            results.append(result)
-        offset += n_files
-    return results
+def _read_sources(plan: SourcePlan, stats: list[tuple[int, int]], hashes: list[str], lengths: list[int], ranges: dict) -> list[dict]:
+    """The manifest entries of a group's files read this run (their stats, hashes, rows and ranges in plan.read's order)."""
+    return [source_entry(f, st, h, rows, *ranges.get(f.day, (None, None))) for f, st, h, rows in zip(plan.read, stats, hashes, lengths)]
 
 
 def _archive_kept(sym: str, tf: str, month: str, target: Path, plan: SourcePlan, read_sources: list[dict], distinct_read: int,
                   sessions: MonthSessions, calendar_name: str, dry_run: bool) -> GroupResult:
     """The result of a group _already_archived found: its archive kept, its manifest renewed with
     the sources read (none of their rows off their own date) and every day as it was."""
-    manifest = plan.manifest
-    recorded = recorded_archive_stat(manifest)
-    rows = manifest["archive"]["rows"]
-    reused = [entry for _, entry in plan.reused]
+    result = manifest_result(sym, tf, month, str(target), plan, sessions)
     for entry in read_sources:
         entry["outside_file_date"] = 0
-    result = GroupResult(sym, tf, month, str(target))
     result.files_read = len(read_sources)
     result.rows_in = sum(entry["rows"] for entry in read_sources)
-    result.files_reused, result.rows_reused = len(reused), sum(entry["rows"] for entry in reused)
-    result.previous_archive_rows = result.rows_out = rows
     result.duplicates_removed = result.rows_in - distinct_read
     result.archive_rows_replaced = distinct_read  # each by an equal row
+    recorded = recorded_archive_stat(plan.manifest)
     result.bytes_before = sum(entry["size"] for entry in read_sources) + recorded[0]
-    result.quality = quality_from_manifest_days(
-        manifest["days"], tf, sessions, sum(entry["outside_file_date"] for entry in reused)
-    )
     if not dry_run:
         try:
-            keep_archive(result, target, recorded, rows, ([*read_sources, *reused], calendar_name, manifest["days"]))
+            reused = [entry for _, entry in plan.reused]
+            keep_archive(result, target, recorded, result.rows_out, ([*read_sources, *reused], calendar_name, plan.manifest["days"]))
         except Exception as exc:  # noqa: BLE001 - one group's failure never stops the others
             result.error = error_text(exc)
             result.verified = False
@@ -235,10 +207,14 @@ def consolidate_batch(
 ) -> list[GroupResult]:
     """Several (symbol, timeframe) groups of one timeframe consolidated together; the careful
     per-group path when anything is unusual. Same results either way."""
+    proven: dict[int, int] = {}  # groups whose rows read are proved already archived
+    kept: list[GroupResult] = []  # their results, their manifests renewed
+
     def careful() -> list[GroupResult]:
-        return [
+        """Every group not already kept, one by one."""
+        return kept + [
             consolidate_group(sym, tf, month, plan, market_data_dir, archive_dir, quarantine_dir, sessions, dry_run, calendar_name)
-            for sym, tf, plan in items
+            for i, (sym, tf, plan) in enumerate(items) if i not in proven
         ]
 
     if len(items) < 2 or len({tf for _, tf, _ in items}) != 1:
@@ -253,9 +229,23 @@ def consolidate_batch(
         if scanned is None:
             return careful()
         daily, lengths, stats, hashes, ranges = scanned
-        proven = _already_archived(plans, targets, daily, ranges)
+        bounds = np.cumsum([0, *(len(plan.read) for plan in plans)]).tolist()
+
+        def files_of(i: int) -> tuple[list, list, list]:
+            """(stats, hashes, rows) of group i's files read, in plan.read's order."""
+            return stats[bounds[i]:bounds[i + 1]], hashes[bounds[i]:bounds[i + 1]], lengths[bounds[i]:bounds[i + 1]]
+
+        found = _already_archived(plans, targets, daily, ranges)
+        results_found = []
+        for i, distinct_read in found.items():
+            t0 = time.perf_counter()
+            sym, tf, plan = items[i]
+            read_sources = _read_sources(plan, *files_of(i), ranges[i])
+            results_found.append(_archive_kept(sym, tf, month, targets[i], plan, read_sources, distinct_read, sessions, calendar_name, dry_run))
+            results_found[-1].seconds = time.perf_counter() - t0
+        proven.update(found)  # together: careful() redoes exactly the groups without a result
+        kept.extend(results_found)
         if proven:
-            kept = _kept_results(items, proven, month, targets, lengths, stats, hashes, ranges, sessions, calendar_name, dry_run)
             if len(proven) == len(items):
                 return kept
             with_archive = [i for i in with_archive if i not in proven]
@@ -306,20 +296,15 @@ def consolidate_batch(
     same_key = out_all.select(same_key_as_previous()).to_series().to_numpy().astype(np.int64)
     same_key[first] = 0
     repeats_before = np.concatenate([[0], np.cumsum(same_key)])
-    results = kept if proven else []
-    offset = 0
+    results = kept
     to_write = []  # (result, out, manifest, duplicate keys, seconds)
     for i, (sym, tf, plan) in enumerate(items):
-        t0 = time.perf_counter()
-        n_files = len(plan.read)
-        file_lengths = lengths[offset:offset + n_files]
-        file_stats = stats[offset:offset + n_files]
-        file_hashes = hashes[offset:offset + n_files]
-        offset += n_files
         if i in proven:
             continue  # its result is made
+        t0 = time.perf_counter()
+        file_stats, file_hashes, file_lengths = files_of(i)
         result = GroupResult(sym, tf, month, str(targets[i]))
-        result.files_read = n_files
+        result.files_read = len(plan.read)
         result.rows_in = sum(file_lengths)
         result.previous_archive_rows = prev_rows[i]
         result.bytes_before = sum(st[0] for st in file_stats) + prev_bytes[i]
@@ -327,10 +312,7 @@ def consolidate_batch(
         out = out_all.slice(a, n)
         result.rows_out = out.height
         day_rows = rows_by_group.get(i, [])
-        read_sources = [
-            source_entry(f, st, h, rows, *ranges[i].get(f.day, (None, None)))
-            for f, st, h, rows in zip(plan.read, file_stats, file_hashes, file_lengths)
-        ]
+        read_sources = _read_sources(plan, file_stats, file_hashes, file_lengths, ranges[i])
         manifest_sources = summarise(result, plan, day_rows, read_sources, tf, sessions)
         results.append(result)
         manifest = (manifest_sources, calendar_name, day_entries(day_rows, digests.get(i)))

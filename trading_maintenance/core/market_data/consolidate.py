@@ -27,11 +27,11 @@ from pathlib import Path
 
 from trading_maintenance.core.common.gc_pause import paused_gc
 from trading_maintenance.core.market_data.batch import consolidate_batch
+from trading_maintenance.core.market_data.group import manifest_result
 from trading_maintenance.core.market_data.io import find_stale_temporaries, quarantine_file
 from trading_maintenance.core.market_data.layout import MisnamedEntry, archive_dir_for, archive_fspath, quarantine_dir_for, scan_daily_files
 from trading_maintenance.core.market_data.manifest import SourcePlan, plan_sources
 from trading_maintenance.core.market_data.months import MonthSessions, month_sessions
-from trading_maintenance.core.market_data.quality import quality_from_manifest_days
 from trading_maintenance.core.market_data.results import GroupResult, MonthResult
 
 
@@ -112,24 +112,9 @@ def _consolidate_month(
 def unchanged_result(symbol: str, timeframe: str, month: str, archive_dir: Path, plan: SourcePlan, sessions: MonthSessions) -> GroupResult:
     """A group whose archive is verified against every daily file it has: counts and quality from
     the manifest, nothing read or written."""
-    manifest = plan.manifest
-    reused = [entry for _, entry in plan.reused]
-    rows = manifest["archive"]["rows"]
-    return GroupResult(
-        symbol,
-        timeframe,
-        month,
-        archive_fspath(archive_dir, symbol, timeframe, month),
-        files_reused=len(reused),
-        rows_reused=sum(e["rows"] for e in reused),
-        rows_out=rows,
-        previous_archive_rows=rows,
-        quality=quality_from_manifest_days(
-            manifest["days"], timeframe, sessions, sum(e["outside_file_date"] for e in reused)
-        ),
-        verified=True,
-        unchanged=True,
-    )
+    result = manifest_result(symbol, timeframe, month, archive_fspath(archive_dir, symbol, timeframe, month), plan, sessions)
+    result.verified = result.unchanged = True
+    return result
 
 
 def quarantine_misnamed(entry: MisnamedEntry, market_data_dir: Path, quarantine_dir: Path, dry_run: bool) -> dict:

@@ -29,10 +29,8 @@ import numpy as np
 import polars as pl
 
 from trading_maintenance.core.market_data.layout import SCHEMA
-from trading_maintenance.core.market_data.manifest import DAY_DIGEST_KEY
 from trading_maintenance.core.market_data.months import NY
 
-DIGEST_KEY = DAY_DIGEST_KEY
 _VERSION = b"day-rows-v1\n"
 _FIXED = ("timestamp", "open", "high", "low", "close", "volume")  # 8 bytes a value each in SCHEMA
 _TEXT = ("symbol", "timeframe", "asset_type")
@@ -53,37 +51,14 @@ def _ny_date(epoch_us: int) -> date:
     return datetime.fromtimestamp(epoch_us // 1_000_000, tz=_NY).date()
 
 
-def _rows_block(frame: pl.DataFrame) -> tuple[bytes, np.ndarray, np.ndarray] | None:
-    """(text prefix, timestamps in epoch µs, rows x 8-byte columns) of a frame in the archive
-    schema, or None when it cannot have digests."""
-    if frame.height == 0 or frame.schema != SCHEMA:
-        return None
-    texts = []
-    for name in _TEXT:
-        column = frame.get_column(name)
-        if column.null_count() or not bool((column == column[0]).all()):  # a tenth of n_unique's time
-            return None
-        texts.append(column[0])
-    columns = []
-    for name in _FIXED:
-        column = frame.get_column(name)
-        if column.null_count():
-            return None
-        columns.append(column.to_numpy().view(np.int64))
-    stamps = columns[0]
-    if stamps.size > 1 and not bool((stamps[1:] > stamps[:-1]).all()):
-        return None
-    prefix = _VERSION + json.dumps(texts).encode() + b"\n"
-    return prefix, stamps, np.column_stack(columns)
-
-
 def day_digests(frame: pl.DataFrame) -> dict[str, str]:
     """{New York date (ISO): digest of that day's rows} of a deduplicated frame of one
     symbol-timeframe sorted by time; {} when the frame cannot have digests (see module)."""
-    block = _rows_block(frame)
-    if block is None:
-        return {}
-    return _digests(*block)
+    return group_day_digests(frame, [0], [frame.height])[0]
+
+
+def _prefix(texts: list[str]) -> bytes:
+    return _VERSION + json.dumps(texts).encode() + b"\n"
 
 
 def _digests(prefix: bytes, stamps: np.ndarray, rows: np.ndarray) -> dict[str, str]:
@@ -116,7 +91,10 @@ def group_day_digests(frame: pl.DataFrame, starts: list[int], lengths: list[int]
     """day_digests of each group of a frame in the archive schema sorted by group, then time (group
     k: its rows from starts[k], lengths[k] of them), the checks and conversions made once over the
     whole frame: a batch's hundreds of archives cost a fraction of one call each."""
-    def one_by_one() -> list[dict[str, str]]:  # anything unusual: each group checked on its own
+    def one_by_one() -> list[dict[str, str]]:
+        """Anything unusual: each group checked on its own (one group alone: it has none)."""
+        if len(starts) == 1:
+            return [{}]
         return [day_digests(frame.slice(a, n)) if n else {} for a, n in zip(starts, lengths)]
 
     if frame.height == 0 or frame.schema != SCHEMA:
@@ -148,7 +126,6 @@ def group_day_digests(frame: pl.DataFrame, starts: list[int], lengths: list[int]
         if not n:
             digests.append({})
             continue
-        prefix = _VERSION + json.dumps([texts[0][k], texts[1][k], texts[2][k]]).encode() + b"\n"
-        digests.append(_digests(prefix, stamps[a:a + n], rows[a:a + n]))
+        digests.append(_digests(_prefix([texts[0][k], texts[1][k], texts[2][k]]), stamps[a:a + n], rows[a:a + n]))
         k += 1
     return digests

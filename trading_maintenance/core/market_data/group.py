@@ -29,7 +29,7 @@ from trading_maintenance.core.market_data.io import (
 from trading_maintenance.core.market_data.layout import KEY, DailyFile, archive_path
 from trading_maintenance.core.market_data.manifest import SourcePlan
 from trading_maintenance.core.market_data.months import MonthSessions
-from trading_maintenance.core.market_data.quality import day_entries, expected_by_day, per_day_counts, quality_from_rows
+from trading_maintenance.core.market_data.quality import day_entries, expected_by_day, per_day_counts, quality_from_manifest_days, quality_from_rows
 from trading_maintenance.core.market_data.results import GroupResult
 
 
@@ -40,6 +40,26 @@ def error_text(exc: BaseException) -> str:
 def source_entry(f: DailyFile, stat: tuple[int, int], sha256: str, rows: int, first_us: int | None, last_us: int | None) -> dict:
     """A manifest entry for a daily file read this run (outside_file_date is set by summarise)."""
     return {"name": f.path.name, "size": stat[0], "mtime_ns": stat[1], "sha256": sha256, "rows": rows, "first_us": first_us, "last_us": last_us}
+
+
+def manifest_result(symbol: str, timeframe: str, month: str, archive: str, plan: SourcePlan, sessions: MonthSessions) -> GroupResult:
+    """A group's result as its archive's trusted manifest tells it, nothing read: rows, the sources
+    reused and the quality of the manifest's days (an unchanged group, or one whose rows read were
+    proved already archived)."""
+    manifest = plan.manifest
+    reused = [entry for _, entry in plan.reused]
+    rows = manifest["archive"]["rows"]
+    return GroupResult(
+        symbol,
+        timeframe,
+        month,
+        archive,
+        files_reused=len(reused),
+        rows_reused=sum(e["rows"] for e in reused),
+        rows_out=rows,
+        previous_archive_rows=rows,
+        quality=quality_from_manifest_days(manifest["days"], timeframe, sessions, sum(e["outside_file_date"] for e in reused)),
+    )
 
 
 def file_ranges(frame: pl.DataFrame) -> dict[date, tuple[int, int]]:

@@ -9,9 +9,8 @@ from datetime import date
 
 import polars as pl
 
-from trading_maintenance.core.market_data.day_digest import DIGEST_KEY
 from trading_maintenance.core.market_data.layout import DAILY_TIMEFRAMES, INTRADAY_MINUTES
-from trading_maintenance.core.market_data.manifest import DAY_COUNTS
+from trading_maintenance.core.market_data.manifest import DAY_COUNTS, DAY_DIGEST_KEY
 from trading_maintenance.core.market_data.months import NY, MonthSessions, expected_bars
 
 OHLC_TOLERANCE = 1e-6  # relative: high may sit this far below max(open, close) before it counts
@@ -183,7 +182,7 @@ def day_entries(rows: list[dict], digests: dict[str, str] | None = None) -> list
         for entry in entries:
             digest = digests.get(entry["ny_date"])
             if digest is not None:
-                entry[DIGEST_KEY] = digest
+                entry[DAY_DIGEST_KEY] = digest
     return entries
 
 
@@ -193,7 +192,7 @@ def quality_from_manifest_days(days: list[dict], timeframe: str, sessions: Month
     key = ("expected_by_iso_day", timeframe)
     expected = sessions.derived.get(key)
     if expected is None:
-        expected = sessions.derived[key] = [(d.isoformat(), n) for d, n in expected_by_day(timeframe, sessions)]
+        expected = sessions.derived[key] = tuple((d.isoformat(), n) for d, n in expected_by_day(timeframe, sessions))
     return quality_from_rows(days, timeframe, expected, reused_outside_file_date)
 
 
