@@ -352,6 +352,22 @@ def run_starts(instance, run_id: str) -> int:
     return len(instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_START).records)
 
 
+def dequeues(instance, run_id: str) -> int:
+    """How many times the queue marked the run STARTING."""
+    return len(instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_STARTING).records)
+
+
+def enqueues(instance, run_id: str) -> int:
+    """How many times the run entered the queue: submitted, then again each time it was put back
+    (by the stranded-launch sensor, or by the daemon when the code server was unreachable)."""
+    return len(instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_ENQUEUED).records)
+
+
+def sensor_requeues(instance, run_id: str) -> int:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records
+    return sum((record.event_log_entry.message or "").startswith("Put back in the run queue") for record in records)
+
+
 def run_process_pid(instance, run_id: str) -> int | None:
     """The pid the run's process logged when it started ("Started process for run (pid: N).")."""
     for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records:
@@ -474,6 +490,8 @@ def test_run_limits_hold_through_a_daemon_crash_a_killed_run_a_timeout_and_a_bac
     # No run lost, none launched twice (the daemon died with runs in its queue).
     assert len(set(everything)) == len(everything) == 6 + 3 + len(BACKFILL_MONTHS) + 2
     assert {run_id: run_starts(instance, run_id) for run_id in everything} == dict.fromkeys(everything, 1)
+    # dequeued once per time it entered the queue (a run put back is dequeued again, never otherwise)
+    assert {run_id: dequeues(instance, run_id) for run_id in everything} == {run_id: enqueues(instance, run_id) for run_id in everything}
     for run_id in graphql_runs + cli_runs:
         assert _status(instance, run_id) == dg.DagsterRunStatus.SUCCESS, (run_id, failure_messages(instance, run_id))
 
@@ -520,5 +538,5 @@ def test_a_run_the_daemon_left_starting_goes_back_to_the_queue_and_starts_once(l
     _wait(lambda: instance.get_run_by_id(run_id).is_finished, 170, "the stranded run to run and finish", layout.watched)
     assert _status(instance, run_id) == dg.DagsterRunStatus.SUCCESS, failure_messages(instance, run_id)
     assert run_starts(instance, run_id) == 1
-    assert len(instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_STARTING).records) == 2
+    assert (dequeues(instance, run_id), enqueues(instance, run_id), sensor_requeues(instance, run_id)) == (2, 2, 1)
     assert "Put back in the run queue: the daemon stopped while launching this run" in failure_messages(instance, run_id)
