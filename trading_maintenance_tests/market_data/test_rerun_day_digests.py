@@ -228,3 +228,19 @@ def test_a_batch_that_falls_back_to_the_careful_path_does_not_redo_the_groups_it
     assert all(groups[s].verified and not groups[s].written and groups[s].files_read == 1 for s in ("AAA", "BBB"))
     assert "existing archive unreadable" in groups["DDD"].error
     assert "AAA" not in archives_read and "BBB" not in archives_read and "DDD" in archives_read
+
+
+def test_a_dry_rerun_of_rows_already_archived_reports_them_and_changes_nothing(mdir):
+    generate(mdir, MANY, DAYS[0], DAYS[1], dup_fraction=0)
+    consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1)
+    deliver_again(mdir, LATE, lambda df: df.head(3))
+    archive_folder = archive_dir_for(mdir)
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in archive_folder.rglob("*") if p.is_file()}
+
+    dry = consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1, dry_run=True)
+
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in archive_folder.rglob("*") if p.is_file()} == before
+    late = [g for g in dry.groups if g.symbol in LATE]
+    assert all(g.files_read == 1 and g.duplicates_removed == 3 and not g.written and not g.verified for g in late)
+    again = consolidate_month(mdir, MAR, as_of=AS_OF, max_workers=1)  # the real run still has everything to do
+    assert [g.files_read for g in again.groups if g.symbol in LATE] == [1] * len(LATE)
