@@ -58,10 +58,10 @@ def split_members(plaintext: bytes) -> tuple[dict, list[str]] | None:
     head = plaintext[:first]
     if not head.endswith(_MEMBERS_OPEN):
         return None
-    body = plaintext[first + 1:len(plaintext) - len(_MEMBERS_CLOSE)]
     try:
         manifest = json.loads(head[:-len(_MEMBERS_OPEN)] + b"}")
-        text = body.decode("ascii")  # the writer escapes everything else
+        # decoded straight from the plaintext (the writer escapes everything but ASCII): no copy of the body first
+        text = str(memoryview(plaintext)[first + 1:len(plaintext) - len(_MEMBERS_CLOSE)], "ascii")
     except ValueError:
         return None
     if not isinstance(manifest, dict) or "members" in manifest:

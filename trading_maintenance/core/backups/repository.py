@@ -40,6 +40,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import NamedTuple
 
+import orjson
 import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -67,6 +68,7 @@ _PLAIN, _ZSTD = b"\x00", b"\x01"
 CHUNK_ID_ALGORITHMS = ("blake2b", "hmac-sha256")
 NEW_CHUNK_ID_ALGORITHM = "hmac-sha256"
 _NONCE = 12
+_TAG = 16  # AES-GCM's authentication tag, after the ciphertext
 DEFAULT_ZSTD_LEVEL = 2
 ZSTD_LEVELS = range(1, 20)
 
@@ -125,6 +127,18 @@ class Keys:
             return plaintext
         nonce = os.urandom(_NONCE)
         return nonce + self.aead.encrypt(nonce, plaintext, context)
+
+    def seal_large(self, plaintext: bytes, context: bytes) -> bytes | bytearray:
+        """As seal, written straight into the sealed buffer (a bytearray) where the library can: no second copy of
+        a large plaintext."""
+        encrypt_into = getattr(self.aead, "encrypt_into", None)  # absent from older cryptography releases
+        if encrypt_into is None:
+            return self.seal(plaintext, context)
+        nonce = os.urandom(_NONCE)
+        sealed = bytearray(_NONCE + len(plaintext) + _TAG)
+        sealed[:_NONCE] = nonce
+        encrypt_into(nonce, plaintext, context, memoryview(sealed)[_NONCE:])
+        return sealed
 
     def open(self, sealed: bytes, context: bytes, what: str) -> bytes:
         if self.aead is None:
@@ -485,7 +499,15 @@ class Repository:
         summary = {"backup_id": manifest.get("backup_id"), "created_at": manifest.get("created_at"), "files": len(lines),
                    "logical_bytes": logical, "new_bytes": (manifest.get("repository") or {}).get("new_bytes", 0)}
         head = _compact_json({"summary": summary, **{k: v for k, v in manifest.items() if k not in ("summary", "members")}})
-        sealed = self.keys.seal(head[:-1] + b',"members":[\n' + ",\n".join(lines).encode() + b"\n]}", b"snapshot")
+        # the head and the end joined with the members' lines in one pass, encoded, then sealed in place: each copy
+        # of a snapshot of thousands of members is ~1.4 MB of fresh memory (~0.75 ms of page faults on a VM)
+        opening = head[:-1].decode() + ',"members":[\n'
+        if lines:
+            lines[0] = opening + lines[0]
+            lines[-1] += "\n]}"
+        else:
+            lines = [opening + "\n]}"]
+        sealed = self.keys.seal_large(",\n".join(lines).encode(), b"snapshot")
         name = hashlib.sha256(sealed).hexdigest()
         _write_file(self.root / "snapshots" / name, sealed)
         if self.keys.encrypted:  # the next listing need not read it for its summary
@@ -630,21 +652,42 @@ def _compact_json(document) -> bytes:
 
 
 def _json(data: bytes, what: str):
+    """Decoded by orjson: twice json's speed on an index or a snapshot of thousands of entries, and stricter
+    (UTF-8 only, no NaN, integers within 64 bits), which only refuses what this module never writes."""
     try:
-        return json.loads(data)
+        return orjson.loads(data)
     except ValueError:
         raise RepositoryError(f"{what} is not valid JSON: corrupt") from None
 
 
 def _read_bounded(path: Path, limit: int) -> bytes:
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(limit + 1)
+        with open(path, "rb", buffering=0) as handle:
+            # asked for its size (+1, so a file grown past the limit meanwhile is still refused), not the limit:
+            # a read of 256 MiB allocates that much first, ~1 ms for a snapshot of 1.4 MB
+            data = _read_upto(handle, min(os.fstat(handle.fileno()).st_size, limit) + 1, limit + 1)
     except FileNotFoundError:
         raise RepositoryError(f"{path.name[:16]} is missing from the repository") from None
     if len(data) > limit:
         raise RepositoryError(f"{path} is larger than {limit} bytes: refused")
     return data
+
+
+def _read_upto(handle, first: int, most: int) -> bytes:
+    """Up to `most` bytes of an unbuffered handle, `first` asked for at once; then on until its end, however
+    short the kernel's reads or however the file grew since it was measured."""
+    data = handle.read(first)
+    if len(data) >= most:
+        return data
+    pieces = [data]
+    total = len(data)
+    while total < most:
+        piece = handle.read(min(1 << 20, most - total))
+        if not piece:
+            break
+        pieces.append(piece)
+        total += len(piece)
+    return data if len(pieces) == 1 else b"".join(pieces)
 
 
 def _write_file(path: Path, data: bytes) -> None:
