@@ -144,6 +144,7 @@ def main() -> None:
     planted_prints = {scan.fingerprint(r, v) for r, v in planted}
     ours_times: list[float] = []
     rg_times: list[float] = []
+    hits, false_reports = len(planted), 0
     for _ in range(args.rounds):  # alternating, so a busy machine's load falls on both alike
         t = time.perf_counter()
         # built inside the timing, as every audit run builds it (its patterns compiled), as rg compiles its own
@@ -153,8 +154,8 @@ def main() -> None:
             findings += result.findings
         ours_times.append(time.perf_counter() - t)
         found_prints = {f.fingerprint for f in findings}
-        hits = len(planted_prints & found_prints)
-        false_reports = [f for f in findings if f.fingerprint not in planted_prints]
+        hits = min(hits, len(planted_prints & found_prints))  # the worst round's, so a miss in any round shows
+        false_reports = max(false_reports, len([f for f in findings if f.fingerprint not in planted_prints]))
         if rg:
             t = time.perf_counter()
             out = subprocess.run([rg, "-c", "--no-filename", combined_prefilter(), *map(str, files)], capture_output=True, text=True)
@@ -162,7 +163,7 @@ def main() -> None:
             lines = sum(int(x) for x in out.stdout.split() if x.isdigit())
     ours = statistics.median(ours_times)
     print(f"trading-maintenance scan ({args.rounds} rounds, engine {scanner.engine.name}): {spread(ours_times)} s  "
-          f"{size / 1e6 / ours:.0f} MB/s  planted found {hits}/50  decoys/other reported {len(false_reports)}")
+          f"{size / 1e6 / ours:.0f} MB/s  planted found {hits}/50 and decoys/other reported {false_reports} (worst round)")
     if rg:
         rg_s = statistics.median(rg_times)
         print(f"ripgrep -c (combined pattern): {spread(rg_times)} s  {size / 1e6 / rg_s:.0f} MB/s  matching lines {lines} "
