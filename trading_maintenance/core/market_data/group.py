@@ -39,7 +39,7 @@ def error_text(exc: BaseException) -> str:
 
 def source_entry(f: DailyFile, stat: tuple[int, int], sha256: str, rows: int, first_us: int | None, last_us: int | None) -> dict:
     """A manifest entry for a daily file read this run (outside_file_date is set by summarise)."""
-    return {"name": f.path.name, "size": stat[0], "mtime_ns": stat[1], "sha256": sha256, "rows": rows, "first_us": first_us, "last_us": last_us}
+    return {"name": f.name, "size": stat[0], "mtime_ns": stat[1], "sha256": sha256, "rows": rows, "first_us": first_us, "last_us": last_us}
 
 
 def manifest_result(symbol: str, timeframe: str, month: str, archive: str, plan: SourcePlan, sessions: MonthSessions) -> GroupResult:
