@@ -458,6 +458,9 @@ def test_run_limits_hold_through_a_daemon_crash_a_killed_run_a_timeout_and_a_bac
         graphql_runs = [launch_through_graphql(layout, PROJECT_LOCATION, jobs[task]) for task in different]
 
         pid = _wait(lambda: run_process_pid(instance, killed), 120, "the first sleeping run's process", layout.watched)
+        # killed once it has started (RUN_START logged), not between its process starting and the run starting: the
+        # count of starts below must be one for every run
+        _wait(lambda: run_starts(instance, killed) == 1, 120, "the first sleeping run to start", layout.watched)
         os.kill(pid, signal.SIGKILL)
         # The code server sees its run process gone and marks the run failed.
         _wait(lambda: _status(instance, killed) == dg.DagsterRunStatus.FAILURE, 60, "the killed run marked failed", layout.watched)
@@ -489,7 +492,10 @@ def test_run_limits_hold_through_a_daemon_crash_a_killed_run_a_timeout_and_a_bac
 
     # No run lost, none launched twice (the daemon died with runs in its queue).
     assert len(set(everything)) == len(everything) == 6 + 3 + len(BACKFILL_MONTHS) + 2
-    assert {run_id: run_starts(instance, run_id) for run_id in everything} == dict.fromkeys(everything, 1)
+    starts = {run_id: run_starts(instance, run_id) for run_id in everything}
+    assert not {run_id: (instance.get_run_by_id(run_id).job_name, _status(instance, run_id).value, count,
+                         failure_messages(instance, run_id)[-500:])
+                for run_id, count in starts.items() if count != 1}
     # dequeued once per time it entered the queue (a run put back is dequeued again, never otherwise)
     assert {run_id: dequeues(instance, run_id) for run_id in everything} == {run_id: enqueues(instance, run_id) for run_id in everything}
     for run_id in graphql_runs + cli_runs:
