@@ -156,6 +156,8 @@ def listing_floor(data: Path) -> float:
 
 
 def _write_durably(path: Path, blob: bytes) -> None:
+    from trading_maintenance.core.common.atomic import fsync_dir
+
     temp = path.with_name(f".{path.name}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -166,11 +168,7 @@ def _write_durably(path: Path, blob: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(temp, path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    fsync_dir(path.parent)
 
 
 def minimal_second_backup(data: Path, before: dict[str, tuple[int, int, int]], out: Path) -> float:
