@@ -157,22 +157,6 @@ def listing_floor(data: Path) -> float:
     return statistics.median(times)
 
 
-def _write_durably(path: Path, blob: bytes) -> None:
-    from trading_maintenance.core.common.atomic import fsync_dir
-
-    temp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(blob)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
-    fsync_dir(path.parent)
-
-
 def minimal_second_backup(data: Path, before: dict[str, tuple[int, int, int]], out: Path) -> float:
     """Seconds of only the work a second backup cannot skip, with the parent's stats already in memory: the walk,
     each changed file read, hashed, compressed (zstd -3) and sealed (AES-256-GCM) on one thread, then one pack, a
@@ -180,6 +164,8 @@ def minimal_second_backup(data: Path, before: dict[str, tuple[int, int, int]], o
     its folder fsynced. No repository is opened and no parent or index is read, so a real backup cannot be faster."""
     import zstandard
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from trading_maintenance.core.common.atomic import atomic_write_bytes
 
     aead, compressor = AESGCM(AESGCM.generate_key(256)), zstandard.ZstdCompressor(level=3)
     out.mkdir(exist_ok=True)
@@ -191,10 +177,10 @@ def minimal_second_backup(data: Path, before: dict[str, tuple[int, int, int]], o
             content = Path(path).read_bytes()
             ids.append(hashlib.sha256(content).hexdigest())
             sealed.append(aead.encrypt(os.urandom(12), compressor.compress(content), None))
-    _write_durably(out / "pack", b"".join(sealed))
-    _write_durably(out / "index", json.dumps(ids).encode())
+    atomic_write_bytes(out / "pack", b"".join(sealed))
+    atomic_write_bytes(out / "index", json.dumps(ids).encode())
     folders = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(400)]
-    _write_durably(out / "snapshot", aead.encrypt(os.urandom(12), json.dumps({"files": ids, "folders": folders}).encode(), None))
+    atomic_write_bytes(out / "snapshot", aead.encrypt(os.urandom(12), json.dumps({"files": ids, "folders": folders}).encode(), None))
     elapsed = time.perf_counter() - started
     for name in ("pack", "index", "snapshot"):
         (out / name).unlink()
@@ -295,12 +281,12 @@ def main() -> None:
                 shell("restic init -q", data, env)
                 restic_first = shell("restic backup -q parquet", data, env, label=restic_first_label)
                 record(restic_first_label, restic_first, folder_bytes(work / "restic"))
-            before = walk_stats(data)
+            stats_before = walk_stats(data)
             changed = change_one_percent(data)
             drop_cache_hint(data)
             settle()
             timings.setdefault("listing floor", []).append(listing_floor(data))
-            timings.setdefault("minimal second", []).append(minimal_second_backup(data, before, work / "minimal"))
+            timings.setdefault("minimal second", []).append(minimal_second_backup(data, stats_before, work / "minimal"))
             cpu = time.process_time()
             second, second_bytes = repository_backup(data, work / "repo", work)
             CPU["project repository, second"] = time.process_time() - cpu
